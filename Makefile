@@ -1,0 +1,66 @@
+# crosslocate: every target is a thin call to the `crosslocate` CLI inside .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CL := $(VENV)/bin/crosslocate
+STAMP := $(VENV)/.setup-stamp
+REGION ?= demo
+DEM ?=
+PRESET ?= cpu
+WORK ?= work
+SRTM ?= ../shared/data/srtm3
+DEM_ARG := $(if $(DEM),--dem $(DEM),)
+
+.PHONY: setup test test-all lint demo render-sparse render-uniform render-compact train benchmark \
+        bench-render bench-build bench-search clean
+
+setup: $(STAMP)
+
+# Idempotent: re-runs only when the dependency files change. pyrender pins PyOpenGL 3.1.0, which
+# breaks offscreen rendering, so it is installed without its dependencies (extra `render` has them).
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c constraints.txt -e '.[render,tests]'
+	$(PY) -m pip install -q --no-deps -c constraints.txt pyrender==0.1.45
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# End to end on the embedded demo region: render what is missing, train (cpu preset), evaluate.
+demo: benchmark
+
+render-sparse: setup
+	$(CL) build sparse --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+
+render-uniform: setup
+	$(CL) build uniform --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+
+render-compact: setup
+	$(CL) build compact --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+
+train: setup
+	$(CL) train --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+
+benchmark: setup
+	$(CL) benchmark --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+
+bench-render: setup
+	$(CL) bench render --srtm $(SRTM) --out bench/render.json
+
+bench-build: setup
+	$(CL) bench build --out bench/build.json
+
+bench-search: setup
+	$(CL) bench search --out bench/search.json
+
+clean:
+	rm -rf $(WORK) bench/*.json

@@ -1,0 +1,7 @@
+"""``python -m crosslocate``."""
+
+import sys
+
+from crosslocate.pipelines.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Database storage: view schema, shards, manifests, verification, torch datasets."""

@@ -1,0 +1,1 @@
+"""Geographic foundation: DEM sources, geodesy, land cover, regions, positions and splits."""

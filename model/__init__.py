@@ -1,0 +1,1 @@
+"""Retrieval model: network, losses, mining, training, search and evaluation."""

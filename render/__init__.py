@@ -1,0 +1,1 @@
+"""Rendering of DEM views: camera model, local terrain frame, backends, derived modalities."""

@@ -1,0 +1,94 @@
+"""The renderer backend interface: chosen once per run, used as a context manager.
+
+A backend renders views of one :class:`~crosslocate.render.terrain.LocalTerrain` (a metric
+heightfield in a local ENU frame with earth curvature and refraction already applied) for a batch
+of cameras given in that frame.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from crosslocate.datasets.schema import Modality
+
+if TYPE_CHECKING:
+    from crosslocate.render.config import RenderConfig
+    from crosslocate.render.terrain import LocalTerrain
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCamera:
+    """A camera in a terrain's local frame.
+
+    Attributes
+    ----------
+    position : (3,) float64
+        Camera centre in the terrain frame (east, north, up), metres.
+    rotation : (3, 3) float64
+        ``v_frame = rotation @ v_cam`` (camera axes: x right, y down, z forward).
+    fov_deg : float
+        Horizontal FOV, degrees.
+    width_px, height_px : int
+        Image size.
+    """
+
+    position: npt.NDArray[np.float64]
+    rotation: npt.NDArray[np.float64]
+    fov_deg: float
+    width_px: int
+    height_px: int
+
+
+@dataclass(slots=True)
+class ViewBatch:
+    """Rendered views, one entry per camera, only for the requested modalities.
+
+    Attributes
+    ----------
+    arrays : dict Modality -> (N, H, W) array
+        ``depth`` float32 z-depth metres (sky = ``SKY_DEPTH_M``), ``silhouette`` uint8 {0, 1},
+        ``semantic`` uint8 LandCover ids (sky = ``SKY_CLASS``).
+    render_time_s : (N,) float32
+        Wall time per view (batch time divided evenly when rendered together).
+    """
+
+    arrays: dict[Modality, np.ndarray] = field(default_factory=dict)
+    render_time_s: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return int(self.render_time_s.shape[0])
+
+
+class RenderBackend(ABC):
+    """Base class of render backends. Use ``with open_backend(cfg) as backend: ...``."""
+
+    #: Registry name.
+    name: str = "base"
+
+    def __init__(self, config: RenderConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def prepare(self, terrain: LocalTerrain) -> None:
+        """Load a terrain (build meshes / pyramids); later :meth:`render` calls use it."""
+
+    @abstractmethod
+    def render(self, cameras: list[FrameCamera], modalities: tuple[Modality, ...]) -> ViewBatch:
+        """Render the cameras of the prepared terrain."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default: nothing to free
+        """Release GL contexts / buffers. Idempotent."""
+
+    def __enter__(self) -> RenderBackend:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,95 @@
+"""Render settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from crosslocate.datasets.schema import ALL_MODALITIES, Modality
+from crosslocate.errors import ConfigError
+
+#: Backend names (keys of :data:`crosslocate.render.backends.BACKENDS`).
+BACKEND_NAMES: tuple[str, ...] = ("cpu", "pyrender")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RenderConfig:
+    """How views are rendered.
+
+    Attributes
+    ----------
+    size_px : int
+        Square image side, pixels (paper: 500).
+    fov_deg : float
+        Horizontal field of view of database views, degrees (paper: 60).
+    range_m : float
+        Maximum rendered distance, metres (terrain beyond is sky). At least 30 km by default.
+    refraction_k : float
+        Atmospheric refraction coefficient; the effective earth radius is R / (1 - k).
+    near_m : float
+        Near clipping distance, metres.
+    backend : str
+        ``"cpu"`` (numba heightfield marcher) or ``"pyrender"`` (trimesh + OpenGL offscreen).
+    gl_platform : str
+        ``"egl"`` (default; GPU, or Mesa llvmpipe on CPU machines) or ``"osmesa"``.
+    silhouette_rel_jump : float
+        A silhouette edge is drawn where depth jumps by more than this fraction of the nearer depth.
+    modalities : tuple of Modality
+        Modalities to render.
+    """
+
+    size_px: int = 500
+    fov_deg: float = 60.0
+    range_m: float = 60_000.0
+    refraction_k: float = 0.13
+    near_m: float = 5.0
+    backend: str = "cpu"
+    gl_platform: str = "egl"
+    silhouette_rel_jump: float = 0.15
+    modalities: tuple[Modality, ...] = field(default=ALL_MODALITIES)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size_px, int) or self.size_px <= 0:
+            raise ConfigError(f"size_px must be a positive integer, got {self.size_px!r}")
+        if not (math.isfinite(self.fov_deg) and 0.0 < self.fov_deg < 180.0):
+            raise ConfigError(f"fov_deg must be in (0, 180), got {self.fov_deg}")
+        if not self.range_m > self.near_m > 0.0:
+            raise ConfigError(f"need range_m > near_m > 0, got range_m={self.range_m}, near_m={self.near_m}")
+        if not 0.0 <= self.refraction_k < 1.0:
+            raise ConfigError(f"refraction_k must be in [0, 1), got {self.refraction_k}")
+        if self.backend not in BACKEND_NAMES:
+            raise ConfigError(f"unknown render backend {self.backend!r}; choose one of {BACKEND_NAMES}")
+        if self.gl_platform not in ("egl", "osmesa"):
+            raise ConfigError(f"gl_platform must be 'egl' or 'osmesa', got {self.gl_platform!r}")
+        if not self.silhouette_rel_jump > 0.0:
+            raise ConfigError(f"silhouette_rel_jump must be > 0, got {self.silhouette_rel_jump}")
+        object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly dict (modalities as strings)."""
+        return {
+            "size_px": self.size_px,
+            "fov_deg": self.fov_deg,
+            "range_m": self.range_m,
+            "refraction_k": self.refraction_k,
+            "near_m": self.near_m,
+            "backend": self.backend,
+            "gl_platform": self.gl_platform,
+            "silhouette_rel_jump": self.silhouette_rel_jump,
+            "modalities": [m.value for m in self.modalities],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> RenderConfig:
+        """Inverse of :meth:`to_dict`."""
+        kw = dict(data)
+        if "modalities" in kw:
+            kw["modalities"] = tuple(Modality(str(m)) for m in kw["modalities"])  # type: ignore[union-attr]
+        return cls(**kw)  # type: ignore[arg-type]
+
+
+RENDER_PRESETS: dict[str, RenderConfig] = {
+    "paper": RenderConfig(),
+    "cpu": RenderConfig(size_px=500, range_m=40_000.0),
+    "tiny": RenderConfig(size_px=64, range_m=20_000.0),
+}

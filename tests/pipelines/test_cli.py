@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from crosslocate.pipelines.cli import build_parser, main
+from crosslocate.pipelines.commands import COMMANDS
+
+
+def test_help_lists_every_command(capsys):
+    parser = build_parser()
+    text = parser.format_help()
+    for name in COMMANDS:
+        assert name in text
+
+
+def test_version_subprocess():
+    out = subprocess.run([sys.executable, "-m", "crosslocate", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("crosslocate ")
+
+
+def test_cli_import_is_light():
+    """`crosslocate --help` must not import heavy optional stacks."""
+    code = (
+        "import sys, crosslocate.pipelines.cli as c; c.build_parser();"
+        "heavy = [m for m in ('torch','pyrender','numba','faiss','distributed','matplotlib','OpenGL') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_errors_become_exit_code_2(capsys):
+    # Unknown preset values are rejected by argparse itself (exit 2 through SystemExit).
+    try:
+        main(["grid", "--region", "no-such-region-xyz", "--dry-run"])
+    except SystemExit as exc:  # argparse choices
+        assert exc.code == 2
+    else:
+        err = capsys.readouterr().err
+        assert "no-such-region-xyz" in err
