@@ -59,8 +59,6 @@ def test_internal_and_third_party_import_rules():
                     problems.append(f"{mod} imports crosslocate.{target}")
             else:
                 root = name.split(".")[0]
-                if root in THIRD_PARTY and not any(
-                    mod == a or mod.startswith(a + ".") for a in THIRD_PARTY[root]
-                ):
+                if root in THIRD_PARTY and not any(mod == a or mod.startswith(a + ".") for a in THIRD_PARTY[root]):
                     problems.append(f"{mod} imports {name}")
     assert not problems, "\n".join(problems)
