@@ -1,0 +1,191 @@
+"""OpenGL backend against analytic scenes: depth vs ray/plane intersection, sky, classes, platform rules."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
+from crosslocate.dem.landcover import LandCover
+from crosslocate.errors import BackendUnavailableError, RenderError
+from crosslocate.render.backends.base import FrameCamera
+from crosslocate.render.camera import pixel_rays_cam, rotation_cam_to_enu
+from crosslocate.render.config import RenderConfig
+from crosslocate.render.mesh import GridLevel
+
+pytestmark = pytest.mark.egl
+
+SIZE = 96
+SPACING = 200.0
+N = 601  # 120 km square centred on the origin
+PLANE = (0.01, -0.02, 0.0)  # z = a x + b y + c
+
+
+def _plane_terrain(cls_fn=None) -> SimpleNamespace:
+    a, b, c = PLANE
+    x0 = -(N - 1) / 2 * SPACING
+    levels = []
+    for k in range(4):
+        m = (N - 1) // 2**k + 1
+        xs = x0 + np.arange(m) * SPACING * 2**k
+        gx, gy = np.meshgrid(xs, -xs)
+        cls = np.full(gx.shape, int(LandCover.GRASSLAND), np.uint8) if cls_fn is None else cls_fn(gx, gy)
+        levels.append(GridLevel((a * gx + b * gy + c).astype(np.float32), cls, x0, -x0, SPACING * 2**k))
+    return SimpleNamespace(levels=levels)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from crosslocate.render.backends.pyrender_egl import PyrenderBackend
+
+    cfg = RenderConfig(size_px=SIZE, range_m=50_000.0, backend="pyrender", gl_platform="egl")
+    try:
+        be = PyrenderBackend(cfg)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no EGL context here: {exc}")
+    yield be
+    be.close()
+
+
+def _cams(pitch=-3.0, pos=(10.0, 20.0, 300.0)):
+    return [
+        FrameCamera(np.array(pos), rotation_cam_to_enu(yaw, pitch, 0.0), 60.0, SIZE, SIZE) for yaw in range(0, 360, 45)
+    ]
+
+
+def _plane_truth(cam: FrameCamera, range_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic z-depth of the plane per pixel and the mask of pixels that must show terrain."""
+    a, b, c = PLANE
+    dw = pixel_rays_cam(cam.fov_deg, cam.width_px, cam.height_px) @ np.asarray(cam.rotation).T  # per unit z-depth
+    p = cam.position
+    t = (a * p[0] + b * p[1] + c - p[2]) / (dw[..., 2] - a * dw[..., 0] - b * dw[..., 1])
+    hit = p[:2] + t[..., None] * dw[..., :2]
+    half = (N - 1) / 2 * SPACING
+    inside = (t > 0) & (np.hypot(hit[..., 0] - p[0], hit[..., 1] - p[1]) < range_m) & (np.abs(hit) < half).all(-1)
+    return t, inside
+
+
+def test_plane_depth_matches_ray_intersection(backend):
+    backend.prepare(_plane_terrain())
+    cams = _cams()
+    batch = backend.render(cams, (Modality.DEPTH, Modality.SEMANTIC))
+    depth, sem = batch.arrays[Modality.DEPTH], batch.arrays[Modality.SEMANTIC]
+    assert depth.shape == (len(cams), SIZE, SIZE) and depth.dtype == np.float32
+    assert sem.dtype == np.uint8 and len(batch) == len(cams)
+    rel_all, mismatch = [], 0
+    for cam, d, s in zip(cams, depth, sem, strict=True):
+        t, inside = _plane_truth(cam, backend.config.range_m)
+        terrain = d != SKY_DEPTH_M
+        mismatch += int((terrain != inside).sum())  # only pixels straddling the range circle may differ
+        both = terrain & inside
+        rel_all.append(np.abs(d[both] - t[both]) / t[both])
+        assert (d[~terrain] == SKY_DEPTH_M).all()
+        np.testing.assert_array_equal(s[terrain], int(LandCover.GRASSLAND))
+        assert (s[~terrain] == SKY_CLASS).all()
+        assert terrain[-1].all() and not terrain[0].any()  # ground at the bottom row, sky on top: flipped once
+    rel = np.concatenate(rel_all)
+    assert rel.size > 0.3 * len(cams) * SIZE * SIZE
+    assert t.max() > 40_000.0
+    assert mismatch <= 2 * len(cams)
+    # error bound documented in pyrender_egl: ~1e-7 typical, < 1e-5 for 99.9 % of pixels
+    assert np.median(rel) < 1e-6
+    assert np.quantile(rel, 0.999) < 2e-5
+    assert rel.max() < 1e-3
+
+
+def test_semantic_ids_per_region(backend):
+    """West half rock, east half forest: pixels whose ground point is more than one cell from the
+    boundary carry that side's class (within a cell the class comes from a nearby node)."""
+
+    def cls_fn(gx, gy):
+        return np.where(gx < 0.0, int(LandCover.ROCK), int(LandCover.FOREST)).astype(np.uint8)
+
+    backend.prepare(_plane_terrain(cls_fn))
+    cam = FrameCamera(np.array([0.0, 0.0, 300.0]), rotation_cam_to_enu(0.0, -10.0, 0.0), 60.0, SIZE, SIZE)
+    batch = backend.render([cam], (Modality.SEMANTIC,))
+    assert set(batch.arrays) == {Modality.SEMANTIC}
+    sem = batch.arrays[Modality.SEMANTIC][0]
+    t, inside = _plane_truth(cam, backend.config.range_m)
+    dw = pixel_rays_cam(60.0, SIZE, SIZE) @ cam.rotation.T
+    x = cam.position[0] + t * dw[..., 0]
+    spacing_at = SPACING * 2 ** np.clip(np.floor(np.log2(np.maximum(t, 1.0) / 3000.0)) + 2, 0, 3)
+    west, east = inside & (x < -spacing_at), inside & (x > spacing_at)
+    assert west.sum() > 100 and east.sum() > 100
+    assert (sem[west] == LandCover.ROCK).mean() > 0.99
+    assert (sem[east] == LandCover.FOREST).mean() > 0.99
+    assert (sem[~inside] == SKY_CLASS).mean() > 0.99
+
+
+def test_far_camera_triggers_remesh_and_stays_exact(backend):
+    backend.prepare(_plane_terrain())
+    cam = _cams(pos=(15_000.0, -9_000.0, 250.0))[:2]
+    d = backend.render(cam, (Modality.DEPTH,)).arrays[Modality.DEPTH]
+    for c, di in zip(cam, d, strict=True):
+        t, inside = _plane_truth(c, backend.config.range_m)
+        both = inside & (di > 0)
+        assert np.median(np.abs(di[both] - t[both]) / t[both]) < 1e-6
+
+
+def test_render_requires_prepare_and_refuses_after_close():
+    from crosslocate.render.backends.pyrender_egl import PyrenderBackend
+
+    try:
+        be = PyrenderBackend(RenderConfig(size_px=16, backend="pyrender"))
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no EGL context here: {exc}")
+    with be, pytest.raises(RenderError, match="prepare"):
+        be.render(_cams()[:1], (Modality.DEPTH,))
+    be.close()  # idempotent
+    with pytest.raises(RenderError, match="closed"):
+        be.prepare(_plane_terrain())
+
+
+def test_refuses_to_switch_platform_once_loaded(backend):
+    from crosslocate.render.backends.pyrender_egl import PyrenderBackend, loaded_gl_platform
+
+    assert loaded_gl_platform() == "egl"
+    with pytest.raises(BackendUnavailableError, match="already loaded with platform 'egl'"):
+        PyrenderBackend(RenderConfig(backend="pyrender", gl_platform="osmesa"))
+
+
+def test_depth24_step_formula():
+    from crosslocate.render.backends.pyrender_egl import depth24_step_m
+
+    # 60 km with znear 5 m: z^2 / (n 2^24) ~ 42.9 m (the stock 24-bit buffer's resolution)
+    assert depth24_step_m(60_000.0, 5.0, 60_000.0) == pytest.approx(60_000.0**2 / (5.0 * 2**24), rel=1e-3)
+
+
+@pytest.mark.realdem
+def test_agrees_with_cpu_backend_on_real_srtm(srtm_dir):
+    """Both backends on one real SRTM position: median relative depth difference < 1 % on pixels both
+    see as terrain, sky/terrain labels equal on > 99 % of pixels."""
+    terrain_mod = pytest.importorskip("crosslocate.render.terrain")
+    pytest.importorskip("crosslocate.render.backends.heightfield_numba")
+    from crosslocate.dem.poses import Pose
+    from crosslocate.dem.sources import open_dem
+    from crosslocate.render.backends import open_backend
+    from crosslocate.render.backends.pyrender_egl import PyrenderBackend
+
+    cfg = RenderConfig(size_px=128, range_m=40_000.0)
+    with open_dem(str(srtm_dir)) as dem:
+        lon, lat = 7.66, 46.02  # Zermatt valley, N46E007
+        alt = float(dem.elevation([lon], [lat])[0]) + 10.0
+        terrain = terrain_mod.build_terrain(dem, lon, lat, cfg)
+    poses = [Pose(lon=lon, lat=lat, alt_m=alt, yaw_deg=y) for y in (0.0, 90.0, 200.0, 300.0)]
+    cams = [terrain_mod.frame_camera(terrain, p, cfg.size_px) for p in poses]
+    depth = {}
+    try:
+        gl = PyrenderBackend(RenderConfig(size_px=128, range_m=40_000.0, backend="pyrender"))
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no EGL context here: {exc}")
+    for name, be in (("cpu", open_backend(cfg)), ("pyrender", gl)):
+        with be:
+            be.prepare(terrain)
+            depth[name] = be.render(cams, (Modality.DEPTH,)).arrays[Modality.DEPTH]
+    a, b = depth["cpu"], depth["pyrender"]
+    ta, tb = a != SKY_DEPTH_M, b != SKY_DEPTH_M
+    both = ta & tb
+    assert both.mean() > 0.2
+    assert np.median(np.abs(a[both] - b[both]) / a[both]) < 0.01
+    assert (ta == tb).mean() > 0.99
