@@ -1,0 +1,322 @@
+"""Query sets: photos (or rendered photo-like images) with their camera poses, as a CSV (no torch).
+
+CSV format (UTF-8, header row required, extra columns ignored, column order free)::
+
+    image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg
+    img/0001.png,46.5,7.9,2104.5,135.0,2.0,-1.0,52.3
+
+* ``image``: path of the image; relative paths are relative to the CSV's folder and are resolved
+  to absolute paths on load.
+* ``lat``/``lon``: degrees, EPSG:4326. ``alt_m``: camera altitude in metres above the DEM datum;
+  may be empty, then the camera is placed ``height_m`` (1.7 m) above the DEM at load time
+  (a DEM is needed then).
+* ``yaw_deg`` (clockwise from north), ``pitch_deg``, ``roll_deg``, ``fov_deg`` (horizontal, in
+  (0, 180)): see :mod:`crosslocate.dem.poses`.
+
+Every malformed row raises :class:`~crosslocate.errors.QueryCSVError` with the path and the
+1-based line number (the header is line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
+from crosslocate.dem.poses import Pose
+from crosslocate.dem.regions import Region, get_region, xy_to_lonlat
+from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
+
+logger = logging.getLogger(__name__)
+
+#: Columns of a query CSV, in the order the writer uses.
+QUERY_COLUMNS: tuple[str, ...] = ("image", "lat", "lon", "alt_m", "yaw_deg", "pitch_deg", "roll_deg", "fov_deg")
+#: Default height of a query camera above the DEM when ``alt_m`` is empty, metres (eye height).
+QUERY_HEIGHT_M: float = 1.7
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One query: an image path and the pose that produced / explains it.
+
+    Attributes
+    ----------
+    image : str
+        Image path (absolute after :func:`load_query_csv`).
+    pose : Pose
+        Camera position (EPSG:4326 + altitude) and orientation (degrees).
+    """
+
+    image: str
+    pose: Pose
+
+
+def load_query_csv(
+    path: str | os.PathLike[str], *, dem: Any | None = None, height_m: float = QUERY_HEIGHT_M
+) -> list[Query]:
+    """Read a query CSV.
+
+    Parameters
+    ----------
+    path : path
+        The CSV file.
+    dem : DEM or None
+        Used only for rows with an empty ``alt_m``: altitude = DEM elevation + ``height_m``.
+    height_m : float
+        Camera height above the DEM for rows without ``alt_m``, metres.
+
+    Raises
+    ------
+    QueryCSVError
+        Missing file/header/column, non-numeric or out-of-range value, or an empty ``alt_m``
+        that cannot be filled (no DEM, or outside its coverage); names the path and 1-based line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QueryCSVError(path, 0, f"cannot read query CSV ({exc})") from exc
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if header is None:
+        raise QueryCSVError(path, 1, f"empty file; the first line must be the header {','.join(QUERY_COLUMNS)}")
+    header = [h.strip() for h in header]
+    missing = [c for c in QUERY_COLUMNS if c not in header]
+    if missing:
+        raise QueryCSVError(
+            path, 1, f"missing column(s) {', '.join(missing)}; the header must contain {','.join(QUERY_COLUMNS)}"
+        )
+    col = {name: header.index(name) for name in QUERY_COLUMNS}
+    rows: list[tuple[int, str, dict[str, float]]] = []
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            raise QueryCSVError(path, line, f"{len(row)} fields, the header has {len(header)}")
+        rows.append((line, row[col["image"]].strip(), _parse_numbers(path, line, row, col)))
+    return _make_queries(path, rows, dem, height_m)
+
+
+def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for name in QUERY_COLUMNS[1:]:
+        raw = row[col[name]].strip()
+        if name == "alt_m" and raw == "":
+            values[name] = math.nan
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise QueryCSVError(path, line, f"column {name}: {raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise QueryCSVError(path, line, f"column {name}: {raw!r} is not a finite number")
+        values[name] = value
+    checks = (
+        ("lat", -90.0 <= values["lat"] <= 90.0, "must be within [-90, 90] degrees"),
+        ("lon", -180.0 <= values["lon"] <= 180.0, "must be within [-180, 180] degrees"),
+        ("fov_deg", 0.0 < values["fov_deg"] < 180.0, "must be in (0, 180) degrees (horizontal FOV)"),
+        ("pitch_deg", -90.0 <= values["pitch_deg"] <= 90.0, "must be within [-90, 90] degrees"),
+    )
+    for name, ok, why in checks:
+        if not ok:
+            raise QueryCSVError(path, line, f"column {name}: {values[name]!r} {why}")
+    return values
+
+
+def _make_queries(
+    path: Path, rows: list[tuple[int, str, dict[str, float]]], dem: Any | None, height_m: float
+) -> list[Query]:
+    lon = np.array([v["lon"] for _, _, v in rows], np.float64)
+    lat = np.array([v["lat"] for _, _, v in rows], np.float64)
+    alt = np.array([v["alt_m"] for _, _, v in rows], np.float64)
+    try:
+        _, alt = camera_altitudes(lon, lat, dem, height_m, alt)
+    except OutsideCoverageError:
+        k = int(np.flatnonzero(~np.isfinite(alt) & ~_covered(dem, lon, lat))[0])
+        why = "no DEM was given to fill it" if dem is None else "the position is outside the DEM coverage"
+        raise QueryCSVError(path, rows[k][0], f"alt_m is empty and {why}; fill in alt_m") from None
+    base = path.resolve().parent
+    queries = []
+    for (line, image, v), a in zip(rows, alt.tolist(), strict=True):
+        if not image:
+            raise QueryCSVError(path, line, "column image is empty")
+        pose = Pose(
+            lon=v["lon"],
+            lat=v["lat"],
+            alt_m=a,
+            yaw_deg=v["yaw_deg"],
+            pitch_deg=v["pitch_deg"],
+            roll_deg=v["roll_deg"],
+            fov_deg=v["fov_deg"],
+        )
+        queries.append(Query(image=str((base / image).resolve()), pose=pose))
+    return queries
+
+
+def _covered(dem: Any | None, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    if dem is None:
+        return np.zeros(lon.shape, bool)
+    return np.isfinite(np.asarray(dem.sample(lon, lat), np.float64))
+
+
+def write_query_csv(path: str | os.PathLike[str], queries: Iterable[Query]) -> Path:
+    """Write queries as a CSV (header + one row each) atomically (temp file + ``os.replace``).
+
+    Image paths inside the CSV's folder are written relative to it, others absolute; floats are
+    written with ``repr`` so :func:`load_query_csv` reads back the same values.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.resolve().parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(QUERY_COLUMNS)
+            for q in queries:
+                p = q.pose
+                numbers = (p.lat, p.lon, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg)
+                writer.writerow([_relative_image(q.image, base), *(repr(float(v)) for v in numbers)])
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _relative_image(image: str, base: Path) -> str:
+    p = Path(image)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def sample_synthetic_poses(
+    region: Region | str,
+    dem: Any,
+    n: int,
+    rng: np.random.Generator,
+    fov_range_deg: tuple[float, float] = (30.0, 70.0),
+    pitch_deg: float = 10.0,
+    roll_deg: float = 5.0,
+    margin_m: float = 1000.0,
+    height_m: float = QUERY_HEIGHT_M,
+) -> list[Pose]:
+    """Random query poses inside ``region`` and the DEM coverage (off the database grid).
+
+    Positions are uniform by area (drawn in the region's equal-area frame) and kept when inside
+    the region polygon and when the DEM covers the point and the four points ``margin_m`` north,
+    east, south and west of it (a margin from the DEM edge). Altitude: DEM + ``height_m``; yaw
+    uniform in [0, 360); pitch uniform in [-pitch_deg, pitch_deg]; roll uniform in
+    [-roll_deg, roll_deg]; FOV uniform in ``fov_range_deg``.
+
+    Parameters
+    ----------
+    region : Region or str
+    dem : DEM
+        Duck-typed: ``bounds_lonlat``, ``covers``, ``elevation``.
+    n : int
+        Number of poses.
+    rng : numpy.random.Generator
+        The only source of randomness (deterministic for a given seed).
+
+    Raises
+    ------
+    ConfigError
+        Bad ``n`` or ranges.
+    OutsideCoverageError
+        The region and the DEM (less the margin) do not overlap.
+    """
+    lo, hi = (float(v) for v in fov_range_deg)
+    if not 0.0 < lo <= hi < 180.0:
+        raise ConfigError(f"fov_range_deg must satisfy 0 < low <= high < 180, got {fov_range_deg!r}")
+    if n < 0 or not (0.0 <= pitch_deg <= 90.0) or roll_deg < 0 or margin_m < 0:
+        raise ConfigError(
+            f"sample_synthetic_poses: need n >= 0, 0 <= pitch_deg <= 90, roll_deg >= 0, margin_m >= 0; "
+            f"got n={n}, pitch_deg={pitch_deg}, roll_deg={roll_deg}, margin_m={margin_m}"
+        )
+    region = get_region(region)
+    lon, lat = _sample_positions(region, dem, n, rng, margin_m)
+    alt = np.asarray(dem.elevation(lon, lat), np.float64) + height_m
+    yaw = rng.uniform(0.0, 360.0, n)
+    pitch = rng.uniform(-pitch_deg, pitch_deg, n)
+    roll = rng.uniform(-roll_deg, roll_deg, n)
+    fov = rng.uniform(lo, hi, n)
+    return [
+        Pose(
+            lon=float(lon[k]),
+            lat=float(lat[k]),
+            alt_m=float(alt[k]),
+            yaw_deg=float(yaw[k]),
+            pitch_deg=float(pitch[k]),
+            roll_deg=float(roll[k]),
+            fov_deg=float(fov[k]),
+        )
+        for k in range(n)
+    ]
+
+
+def _sample_positions(
+    region: Region, dem: Any, n: int, rng: np.random.Generator, margin_m: float, max_rounds: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) lon, (n,) lat (degrees) uniform by area inside region and DEM coverage less ``margin_m``."""
+    crs = region.crs_wkt
+    area_xy = shapely.intersection(region.polygon_xy(crs), dem_footprint_xy(dem, crs))
+    if area_xy.is_empty:
+        raise OutsideCoverageError(f"region {region.name!r} does not overlap the DEM bounds {tuple(dem.bounds_lonlat)}")
+    shapely.prepare(area_xy)
+    x0, y0, x1, y1 = area_xy.bounds
+    lons: list[np.ndarray] = []
+    lats: list[np.ndarray] = []
+    have = 0
+    for _ in range(max_rounds):
+        if have >= n:
+            break
+        m = max(64, 4 * (n - have))
+        x = rng.uniform(x0, x1, m)
+        y = rng.uniform(y0, y1, m)
+        ok = shapely.contains_xy(area_xy, x, y)
+        for dx, dy in ((0.0, 0.0), (0.0, margin_m), (margin_m, 0.0), (0.0, -margin_m), (-margin_m, 0.0)):
+            idx = np.flatnonzero(ok)
+            lo_, la_ = xy_to_lonlat(x[idx] + dx, y[idx] + dy, crs)
+            ok[idx] = np.asarray(dem.covers(lo_, la_), bool)
+        lo_, la_ = xy_to_lonlat(x[ok], y[ok], crs)
+        lons.append(lo_)
+        lats.append(la_)
+        have += len(lo_)
+    if have < n:
+        raise OutsideCoverageError(
+            f"could place only {have} of {n} query positions inside region {region.name!r} and the DEM coverage "
+            f"(margin {margin_m:g} m); use a DEM that covers the region or a smaller margin"
+        )
+    return np.concatenate(lons)[:n], np.concatenate(lats)[:n]
+
+
+def queries_to_lonlat(queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) lon and (N,) lat (degrees, EPSG:4326) of the queries, e.g. for ``compact_grid``."""
+    return (np.array([q.pose.lon for q in queries], np.float64), np.array([q.pose.lat for q in queries], np.float64))
+
+
+__all__ = [
+    "QUERY_COLUMNS",
+    "Query",
+    "load_query_csv",
+    "queries_to_lonlat",
+    "sample_synthetic_poses",
+    "write_query_csv",
+]

@@ -1,0 +1,410 @@
+"""HDF5 shards of rendered views: :class:`ShardWriter` (atomic), :class:`ShardReader` (lazy), :class:`Database`.
+
+Shard layout (``shard-00000.h5``, schema version :data:`~crosslocate.datasets.schema.SCHEMA_VERSION`)::
+
+    /depth        (N, H, W) stored codes (uint16 ``logq16`` or float32), chunk (1, H, W), Blosc
+    /silhouette   (N, H, W) uint8 {0, 1}, chunk (1, H, W), Blosc + bit shuffle
+    /semantic     (N, H, W) uint8 LandCover ids, chunk (1, H, W), Blosc
+    /views        (N,) compound VIEW_DTYPE, one row per view
+    attrs: format, schema_version, n_views, size_px, modalities (JSON), plus the writer's extras
+
+Each modality dataset carries its :class:`~crosslocate.datasets.codecs.CodecSpec` as attributes, so
+a reader decodes it without the manifest. Only the modalities the database was rendered with exist.
+
+Readers open their HDF5 handle on first use and reopen it in a new process: the handle is never
+pickled (dask workers and ``DataLoader`` workers each open their own).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import h5py
+import hdf5plugin  # registers the Blosc filters with HDF5; must be imported before h5py reads shards
+import numpy as np
+import numpy.typing as npt
+from crosslocate.datasets import codecs
+from crosslocate.datasets.atomic import atomic_path
+from crosslocate.datasets.config import ShardConfig
+from crosslocate.datasets.manifest import Manifest, file_sha256
+from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality
+from crosslocate.errors import ConfigError, NotBuiltError, ShardCorruptError
+
+logger = logging.getLogger(__name__)
+
+#: ``format`` attribute of every shard file.
+SHARD_FORMAT = "crosslocate-shard"
+_SHUFFLE_CODES = {
+    "none": hdf5plugin.Blosc.NOSHUFFLE,
+    "byte": hdf5plugin.Blosc.SHUFFLE,
+    "bit": hdf5plugin.Blosc.BITSHUFFLE,
+}
+
+
+def blosc_filter(spec: codecs.CodecSpec) -> hdf5plugin.Blosc:
+    """The hdf5plugin Blosc filter of a dataset (``create_dataset(**blosc_filter(spec))``)."""
+    return hdf5plugin.Blosc(cname=spec.compressor, clevel=spec.clevel, shuffle=_SHUFFLE_CODES[spec.shuffle])
+
+
+class ShardWriter:
+    """Writes one shard to a temporary file and moves it into place only when complete.
+
+    Use as a context manager: views are appended with :meth:`add`; :meth:`commit` closes the file,
+    fsyncs it, renames it to ``path`` and returns ``(sha256, bytes, n_views)``. Leaving the block
+    without :meth:`commit` (or with an exception) deletes the temporary file, so ``path`` never
+    holds a partial shard.
+
+    Parameters
+    ----------
+    path : path
+        Destination shard file.
+    modalities : sequence of Modality
+        Datasets to create.
+    size_px : int
+        Square view side, pixels.
+    cfg : ShardConfig
+        Codec and compressor settings.
+    attrs : mapping, optional
+        Extra file attributes (JSON-serialisable scalars / strings).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        modalities: Sequence[Modality | str],
+        size_px: int,
+        cfg: ShardConfig,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.modalities = tuple(Modality(m) for m in modalities)
+        self.size_px = int(size_px)
+        self.cfg = cfg
+        self.attrs = dict(attrs or {})
+        self.specs = {m: codecs.codec_spec(m, cfg) for m in self.modalities}
+        self.n_views = 0
+        self._ctx: Any = None
+        self._h5: h5py.File | None = None
+        self._committed = False
+
+    def __enter__(self) -> Self:
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._h5 = h5py.File(tmp, "w")
+        s = self.size_px
+        for m, spec in self.specs.items():
+            ds = self._h5.create_dataset(
+                m.value,
+                shape=(0, s, s),
+                maxshape=(None, s, s),
+                chunks=(1, s, s),
+                dtype=np.dtype(spec.stored_dtype),
+                track_times=False,
+                **blosc_filter(spec),
+            )
+            ds.attrs.update(spec.to_attrs())
+        self._h5.create_dataset(
+            "views", shape=(0,), maxshape=(None,), chunks=(256,), dtype=VIEW_DTYPE, track_times=False
+        )
+        return self
+
+    def add(self, arrays: Mapping[Modality | str, npt.NDArray[Any]], rows: npt.NDArray[np.void]) -> None:
+        """Append views.
+
+        Parameters
+        ----------
+        arrays : mapping Modality -> (n, H, W) array
+            Decoded arrays of every modality of this writer: depth float32 metres (sky
+            ``SKY_DEPTH_M``), silhouette uint8 {0, 1}, semantic uint8 ids.
+        rows : (n,) VIEW_DTYPE
+            Per-view table rows.
+        """
+        if self._h5 is None:
+            raise ShardCorruptError(f"{self.path}: ShardWriter.add outside its `with` block")
+        rows = np.asarray(rows, dtype=VIEW_DTYPE).reshape(-1)
+        n = len(rows)
+        given = {Modality(k): v for k, v in arrays.items()}
+        missing = set(self.modalities) - set(given)
+        if missing:
+            raise ConfigError(f"{self.path}: arrays for {sorted(m.value for m in missing)} missing in ShardWriter.add")
+        s = self.size_px
+        for m in self.modalities:
+            a = np.asarray(given[m])
+            if a.shape != (n, s, s):
+                raise ConfigError(f"{self.path}: {m.value} has shape {a.shape}, expected {(n, s, s)}")
+            stored = codecs.encode(self.specs[m], a, self.cfg.depth_max_m)
+            ds = self._h5[m.value]
+            ds.resize(self.n_views + n, axis=0)
+            ds[self.n_views :] = stored
+        views = self._h5["views"]
+        views.resize(self.n_views + n, axis=0)
+        views[self.n_views :] = rows
+        self.n_views += n
+
+    def commit(self) -> tuple[str, int, int]:
+        """Finish the file and move it into place; returns ``(sha256, bytes, n_views)``."""
+        if self._h5 is None or self._ctx is None:
+            raise ShardCorruptError(f"{self.path}: ShardWriter.commit outside its `with` block")
+        h5 = self._h5
+        h5.attrs["format"] = SHARD_FORMAT
+        h5.attrs["schema_version"] = SCHEMA_VERSION
+        h5.attrs["n_views"] = self.n_views
+        h5.attrs["size_px"] = self.size_px
+        h5.attrs["modalities"] = json.dumps([m.value for m in self.modalities])
+        for key, value in self.attrs.items():
+            h5.attrs[key] = value
+        h5.close()
+        self._h5 = None
+        ctx, self._ctx = self._ctx, None
+        ctx.__exit__(None, None, None)
+        self._committed = True
+        return file_sha256(self.path), self.path.stat().st_size, self.n_views
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+        if self._ctx is not None:  # not committed: discard the temporary file
+            ctx, self._ctx = self._ctx, None
+            err = exc if exc is not None else ShardCorruptError(f"{self.path}: shard not committed")
+            try:
+                ctx.__exit__(type(err), err, tb)
+            except BaseException as raised:  # atomic_path re-raises what it is given
+                if raised is not err:
+                    raise
+            if exc is None:
+                logger.warning("%s: ShardWriter closed without commit; nothing written", self.path)
+
+
+class ShardReader:
+    """Lazy reader of one shard (the HDF5 handle opens on first use, once per process).
+
+    Parameters
+    ----------
+    path : path
+        Shard file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+        self._specs: dict[Modality, codecs.CodecSpec] = {}
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            try:
+                h5 = h5py.File(self.path, "r")
+            except (OSError, ValueError) as exc:
+                raise ShardCorruptError(
+                    f"{self.path}: cannot open shard ({exc}); run `crosslocate verify` and rebuild"
+                ) from exc
+            if h5.attrs.get("format") != SHARD_FORMAT:
+                h5.close()
+                raise ShardCorruptError(f"{self.path}: not a crosslocate shard (format attribute missing)")
+            if int(h5.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+                h5.close()
+                raise ShardCorruptError(
+                    f"{self.path}: schema version {h5.attrs.get('schema_version')}, expected {SCHEMA_VERSION}; "
+                    "rebuild the database"
+                )
+            self._h5, self._pid, self._specs = h5, os.getpid(), {}
+        return self._h5
+
+    @property
+    def n_views(self) -> int:
+        """Views in this shard."""
+        return int(self._file().attrs["n_views"])
+
+    @property
+    def size_px(self) -> int:
+        """Square view side, pixels."""
+        return int(self._file().attrs["size_px"])
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        """Stored modalities."""
+        return tuple(Modality(m) for m in json.loads(str(self._file().attrs["modalities"])))
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """File attributes as a plain dict."""
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in self._file().attrs.items()}
+
+    def spec(self, modality: Modality | str) -> codecs.CodecSpec:
+        """The codec of a stored modality; :class:`ShardCorruptError` when it is not stored."""
+        m = Modality(modality)
+        if m not in self._specs:
+            h5 = self._file()
+            if m.value not in h5:
+                raise ShardCorruptError(
+                    f"{self.path}: modality {m.value!r} not stored (has {[x.value for x in self.modalities]})"
+                )
+            self._specs[m] = codecs.CodecSpec.from_attrs(h5[m.value].attrs, f"{self.path}:/{m.value}")
+        return self._specs[m]
+
+    def table(self) -> npt.NDArray[np.void]:
+        """(N,) VIEW_DTYPE per-view table."""
+        return np.asarray(self._file()["views"][...], dtype=VIEW_DTYPE)
+
+    def read_stored(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
+        """(n, H, W) stored (encoded) arrays of the given view indices, in the given order."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = self.n_views
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"{self.path}: view index out of range [0, {n}): {idx[(idx < 0) | (idx >= n)][0]}")
+        self.spec(modality)
+        ds = self._file()[Modality(modality).value]
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        try:
+            data = ds[uniq] if uniq.size else np.empty((0, *ds.shape[1:]), ds.dtype)
+        except (OSError, ValueError) as exc:
+            raise ShardCorruptError(f"{self.path}: cannot read {modality} ({exc}); rebuild this shard") from exc
+        return data[inverse]
+
+    def read(self, modality: Modality | str, index: int) -> npt.NDArray[Any]:
+        """(H, W) decoded view ``index``: depth float32 metres (sky ``SKY_DEPTH_M``), else uint8."""
+        return self.read_batch(modality, [index])[0]
+
+    def read_batch(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
+        """(n, H, W) decoded views, in the order of ``indices``."""
+        return codecs.decode(self.spec(modality), self.read_stored(modality, indices))
+
+    def close(self) -> None:
+        """Close the handle (a later read reopens it). Idempotent."""
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5, self._pid, self._specs = None, None, {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+
+class Database:
+    """A complete database folder: the manifest plus one lazy :class:`ShardReader` per shard.
+
+    Views are numbered shard by shard in ``shard_id`` order (the order of :meth:`table`).
+    """
+
+    def __init__(self, db_dir: str | os.PathLike[str], manifest: Manifest) -> None:
+        self.db_dir = Path(db_dir)
+        self.manifest = manifest
+        self.readers = [ShardReader(self.db_dir / s.path) for s in manifest.shards]
+        counts = np.array([s.n_views for s in manifest.shards], dtype=np.int64)
+        #: (n_shards + 1,) int64 view offsets of the shards.
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @property
+    def n_views(self) -> int:
+        """Total views."""
+        return int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return self.n_views
+
+    def table(self) -> npt.NDArray[np.void]:
+        """(N,) VIEW_DTYPE rows of all views, concatenated in view order."""
+        parts = [r.table() for r in self.readers]
+        return np.concatenate(parts) if parts else np.empty(0, VIEW_DTYPE)
+
+    def locate(self, indices: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(shard number, index within the shard) of database view indices."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_views):
+            bad = idx[(idx < 0) | (idx >= self.n_views)][0]
+            raise IndexError(f"{self.db_dir}: view index {bad} out of range [0, {self.n_views})")
+        shard = np.searchsorted(self.offsets, idx, side="right") - 1
+        return shard.astype(np.int64), idx - self.offsets[shard]
+
+    def read(self, modality: Modality | str, index: int) -> npt.NDArray[Any]:
+        """(H, W) decoded view ``index`` (see :meth:`ShardReader.read`)."""
+        return self.read_batch(modality, [index])[0]
+
+    def read_batch(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
+        """(n, H, W) decoded views in the order of ``indices``."""
+        shard, local = self.locate(indices)
+        size = int(self.manifest.render.get("size_px", 0)) or (self.readers[0].size_px if self.readers else 0)
+        dtype = np.float32 if Modality(modality) is Modality.DEPTH else np.uint8
+        out = np.empty((len(shard), size, size), dtype)
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            out[sel] = self.readers[int(s)].read_batch(modality, local[sel])
+        return out
+
+    def close(self) -> None:
+        """Close every shard handle. Idempotent."""
+        for r in self.readers:
+            r.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_database(db_dir: str | os.PathLike[str], *, allow_partial: bool = False) -> Database:
+    """Open a database folder for reading.
+
+    Parameters
+    ----------
+    db_dir : path
+        Folder with ``manifest.json`` and the shards.
+    allow_partial : bool
+        Open an unfinished build (only its complete shards). Default: refuse, since view indices
+        of an unfinished database change when it completes.
+
+    Raises
+    ------
+    NotBuiltError
+        No manifest, or (without ``allow_partial``) shards still missing.
+    ShardCorruptError
+        A listed shard file is missing.
+    """
+    db_dir = Path(db_dir)
+    manifest = Manifest.load(db_dir)
+    if not manifest.complete and not allow_partial:
+        missing = manifest.n_planned_shards - len(manifest.shards)
+        raise NotBuiltError(
+            f"{db_dir}: database incomplete ({missing} of {manifest.n_planned_shards} shards missing); "
+            "rerun `crosslocate build` to finish it"
+        )
+    for s in manifest.shards:
+        if not (db_dir / s.path).is_file():
+            raise ShardCorruptError(
+                f"{db_dir / s.path}: listed in the manifest but missing; rerun `crosslocate build` to redo it"
+            )
+    return Database(db_dir, manifest)
+
+
+def stored_bytes(spec: codecs.CodecSpec, arrays: npt.NDArray[Any], depth_max_m: float = float("inf")) -> int:
+    """Compressed bytes of ``arrays`` (n, H, W) stored with ``spec`` (chunk per view), measured in memory."""
+    a = np.asarray(arrays)
+    stored = codecs.encode(spec, a, depth_max_m)
+    with h5py.File(f"measure-{id(a)}.h5", "w", driver="core", backing_store=False) as h5:
+        ds = h5.create_dataset("x", data=stored, chunks=(1, *stored.shape[1:]), track_times=False, **blosc_filter(spec))
+        return int(ds.id.get_storage_size())
+
+
+__all__ = ["SHARD_FORMAT", "Database", "ShardReader", "ShardWriter", "blosc_filter", "open_database", "stored_bytes"]

@@ -1,0 +1,409 @@
+"""Build a rendered database (sparse, compact or uniform) as a resumable dask graph of shard tasks.
+
+``build_database`` plans the positions, writes ``manifest.json`` (configuration, no shards yet) and
+``positions.npz``, then runs one :func:`~crosslocate.pipelines.tasks.render_shard` task per shard
+that is not already complete, adding each finished shard (name, view count, sha256) to the manifest
+atomically as it arrives. A rerun after a crash or ``kill -9`` checks every listed shard (size and
+sha256) and renders only the missing or corrupt ones; the manifest's configuration must match
+(:class:`~crosslocate.errors.ManifestMismatchError` otherwise, unless ``overwrite``).
+
+Kinds (CrossLocate, section 4):
+
+* ``sparse``: one position per query (the query set's poses), 12 level views each;
+* ``compact``: the uniform grid within ``grid.compact_radius_m`` (1 km) of any *training* query;
+* ``uniform``: the whole region on a ``grid.spacing_m`` grid. The region must lie inside the DEM
+  (:class:`~crosslocate.errors.OutsideCoverageError` names the uncovered part) unless
+  ``clip_to_dem``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from crosslocate.datasets import codecs
+from crosslocate.datasets.atomic import remove_stale_temps
+from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.schema import SCHEMA_VERSION, SPLIT_CODES
+from crosslocate.errors import (
+    ConfigError,
+    FileOverwriteError,
+    ManifestMismatchError,
+    NotBuiltError,
+    OutsideCoverageError,
+    ShardCorruptError,
+)
+from crosslocate.pipelines.plan import ShardPlan, estimate, plan_shards
+from crosslocate.pipelines.presets import Preset, get_preset
+from crosslocate.pipelines.tasks import POSITION_FIELDS, ShardJob, calibrate, opened_dem, render_shard
+
+logger = logging.getLogger(__name__)
+
+DB_KINDS: tuple[str, ...] = ("sparse", "compact", "uniform")
+#: Uncovered share of the region area tolerated before ``uniform`` refuses (projection slivers).
+COVERAGE_TOLERANCE: float = 1e-4
+
+
+def resolve_dem_src(region_name: str, dem_src: Any) -> Any:
+    """``dem_src`` as given, or ``"demo"`` for the demo region; :class:`ConfigError` when none is known."""
+    if dem_src is not None and dem_src != "":
+        return [str(p) for p in dem_src] if isinstance(dem_src, list | tuple) else dem_src
+    if region_name == "demo":
+        return "demo"
+    raise ConfigError(f"region {region_name!r} needs a DEM: pass --dem PATH (only 'demo' has an embedded DEM)")
+
+
+def check_coverage(region: Any, dem: Any) -> None:
+    """Raise :class:`OutsideCoverageError` naming the part of ``region`` outside the DEM's lon/lat bounds."""
+    from shapely.geometry import box
+
+    uncovered = region.polygon.difference(box(*dem.bounds_lonlat))
+    if uncovered.is_empty or uncovered.area <= COVERAGE_TOLERANCE * region.polygon.area:
+        return
+    w, s, e, n = uncovered.bounds
+    share = 100.0 * uncovered.area / region.polygon.area
+    raise OutsideCoverageError(
+        f"region {region.name!r} is not covered by the DEM {list(dem.sources)[:3]}: {share:.1f}% of it "
+        f"(lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f}) lies outside the DEM bounds {tuple(round(v, 4) for v in dem.bounds_lonlat)}; "
+        "add the missing tiles with --dem, or pass --clip-to-dem to build only the covered part"
+    )
+
+
+def database_positions(kind: str, preset: Preset, region: Any, dem: Any, queries: list[Any] | None) -> Any:
+    """The positions of a database kind (:class:`crosslocate.dem.grid.Positions`, region CRS)."""
+    from crosslocate.dem.grid import compact_grid, sparse_positions, uniform_grid
+
+    if kind == "uniform":
+        return uniform_grid(region, dem, preset.grid)
+    if queries is None:
+        raise ConfigError(f"a {kind} database needs the query set")
+    sparse = sparse_positions([q.pose for q in queries], dem, preset.grid, region)
+    if kind == "sparse":
+        return sparse
+    train = sparse.split == SPLIT_CODES["train"]
+    if not train.any():
+        logger.warning("no training-split queries among %d: the compact database is empty", len(queries))
+    return compact_grid(
+        uniform_grid(region, dem, preset.grid), sparse.lon[train], sparse.lat[train], preset.grid.compact_radius_m
+    )
+
+
+def positions_digest(positions: Any) -> str:
+    """sha256 over the planned positions (ids, lon/lat/alt, x/y, split, CRS)."""
+    h = hashlib.sha256(positions.crs_wkt.encode("utf-8"))
+    for name in POSITION_FIELDS:
+        h.update(np.ascontiguousarray(getattr(positions, name)).tobytes())
+    return h.hexdigest()
+
+
+def make_manifest(kind: str, preset: Preset, region: Any, dem: Any, positions: Any, plan: ShardPlan) -> Manifest:
+    """The configuration part of a database's manifest (no shards yet)."""
+    grid = preset.grid
+    return Manifest(
+        kind=kind,
+        region={"name": region.name, "bounds_lonlat": list(region.bounds_lonlat), "area_km2": region.area_km2},
+        dem={"sources": [str(s) for s in dem.sources], "checksum": dem.checksum, "synthetic": bool(dem.synthetic)},
+        crs_wkt=positions.crs_wkt,
+        grid=grid.to_dict(),
+        render=preset.render.to_dict(),
+        shard=preset.shard.to_dict(),
+        codecs={m.value: codecs.codec_spec(m, preset.shard).to_attrs() for m in preset.render.modalities},
+        split={
+            "codes": dict(SPLIT_CODES),
+            "method": grid.split_method,
+            "buffer_m": grid.split_buffer_m,
+            "block_m": grid.split_block_m,
+            "fractions": list(grid.split_fractions),
+            "seed": grid.split_seed,
+            "test_region": grid.split_test_region,
+        },
+        layout={**plan.to_dict(), "positions_sha256": positions_digest(positions)},
+        info={"preset": preset.name, "schema_version": SCHEMA_VERSION},
+    )
+
+
+def shard_is_valid(db_dir: Path, record: ShardRecord) -> bool:
+    """True when the recorded shard file exists with the recorded size and sha256."""
+    path = db_dir / record.path
+    return path.is_file() and path.stat().st_size == record.bytes and file_sha256(path) == record.sha256
+
+
+def prepare_db_dir(db_dir: Path, requested: Manifest, overwrite: bool) -> Manifest:
+    """Create or resume ``db_dir``: returns the manifest to continue from (valid shards only).
+
+    An existing manifest with another configuration raises :class:`ManifestMismatchError`, unless
+    ``overwrite`` (then the old shards, positions and manifest are deleted). A non-empty folder
+    without a manifest is refused (:class:`FileOverwriteError`) unless ``overwrite``.
+    """
+    db_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(db_dir)
+    existing: Manifest | None = None
+    has_manifest = (db_dir / MANIFEST_NAME).is_file()
+    if has_manifest:
+        try:
+            existing = Manifest.load(db_dir)
+        except (ManifestMismatchError, ShardCorruptError):
+            if not overwrite:
+                raise
+    if existing is not None:
+        if existing.fingerprint() != requested.fingerprint():
+            if not overwrite:
+                existing.require_same_config(requested, db_dir)
+            logger.warning("%s: configuration changed, --overwrite given: deleting the old database", db_dir)
+            _clear(db_dir)
+            existing = requested
+    else:
+        if not has_manifest and any(db_dir.iterdir()) and not overwrite:
+            raise FileOverwriteError(
+                f"{db_dir} is not empty and holds no {MANIFEST_NAME}; choose an empty --out folder or pass --overwrite"
+            )
+        _clear(db_dir)
+        existing = requested
+    bad = {s.shard_id for s in existing.shards if not shard_is_valid(db_dir, s)}
+    if bad:
+        logger.warning("%s: %d shard(s) missing or corrupt, will redo: %s", db_dir, len(bad), sorted(bad))
+    manifest = Manifest(**{**_fields(requested), "shards": existing.without_shards(bad).shards})
+    manifest.save(db_dir)
+    return manifest
+
+
+def _fields(m: Manifest) -> dict[str, Any]:
+    return {name: getattr(m, name) for name in m.__dataclass_fields__}
+
+
+def _clear(db_dir: Path) -> None:
+    """Delete the database files of ``db_dir`` (manifest, positions, shards; nothing else)."""
+    for p in [db_dir / MANIFEST_NAME, db_dir / POSITIONS_NAME, *db_dir.glob("shard-*.h5")]:
+        if p.is_file():
+            p.unlink()
+    for p in db_dir.iterdir():
+        if p.is_dir() and p.name.startswith("shard-"):
+            shutil.rmtree(p)
+
+
+def shard_jobs(
+    plan: ShardPlan, positions: Any, shard_ids: list[int], db_dir: Path, dem_src: Any, preset: Preset, fp: str
+) -> Any:
+    """Generator of :class:`ShardJob` for ``shard_ids`` (each carries only its own positions)."""
+    for sid in shard_ids:
+        idx = plan.shard_positions(sid)
+        yield ShardJob(
+            db_dir=str(db_dir),
+            shard_id=sid,
+            dem_src=dem_src,
+            render=preset.render,
+            shard=preset.shard,
+            yaws_deg=tuple(preset.grid.yaws_deg),
+            fov_deg=float(preset.grid.fov_deg),
+            positions={name: np.ascontiguousarray(getattr(positions, name)[idx]) for name in POSITION_FIELDS},
+            attrs={"db_fingerprint": fp},
+        )
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="view", desc=desc, disable=not sys.stderr.isatty(), smoothing=0.1)
+
+
+def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_views: int, desc: str) -> Manifest:
+    """Run the jobs, recording each finished shard in the manifest (saved atomically after each).
+
+    Failed shards are logged and the first failure is re-raised after the others finished (the
+    completed ones stay recorded, so a rerun redoes only the failed shards).
+    """
+    failures: list[tuple[int, BaseException]] = []
+    t0 = time.perf_counter()
+    done_views = 0
+    with _progress(total_views, desc) as bar:
+        for job, record, error in runner.map_unordered(render_shard, jobs):
+            if error is not None:
+                logger.error("shard %d failed: %s: %s", job.shard_id, type(error).__name__, error)
+                failures.append((job.shard_id, error))
+                continue
+            manifest = manifest.with_shard(record)
+            manifest.save(db_dir)
+            done_views += record.n_views
+            bar.update(record.n_views)
+    elapsed = time.perf_counter() - t0
+    if done_views:
+        logger.info("%s: %d views in %.1f s (%.2f views/s)", desc, done_views, elapsed, done_views / max(elapsed, 1e-9))
+    if failures:
+        ids = sorted(sid for sid, _ in failures)
+        logger.error("%d shard(s) failed: %s; rerun the same command to retry them", len(ids), ids)
+        raise failures[0][1]
+    return manifest
+
+
+def _load_queries(kind: str, preset: Preset, region: Any, dem_src: Any, work: Path, dry_run: bool) -> list[Any] | None:
+    """The query set a sparse/compact database needs (built first via ``ensure_query_set`` if missing)."""
+    if kind == "uniform":
+        return None
+    from crosslocate.pipelines.queries import CSV_NAME, ensure_query_set, query_dir
+
+    if dry_run and not (query_dir(work, region) / CSV_NAME).is_file():
+        raise NotBuiltError(
+            f"the {kind} database is placed by the query set, which is not built yet "
+            f"({query_dir(work, region) / CSV_NAME}); run `crosslocate queries` first, or build without --dry-run"
+        )
+    logger.info("%s database: making sure the query set exists under %s", kind, work)
+    return ensure_query_set(region, dem_src, preset, work)
+
+
+def _default_work(out_dir: Path) -> Path:
+    """``work`` of the layout ``work/<region>/db/<kind>`` (the out folder's great-grandparent)."""
+    return out_dir.parents[2] if len(out_dir.parents) >= 3 else out_dir.parent
+
+
+def dry_run_summary(
+    kind: str, preset: Preset, region: Any, dem_src: Any, positions: Any, plan: ShardPlan, n_workers: int
+) -> dict[str, Any]:
+    """Counts plus bytes and time estimated from a short calibration render (up to 2 positions)."""
+    summary: dict[str, Any] = {"kind": kind, "region": region.name, "preset": preset.name}
+    if plan.n_positions == 0:
+        return {**summary, **estimate(plan, 0.0, 1.0, n_workers), "calibration": None}
+    first = plan.order[: min(2, plan.n_positions)]
+    cal = calibrate(
+        dem_src,
+        preset.render,
+        preset.shard,
+        {name: getattr(positions, name)[first] for name in POSITION_FIELDS},
+        preset.grid.yaws_deg,
+        preset.grid.fov_deg,
+    )
+    splits = {name: int(np.count_nonzero(positions.split == code)) for name, code in SPLIT_CODES.items()}
+    return {
+        **summary,
+        **estimate(plan, cal["bytes_per_view"], cal["views_per_s"], n_workers),
+        "splits": splits,
+        "calibration": cal,
+    }
+
+
+def build_database(
+    kind: str,
+    preset: Preset | str,
+    region: Any,
+    dem_src: Any,
+    out_dir: str | Path,
+    queries: list[Any] | None = None,
+    client: Any = None,
+    *,
+    clip_to_dem: bool = False,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    scheduler: str = "local",
+    n_workers: int | None = None,
+    memory_limit: str | int = "auto",
+    work: str | Path | None = None,
+) -> Any:
+    """Build (or resume, or reuse) a database; returns its folder, or the dry-run summary dict.
+
+    Parameters
+    ----------
+    kind : {"sparse", "compact", "uniform"}
+        See the module docstring.
+    preset : Preset or str
+        Grid, render and shard settings (a name goes through :func:`get_preset`).
+    region : str or Region
+        ``demo``, ``alps``, ``switzerland`` or a polygon file.
+    dem_src : path, list of paths, ``"demo"``, DEM, or None
+        DEM; None means the embedded DEM (demo region only).
+    out_dir : path
+        Database folder (the CLI uses ``work/<region>/db/<kind>``).
+    queries : list of Query, optional
+        The query set (sparse/compact); default: ``ensure_query_set(region, dem_src, preset, work)``.
+    client : distributed.Client, optional
+        Run on this client; otherwise ``scheduler``/``n_workers``/``memory_limit`` choose
+        (:func:`crosslocate.pipelines.cluster.open_runner`). With at most one shard to render the
+        build runs in-process.
+    clip_to_dem : bool
+        ``uniform``: build only the DEM-covered part instead of raising ``OutsideCoverageError``.
+    dry_run : bool
+        Plan and calibrate only; nothing is written. Returns a dict (positions, views, shards,
+        estimated bytes and seconds).
+    overwrite : bool
+        Replace a database built with another configuration.
+    work : path, optional
+        Work folder of the query set (default: derived from ``out_dir``'s ``work/<region>/db/<kind>``).
+
+    Returns
+    -------
+    pathlib.Path or dict
+        The database folder (complete and checksummed), or the dry-run summary.
+    """
+    from crosslocate.dem.regions import get_region
+
+    if kind not in DB_KINDS:
+        raise ConfigError(f"unknown database kind {kind!r}; choose one of {', '.join(DB_KINDS)}")
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    reg = get_region(region)
+    db_dir = Path(out_dir)
+    src = resolve_dem_src(reg.name, dem_src)
+    if queries is None and kind != "uniform":
+        queries = _load_queries(kind, preset, region, src, Path(work) if work else _default_work(db_dir), dry_run)
+    with opened_dem(src) as dem:
+        if kind == "uniform" and not clip_to_dem:
+            check_coverage(reg, dem)
+        positions = database_positions(kind, preset, reg, dem, queries)
+        plan = plan_shards(
+            positions.x,
+            positions.y,
+            positions.position_id,
+            views_per_shard=preset.shard.views_per_shard,
+            views_per_position=preset.grid.views_per_position,
+        )
+        logger.info(
+            "%s database: %d positions, %d views, %d shards", kind, plan.n_positions, plan.n_views, plan.n_shards
+        )
+        if dry_run:
+            workers = 1 if scheduler == "sync" else int(n_workers or _cores())
+            return dry_run_summary(kind, preset, reg, src, positions, plan, workers)
+        manifest = prepare_db_dir(db_dir, make_manifest(kind, preset, reg, dem, positions, plan), overwrite)
+    if not (db_dir / POSITIONS_NAME).is_file():
+        positions.to_npz(db_dir / POSITIONS_NAME)
+    done = {s.shard_id for s in manifest.shards}
+    todo = [sid for sid in range(plan.n_shards) if sid not in done]
+    if not todo:
+        logger.info("%s database complete: %s (%d views)", kind, db_dir, manifest.n_views)
+        return db_dir
+    logger.info(
+        "%s database: %d of %d shards to render (%d already complete)", kind, len(todo), plan.n_shards, len(done)
+    )
+    jobs = shard_jobs(plan, positions, todo, db_dir, src, preset, manifest.fingerprint())
+    views = sum(plan.shard_views(s) for s in todo)
+    target = client if client is not None else ("sync" if len(todo) <= 1 else scheduler)
+    from crosslocate.pipelines.cluster import open_runner
+
+    with open_runner(target, n_workers, memory_limit) as runner:
+        logger.info("running on %s", runner.description)
+        manifest = run_shards(runner, jobs, manifest, db_dir, views, f"build {kind}")
+    if not manifest.complete:
+        raise NotBuiltError(f"{db_dir}: build finished but shards are missing; rerun the same command")
+    return db_dir
+
+
+def _cores() -> int:
+    from crosslocate.pipelines.cluster import available_cores
+
+    return available_cores()
+
+
+__all__ = [
+    "DB_KINDS",
+    "build_database",
+    "check_coverage",
+    "database_positions",
+    "dry_run_summary",
+    "make_manifest",
+    "prepare_db_dir",
+    "resolve_dem_src",
+    "run_shards",
+    "shard_jobs",
+]

@@ -1,0 +1,70 @@
+"""``crosslocate build sparse|compact|uniform --region R``: render a database (resumable) and print its folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+KINDS = ("sparse", "compact", "uniform")
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``build``."""
+    p = sub.add_parser("build", help="render a sparse/compact/uniform database into work/<region>/db/<kind>")
+    p.add_argument("kind", choices=KINDS, help="sparse: query positions; compact: grid near training queries; uniform")
+    p.add_argument("--region", required=True, help="demo, alps, switzerland, or a GeoJSON/shapefile polygon")
+    p.add_argument("--dem", nargs="+", default=None, help="DEM files/folders (default: the embedded demo DEM)")
+    p.add_argument("--preset", default="cpu", help="paper, cpu or tiny (default: cpu)")
+    p.add_argument("--work", default="work", help="work folder (default: work)")
+    p.add_argument("--out", default=None, help="database folder (default: WORK/<region>/db/<kind>)")
+    p.add_argument(
+        "--scheduler", default="local", help="local (LocalCluster, default), sync (in-process) or tcp://host:port"
+    )
+    p.add_argument("--workers", type=int, default=None, help="local cluster workers (default: available cores)")
+    p.add_argument("--memory-limit", default="auto", help="per-worker memory limit of the local cluster (dask syntax)")
+    p.add_argument("--views-per-shard", type=int, default=None, help="override the preset's shard size")
+    p.add_argument("--spacing-m", type=float, default=None, help="override the preset's grid spacing (metres)")
+    p.add_argument("--size-px", type=int, default=None, help="override the preset's view size (pixels)")
+    p.add_argument("--clip-to-dem", action="store_true", help="uniform: build only the DEM-covered part of the region")
+    p.add_argument("--overwrite", action="store_true", help="replace a database built with another configuration")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print positions, views, shards, bytes and time; write nothing"
+    )
+    p.set_defaults(func=run)
+
+
+def region_dir_name(region: str) -> str:
+    """Folder name of a region under the work folder (a polygon file uses its stem)."""
+    return Path(region).stem if region.lower().endswith((".geojson", ".json", ".shp", ".zip")) else region
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the database; prints its folder (or the dry-run summary as JSON)."""
+    from crosslocate.pipelines.build import build_database
+    from crosslocate.pipelines.presets import get_preset
+
+    preset = get_preset(args.preset).with_overrides(
+        shard={"views_per_shard": args.views_per_shard} if args.views_per_shard else None,
+        grid={"spacing_m": args.spacing_m} if args.spacing_m else None,
+        render={"size_px": args.size_px} if args.size_px else None,
+    )
+    out = Path(args.out) if args.out else Path(args.work) / region_dir_name(args.region) / "db" / args.kind
+    dem = None if args.dem is None else (args.dem[0] if len(args.dem) == 1 else list(args.dem))
+    result = build_database(
+        args.kind,
+        preset,
+        args.region,
+        dem,
+        out,
+        clip_to_dem=args.clip_to_dem,
+        dry_run=args.dry_run,
+        overwrite=args.overwrite,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        memory_limit=args.memory_limit,
+        work=args.work,
+    )
+    print(json.dumps(result, indent=2, default=str) if args.dry_run else result)
+    return 0

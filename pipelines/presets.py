@@ -1,0 +1,184 @@
+"""Named end-to-end settings: :class:`Preset` composes every layer's config; :data:`PRESETS` = paper, cpu, tiny.
+
+==========  ==========================================================================================
+preset      what it is for
+==========  ==========================================================================================
+``paper``   CrossLocate as published: 500 m grid, 500 x 500 px views, 60 km range.
+``cpu``     The demo benchmark on a 2-core CPU machine in under ~20 min: 256 px views, 35 km range,
+            2 km grid (the CPU renderer spends ~1 s per position building the terrain, so the
+            position count, not the pixel count, sets the build time: the 40 x 40 km demo region
+            gives ~400 uniform positions, 4,800 views, ~4 min on 2 cores).
+``tiny``    Tests and smoke runs: 64 px views, 20 km range, 2 km grid, small shards.
+==========  ==========================================================================================
+
+Each layer keeps its own presets (``GRID_PRESETS``, ``RENDER_PRESETS``, ``SHARD_PRESETS``,
+``QUERY_PRESETS``, ``NET_PRESETS`` / ``TRAIN_PRESETS`` / ``EVAL_PRESETS``); this module picks one
+of each and states the overrides. Flags override fields with :meth:`Preset.with_overrides`
+(``dataclasses.replace``), and :meth:`Preset.to_dict` goes into manifests and results JSON.
+The model configs come from :mod:`crosslocate.model.config`; when that module is not part of this
+build the preset composes what exists, leaves ``net``/``train``/``eval`` as ``None`` and lists them
+in :attr:`Preset.missing`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from crosslocate.datasets.config import SHARD_PRESETS, ShardConfig
+from crosslocate.dem.config import GRID_PRESETS, GridConfig
+from crosslocate.errors import ConfigError
+from crosslocate.render.config import RENDER_PRESETS, RenderConfig
+
+logger = logging.getLogger(__name__)
+
+PRESET_NAMES: tuple[str, ...] = ("paper", "cpu", "tiny")
+
+#: Overrides of the layer presets, per preset (field -> value), applied with ``dataclasses.replace``.
+GRID_OVERRIDES: dict[str, dict[str, Any]] = {"cpu": {"spacing_m": 2000.0}}
+RENDER_OVERRIDES: dict[str, dict[str, Any]] = {
+    "paper": {"size_px": 500, "range_m": 60_000.0},
+    "cpu": {"size_px": 256, "range_m": 35_000.0},
+    "tiny": {"size_px": 64},
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Preset:
+    """Every setting of one run.
+
+    Attributes
+    ----------
+    name : str
+        ``paper`` / ``cpu`` / ``tiny`` (an overridden preset keeps its base name).
+    grid : GridConfig
+        Positions, yaws, FOV, splits (:mod:`crosslocate.dem.config`).
+    render : RenderConfig
+        View size, range, backend, modalities (:mod:`crosslocate.render.config`).
+    shard : ShardConfig
+        Shard size and codecs (:mod:`crosslocate.datasets.config`).
+    queries : QuerySetConfig or None
+        Synthetic query set (:mod:`crosslocate.pipelines.queries`); None when not built.
+    net, train, eval : NetConfig, TrainConfig, EvalConfig or None
+        Model settings (:mod:`crosslocate.model.config`); None when not built.
+    missing : tuple of str
+        Names of the configs that could not be composed in this build (with the reason).
+    """
+
+    name: str
+    grid: GridConfig
+    render: RenderConfig
+    shard: ShardConfig
+    queries: Any = None
+    net: Any = None
+    train: Any = None
+    eval: Any = None
+    missing: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        checks = (("grid", GridConfig), ("render", RenderConfig), ("shard", ShardConfig))
+        for attr, cls in checks:
+            if not isinstance(getattr(self, attr), cls):
+                raise ConfigError(f"Preset.{attr} must be a {cls.__name__}, got {type(getattr(self, attr)).__name__}")
+        if self.grid.fov_deg != self.render.fov_deg:
+            raise ConfigError(
+                f"preset {self.name!r}: grid.fov_deg={self.grid.fov_deg} differs from render.fov_deg="
+                f"{self.render.fov_deg}; database views must use one FOV"
+            )
+
+    def with_overrides(self, **sections: dict[str, Any] | None) -> Preset:
+        """A copy with fields replaced, per section: ``with_overrides(render={"size_px": 128})``.
+
+        Unknown sections or fields raise :class:`ConfigError`; the new configs are validated.
+        """
+        changes: dict[str, Any] = {}
+        for section, values in sections.items():
+            if not values:
+                continue
+            if section not in ("grid", "render", "shard", "queries", "net", "train", "eval"):
+                raise ConfigError(
+                    f"unknown preset section {section!r}; known: grid, render, shard, queries, net, train, eval"
+                )
+            current = getattr(self, section)
+            if current is None:
+                raise ConfigError(f"preset {self.name!r} has no {section} config in this build; cannot override it")
+            try:
+                changes[section] = dataclasses.replace(current, **values)
+            except TypeError as exc:
+                raise ConfigError(f"bad override of {section}: {exc}") from exc
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict: the name and each config's ``to_dict()`` (None for missing ones)."""
+        out: dict[str, Any] = {"name": self.name}
+        for section in ("grid", "render", "shard", "queries", "net", "train", "eval"):
+            cfg = getattr(self, section)
+            out[section] = None if cfg is None else _cfg_to_dict(cfg)
+        if self.missing:
+            out["missing"] = list(self.missing)
+        return out
+
+
+def _cfg_to_dict(cfg: Any) -> Any:
+    to_dict = getattr(cfg, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    return repr(cfg)
+
+
+def _optional_presets(module: str, names: tuple[str, ...], preset: str) -> tuple[list[Any], str | None]:
+    """``[module.<name>[preset] for name in names]``, or Nones plus the reason when the module is absent."""
+    try:
+        mod = importlib.import_module(module)
+        return [getattr(mod, n)[preset] for n in names], None
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return [None] * len(names), f"{module} is not part of this build"
+    except (AttributeError, KeyError) as exc:
+        return [None] * len(names), f"{module} has no {preset!r} preset ({exc})"
+
+
+def _build(name: str) -> Preset:
+    grid = dataclasses.replace(GRID_PRESETS[name], **GRID_OVERRIDES.get(name, {}))
+    render = dataclasses.replace(RENDER_PRESETS[name], **RENDER_OVERRIDES.get(name, {}))
+    missing: list[str] = []
+    (queries,), why = _optional_presets("crosslocate.pipelines.queries", ("QUERY_PRESETS",), name)
+    if why:
+        missing.append(f"queries: {why}")
+    (net, train, ev), why = _optional_presets(
+        "crosslocate.model.config", ("NET_PRESETS", "TRAIN_PRESETS", "EVAL_PRESETS"), name
+    )
+    if why:
+        missing.append(f"net/train/eval: {why}")
+        logger.debug("preset %s: %s", name, why)
+    return Preset(
+        name=name,
+        grid=grid,
+        render=render,
+        shard=SHARD_PRESETS[name],
+        queries=queries,
+        net=net,
+        train=train,
+        eval=ev,
+        missing=tuple(missing),
+    )
+
+
+def get_preset(name: str) -> Preset:
+    """The preset ``name`` (``paper``, ``cpu``, ``tiny``); :class:`ConfigError` listing the names otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}") from None
+
+
+#: name -> :class:`Preset`.
+PRESETS: dict[str, Preset] = {n: _build(n) for n in PRESET_NAMES}
+
+__all__ = ["PRESETS", "PRESET_NAMES", "Preset", "get_preset"]

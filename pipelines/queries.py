@@ -1,0 +1,445 @@
+"""The synthetic query set: photo-like renders of random poses in a region, resumable.
+
+Layout (docs/CONTRACTS.md)::
+
+    work/<region>/queries/
+        queries.json      config fingerprint (written first; a different config is refused)
+        q00000.png ...    (H, W, 3) uint8 RGB photos, written atomically one by one
+        queries.csv       written last (atomically): its presence means the set is complete
+        mosaic.png        the first photos side by side (a preview)
+
+Poses are drawn by :func:`crosslocate.datasets.queries.sample_synthetic_poses` from one generator
+seeded with ``QuerySetConfig.seed``, on the *perturbed* DEM (:class:`crosslocate.render.photo.PerturbedDEM`),
+so cameras stand ``height_m`` above the ground they see. Photo ``i`` uses its own generator seeded
+with ``(seed, photo.seed, i)``, so a resumed run writes the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from crosslocate.datasets.queries import Query, load_query_csv, sample_synthetic_poses, write_query_csv
+from crosslocate.dem.poses import Pose
+from crosslocate.errors import ConfigError, ManifestMismatchError
+from crosslocate.render.config import BACKEND_NAMES, RenderConfig
+from crosslocate.render.photo import PHOTO_PRESETS, PhotoConfig, PhotoRenderer, perturb_dem
+
+logger = logging.getLogger(__name__)
+
+#: File names inside ``work/<region>/queries``.
+CSV_NAME = "queries.csv"
+FINGERPRINT_NAME = "queries.json"
+MOSAIC_NAME = "mosaic.png"
+#: Version of the fingerprint format.
+FINGERPRINT_VERSION = 1
+
+
+def image_name(index: int) -> str:
+    """File name of query ``index`` (``q00000.png``)."""
+    return f"q{index:05d}.png"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuerySetConfig:
+    """A synthetic query set.
+
+    Attributes
+    ----------
+    n_queries : int
+        Number of photos.
+    width_px, height_px : int
+        Photo size, pixels.
+    fov_min_deg, fov_max_deg : float
+        Horizontal FOV range, degrees (uniform; the paper's queries span 30-70).
+    pitch_deg, roll_deg : float
+        Pitch uniform in [-pitch_deg, pitch_deg], roll in [-roll_deg, roll_deg], degrees.
+    height_m : float
+        Camera height above the (perturbed) ground, metres.
+    margin_m : float
+        Minimum distance of a camera from the DEM edge, metres.
+    range_m : float
+        Render range, metres (terrain beyond is sky).
+    near_m : float
+        Near clipping distance, metres (below the closest ground a 1.7 m camera sees, ~2 m).
+    backend : str
+        Render backend (``cpu`` or ``pyrender``).
+    seed : int
+        Seed of the poses and of the per-photo randomness.
+    photo : PhotoConfig
+        Appearance and terrain perturbation.
+    mosaic_count : int
+        Photos in the preview mosaic (0: none).
+    """
+
+    n_queries: int = 300
+    width_px: int = 400
+    height_px: int = 300
+    fov_min_deg: float = 30.0
+    fov_max_deg: float = 70.0
+    pitch_deg: float = 10.0
+    roll_deg: float = 5.0
+    height_m: float = 1.7
+    margin_m: float = 1000.0
+    range_m: float = 40_000.0
+    near_m: float = 1.0
+    backend: str = "cpu"
+    seed: int = 0
+    photo: PhotoConfig = field(default_factory=PhotoConfig)
+    mosaic_count: int = 16
+
+    def __post_init__(self) -> None:
+        ints = ("n_queries", "width_px", "height_px", "seed", "mosaic_count")
+        for name in ints:
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"QuerySetConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.width_px < 8 or self.height_px < 8:
+            raise ConfigError(
+                f"QuerySetConfig photo size must be at least 8x8 px, got {self.width_px}x{self.height_px}"
+            )
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ints and isinstance(value, float | int) and not math.isfinite(value):
+                raise ConfigError(f"QuerySetConfig.{f.name} must be finite, got {value!r}")
+        if not 0.0 < self.fov_min_deg <= self.fov_max_deg < 180.0:
+            raise ConfigError(
+                f"QuerySetConfig FOV range must satisfy 0 < fov_min_deg <= fov_max_deg < 180, "
+                f"got {self.fov_min_deg}..{self.fov_max_deg}"
+            )
+        if not (0.0 <= self.pitch_deg <= 90.0 and self.roll_deg >= 0.0 and self.height_m > 0.0 and self.margin_m >= 0):
+            raise ConfigError(
+                f"QuerySetConfig needs 0 <= pitch_deg <= 90, roll_deg >= 0, height_m > 0, margin_m >= 0; got "
+                f"{self.pitch_deg}, {self.roll_deg}, {self.height_m}, {self.margin_m}"
+            )
+        if self.backend not in BACKEND_NAMES:
+            raise ConfigError(f"QuerySetConfig.backend {self.backend!r}: choose one of {BACKEND_NAMES}")
+        if not isinstance(self.photo, PhotoConfig):
+            raise ConfigError(f"QuerySetConfig.photo must be a PhotoConfig, got {type(self.photo).__name__}")
+        self.render_config()  # validates range_m and near_m
+
+    def render_config(self) -> RenderConfig:
+        """The :class:`RenderConfig` of the depth/semantic renders behind the photos."""
+        size = max(self.width_px, self.height_px)
+        return RenderConfig(size_px=size, range_m=self.range_m, near_m=self.near_m, backend=self.backend)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (``photo`` nested)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "photo"}
+        out["photo"] = self.photo.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuerySetConfig:
+        """Inverse of :meth:`to_dict`."""
+        kw = dict(data)
+        if "photo" in kw:
+            kw["photo"] = PhotoConfig.from_dict(kw["photo"])
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kw) - known)
+        if unknown:
+            raise ConfigError(f"QuerySetConfig: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**kw)
+
+
+QUERY_PRESETS: dict[str, QuerySetConfig] = {
+    "paper": QuerySetConfig(n_queries=1000, width_px=640, height_px=480, range_m=60_000.0, photo=PHOTO_PRESETS["paper"]),
+    "cpu": QuerySetConfig(n_queries=300, width_px=400, height_px=300, range_m=40_000.0, photo=PHOTO_PRESETS["cpu"]),
+    "tiny": QuerySetConfig(n_queries=12, width_px=128, height_px=96, range_m=20_000.0, photo=PHOTO_PRESETS["tiny"],
+                           mosaic_count=12),
+}  # fmt: skip
+
+
+def resolve_query_config(preset: str | QuerySetConfig | Any) -> QuerySetConfig:
+    """A :class:`QuerySetConfig` from a preset name, a config, or a pipeline ``Preset``.
+
+    A pipeline preset (duck-typed) is used through its ``queries`` attribute when that is a
+    :class:`QuerySetConfig`, else through its ``name`` (a key of :data:`QUERY_PRESETS`).
+    """
+    if isinstance(preset, QuerySetConfig):
+        return preset
+    if isinstance(preset, str):
+        name = preset
+    else:
+        own = getattr(preset, "queries", None)
+        if isinstance(own, QuerySetConfig):
+            return own
+        name = getattr(preset, "name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"cannot build a query set config from {preset!r}; pass a preset name or QuerySetConfig")
+    try:
+        return QUERY_PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown query preset {name!r}; choose one of {sorted(QUERY_PRESETS)}") from None
+
+
+def query_dir(work: str | os.PathLike[str], region: Any) -> Path:
+    """``work/<region>/queries`` (a region given as a path uses its stem, like the other flows)."""
+    name = region.name if hasattr(region, "polygon") else Path(str(region)).stem
+    return Path(work) / name / "queries"
+
+
+def fingerprint(cfg: QuerySetConfig, region: Any, dem: Any) -> dict[str, Any]:
+    """What identifies a query set: format version, region, base-DEM checksum and the config.
+
+    ``mosaic_count`` is left out: the preview does not change the set.
+    """
+    config = {k: v for k, v in cfg.to_dict().items() if k != "mosaic_count"}
+    return {
+        "format": "crosslocate-queries",
+        "version": FINGERPRINT_VERSION,
+        "region": region.name,
+        "region_bounds_lonlat": [round(float(v), 9) for v in region.bounds_lonlat],
+        "dem_checksum": str(dem.checksum),
+        "config": config,
+    }
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    """Write through ``write(file_object)`` into a temp file beside ``path``, fsync, ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_png(path: Path, image: npt.NDArray[np.uint8]) -> None:
+    """Write an (H, W, 3) uint8 RGB image as PNG atomically."""
+    from PIL import Image
+
+    pil = Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+    _atomic_write_bytes(path, lambda fh: pil.save(fh, format="PNG"))
+
+
+def png_complete(path: Path, width_px: int, height_px: int) -> bool:
+    """True when ``path`` is a readable PNG of the expected size (written files are atomic)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        return False
+    try:
+        with Image.open(path) as im:
+            ok = im.format == "PNG" and im.size == (width_px, height_px) and im.mode == "RGB"
+            im.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        logger.warning("%s is unreadable (%s); rendering it again", path, exc)
+        return False
+    return ok
+
+
+def _check_fingerprint(out_dir: Path, fp: dict[str, Any], overwrite: bool) -> None:
+    """Refuse a foreign or different existing set (or clear it with ``overwrite``); then record ``fp``."""
+    fp_path = out_dir / FINGERPRINT_NAME
+    existing = sorted(out_dir.glob("q[0-9]*.png")) + [p for p in (out_dir / CSV_NAME,) if p.exists()]
+    if fp_path.exists():
+        try:
+            old = json.loads(fp_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            old = {"unreadable": str(exc)}
+        diffs = _differences(old, fp)
+        if not diffs:
+            return
+        if not overwrite:
+            shown = "; ".join(diffs[:6]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 6 else "")
+            raise ManifestMismatchError(
+                f"{fp_path}: the existing query set was made with other settings ({shown}); pass --overwrite "
+                "(overwrite=True) to replace it, or use another --work folder"
+            )
+    elif existing and not overwrite:
+        raise ManifestMismatchError(
+            f"{out_dir} holds {len(existing)} query file(s) but no {FINGERPRINT_NAME}; pass --overwrite "
+            "(overwrite=True) to replace them, or use another --work folder"
+        )
+    if existing:
+        logger.warning("overwrite: removing %d files of the previous query set in %s", len(existing), out_dir)
+        (out_dir / CSV_NAME).unlink(missing_ok=True)
+        for p in existing:
+            p.unlink(missing_ok=True)
+        (out_dir / MOSAIC_NAME).unlink(missing_ok=True)
+    text = json.dumps(fp, indent=2, sort_keys=True) + "\n"
+    _atomic_write_bytes(fp_path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+@contextlib.contextmanager
+def _opened_dem(dem_src: Any, region_name: str) -> Iterator[Any]:
+    """Yield a DEM for ``dem_src`` (a DEM-like object is used as is and left open)."""
+    if dem_src is not None and hasattr(dem_src, "sample") and hasattr(dem_src, "checksum"):
+        yield dem_src
+        return
+    from crosslocate.dem.sources import open_dem
+
+    if dem_src is None or dem_src == "":
+        if region_name != "demo":
+            raise ConfigError(f"a DEM is required for region {region_name!r} (only 'demo' has an embedded DEM)")
+        dem_src = "demo"
+    with open_dem(dem_src) as dem:
+        yield dem
+
+
+def _existing_set(out_dir: Path, cfg: QuerySetConfig) -> list[Query] | None:
+    """The complete set recorded by ``queries.csv``, or None (CSV removed) when images are missing."""
+    csv_path = out_dir / CSV_NAME
+    if not csv_path.exists():
+        return None
+    queries = load_query_csv(csv_path)
+    if len(queries) == cfg.n_queries and all(Path(q.image).is_file() for q in queries):
+        return queries
+    logger.warning("%s lists missing images or a different count; completing the set again", csv_path)
+    csv_path.unlink()
+    return None
+
+
+def ensure_query_set(
+    region: Any,
+    dem_src: Any,
+    preset: str | QuerySetConfig | Any,
+    work: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> list[Query]:
+    """Render (or resume, or reuse) the synthetic query set of a region.
+
+    Parameters
+    ----------
+    region : str or Region
+        Region name (``alps``, ``switzerland``, ``demo``), polygon file, or :class:`Region`.
+    dem_src : path, list, ``"demo"``, a DEM object, or None
+        The (unperturbed) DEM; None means the embedded DEM of the ``demo`` region.
+    preset : str, QuerySetConfig or pipeline Preset
+        See :func:`resolve_query_config`.
+    work : path
+        Work folder; the set goes to ``work/<region>/queries``.
+    overwrite : bool
+        Replace an existing set made with other settings (otherwise :class:`ManifestMismatchError`).
+
+    Returns
+    -------
+    list of Query
+        ``n_queries`` queries (absolute image paths), in file order, as :func:`load_query_csv` reads them.
+    """
+    from crosslocate.dem.regions import get_region
+
+    cfg = resolve_query_config(preset)
+    reg = get_region(region)
+    out_dir = query_dir(work, region)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _opened_dem(dem_src, reg.name) as dem:
+        _check_fingerprint(out_dir, fingerprint(cfg, reg, dem), overwrite)
+        done = _existing_set(out_dir, cfg)
+        if done is not None:
+            logger.info("query set complete: %s (%d queries)", out_dir / CSV_NAME, len(done))
+            return done
+        pdem = perturb_dem(dem, cfg.photo)
+        poses = sample_synthetic_poses(
+            reg,
+            pdem,
+            cfg.n_queries,
+            np.random.default_rng(cfg.seed),
+            fov_range_deg=(cfg.fov_min_deg, cfg.fov_max_deg),
+            pitch_deg=cfg.pitch_deg,
+            roll_deg=cfg.roll_deg,
+            margin_m=cfg.margin_m,
+            height_m=cfg.height_m,
+        )
+        rendered = _render_missing(pdem, poses, cfg, out_dir)
+    queries = [Query(image=str((out_dir / image_name(i)).resolve()), pose=p) for i, p in enumerate(poses)]
+    csv_path = write_query_csv(out_dir / CSV_NAME, queries)
+    logger.info("query set written: %s (%d queries, %d rendered now)", csv_path, len(queries), rendered)
+    if cfg.mosaic_count > 0 and queries:
+        save_query_mosaic(queries[: cfg.mosaic_count], out_dir / MOSAIC_NAME)
+    return load_query_csv(csv_path)
+
+
+def photo_rng(cfg: QuerySetConfig, index: int) -> np.random.Generator:
+    """The generator of photo ``index`` (independent of which photos were rendered before)."""
+    return np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.photo.seed, index]))
+
+
+def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: Path) -> int:
+    """Render every pose whose PNG is not complete yet; returns how many were rendered."""
+    from tqdm import tqdm
+
+    todo = [i for i in range(len(poses)) if not png_complete(out_dir / image_name(i), cfg.width_px, cfg.height_px)]
+    if len(todo) < len(poses):
+        logger.info("resuming: %d of %d photos exist", len(poses) - len(todo), len(poses))
+    if not todo:
+        return 0
+    with PhotoRenderer(cfg.render_config()) as renderer:
+        for i in tqdm(todo, desc="queries", unit="photo", disable=not sys.stderr.isatty()):
+            image = renderer.render(dem, poses[i], cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo)
+            write_png(out_dir / image_name(i), image)
+    return len(todo)
+
+
+def save_query_mosaic(queries: list[Query], out: Path) -> Path:
+    """Preview PNG of the queries' photos, titled with index and FOV (:func:`crosslocate.render.preview.save_mosaic`)."""
+    from crosslocate.render.preview import save_mosaic
+    from PIL import Image
+
+    images = []
+    for q in queries:
+        with Image.open(q.image) as im:
+            images.append(np.asarray(im.convert("RGB")))
+    titles = [f"{Path(q.image).stem}  fov {q.pose.fov_deg:.0f} deg" for q in queries]
+    return save_mosaic(images, out, titles=titles, ncols=4)
+
+
+def summarize(queries: list[Query]) -> dict[str, Any]:
+    """Count, FOV/pitch/roll statistics (degrees) and the lon/lat bounding box of a query set."""
+    if not queries:
+        return {"count": 0}
+    arr = {k: np.array([getattr(q.pose, k) for q in queries], np.float64) for k in Pose.__dataclass_fields__}
+    stats = {
+        k: {"min": float(arr[k].min()), "mean": float(arr[k].mean()), "max": float(arr[k].max())}
+        for k in ("fov_deg", "pitch_deg", "roll_deg", "alt_m")
+    }
+    return {
+        "count": len(queries),
+        **stats,
+        "bounds_lonlat": [
+            float(arr["lon"].min()),
+            float(arr["lat"].min()),
+            float(arr["lon"].max()),
+            float(arr["lat"].max()),
+        ],
+    }
+
+
+__all__ = [
+    "CSV_NAME",
+    "QUERY_PRESETS",
+    "QuerySetConfig",
+    "ensure_query_set",
+    "fingerprint",
+    "image_name",
+    "query_dir",
+    "resolve_query_config",
+    "save_query_mosaic",
+    "summarize",
+]

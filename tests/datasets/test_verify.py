@@ -1,0 +1,85 @@
+"""verify_database finds missing, truncated, corrupted and out-of-range shards; the CLI maps it to exit codes."""
+
+from __future__ import annotations
+
+import numpy as np
+from crosslocate.datasets.config import ShardConfig
+from crosslocate.datasets.manifest import Manifest, ShardRecord, shard_name
+from crosslocate.datasets.schema import ALL_MODALITIES, SKY_DEPTH_M, VIEW_DTYPE, Modality
+from crosslocate.datasets.shards import ShardWriter
+from crosslocate.datasets.verify import verify_database
+from crosslocate.pipelines.cli import main
+
+SIZE = 8
+
+
+def build_db(db_dir, n_shards=3, bad_silhouette_in=None):
+    """A hand-written database of ``n_shards`` shards of 2 views (valid values unless told otherwise)."""
+    db_dir.mkdir(parents=True)
+    records = []
+    for sid in range(n_shards):
+        depth = np.full((2, SIZE, SIZE), 1234.5, np.float32)
+        depth[:, 0] = SKY_DEPTH_M
+        sil = np.zeros((2, SIZE, SIZE), np.uint8)
+        if sid == bad_silhouette_in:
+            sil[1, 3, 4] = 7  # not a {0, 1} mask value
+        sem = np.full((2, SIZE, SIZE), 4, np.uint8)
+        rows = np.zeros(2, VIEW_DTYPE)
+        rows["view_id"] = [2 * sid, 2 * sid + 1]
+        rows["position_id"] = sid
+        arrays = {Modality.DEPTH: depth, Modality.SILHOUETTE: sil, Modality.SEMANTIC: sem}
+        with ShardWriter(db_dir / shard_name(sid), ALL_MODALITIES, SIZE, ShardConfig()) as w:
+            w.add(arrays, rows)
+            sha, size, n = w.commit()
+        records.append(ShardRecord(shard_id=sid, path=shard_name(sid), n_views=n, n_positions=1,
+                                   position_ids=(sid, sid), sha256=sha, bytes=size))  # fmt: skip
+    Manifest(
+        kind="uniform", region={}, dem={}, crs_wkt="EPSG:3035", grid={}, shard={}, codecs={}, split={},
+        render={"size_px": SIZE, "modalities": [m.value for m in ALL_MODALITIES]}, layout={"n_shards": n_shards},
+        shards=tuple(records),
+    ).save(db_dir)  # fmt: skip
+    return db_dir
+
+
+def test_sound_database(tmp_path, capsys):
+    db = build_db(tmp_path / "db")
+    report = verify_database(db)
+    assert report.ok and report.n_ok == 3 and report.n_views == 6 and report.problems == []
+    assert main(["verify", str(db)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_missing_corrupt_truncated_and_unlisted(tmp_path, capsys):
+    db = build_db(tmp_path / "db", n_shards=4)
+    (db / shard_name(0)).unlink()
+    raw = bytearray((db / shard_name(1)).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte, same size
+    (db / shard_name(1)).write_bytes(bytes(raw))
+    (db / shard_name(2)).write_bytes((db / shard_name(2)).read_bytes()[:100])
+    (db / shard_name(9)).write_bytes(b"stray")
+    report = verify_database(db)
+    kinds = {p.shard_id: p.kind for p in report.problems}
+    assert kinds == {0: "missing", 1: "checksum", 2: "checksum"}
+    assert report.bad_shards() == [0, 1, 2] and report.n_ok == 1
+    assert [w.kind for w in report.warnings] == ["unlisted"]
+    assert main(["verify", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "missing/corrupt shards: [0, 1, 2]" in out
+
+
+def test_out_of_range_values_detected(tmp_path):
+    db = build_db(tmp_path / "db", bad_silhouette_in=1)
+    report = verify_database(db)
+    assert [(p.shard_id, p.kind) for p in report.problems] == [(1, "values")]
+    assert "silhouette view 1 pixel (3, 4)" in report.problems[0].message
+    assert verify_database(db, check_values=False).ok
+
+
+def test_incomplete_and_no_manifest(tmp_path):
+    db = build_db(tmp_path / "db", n_shards=2)
+    m = Manifest.load(db)
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "layout": {"n_shards": 3}}).save(db)
+    report = verify_database(db)
+    assert [(p.shard_id, p.kind) for p in report.problems] == [(2, "incomplete")]
+    empty = verify_database(tmp_path / "nothing")
+    assert not empty.ok and empty.problems[0].kind == "manifest"

@@ -1,0 +1,121 @@
+"""ViewDataset / QueryDataset: items, metadata, lazy per-worker handles, FOV scaling of queries."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from crosslocate.datasets import transforms as T
+from crosslocate.datasets import views
+from crosslocate.datasets.queries import Query
+from crosslocate.datasets.schema import SKY_DEPTH_M, VIEW_DTYPE
+from crosslocate.dem.poses import Pose
+from crosslocate.errors import ConfigError
+from torch.utils.data import DataLoader
+
+N_VIEWS, SIZE = 24, 16
+
+
+class _NpzDatabase:
+    """Minimal stand-in with the Database API of docs/CONTRACTS.md, backed by one .npz file."""
+
+    def __init__(self, db_dir):
+        data = np.load(os.path.join(db_dir, "fake.npz"))
+        self._table = data["table"]
+        self._depth = data["depth"]
+        self.n_views = len(self._table)
+        self.manifest = None
+        self.pid = os.getpid()
+
+    def table(self):
+        return self._table.copy()
+
+    def read(self, modality, index):
+        if os.getpid() != self.pid:
+            raise RuntimeError("handle used in a different process")
+        return self._depth[index]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def tiny_db(tmp_path, monkeypatch):
+    table = np.zeros(N_VIEWS, VIEW_DTYPE)
+    table["view_id"] = np.arange(N_VIEWS) + 100
+    table["position_id"] = np.arange(N_VIEWS) // 12
+    table["x"] = 1000.0 * table["position_id"]
+    table["y"] = -5.0
+    table["yaw_deg"] = 30.0 * (np.arange(N_VIEWS) % 12)
+    table["fov_deg"] = 60.0
+    depth = np.full((N_VIEWS, SIZE, SIZE), SKY_DEPTH_M, np.float32)
+    for i in range(N_VIEWS):
+        depth[i, SIZE // 2 :] = 10.0 ** (1 + 3 * i / N_VIEWS)  # depth encodes the index
+    np.savez(tmp_path / "fake.npz", table=table, depth=depth)
+    monkeypatch.setattr(views, "_open_database", lambda d: _NpzDatabase(d))
+    return tmp_path
+
+
+def _decode_index(x: torch.Tensor) -> int:
+    v = float(x[0, -1, 0])  # terrain row; v = 1 - log10(d/10)/4 with log10(d/10) = 3 i / N
+    return round((1 - v) * 4 / 3 * N_VIEWS)
+
+
+def test_view_items_and_meta(tiny_db):
+    ds = views.ViewDataset(tiny_db, "depth", indices=[5, 17])
+    assert len(ds) == 2
+    x, meta = ds[1]
+    assert x.shape == (3, SIZE, SIZE) and x.dtype == torch.float32
+    assert _decode_index(x) == 17
+    assert float(x[0, 0, 0]) == T.SKY_ENCODED
+    assert meta == {"index": 17, "view_id": 117, "position_id": 1, "x": 1000.0, "y": -5.0, "yaw": 150.0, "fov": 60.0}
+    with pytest.raises(ConfigError, match="out of range"):
+        views.ViewDataset(tiny_db, "depth", indices=[N_VIEWS])
+
+
+def test_dataloader_with_two_workers_opens_handles_per_worker(tiny_db):
+    ds = views.ViewDataset(tiny_db, "depth")
+    ds[0]  # open a handle in the parent first: workers must not reuse it
+    loader = DataLoader(ds, batch_size=5, num_workers=2, shuffle=False)
+    seen = []
+    for x, meta in loader:
+        assert x.shape[1:] == (3, SIZE, SIZE)
+        seen.extend(_decode_index(xi) == int(m) for xi, m in zip(x, meta["index"], strict=True))
+        assert meta["view_id"].dtype == torch.int64
+    assert len(seen) == N_VIEWS and all(seen)
+
+
+def test_view_augmentation_is_seeded_and_worker_independent(tiny_db):
+    aug = T.AugmentConfig(shift_frac=0.2, rotate_deg=10, flip_p=0.5)
+    a = views.ViewDataset(tiny_db, "depth", augment=aug, seed=1)
+    b = views.ViewDataset(tiny_db, "depth", augment=aug, seed=1)
+    assert torch.equal(a[3][0], b[3][0])
+    a.set_epoch(1)
+    assert not torch.equal(a[3][0], b[3][0])
+
+
+def _write_png(path, rgb):
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path)
+
+
+def test_query_dataset_fov_scaling(tmp_path):
+    rgb = np.full((120, 160, 3), 255, np.uint8)
+    _write_png(tmp_path / "q.png", rgb)
+    q = Query(str(tmp_path / "q.png"), Pose(lon=7.0, lat=46.0, alt_m=2000.0, yaw_deg=90.0, fov_deg=30.0))
+    ds = views.QueryDataset([q], size_px=100, fov_scaling=True, db_fov_deg=60.0)
+    img = ds.image(0)
+    white_cols = np.nonzero((img == 255).all(axis=2).any(axis=0))[0]
+    expected = 100 * math.tan(math.radians(15)) / math.tan(math.radians(30))  # 46.4 px
+    assert abs(white_cols.size - expected) <= 1
+    assert tuple(img[0, 0]) == T.QUERY_FILL_RGB
+    x, meta = ds[0]
+    assert x.shape == (3, 100, 100) and meta["fov"] == 30.0 and meta["yaw"] == 90.0
+    plain = views.QueryDataset([q], size_px=100, fov_scaling=False).image(0)
+    assert (plain == 255).all()
+    with pytest.raises(ConfigError, match="cannot read query image"):
+        views.QueryDataset([Query(str(tmp_path / "missing.png"), q.pose)], 100)[0]

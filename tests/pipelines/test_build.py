@@ -1,0 +1,214 @@
+"""build_database on a tiny synthetic DEM: verify, resume, corruption repair, refusal, coverage, determinism.
+
+The DEM is an 8 km x 8 km seeded alpine raster at 100 m (built while the tests run); the region is
+its central 80 %. Builds use the ``tiny`` preset with 4 yaws, a 1.5 km grid and 2 positions per
+shard (16 positions, 64 views of 64 px, 8 shards) and run in-process (``sync``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from crosslocate.datasets.manifest import Manifest, shard_name
+from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
+from crosslocate.datasets.shards import open_database
+from crosslocate.datasets.verify import verify_database
+from crosslocate.errors import ManifestMismatchError, OutsideCoverageError
+from crosslocate.pipelines.build import build_database
+from crosslocate.pipelines.cli import main
+from crosslocate.pipelines.presets import get_preset
+
+YAWS = (0.0, 90.0, 180.0, 270.0)
+
+
+def tiny_preset(**render):
+    return get_preset("tiny").with_overrides(
+        grid={"yaws_deg": YAWS, "spacing_m": 1500.0}, shard={"views_per_shard": 8}, render=render or None
+    )
+
+
+def _region_file(path: Path, w, s, e, n) -> str:
+    poly = [[[w, s], [e, s], [e, n], [w, n], [w, s]]]
+    path.write_text(
+        json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": poly}})
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """(dem path, region path inside the DEM, region path half outside the DEM)."""
+    from crosslocate.dem.sources import open_dem
+    from crosslocate.dem.sources.geotiff import write_geotiff
+    from crosslocate.dem.sources.synthetic import AlpineParams, generate_alpine
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    p = AlpineParams(extent_m=8000.0, spacing_m=100.0, erosion_iterations=2)
+    z, transform, tags = generate_alpine(p)
+    dem_path = write_geotiff(root / "dem.tif", z, transform, p.crs, tags=tags)
+    with open_dem(str(dem_path)) as dem:
+        w, s, e, n = dem.bounds_lonlat
+    dx, dy = 0.1 * (e - w), 0.1 * (n - s)
+    inside = _region_file(root / "tinyreg.geojson", w + dx, s + dy, e - dx, n - dy)
+    outside = _region_file(root / "halfout.geojson", w + dx, s + dy, e + 5 * dx, n - dy)
+    return str(dem_path), inside, outside
+
+
+def build(world, out, **kw):
+    dem, region, _ = world
+    kw.setdefault("scheduler", "sync")
+    return build_database("uniform", kw.pop("preset", tiny_preset()), region, dem, out, **kw)
+
+
+def arrays_of(db_dir):
+    with open_database(db_dir) as db:
+        idx = np.arange(db.n_views)
+        return db.table(), {m: db.read_batch(m, idx) for m in Modality}
+
+
+def test_build_verify_resume_and_repair(tiny_world, tmp_path):
+    out = build(tiny_world, tmp_path / "db")
+    assert out == tmp_path / "db"
+    report = verify_database(out)
+    assert report.ok and report.n_ok == 8 and report.n_views == 64
+    table, arrays = arrays_of(out)
+    assert len(np.unique(table["view_id"])) == 64
+    assert set(np.unique(table["yaw_deg"]).tolist()) == set(YAWS)
+    assert np.all(np.bincount(table["position_id"]) == 4)  # 4 yaws of every position
+    depth = arrays[Modality.DEPTH]
+    assert depth.shape == (64, 64, 64) and np.all((depth >= 0) | (depth == SKY_DEPTH_M))
+    assert (depth > 0).mean() > 0.3 and (depth == SKY_DEPTH_M).mean() > 0.05  # terrain and sky in view
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")}
+    build(tiny_world, out)  # complete: nothing is rendered again
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")} == mtimes
+
+    victim = out / shard_name(3)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 3] ^= 0x5A
+    victim.write_bytes(bytes(raw))
+    (out / shard_name(5)).unlink()
+    assert verify_database(out).bad_shards() == [3, 5]
+    build(tiny_world, out)  # redoes exactly the corrupt and the missing shard
+    assert verify_database(out).ok
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")}
+    assert {n for n in now if now[n] != mtimes.get(n)} == {shard_name(3), shard_name(5)}
+    table2, arrays2 = arrays_of(out)
+    for m in Modality:
+        assert np.array_equal(arrays2[m], arrays[m])
+    same = [n for n in table.dtype.names if n != "render_time_s"]
+    assert np.array_equal(table2[same], table[same])
+
+
+def test_other_config_refused_unless_overwrite(tiny_world, tmp_path):
+    out = build(tiny_world, tmp_path / "db")
+    with pytest.raises(ManifestMismatchError, match=r"render\.size_px: 64 -> 32.*--overwrite"):
+        build(tiny_world, out, preset=tiny_preset(size_px=32))
+    build(tiny_world, out, preset=tiny_preset(size_px=32), overwrite=True)
+    assert Manifest.load(out).render["size_px"] == 32 and verify_database(out).ok
+
+
+def test_same_config_gives_identical_arrays(tiny_world, tmp_path):
+    t1, a1 = arrays_of(build(tiny_world, tmp_path / "a"))
+    t2, a2 = arrays_of(build(tiny_world, tmp_path / "b"))
+    for m in Modality:
+        assert np.array_equal(a1[m], a2[m])
+    same = [n for n in t1.dtype.names if n != "render_time_s"]
+    assert np.array_equal(t1[same], t2[same])
+
+
+def test_coverage_error_and_clip(tiny_world, tmp_path):
+    dem, _, halfout = tiny_world
+    with pytest.raises(OutsideCoverageError, match=r"halfout.*outside the DEM.*--clip-to-dem"):
+        build_database("uniform", tiny_preset(), halfout, dem, tmp_path / "db", scheduler="sync")
+    assert not (tmp_path / "db").exists()
+    out = build_database("uniform", tiny_preset(), halfout, dem, tmp_path / "db", scheduler="sync", clip_to_dem=True)
+    assert verify_database(out).ok
+
+
+def test_dry_run_writes_nothing(tiny_world, tmp_path):
+    summary = build(tiny_world, tmp_path / "db", dry_run=True)
+    assert not (tmp_path / "db").exists()
+    assert (summary["n_positions"], summary["n_views"], summary["n_shards"]) == (16, 64, 8)
+    assert summary["estimated_bytes"] > 0 and summary["estimated_s"] > 0
+    assert summary["calibration"]["views"] == 4  # second position timed, first was the warm-up
+
+
+def test_sparse_and_compact_from_given_queries(tiny_world, tmp_path):
+    from crosslocate.datasets.queries import Query
+    from crosslocate.dem.geodesy import geodesic_distance_m
+    from crosslocate.dem.poses import Pose
+    from crosslocate.dem.sources import open_dem
+
+    dem_path, region, _ = tiny_world
+    with open_dem(dem_path) as dem:
+        w, s, e, n = dem.bounds_lonlat
+        lon = np.array([w + 0.4 * (e - w), w + 0.6 * (e - w), w + 0.5 * (e - w)])
+        lat = np.array([s + 0.4 * (n - s), s + 0.5 * (n - s), s + 0.6 * (n - s)])
+        ground = dem.sample(lon, lat)
+    queries = [Query(image=f"q{i}.png", pose=Pose(lon=lo, lat=la, alt_m=g + 1.7, yaw_deg=10.0, fov_deg=45.0))
+               for i, (lo, la, g) in enumerate(zip(lon, lat, ground, strict=True))]  # fmt: skip
+    pre = tiny_preset()
+    sparse = build_database("sparse", pre, region, dem_path, tmp_path / "s", queries=queries, scheduler="sync")
+    t, _ = arrays_of(sparse)
+    assert len(t) == 12 and np.allclose(np.unique(t["lon"]), np.sort(lon))
+    assert np.allclose(t["alt_m"][::4], ground + 1.7)  # queries' own altitudes
+    compact = build_database("compact", pre, region, dem_path, tmp_path / "c", queries=queries, scheduler="sync")
+    t, _ = arrays_of(compact)
+    if len(t):  # every compact position lies within the radius of a (training) query
+        d = np.min([geodesic_distance_m(t["lon"], t["lat"], q.pose.lon, q.pose.lat) for q in queries], axis=0)
+        assert d.max() <= pre.grid.compact_radius_m + 1.0
+    assert verify_database(compact).ok
+
+
+def test_cli_build_and_verify(tiny_world, tmp_path, capsys):
+    dem, region, _ = tiny_world
+    out = tmp_path / "db"
+    args = ["build", "uniform", "--region", region, "--dem", dem, "--preset", "tiny", "--spacing-m", "2000",
+            "--size-px", "32", "--scheduler", "sync", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    assert main(["verify", str(out)]) == 0
+    assert main([*args[:-2], "--out", str(out), "--size-px", "48"]) == 2  # mismatch -> CLI error code
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted(tiny_world, tmp_path):
+    """A CLI build killed with SIGKILL mid-build, rerun, verifies and equals an uninterrupted build."""
+    dem, region, _ = tiny_world
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "crosslocate.pipelines.cli", "-q", "build", "uniform", "--region", region,
+           "--dem", dem, "--preset", "tiny", "--spacing-m", "500", "--views-per-shard", "12",
+           "--scheduler", "sync", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if (out / "manifest.json").exists() and len(Manifest.load(out).shards) >= 3:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"build exited with {proc.returncode} before it could be killed")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed = Manifest.load(out)
+    assert 3 <= len(killed.shards) < killed.n_planned_shards, "the build finished before the kill"
+    assert subprocess.run(cmd, timeout=300, check=False).returncode == 0
+    assert verify_database(out).ok
+    ref = tmp_path / "ref"
+    assert subprocess.run([*cmd[:-1], str(ref)], timeout=300, check=False).returncode == 0
+    (t1, a1), (t2, a2) = arrays_of(out), arrays_of(ref)
+    for m in Modality:
+        assert np.array_equal(a1[m], a2[m])
+    same = [n for n in t1.dtype.names if n != "render_time_s"]
+    assert np.array_equal(t1[same], t2[same])

@@ -1,0 +1,175 @@
+"""Query-set pipeline: files, CSV round trip, resume (byte-identical), fingerprint refusal, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from crosslocate.datasets.queries import load_query_csv
+from crosslocate.dem.landcover import LandCover
+from crosslocate.dem.regions import make_region
+from crosslocate.errors import ConfigError, ManifestMismatchError
+from crosslocate.pipelines.queries import (
+    QUERY_PRESETS,
+    QuerySetConfig,
+    ensure_query_set,
+    image_name,
+    resolve_query_config,
+)
+from crosslocate.render import photo
+from crosslocate.render.camera import pixel_rays_cam, rotation_cam_to_enu
+from PIL import Image
+from shapely.geometry import box
+
+AMP = 2.0
+CFG = QuerySetConfig(
+    n_queries=5,
+    width_px=40,
+    height_px=30,
+    margin_m=150.0,
+    range_m=5_000.0,
+    seed=3,
+    photo=dataclasses.replace(photo.PHOTO_PRESETS["tiny"], perturb_amplitude_m=AMP),
+    mosaic_count=4,
+)
+
+
+@pytest.fixture(scope="module")
+def cone():
+    from crosslocate.dem.sources.synthetic import analytic_dem
+
+    dem = analytic_dem("cone", size_px=64, spacing_m=30.0, base_m=1000.0, apex_m=1400.0, radius_m=900.0)
+    w, s, e, n = dem.bounds_lonlat
+    return dem, make_region("cone", box(w, s, e, n))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Replace the view renderer by flat ground 1.7 m below the camera (grassland, sky beyond 3 km)."""
+    log: list[tuple[float, float]] = []
+
+    def views(self, dem, pose, width_px, height_px):
+        log.append((pose.lon, pose.lat))
+        rays = pixel_rays_cam(pose.fov_deg, width_px, height_px)
+        up = (rays @ rotation_cam_to_enu(pose.yaw_deg, pose.pitch_deg, pose.roll_deg).T)[..., 2]
+        depth = np.where(up < 0, 1.7 / np.where(up < 0, -up, 1.0), -1.0)
+        depth = np.where(depth * np.linalg.norm(rays, axis=-1) > 3000.0, -1.0, depth).astype(np.float32)
+        semantic = np.where(depth > 0, LandCover.GRASSLAND, LandCover.SKY).astype(np.uint8)
+        return depth, semantic
+
+    monkeypatch.setattr(photo.PhotoRenderer, "views", views)
+    return log
+
+
+def _poses(queries):
+    return [q.pose for q in queries]
+
+
+def test_writes_pngs_and_csv_then_resumes_without_rendering(tmp_path, cone, calls):
+    dem, region = cone
+    queries = ensure_query_set(region, dem, CFG, tmp_path)
+    out = tmp_path / "cone" / "queries"
+    assert len(calls) == 5 and len(queries) == 5
+    for i, q in enumerate(queries):
+        assert q.image == str((out / image_name(i)).resolve())
+        with Image.open(q.image) as im:
+            assert im.size == (40, 30) and im.mode == "RGB"
+    loaded = load_query_csv(out / "queries.csv")
+    assert _poses(loaded) == _poses(queries)
+    lon = np.array([p.lon for p in _poses(queries)])
+    lat = np.array([p.lat for p in _poses(queries)])
+    assert region.contains(lon, lat).all()
+    fov = np.array([p.fov_deg for p in _poses(queries)])
+    assert ((fov >= 30.0) & (fov <= 70.0)).all()
+    # cameras stand 1.7 m above the perturbed ground, which is within AMP of the DEM
+    above = np.array([p.alt_m for p in _poses(queries)]) - dem.sample(lon, lat)
+    assert (np.abs(above - 1.7) <= AMP + 1e-9).all()
+    assert (out / "mosaic.png").is_file() and json.loads((out / "queries.json").read_text())["config"]["n_queries"] == 5
+
+    before = {i: (out / image_name(i)).read_bytes() for i in range(5)}
+    calls.clear()
+    again = ensure_query_set(region, dem, CFG, tmp_path)
+    assert calls == [] and _poses(again) == _poses(queries)
+
+    # an interrupted run: one photo and the CSV missing -> exactly that photo, byte-identical
+    (out / image_name(2)).unlink()
+    (out / "queries.csv").unlink()
+    resumed = ensure_query_set(region, dem, CFG, tmp_path)
+    assert len(calls) == 1 and _poses(resumed) == _poses(queries)
+    assert all((out / image_name(i)).read_bytes() == before[i] for i in range(5))
+
+
+def test_other_settings_are_refused_unless_overwrite(tmp_path, cone, calls):
+    dem, region = cone
+    ensure_query_set(region, dem, CFG, tmp_path)
+    other = dataclasses.replace(CFG, n_queries=3)
+    with pytest.raises(ManifestMismatchError, match="n_queries"):
+        ensure_query_set(region, dem, other, tmp_path)
+    calls.clear()
+    queries = ensure_query_set(region, dem, other, tmp_path, overwrite=True)
+    out = tmp_path / "cone" / "queries"
+    assert len(queries) == 3 and len(calls) == 3
+    assert sorted(p.name for p in out.glob("q*.png")) == [image_name(i) for i in range(3)]
+
+
+def test_seed_changes_poses(tmp_path, cone, calls):
+    dem, region = cone
+    a = ensure_query_set(region, dem, CFG, tmp_path / "a")
+    b = ensure_query_set(region, dem, dataclasses.replace(CFG, seed=4), tmp_path / "b")
+    assert _poses(a) != _poses(b)
+
+
+def test_config_resolution_and_validation():
+    assert resolve_query_config("tiny") is QUERY_PRESETS["tiny"]
+    assert resolve_query_config(type("Preset", (), {"name": "cpu"})()) is QUERY_PRESETS["cpu"]
+    assert QuerySetConfig.from_dict(json.loads(json.dumps(CFG.to_dict()))) == CFG
+    assert 250 <= QUERY_PRESETS["cpu"].n_queries <= 400 and QUERY_PRESETS["tiny"].n_queries <= 16
+    with pytest.raises(ConfigError, match="unknown query preset"):
+        resolve_query_config("huge")
+    with pytest.raises(ConfigError, match="FOV"):
+        QuerySetConfig(fov_min_deg=70.0, fov_max_deg=30.0)
+
+
+def test_cli_synth_and_show(tmp_path, cone, calls, capsys):
+    import rasterio
+    from crosslocate.pipelines.cli import main
+
+    dem, region = cone
+    tif = tmp_path / "cone.tif"
+    tile = dem.tiles[0]
+    z = tile.read(0, tile.shape[0], 0, tile.shape[1]).astype(np.float32)
+    with rasterio.open(tif, "w", driver="GTiff", width=z.shape[1], height=z.shape[0], count=1, dtype="float32",
+                       crs=tile.crs_wkt, transform=tile.transform) as dst:  # fmt: skip
+        dst.write(z, 1)
+    geojson = tmp_path / "cone.geojson"
+    geojson.write_text(json.dumps(region.polygon.__geo_interface__))
+    args = ["queries", "synth", "--region", str(geojson), "--dem", str(tif), "--preset", "tiny", "--n", "3",
+            "--size", "32x24", "--margin", "150", "--work", str(tmp_path / "work")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    csv = tmp_path / "work" / "cone" / "queries" / "queries.csv"
+    assert str(csv) in out and "queries    3" in out
+    assert len(load_query_csv(csv)) == 3 and len(calls) == 3
+    assert main(["queries", "show", str(csv)]) == 0
+    shown = capsys.readouterr().out
+    assert "queries    3" in shown and "fov_deg" in shown and "q00000.png" in shown
+    assert main(["queries", "synth", "--region", str(geojson), "--dem", str(tif), "--size", "12",
+                 "--work", str(tmp_path / "work")]) == 2  # fmt: skip
+
+
+def test_real_renderer_end_to_end(tmp_path, cone, monkeypatch):
+    dem, region = cone
+    cfg = dataclasses.replace(CFG, n_queries=3)
+    queries = ensure_query_set(region, dem, cfg, tmp_path)
+    assert len(queries) == 3 and len(load_query_csv(tmp_path / "cone" / "queries" / "queries.csv")) == 3
+    for q in queries:
+        img = np.asarray(Image.open(q.image))
+        assert img.shape == (30, 40, 3) and img.std() > 1.0  # a picture, not a constant
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a complete set must not be rendered again")
+
+    monkeypatch.setattr(photo.PhotoRenderer, "views", boom)
+    assert _poses(ensure_query_set(region, dem, cfg, tmp_path)) == _poses(queries)
