@@ -1,0 +1,185 @@
+"""Training checkpoints: atomic save, safe load (``weights_only=True``), refusal of foreign files.
+
+API
+---
+- ``save_checkpoint(path, net, *, optimizer=None, epoch=0, meta=None) -> Path``: writes
+  ``{"magic", "format_version", "model_state", "optimizer_state", "epoch", "net_config", "meta"}``
+  to a temp file in the same folder, fsyncs, then ``os.replace`` (a crash never leaves a partial
+  file under ``path``). ``net_config`` (JSON) is ``net.config.to_dict()`` when the net has one;
+  ``meta`` is any JSON-able dict (resolved configs, init, metrics), stored as JSON text.
+- ``read_checkpoint(path, map_location="cpu") -> dict``: the validated raw content with ``meta``
+  and ``net_config`` decoded; :class:`~crosslocate.errors.CheckpointError` naming the path for
+  missing, corrupt (random bytes, truncated) or foreign files (no magic, e.g. a plain state_dict)
+  and for a newer format version.
+- ``load_checkpoint(path, net=None, *, optimizer=None, map_location="cpu") -> dict``: as
+  ``read_checkpoint`` and loads the weights (strictly) and the optimizer state; a wrong
+  architecture raises CheckpointError. Returns ``{"epoch", "meta", "net_config", "format_version"}``.
+- ``load_network(path, map_location="cpu") -> (RetrievalNet, meta)``: rebuilds the network from
+  the stored ``net_config`` alone (cirtorch's ``meta`` idea) and loads its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from crosslocate.errors import CheckpointError
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+#: Marks a file as a crosslocate checkpoint.
+MAGIC = "crosslocate-checkpoint"
+#: Layout version of the checkpoint dict; files with a larger version are refused.
+FORMAT_VERSION = 1
+_REQUIRED = ("magic", "format_version", "model_state", "epoch")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    net: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write a checkpoint of ``net`` (and ``optimizer``) after ``epoch`` completed epochs."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = getattr(net, "config", None)
+    to_dict = getattr(cfg, "to_dict", None)
+    state = {
+        "magic": MAGIC,
+        "format_version": FORMAT_VERSION,
+        "model_state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": int(epoch),
+        "net_config": json.dumps(to_dict()) if callable(to_dict) else None,
+        "meta": json.dumps(meta or {}, default=str),
+    }
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("saved checkpoint %s (epoch %d)", out, epoch)
+    return out
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint file without applying it; see the module docstring."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found; train first (crosslocate train) or fix the path")
+    try:
+        obj = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for foreign/corrupt bytes
+        raise CheckpointError(
+            f"{p}: not a readable torch checkpoint ({type(exc).__name__}: {exc}); delete it and retrain"
+        ) from exc
+    if not isinstance(obj, dict) or obj.get("magic") != MAGIC:
+        raise CheckpointError(
+            f"{p}: not a crosslocate checkpoint (no {MAGIC!r} magic key; a plain state_dict or another program's "
+            "file?); use a checkpoint written by `crosslocate train`"
+        )
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        raise CheckpointError(f"{p}: checkpoint lacks {missing}; the file is damaged, retrain")
+    version = obj["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{p}: checkpoint format {version!r} is newer than this crosslocate ({FORMAT_VERSION})")
+    try:
+        obj["meta"] = json.loads(obj.get("meta") or "{}")
+        obj["net_config"] = json.loads(obj["net_config"]) if obj.get("net_config") else None
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{p}: checkpoint meta/net_config is not valid JSON ({exc})") from exc
+    return obj
+
+
+def _arch_mismatch(stored: dict[str, Any] | None, net: nn.Module) -> list[str]:
+    """Architecture fields whose stored value differs from ``net.config`` (init/input settings excluded)."""
+    cfg = getattr(net, "config", None)
+    if stored is None or not callable(getattr(cfg, "to_dict", None)):
+        return []
+    now = cfg.to_dict()  # type: ignore[union-attr]
+    ignore = {"imagenet_weights", "init_seed", "input_size_px", "fov_scaling", "gem_p"}
+    return [
+        f"{k}: checkpoint {stored.get(k)!r} vs net {now[k]!r}"
+        for k in now
+        if k not in ignore and stored.get(k) != now[k]
+    ]
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    net: nn.Module | None = None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: Any = "cpu",
+) -> dict[str, Any]:
+    """Load weights into ``net`` and state into ``optimizer`` (each when given); see the module docstring."""
+    p = Path(path)
+    obj = read_checkpoint(p, map_location=map_location)
+    if net is not None:
+        diff = _arch_mismatch(obj["net_config"], net)
+        if diff:
+            raise CheckpointError(f"{p}: checkpoint is for another architecture ({'; '.join(diff)})")
+        try:
+            net.load_state_dict(obj["model_state"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{p}: weights do not fit this network ({exc})") from exc
+    if optimizer is not None:
+        if obj.get("optimizer_state") is None:
+            raise CheckpointError(f"{p}: checkpoint has no optimizer state; cannot resume training from it")
+        try:
+            optimizer.load_state_dict(obj["optimizer_state"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{p}: optimizer state does not fit ({exc})") from exc
+    return {
+        "epoch": int(obj["epoch"]),
+        "meta": obj["meta"],
+        "net_config": obj["net_config"],
+        "format_version": obj["format_version"],
+    }
+
+
+def load_network(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network of a checkpoint from its stored ``net_config`` and load the weights.
+
+    Returns ``(net, meta)``; ``net`` is in eval mode on ``map_location``. ImageNet weights are not
+    re-read (the trained weights replace them), so the original weights file need not exist.
+    """
+    from crosslocate.errors import ConfigError
+    from crosslocate.model.config import NetConfig
+    from crosslocate.model.net import RetrievalNet
+
+    p = Path(path)
+    obj = read_checkpoint(p, map_location="cpu")
+    if obj["net_config"] is None:
+        raise CheckpointError(f"{p}: checkpoint has no net_config; it was saved from a foreign network")
+    try:
+        cfg = NetConfig.from_dict({**obj["net_config"], "imagenet_weights": None})
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{p}: stored net_config is invalid ({exc})") from exc
+    net = RetrievalNet(cfg)
+    try:
+        net.load_state_dict(obj["model_state"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{p}: weights do not fit the stored net_config ({exc})") from exc
+    net.meta["init"] = {"kind": "checkpoint", "path": str(p), "epoch": int(obj["epoch"])}
+    net.init_source = f"checkpoint {p} epoch={int(obj['epoch'])}"
+    net.eval()
+    return net.to(map_location), obj["meta"]
+
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "load_checkpoint", "load_network", "read_checkpoint", "save_checkpoint"]

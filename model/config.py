@@ -1,0 +1,340 @@
+"""Settings of the retrieval model: :class:`NetConfig`, :class:`TrainConfig`, :class:`EvalConfig` and presets.
+
+API
+---
+- ``NetConfig``: architecture (backbone, width multiplier, final ReLU, pre-pooling L2, pooling,
+  descriptor size, one/two branches, input size, FOV scaling flag, ImageNet weights path, init seed).
+- ``TrainConfig``: triplet loop and mining numbers (margin 0.1, positives within 20 m / 15 deg,
+  negatives >= 2 km, 4000 candidates -> hardest 100 -> keep d^2(n) < d^2(p) + 0.2, 10 per tuple).
+- ``EvalConfig``: recall thresholds (20 m, 100 m, 1 km), N up to 100, orientation limit 30 deg,
+  FOV bins, faiss index kind / metric / GPU use, horizon-baseline shift search.
+- ``NET_PRESETS`` / ``TRAIN_PRESETS`` / ``EVAL_PRESETS``: ``{"paper", "cpu", "tiny"}``.
+- Every config: frozen, validated in ``__post_init__`` (:class:`~crosslocate.errors.ConfigError`),
+  ``to_dict()`` (JSON-able) and ``from_dict(d)`` (unknown keys refused; lists become tuples).
+
+This module imports no torch, so presets compose cheaply at CLI start-up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from crosslocate.errors import ConfigError
+
+#: Names accepted by ``NetConfig.backbone`` (factories in :data:`crosslocate.model.backbones.BACKBONES`).
+BACKBONE_NAMES: tuple[str, ...] = ("vgg16", "alexnet", "resnet18", "resnet34")
+#: Names accepted by ``NetConfig.pooling`` (modules in :data:`crosslocate.model.layers.POOLING`).
+POOLING_NAMES: tuple[str, ...] = ("mac", "spoc", "gem")
+#: faiss index kinds of :mod:`crosslocate.model.search`.
+INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+#: Descriptor distances of the search: squared L2 or inner product (equal ranking on unit vectors).
+METRICS: tuple[str, ...] = ("l2", "ip")
+
+_C = TypeVar("_C")
+
+
+def _to_dict(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**kw)
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not (isinstance(value, int | float) and math.isfinite(value) and ok):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NetConfig:
+    """The retrieval network (CrossLocate / cirtorch style).
+
+    Attributes
+    ----------
+    backbone : str
+        ``vgg16`` (paper: 5 conv blocks, no FC layers), ``alexnet`` or ``resnet18``/``resnet34``
+        (conv parts only), see :data:`BACKBONE_NAMES`.
+    width : float
+        Channel multiplier of the backbone (1.0 = the published widths; ``cpu`` uses 0.25).
+    final_relu : bool
+        Keep the ReLU after the last conv (paper: False, so descriptors can be negative).
+    prepool_l2 : bool
+        L2-normalise every spatial location across channels before pooling (paper: True).
+    pooling : str
+        ``mac`` (global max, paper), ``spoc`` (average) or ``gem`` (generalised mean).
+    gem_p : float
+        Initial GeM exponent (learnable), used only with ``pooling="gem"``.
+    out_dim : int or None
+        Descriptor size D. None = the backbone's channel count (512 for VGG16 at width 1); a
+        different value adds a learnable linear projection after pooling (then L2 again).
+    two_branch : bool
+        Separate weights for queries and database views (``net(x, branch="query"|"database")``).
+    input_size_px : int
+        Side of the square network input, pixels (paper ablation: 224 vs 500); the data side resizes.
+    fov_scaling : bool
+        Scale queries to the database's angular resolution before embedding (consumed by the data side).
+    imagenet_weights : str or None
+        Path to a torchvision-style VGG16 ``state_dict`` (``features.N.weight``); None = random init.
+    init_seed : int
+        Seed of the random (Kaiming) initialisation, so "untrained" baselines are reproducible.
+    in_channels : int
+        Input channels (3: RGB photos and 3-channel encoded renders).
+    """
+
+    backbone: str = "vgg16"
+    width: float = 1.0
+    final_relu: bool = False
+    prepool_l2: bool = True
+    pooling: str = "mac"
+    gem_p: float = 3.0
+    out_dim: int | None = None
+    two_branch: bool = False
+    input_size_px: int = 500
+    fov_scaling: bool = True
+    imagenet_weights: str | None = None
+    init_seed: int = 0
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONE_NAMES:
+            raise ConfigError(f"NetConfig.backbone={self.backbone!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+        if self.pooling not in POOLING_NAMES:
+            raise ConfigError(f"NetConfig.pooling={self.pooling!r}; choose one of {', '.join(POOLING_NAMES)}")
+        _positive("NetConfig.width", self.width)
+        if self.width > 4:
+            raise ConfigError(f"NetConfig.width={self.width} is too large (max 4)")
+        _positive("NetConfig.gem_p", self.gem_p)
+        if self.out_dim is not None and (not isinstance(self.out_dim, int) or self.out_dim < 1):
+            raise ConfigError(f"NetConfig.out_dim must be None or a positive int, got {self.out_dim!r}")
+        if not isinstance(self.input_size_px, int) or self.input_size_px < 16:
+            raise ConfigError(f"NetConfig.input_size_px must be an int >= 16, got {self.input_size_px!r}")
+        if self.in_channels not in (1, 3):
+            raise ConfigError(f"NetConfig.in_channels must be 1 or 3, got {self.in_channels!r}")
+        if self.imagenet_weights is not None and self.backbone != "vgg16":
+            raise ConfigError(
+                f"NetConfig.imagenet_weights is only supported for backbone 'vgg16', got {self.backbone!r}"
+            )
+        if self.imagenet_weights is not None and self.in_channels != 3:
+            raise ConfigError("NetConfig.imagenet_weights needs in_channels=3 (ImageNet RGB weights)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    """The triplet training loop and hard-negative mining.
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+        Passes over the mined tuples; tuples per optimiser step.
+    lr, weight_decay : float
+        Adam learning rate and L2 weight decay.
+    margin : float
+        Triplet margin on squared descriptor distances (paper: 0.1).
+    pos_radius_m, pos_yaw_deg : float
+        Positive candidates: database views within this distance (metres) and yaw difference (degrees).
+    neg_min_dist_m : float
+        Negatives lie at least this far from the query (metres; paper 2 km).
+    n_negatives : int
+        Negatives per tuple (paper 10).
+    neg_pool_size : int
+        Far candidates sampled per query before ranking by hardness (4000).
+    neg_hardest : int
+        Hardest candidates kept (100).
+    neg_slack : float
+        Keep a hard negative only if d^2(q, n) < d^2(q, p) + neg_slack (0.2).
+    seed : int
+        Seed of mining, tuple order, augmentation and torch.
+    num_workers, embed_batch_size : int
+        DataLoader workers; batch size of descriptor extraction.
+    max_tuples : int or None
+        Cap on tuples per epoch (None: one per training query with a positive).
+    augment : bool
+        Photometric/geometric augmentation of training inputs.
+    device : str
+        ``auto`` / ``cpu`` / ``cuda:N`` (:func:`crosslocate.model.device.resolve_device`).
+    """
+
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 1e-5
+    weight_decay: float = 1e-6
+    margin: float = 0.1
+    pos_radius_m: float = 20.0
+    pos_yaw_deg: float = 15.0
+    neg_min_dist_m: float = 2000.0
+    n_negatives: int = 10
+    neg_pool_size: int = 4000
+    neg_hardest: int = 100
+    neg_slack: float = 0.2
+    seed: int = 0
+    num_workers: int = 0
+    embed_batch_size: int = 32
+    max_tuples: int | None = None
+    augment: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "n_negatives", "neg_pool_size", "neg_hardest", "embed_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"TrainConfig.{name} must be an int >= 1, got {v!r}")
+        for name in ("lr", "margin", "pos_radius_m", "neg_min_dist_m"):
+            _positive(f"TrainConfig.{name}", getattr(self, name))
+        for name in ("weight_decay", "pos_yaw_deg", "neg_slack"):
+            _positive(f"TrainConfig.{name}", getattr(self, name), allow_zero=True)
+        if self.pos_yaw_deg > 180:
+            raise ConfigError(f"TrainConfig.pos_yaw_deg must be <= 180, got {self.pos_yaw_deg}")
+        if self.neg_min_dist_m <= self.pos_radius_m:
+            raise ConfigError(
+                f"TrainConfig.neg_min_dist_m={self.neg_min_dist_m} must exceed pos_radius_m={self.pos_radius_m}"
+            )
+        if self.neg_hardest > self.neg_pool_size:
+            raise ConfigError(f"TrainConfig.neg_hardest={self.neg_hardest} exceeds neg_pool_size={self.neg_pool_size}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ConfigError(f"TrainConfig.num_workers must be an int >= 0, got {self.num_workers!r}")
+        if self.max_tuples is not None and (not isinstance(self.max_tuples, int) or self.max_tuples < 1):
+            raise ConfigError(f"TrainConfig.max_tuples must be None or an int >= 1, got {self.max_tuples!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"TrainConfig.device must be 'auto', 'cpu' or 'cuda:N', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EvalConfig:
+    """Evaluation and search settings.
+
+    Attributes
+    ----------
+    thresholds_m : tuple of float
+        A retrieved view is correct within each of these distances, metres (20 m, 100 m, 1 km).
+    max_n : int
+        Recall@N is reported for N = 1..max_n (100).
+    orient_max_yaw_deg : float
+        Orientation-restricted recall also needs a yaw difference within this, degrees (30).
+    fov_bins_deg : tuple of float
+        Increasing edges of the query-FOV bins of the per-FOV breakdown, degrees.
+    batch_size : int
+        Descriptor extraction batch size.
+    index : str
+        faiss index kind (``flat`` exact, ``ivf``, ``hnsw``).
+    metric : str
+        ``l2`` (squared L2) or ``ip`` (inner product).
+    use_gpu : bool
+        Allow faiss GPU indices when faiss reports GPUs.
+    ivf_nlist, ivf_nprobe, hnsw_m, hnsw_ef_search : int
+        Approximate index parameters.
+    horizon_max_shift_deg, horizon_grid_step_deg : float
+        Horizon baseline: azimuth shift search half-range and angular grid step, degrees.
+    """
+
+    thresholds_m: tuple[float, ...] = (20.0, 100.0, 1000.0)
+    max_n: int = 100
+    orient_max_yaw_deg: float = 30.0
+    fov_bins_deg: tuple[float, ...] = (0.0, 40.0, 50.0, 60.0, 180.0)
+    batch_size: int = 32
+    index: str = "flat"
+    metric: str = "l2"
+    use_gpu: bool = False
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 16
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    horizon_max_shift_deg: float = 5.0
+    horizon_grid_step_deg: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.thresholds_m or any(not (math.isfinite(t) and t > 0) for t in self.thresholds_m):
+            raise ConfigError(f"EvalConfig.thresholds_m must be positive distances, got {self.thresholds_m!r}")
+        edges = self.fov_bins_deg
+        if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ConfigError(f"EvalConfig.fov_bins_deg must be >= 2 increasing edges, got {edges!r}")
+        for name in ("max_n", "batch_size", "ivf_nlist", "ivf_nprobe", "hnsw_m", "hnsw_ef_search"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"EvalConfig.{name} must be an int >= 1, got {v!r}")
+        if not 0 < self.orient_max_yaw_deg <= 180:
+            raise ConfigError(f"EvalConfig.orient_max_yaw_deg must be in (0, 180], got {self.orient_max_yaw_deg}")
+        if self.index not in INDEX_KINDS:
+            raise ConfigError(f"EvalConfig.index={self.index!r}; choose one of {', '.join(INDEX_KINDS)}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"EvalConfig.metric={self.metric!r}; choose one of {', '.join(METRICS)}")
+        _positive("EvalConfig.horizon_max_shift_deg", self.horizon_max_shift_deg, allow_zero=True)
+        _positive("EvalConfig.horizon_grid_step_deg", self.horizon_grid_step_deg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field (tuples as lists)."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return _from_dict(cls, data)
+
+
+#: ``paper``: VGG16 at full width, 500 px input, D=512. ``cpu``: VGG16 at 1/4 width (D=128), 256 px,
+#: trains in minutes on 2 cores. ``tiny``: VGG16 at 1/16 width (D=32), 64 px, for tests and smoke runs.
+NET_PRESETS: dict[str, NetConfig] = {
+    "paper": NetConfig(),
+    "cpu": NetConfig(width=0.25, input_size_px=256),
+    "tiny": NetConfig(width=0.0625, input_size_px=64),
+}
+
+#: ``paper``: the published mining numbers. ``cpu``/``tiny``: fewer epochs and negatives, larger lr
+#: (random init, small nets), capped tuples per epoch.
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    "cpu": TrainConfig(epochs=6, batch_size=8, lr=1e-4, n_negatives=5, max_tuples=256, embed_batch_size=64),
+    "tiny": TrainConfig(epochs=2, batch_size=4, lr=1e-3, n_negatives=3, max_tuples=32, augment=False),
+}
+
+EVAL_PRESETS: dict[str, EvalConfig] = {
+    "paper": EvalConfig(),
+    "cpu": EvalConfig(batch_size=64),
+    "tiny": EvalConfig(batch_size=16),
+}
+
+__all__ = [
+    "BACKBONE_NAMES",
+    "EVAL_PRESETS",
+    "INDEX_KINDS",
+    "METRICS",
+    "NET_PRESETS",
+    "POOLING_NAMES",
+    "TRAIN_PRESETS",
+    "EvalConfig",
+    "NetConfig",
+    "TrainConfig",
+]

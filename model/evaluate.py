@@ -1,0 +1,274 @@
+"""Recall@N of a retrieval against true positions (pure numpy + scipy), and its analytic chance level.
+
+API
+---
+- ``retrieved_distances(indices, q_xy, db_xy) -> (M, K) float64``: metres from each query's true
+  position to each retrieved view (``inf`` where the index is -1, faiss's "no result").
+- ``recall_at_n(dist, thresholds_m, ns) -> {threshold: {N: fraction}}``: a query counts as found at
+  N when one of its first N retrieved views lies within the threshold (``dist <= t``); entries set
+  to ``inf`` never count (use that to impose extra conditions). N larger than K uses all K.
+- ``recall_from_indices(indices, q_xy, db_xy, thresholds_m, ns, ...)``: the same from indices,
+  optionally orientation-restricted (``q_yaw``, ``db_yaw``, ``max_yaw_deg``).
+- ``oriented_recall(...)``: correct only if also within ``max_yaw_deg`` (30) of yaw.
+- ``per_fov_recall(indices, q_xy, db_xy, q_fov_deg, edges_deg, thresholds_m, ns)``:
+  ``{"lo-hi": {"n": count, "recall": table}}`` for queries with ``lo <= fov < hi``.
+- ``correct_counts(q_xy, db_xy, threshold_m, ...) -> (M,) int64``: c_q, the database views that
+  would be correct for each query.
+- ``chance_recall(q_xy, db_xy, thresholds_m, ns, ...)``: the expected recall@N of a uniformly
+  random ranking, ``mean_q [1 - C(N_db - c_q, N) / C(N_db, N)]`` (log-gamma, stable for millions).
+- ``evaluate_retrieval(indices, q_xy, q_yaw, q_fov_deg, db_xy, db_yaw, cfg)``: all of the above
+  with an :class:`~crosslocate.model.config.EvalConfig`.
+
+Layouts: ``indices`` (M, K) int64, row q = database rows retrieved for query q, best first
+(0-based); ``q_xy`` (M, 2), ``db_xy`` (N, 2) float metres in one projected CRS; yaws (M,)/(N,)
+degrees clockwise from north; FOV (M,) degrees. Tables use float thresholds and int N as keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from crosslocate.dem.poses import yaw_difference_deg
+from crosslocate.errors import ConfigError
+
+RecallTable = dict[float, dict[int, float]]
+
+
+def _xy(name: str, a: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ConfigError(f"{name} must be (N, 2) metres, got shape {arr.shape}")
+    return arr
+
+
+def _indices(indices: npt.ArrayLike, n_queries: int, n_db: int) -> npt.NDArray[np.int64]:
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 2 or len(idx) != n_queries:
+        raise ConfigError(f"indices must be (M, K) with M = {n_queries} queries, got shape {idx.shape}")
+    if idx.size and (idx.max() >= n_db or idx.min() < -1):
+        raise ConfigError(f"indices must lie in [-1, {n_db - 1}] (database size {n_db}), got {idx.min()}..{idx.max()}")
+    return idx
+
+
+def retrieved_distances(indices: npt.ArrayLike, q_xy: npt.ArrayLike, db_xy: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """(M, K) float64 metres between query q and its k-th retrieved view; ``inf`` for index -1."""
+    qxy, dxy = _xy("q_xy", q_xy), _xy("db_xy", db_xy)
+    idx = _indices(indices, len(qxy), len(dxy))
+    d = np.linalg.norm(dxy[np.maximum(idx, 0)] - qxy[:, None, :], axis=2)
+    return np.where(idx >= 0, d, np.inf)
+
+
+def recall_at_n(dist: npt.ArrayLike, thresholds_m: Sequence[float], ns: Sequence[int]) -> RecallTable:
+    """``{t: {N: fraction of queries with min(dist[q, :N]) <= t}}`` for (M, K) distances in metres."""
+    d = np.asarray(dist, dtype=np.float64)
+    if d.ndim != 2:
+        raise ConfigError(f"dist must be (M, K), got shape {d.shape}")
+    if any(int(n) < 1 for n in ns):
+        raise ConfigError(f"N values must be >= 1, got {list(ns)}")
+    out: RecallTable = {}
+    if d.shape[1] == 0 or d.shape[0] == 0:
+        return {float(t): {int(n): float("nan") if d.shape[0] == 0 else 0.0 for n in ns} for t in thresholds_m}
+    best = np.minimum.accumulate(d, axis=1)  # best[q, j] = min distance among the first j+1 retrieved
+    for t in thresholds_m:
+        hit = best <= float(t)
+        out[float(t)] = {int(n): float(hit[:, min(int(n), d.shape[1]) - 1].mean()) for n in ns}
+    return out
+
+
+def _oriented(
+    dist: npt.NDArray[np.float64],
+    idx: npt.NDArray[np.int64],
+    q_yaw: npt.ArrayLike,
+    db_yaw: npt.ArrayLike,
+    max_yaw_deg: float,
+) -> npt.NDArray[np.float64]:
+    qy = np.asarray(q_yaw, np.float64).reshape(-1)
+    dy = np.asarray(db_yaw, np.float64).reshape(-1)
+    dyaw = yaw_difference_deg(dy[np.maximum(idx, 0)], qy[:, None])
+    return np.where(dyaw <= max_yaw_deg, dist, np.inf)
+
+
+def recall_from_indices(
+    indices: npt.ArrayLike,
+    q_xy: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    thresholds_m: Sequence[float],
+    ns: Sequence[int],
+    *,
+    q_yaw: npt.ArrayLike | None = None,
+    db_yaw: npt.ArrayLike | None = None,
+    max_yaw_deg: float | None = None,
+) -> RecallTable:
+    """Recall@N table of a ranking; with ``max_yaw_deg`` a view must also be within that yaw difference."""
+    dist = retrieved_distances(indices, q_xy, db_xy)
+    if max_yaw_deg is not None:
+        if q_yaw is None or db_yaw is None:
+            raise ConfigError("orientation-restricted recall needs q_yaw and db_yaw")
+        dist = _oriented(dist, np.asarray(indices, np.int64), q_yaw, db_yaw, max_yaw_deg)
+    return recall_at_n(dist, thresholds_m, ns)
+
+
+def oriented_recall(
+    indices: npt.ArrayLike,
+    q_xy: npt.ArrayLike,
+    q_yaw: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    db_yaw: npt.ArrayLike,
+    thresholds_m: Sequence[float],
+    ns: Sequence[int],
+    max_yaw_deg: float = 30.0,
+) -> RecallTable:
+    """Recall@N where a retrieved view is correct only within the distance *and* ``max_yaw_deg`` of yaw."""
+    return recall_from_indices(
+        indices, q_xy, db_xy, thresholds_m, ns, q_yaw=q_yaw, db_yaw=db_yaw, max_yaw_deg=max_yaw_deg
+    )
+
+
+def per_fov_recall(
+    indices: npt.ArrayLike,
+    q_xy: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    q_fov_deg: npt.ArrayLike,
+    edges_deg: Sequence[float],
+    thresholds_m: Sequence[float],
+    ns: Sequence[int],
+) -> dict[str, dict[str, Any]]:
+    """Recall tables per query-FOV bin ``[lo, hi)``; empty bins are left out. Keys ``"lo-hi"`` (%g)."""
+    fov = np.asarray(q_fov_deg, np.float64).reshape(-1)
+    idx = np.asarray(indices, np.int64)
+    qxy = _xy("q_xy", q_xy)
+    if len(fov) != len(qxy):
+        raise ConfigError(f"q_fov_deg has {len(fov)} values for {len(qxy)} queries")
+    out: dict[str, dict[str, Any]] = {}
+    for lo, hi in itertools.pairwise(edges_deg):
+        m = (fov >= lo) & (fov < hi)
+        if m.any():
+            out[f"{lo:g}-{hi:g}"] = {
+                "n": int(m.sum()),
+                "recall": recall_from_indices(idx[m], qxy[m], db_xy, thresholds_m, ns),
+            }
+    return out
+
+
+def correct_counts(
+    q_xy: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    threshold_m: float,
+    *,
+    q_yaw: npt.ArrayLike | None = None,
+    db_yaw: npt.ArrayLike | None = None,
+    max_yaw_deg: float | None = None,
+) -> npt.NDArray[np.int64]:
+    """(M,) int64: c_q = number of database views within ``threshold_m`` (and ``max_yaw_deg``) of query q."""
+    from scipy.spatial import cKDTree
+
+    qxy, dxy = _xy("q_xy", q_xy), _xy("db_xy", db_xy)
+    if len(dxy) == 0:
+        return np.zeros(len(qxy), np.int64)
+    tree = cKDTree(dxy)
+    if max_yaw_deg is None:
+        return np.asarray(tree.query_ball_point(qxy, r=float(threshold_m), return_length=True), np.int64).reshape(-1)
+    if q_yaw is None or db_yaw is None:
+        raise ConfigError("orientation-restricted counts need q_yaw and db_yaw")
+    qy, dy = np.asarray(q_yaw, np.float64).reshape(-1), np.asarray(db_yaw, np.float64).reshape(-1)
+    lists = tree.query_ball_point(qxy, r=float(threshold_m))
+    return np.array(
+        [
+            int((yaw_difference_deg(dy[np.asarray(li, np.int64)], qy[i]) <= max_yaw_deg).sum())
+            for i, li in enumerate(lists)
+        ],
+        np.int64,
+    )
+
+
+def chance_recall_from_counts(counts: npt.ArrayLike, n_db: int, ns: Sequence[int]) -> dict[int, float]:
+    """``{N: mean_q [1 - C(n_db - c_q, N) / C(n_db, N)]}``: recall@N of a uniformly random ranking.
+
+    Computed with log-gamma; ``C(a, N) = 0`` when ``a < N`` (then a correct view is certain).
+    """
+    from scipy.special import gammaln
+
+    c = np.asarray(counts, np.float64).reshape(-1)
+    if len(c) == 0:
+        return {int(n): float("nan") for n in ns}
+    if n_db < 1 or (c > n_db).any() or (c < 0).any():
+        raise ConfigError(f"counts must lie in [0, n_db={n_db}]")
+    out: dict[int, float] = {}
+    for n in ns:
+        nn = min(int(n), n_db)
+        a = n_db - c
+        ok = a >= nn
+        log_ratio = np.where(
+            ok,
+            gammaln(np.maximum(a, nn) + 1)
+            - gammaln(np.maximum(a, nn) - nn + 1)
+            - gammaln(n_db + 1)
+            + gammaln(n_db - nn + 1),
+            -np.inf,
+        )
+        out[int(n)] = float(np.mean(1.0 - np.exp(log_ratio)))
+    return out
+
+
+def chance_recall(
+    q_xy: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    thresholds_m: Sequence[float],
+    ns: Sequence[int],
+    *,
+    q_yaw: npt.ArrayLike | None = None,
+    db_yaw: npt.ArrayLike | None = None,
+    max_yaw_deg: float | None = None,
+) -> RecallTable:
+    """Analytic chance recall@N table from the database layout (see :func:`chance_recall_from_counts`)."""
+    n_db = len(_xy("db_xy", db_xy))
+    return {
+        float(t): chance_recall_from_counts(
+            correct_counts(q_xy, db_xy, t, q_yaw=q_yaw, db_yaw=db_yaw, max_yaw_deg=max_yaw_deg), n_db, ns
+        )
+        for t in thresholds_m
+    }
+
+
+def evaluate_retrieval(
+    indices: npt.ArrayLike,
+    q_xy: npt.ArrayLike,
+    q_yaw: npt.ArrayLike,
+    q_fov_deg: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    db_yaw: npt.ArrayLike,
+    cfg: Any,
+) -> dict[str, Any]:
+    """``{"recall", "recall_oriented", "per_fov", "chance", "chance_oriented"}`` for an EvalConfig ``cfg``.
+
+    N runs over 1..min(cfg.max_n, K).
+    """
+    k = np.asarray(indices).shape[1]
+    ns = tuple(range(1, min(int(cfg.max_n), k) + 1))
+    thr = tuple(cfg.thresholds_m)
+    yaw = {"q_yaw": q_yaw, "db_yaw": db_yaw, "max_yaw_deg": cfg.orient_max_yaw_deg}
+    return {
+        "recall": recall_from_indices(indices, q_xy, db_xy, thr, ns),
+        "recall_oriented": recall_from_indices(indices, q_xy, db_xy, thr, ns, **yaw),
+        "per_fov": per_fov_recall(indices, q_xy, db_xy, q_fov_deg, cfg.fov_bins_deg, thr, ns),
+        "chance": chance_recall(q_xy, db_xy, thr, ns),
+        "chance_oriented": chance_recall(q_xy, db_xy, thr, ns, **yaw),
+    }
+
+
+__all__ = [
+    "RecallTable",
+    "chance_recall",
+    "chance_recall_from_counts",
+    "correct_counts",
+    "evaluate_retrieval",
+    "oriented_recall",
+    "per_fov_recall",
+    "recall_at_n",
+    "recall_from_indices",
+    "retrieved_distances",
+]

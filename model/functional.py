@@ -1,0 +1,101 @@
+"""Pure tensor functions of the retrieval network and its loss (cirtorch's ``layers/functional`` split).
+
+API
+---
+- ``l2n(x, dim=1, eps)``: L2 normalisation along ``dim`` (across channels for (B, C, H, W) maps).
+- ``mac(x)``, ``spoc(x)``, ``gem(x, p, eps)``: global pooling (B, C, H, W) -> (B, C).
+- ``triplet_loss(q, p, n, margin=0.1, reduction="mean")``: per tuple
+  ``sum_k max(d^2(q, p) + margin - d^2(q, n_k), 0)``, then mean (or sum / none) over the batch.
+
+Tensors follow their inputs' device and dtype; nothing here holds state.
+"""
+
+from __future__ import annotations
+
+import torch
+from crosslocate.errors import ConfigError
+
+#: Triplet margin of the paper (on squared L2 distances of unit descriptors).
+DEFAULT_MARGIN: float = 0.1
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def l2n(x: torch.Tensor, dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
+    """``x / (||x||_2 + eps)`` along ``dim``.
+
+    Parameters
+    ----------
+    x : (B, C, ...) float tensor
+        For a feature map (B, C, H, W) with ``dim=1`` every spatial location is normalised across
+        channels; for descriptors (B, D) every row becomes a unit vector.
+    """
+    return x / (torch.linalg.vector_norm(x, ord=2, dim=dim, keepdim=True) + eps)
+
+
+def mac(x: torch.Tensor) -> torch.Tensor:
+    """Global max pooling (MAC): (B, C, H, W) -> (B, C), the maximum of each channel."""
+    return torch.amax(x, dim=(-2, -1))
+
+
+def spoc(x: torch.Tensor) -> torch.Tensor:
+    """Sum/average pooling (SPoC): (B, C, H, W) -> (B, C), the mean of each channel."""
+    return torch.mean(x, dim=(-2, -1))
+
+
+def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling: (B, C, H, W) -> (B, C), ``mean(clamp(x, eps)^p)^(1/p)``.
+
+    Values below ``eps`` (negative activations of a net without final ReLU) are clamped to ``eps``,
+    so GeM sees only the positive part. ``p`` = 1 is SPoC of the clamped map, p -> inf is MAC.
+    """
+    if isinstance(p, torch.Tensor):
+        p = p.to(dtype=x.dtype)
+    return torch.mean(x.clamp(min=eps).pow(p), dim=(-2, -1)).pow(1.0 / p)
+
+
+def triplet_loss(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor,
+    margin: float = DEFAULT_MARGIN,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Triplet loss with several negatives per tuple.
+
+    ``loss_b = sum_k max(||q_b - p_b||^2 + margin - ||q_b - n_bk||^2, 0)``.
+
+    Parameters
+    ----------
+    q : (B, D) float tensor
+        Query (anchor) descriptors.
+    p : (B, D) float tensor
+        One positive per query.
+    n : (B, K, D) float tensor
+        K negatives per query.
+    margin : float
+        Margin on squared distances (paper 0.1).
+    reduction : str
+        ``mean`` over the B tuples (default), ``sum``, or ``none`` (returns (B,)).
+
+    Returns
+    -------
+    scalar tensor, or (B,) with ``reduction="none"``.
+    """
+    if q.ndim != 2 or p.shape != q.shape or n.ndim != 3 or n.shape[0] != q.shape[0] or n.shape[2] != q.shape[1]:
+        raise ConfigError(
+            f"triplet_loss expects q (B, D), p (B, D), n (B, K, D); got {tuple(q.shape)}, {tuple(p.shape)}, "
+            f"{tuple(n.shape)}"
+        )
+    if reduction not in _REDUCTIONS:
+        raise ConfigError(f"triplet_loss reduction={reduction!r}; choose one of {', '.join(_REDUCTIONS)}")
+    d_pos = (q - p).pow(2).sum(dim=1)  # (B,)
+    d_neg = (q.unsqueeze(1) - n).pow(2).sum(dim=2)  # (B, K)
+    per_tuple = torch.clamp(d_pos.unsqueeze(1) + margin - d_neg, min=0.0).sum(dim=1)
+    if reduction == "mean":
+        return per_tuple.mean()
+    if reduction == "sum":
+        return per_tuple.sum()
+    return per_tuple
+
+
+__all__ = ["DEFAULT_MARGIN", "gem", "l2n", "mac", "spoc", "triplet_loss"]

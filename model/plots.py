@@ -1,0 +1,232 @@
+"""Figures of a benchmark: recall curves, recall vs distance, a retrieval map and a retrieval mosaic.
+
+matplotlib is imported lazily and only through its object API with the Agg canvas
+(``Figure`` + ``FigureCanvasAgg``), so no global backend or display is touched. Each function
+writes one PNG and returns its path.
+
+Recall dictionaries use the layout of ``results.json``: ``{"<threshold_m>": {"<N>": fraction}}``
+(string keys, as JSON has them; int/float keys are accepted too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from crosslocate.errors import missing_dependency
+
+logger = logging.getLogger(__name__)
+
+RecallTable = Mapping[Any, Mapping[Any, float]]
+
+
+def _figure(width_in: float, height_in: float) -> Any:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a core dependency
+        raise missing_dependency("matplotlib") from exc
+    fig = Figure(figsize=(width_in, height_in), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, bbox_inches="tight")
+    os.replace(tmp, out)
+    logger.info("wrote %s", out)
+    return out
+
+
+def _curve(table: Mapping[Any, float]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    items = sorted((int(k), float(v)) for k, v in table.items())
+    return np.array([k for k, _ in items], np.int64), np.array([v for _, v in items], np.float64)
+
+
+def _threshold_key(table: RecallTable, threshold: Any) -> Any:
+    for k in table:
+        if float(k) == float(threshold):
+            return k
+    return None
+
+
+def plot_recall_curves(
+    recall: RecallTable,
+    path: str | os.PathLike[str],
+    *,
+    chance: RecallTable | None = None,
+    baselines: Mapping[str, RecallTable] | None = None,
+    title: str = "",
+) -> Path:
+    """Recall@N vs N (log x), one panel per distance threshold, with chance and baselines.
+
+    Parameters
+    ----------
+    recall, chance : {threshold_m: {N: fraction in [0, 1]}}
+        Our network and the analytic chance level.
+    baselines : {name: same layout}
+        E.g. ``untrained``, ``horizon``.
+    """
+    if not recall:
+        raise ValueError("plot_recall_curves: empty recall table")
+    thresholds = sorted(recall, key=float)
+    fig = _figure(4.2 * len(thresholds), 3.6)
+    axes = fig.subplots(1, len(thresholds), squeeze=False)[0]
+    for ax, thr in zip(axes, thresholds, strict=True):
+        n, r = _curve(recall[thr])
+        ax.plot(n, 100 * r, "-", lw=2, label="ours")
+        for name, table in (baselines or {}).items():
+            key = _threshold_key(table, thr)
+            if key is not None:
+                bn, br = _curve(table[key])
+                ax.plot(bn, 100 * br, "-", lw=1, label=name)
+        if chance is not None and (key := _threshold_key(chance, thr)) is not None:
+            cn, cr = _curve(chance[key])
+            ax.plot(cn, 100 * cr, "k--", lw=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("N (candidates)")
+        ax.set_ylabel("recall@N [%]")
+        ax.set_title(f"within {float(thr):g} m")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_recall_vs_distance(
+    distances_m: npt.ArrayLike,
+    recalls: Mapping[int, npt.ArrayLike],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+) -> Path:
+    """Recall@N as a function of the distance threshold.
+
+    Parameters
+    ----------
+    distances_m : (T,) float
+        Distance thresholds, metres (increasing).
+    recalls : {N: (T,) float in [0, 1]}
+        Recall@N at each threshold.
+    """
+    d = np.asarray(distances_m, dtype=np.float64)
+    fig = _figure(5.0, 3.6)
+    ax = fig.subplots()
+    for n, r in sorted(recalls.items()):
+        ax.plot(d, 100 * np.asarray(r, dtype=np.float64), label=f"R@{n}")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("distance threshold [m]")
+    ax.set_ylabel("recall [%]")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_retrieval_map(
+    query_xy: npt.ArrayLike | None,
+    retrieved_xy: npt.ArrayLike,
+    path: str | os.PathLike[str],
+    *,
+    database_xy: npt.ArrayLike | None = None,
+    hillshade: tuple[npt.NDArray[np.floating[Any]], tuple[float, float, float, float]] | None = None,
+    title: str = "",
+) -> Path:
+    """Map of queries and their top-K retrieved positions (projected metres).
+
+    Parameters
+    ----------
+    query_xy : (Q, 2) float or None
+        True query positions (x east, y north), metres in the database CRS; None when unknown
+        (``crosslocate localize``: one photo, candidates only).
+    retrieved_xy : (Q, K, 2) float
+        Retrieved positions, best first (the best gets a larger marker and a line to its query).
+    database_xy : (M, 2) float or None
+        All database positions, drawn as faint dots.
+    hillshade : ((H, W) float, (xmin, xmax, ymin, ymax)) or None
+        Background relief in [0, 1], row 0 north, with its extent in the same CRS.
+    """
+    known = query_xy is not None
+    r = np.asarray(retrieved_xy, dtype=np.float64)
+    r = r.reshape(-1, r.shape[-2] if r.ndim == 3 else r.shape[0], 2)
+    q = np.asarray(query_xy, dtype=np.float64).reshape(-1, 2) if known else r[:, 0, :]
+    fig = _figure(6.0, 6.0)
+    ax = fig.subplots()
+    if hillshade is not None:
+        ax.imshow(hillshade[0], extent=hillshade[1], cmap="gray", origin="upper", alpha=0.6)
+    if database_xy is not None:
+        db = np.asarray(database_xy, dtype=np.float64).reshape(-1, 2)
+        ax.scatter(db[:, 0], db[:, 1], s=1, c="0.6", label="database")
+    colors = [f"C{i % 10}" for i in range(len(q))]
+    for i in range(len(q)):
+        ax.scatter(r[i, :, 0], r[i, :, 1], s=12, c=colors[i], alpha=0.5, marker="o")
+        for j in range(r.shape[1]):
+            ax.annotate(str(j + 1), (r[i, j, 0], r[i, j, 1]), fontsize=6)
+        if known:
+            ax.plot([q[i, 0], r[i, 0, 0]], [q[i, 1], r[i, 0, 1]], "-", c=colors[i], lw=0.8)
+        ax.scatter(r[i, 0, 0], r[i, 0, 1], s=40, c=colors[i], marker="s", edgecolors="k")
+    if known:
+        ax.scatter(q[:, 0], q[:, 1], s=90, c=colors, marker="*", edgecolors="k", label="query (truth)", zorder=5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or "queries (stars) and top-K retrieved positions (squares = best)")
+    return _save(fig, path)
+
+
+def plot_retrieval_mosaic(
+    query_images: Sequence[npt.NDArray[Any]],
+    retrieved_images: Sequence[Sequence[npt.NDArray[Any]]],
+    path: str | os.PathLike[str],
+    *,
+    labels: Sequence[Sequence[str]] | None = None,
+) -> Path:
+    """Grid: one row per query (first column), its retrieved views to the right.
+
+    Parameters
+    ----------
+    query_images : Q arrays (H, W, 3) uint8 or (H, W) float
+        Query photos (as fed to the network, e.g. FOV-scaled).
+    retrieved_images : Q sequences of K arrays (H, W[, 3])
+        Retrieved database views (e.g. ``depth_to_unit`` of depth; sky is -1, shown dark).
+    labels : Q sequences of K strings or None
+        Captions of the retrieved views (e.g. "1.2 km, 30 deg").
+    """
+    nq = len(query_images)
+    if nq == 0:
+        raise ValueError("plot_retrieval_mosaic: no queries")
+    k = max(len(r) for r in retrieved_images)
+    fig = _figure(1.8 * (k + 1), 1.8 * nq)
+    axes = fig.subplots(nq, k + 1, squeeze=False)
+    for i in range(nq):
+        row = [query_images[i], *retrieved_images[i]]
+        for j in range(k + 1):
+            ax = axes[i, j]
+            ax.set_axis_off()
+            if j < len(row):
+                img = np.asarray(row[j])
+                ax.imshow(img, cmap=None if img.ndim == 3 else "viridis")
+                caption = "query" if j == 0 else (labels[i][j - 1] if labels else f"#{j}")
+                ax.set_title(caption, fontsize=7)
+    return _save(fig, path)
+
+
+__all__ = [
+    "plot_recall_curves",
+    "plot_recall_vs_distance",
+    "plot_retrieval_map",
+    "plot_retrieval_mosaic",
+]

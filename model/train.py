@@ -1,0 +1,481 @@
+"""The triplet training loop (cross-modal: photo-like queries vs rendered database views).
+
+One epoch (cirtorch's ``create_epoch_tuples`` idea, with mining as a pure function over cached
+descriptors, :mod:`crosslocate.model.mining`):
+
+1. refresh the descriptor cache: embed the training database pool and the training queries with
+   the current network (eval mode, no augmentation);
+2. mine one tuple per training query: the positive is the database view within
+   ``TrainConfig.pos_radius_m`` (20 m) and ``pos_yaw_deg`` (15 deg) that is closest in descriptor
+   space, the negatives are the ``n_negatives`` (10) hardest views at least ``neg_min_dist_m``
+   (2 km) away;
+3. optimise the triplet loss (margin ``TrainConfig.margin``, 0.1) with Adam, on augmented inputs;
+4. validate (recall@1/@10 within 1 km of val queries against the val database) when a val set is
+   given, write a checkpoint (weights, optimizer state, configs, epoch) and append the epoch's
+   metrics to ``metrics.json`` / ``metrics.csv``.
+
+The device is passed in (never chosen here). Randomness comes from ``TrainConfig.seed`` only:
+the tuple order, the augmentation draws (per item from ``(seed, epoch, index)``) and torch's RNG
+(seeded per epoch), so a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from crosslocate.datasets.views import QueryDataset, ViewDataset
+from crosslocate.errors import CheckpointError, ConfigError, FileOverwriteError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+logger = logging.getLogger(__name__)
+
+#: File names inside a training run folder.
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_JSON = "metrics.json"
+METRICS_CSV = "metrics.csv"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewPool:
+    """The views a training/validation stage draws from: one or more databases concatenated.
+
+    Attributes
+    ----------
+    datasets : tuple of ViewDataset
+        Concatenated in order; item ``i`` of the pool is item ``i - offset`` of its dataset.
+    xy : (N, 2) float64
+        Camera positions, metres in the databases' (common) projected CRS.
+    yaw_deg : (N,) float64
+        View yaws, degrees clockwise from north.
+    """
+
+    datasets: tuple[ViewDataset, ...]
+    xy: npt.NDArray[np.float64]
+    yaw_deg: npt.NDArray[np.float64]
+    offsets: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, datasets: Sequence[ViewDataset], crs_wkt: str | None = None) -> ViewPool:
+        """Concatenate datasets (at least one, together not empty).
+
+        ``crs_wkt``: project the views' lon/lat into this CRS (metres) for ``xy``; None = the
+        tables' stored ``x``/``y`` (then all databases must share one CRS).
+        """
+        ds = tuple(datasets)
+        if not ds or sum(len(d) for d in ds) == 0:
+            raise ConfigError("the view pool is empty; build the sparse/compact/uniform databases first")
+        if crs_wkt is None:
+            xy = np.concatenate([np.stack([d.table["x"], d.table["y"]], axis=1) for d in ds]).astype(np.float64)
+        else:
+            from crosslocate.dem.geodesy import transform_xy
+
+            lon = np.concatenate([d.table["lon"] for d in ds])
+            lat = np.concatenate([d.table["lat"] for d in ds])
+            xy = np.stack(transform_xy(lon, lat, "EPSG:4326", crs_wkt), axis=1)
+        yaw = np.concatenate([d.table["yaw_deg"] for d in ds]).astype(np.float64)
+        offsets = np.cumsum([0] + [len(d) for d in ds]).astype(np.int64)
+        return cls(datasets=ds, xy=xy, yaw_deg=yaw, offsets=offsets)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, i: int) -> tuple[ViewDataset, int]:
+        """(dataset, item index in it) of pool item ``i``."""
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.datasets[k], int(i - self.offsets[k])
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySet:
+    """Queries with their true positions in the database CRS.
+
+    Attributes
+    ----------
+    dataset : QueryDataset
+    xy : (Q, 2) float64
+        True camera positions, metres in the databases' projected CRS.
+    yaw_deg : (Q,) float64
+        True yaws, degrees clockwise from north.
+    """
+
+    dataset: QueryDataset
+    xy: npt.NDArray[np.float64]
+    yaw_deg: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        n = len(self.dataset)
+        if self.xy.shape != (n, 2) or self.yaw_deg.shape != (n,):
+            raise ConfigError(
+                f"QuerySet: xy {self.xy.shape} / yaw {self.yaw_deg.shape} do not match {n} queries; expected ({n}, 2)/({n},)"
+            )
+
+
+@dataclass(slots=True)
+class TrainResult:
+    """What :func:`train` produced: the run folder, checkpoint and the per-epoch history."""
+
+    out_dir: Path
+    checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Descriptors
+
+
+class _Indexed(Dataset[torch.Tensor]):
+    """Plain (unaugmented) tensors of a ViewPool or QueryDataset, for batched embedding."""
+
+    def __init__(self, source: ViewPool | QueryDataset) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if isinstance(self.source, ViewPool):
+            ds, j = self.source.locate(i)
+            return ds.encode(ds.read_raw(j))
+        return self.source.encode(i)
+
+
+@torch.no_grad()
+def extract_descriptors(
+    net: nn.Module,
+    source: ViewPool | QueryDataset | ViewDataset,
+    device: torch.device,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    desc: str = "descriptors",
+) -> npt.NDArray[np.float32]:
+    """Embed every item of ``source`` (no augmentation) with ``net`` in eval mode.
+
+    Returns
+    -------
+    (N, D) float32, C-contiguous
+        L2-normalised descriptors in item order (the network's output, normalised again here so a
+        network without final normalisation still yields unit vectors).
+    """
+    if isinstance(source, ViewDataset):
+        source = ViewPool.of([source])
+    was_training = net.training
+    net.eval()
+    loader = DataLoader(_Indexed(source), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    out: list[npt.NDArray[np.float32]] = []
+    try:
+        from tqdm import tqdm
+
+        for batch in tqdm(loader, desc=desc, disable=not sys.stderr.isatty(), leave=False):
+            d = net(batch.to(device))
+            d = torch.nn.functional.normalize(d.float(), dim=1)
+            out.append(d.cpu().numpy())
+    finally:
+        net.train(was_training)
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.ascontiguousarray(np.concatenate(out).astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# Mining and the tuple batches
+
+
+def _mine(
+    cfg: Any,
+    q_desc: npt.NDArray[np.float32],
+    db_desc: npt.NDArray[np.float32],
+    queries: QuerySet,
+    pool: ViewPool,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """(positive (Q,), negatives (Q, K), valid (Q,)) pool indices from F1's mining functions."""
+    from crosslocate.model import mining
+
+    return mining.mine_tuples(
+        q_desc,
+        db_desc,
+        queries.xy,
+        queries.yaw_deg,
+        pool.xy,
+        pool.yaw_deg,
+        pos_radius_m=cfg.pos_radius_m,
+        pos_yaw_deg=cfg.pos_yaw_deg,
+        neg_min_dist_m=cfg.neg_min_dist_m,
+        n_negatives=cfg.n_negatives,
+    )
+
+
+class _TupleDataset(Dataset[torch.Tensor]):
+    """Item t: (1 + 1 + K, 3, H, W) = augmented query, positive and K negatives of tuple t."""
+
+    def __init__(
+        self,
+        queries: QuerySet,
+        pool: ViewPool,
+        q_idx: npt.NDArray[np.int64],
+        pos: npt.NDArray[np.int64],
+        neg: npt.NDArray[np.int64],
+        seed: int,
+        epoch: int,
+        augment: bool,
+    ) -> None:
+        self.queries, self.pool = queries, pool
+        self.q_idx, self.pos, self.neg = q_idx, pos, neg
+        self.seed, self.epoch, self.augment = seed, epoch, augment
+
+    def __len__(self) -> int:
+        return int(self.q_idx.size)
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, self.epoch, int(self.q_idx[t]), 7])
+        qds = self.queries.dataset
+        flip_p = qds.augment.flip_p if (self.augment and qds.augment is not None) else 0.0
+        flip = bool(rng.random() < flip_p)
+        items = [qds.encode(int(self.q_idx[t]), rng if self.augment else None, flip=flip)]
+        for i in (int(self.pos[t]), *(int(n) for n in self.neg[t])):
+            ds, j = self.pool.locate(i)
+            items.append(ds.encode(ds.read_raw(j), rng if self.augment else None, flip=flip))
+        return torch.stack(items)
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics files
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Write the per-epoch history as ``metrics.json`` (list of dicts) and ``metrics.csv`` (atomic)."""
+    _atomic_text(out_dir / METRICS_JSON, json.dumps(history, indent=2) + "\n")
+    cols: list[str] = []
+    for row in history:
+        cols.extend(k for k in row if k not in cols)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(history)
+    _atomic_text(out_dir / METRICS_CSV, buf.getvalue())
+
+
+def validation_recall(
+    q_desc: npt.NDArray[np.float32],
+    db_desc: npt.NDArray[np.float32],
+    q_xy: npt.NDArray[np.float64],
+    db_xy: npt.NDArray[np.float64],
+    *,
+    ns: Sequence[int] = (1, 10),
+    threshold_m: float = 1000.0,
+) -> dict[int, float]:
+    """Recall@N within ``threshold_m``: fraction of queries with a true match among the top N.
+
+    Exact inner-product search (descriptors are L2-normalised); a match is a database view whose
+    position lies within ``threshold_m`` of the query's true position (metres, same CRS).
+    """
+    if len(q_desc) == 0 or len(db_desc) == 0:
+        return {int(n): float("nan") for n in ns}
+    nmax = min(max(ns), len(db_desc))
+    sim = q_desc @ db_desc.T
+    top = np.argsort(-sim, axis=1, kind="stable")[:, :nmax]
+    dist = np.linalg.norm(db_xy[top] - q_xy[:, None, :], axis=2)
+    hit = dist <= threshold_m
+    return {int(n): float(hit[:, : min(n, nmax)].any(axis=1).mean()) for n in ns}
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints (F1's checkpoint module)
+
+
+def _save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, epoch: int, meta: dict[str, Any]) -> None:
+    from crosslocate.model import checkpoint
+
+    checkpoint.save_checkpoint(path, net, optimizer=opt, epoch=epoch, meta=meta)
+
+
+def _load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> int:
+    """Load weights and optimizer state; return the number of completed epochs."""
+    from crosslocate.model import checkpoint
+
+    state = checkpoint.load_checkpoint(path, net, optimizer=opt, map_location=device)
+    return int(state["epoch"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(
+    net: nn.Module,
+    queries: QuerySet,
+    pool: ViewPool,
+    cfg: Any,
+    out_dir: str | os.PathLike[str],
+    device: torch.device,
+    *,
+    val: tuple[QuerySet, ViewPool] | None = None,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``net`` in place with the triplet loss; checkpoints and metrics go to ``out_dir``.
+
+    Parameters
+    ----------
+    net : nn.Module
+        Maps (B, 3, H, W) float32 to (B, D) descriptors; already on ``device``.
+    queries : QuerySet
+        Training queries (their dataset's ``augment`` is used when ``cfg.augment`` is true).
+    pool : ViewPool
+        Training database views (e.g. sparse + compact, training split).
+    cfg : TrainConfig
+        Epochs, batch size, lr, margin, mining radii, seed, workers (see :mod:`crosslocate.model.config`).
+    out_dir : path
+        Run folder: ``checkpoint.pt``, ``metrics.json``, ``metrics.csv``.
+    device : torch.device
+        Where the network lives (chosen by the caller).
+    val : (QuerySet, ViewPool) or None
+        Validation queries and database: recall@1/@10 within 1 km is logged per epoch.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt``; without it an existing checkpoint is refused.
+    meta : dict or None
+        JSON-able settings stored in the checkpoint (resolved configs, init, modality).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT_NAME
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=getattr(cfg, "weight_decay", 0.0))
+    history: list[dict[str, Any]] = []
+    start = 0
+    if ckpt.exists():
+        if not resume:
+            raise FileOverwriteError(f"{ckpt} exists; pass --resume to continue it or choose another --work folder")
+        start = _load_checkpoint(ckpt, net, opt, device)
+        if (out / METRICS_JSON).exists():
+            history = [h for h in json.loads((out / METRICS_JSON).read_text()) if h["epoch"] <= start]
+        logger.info("resuming %s after epoch %d", ckpt, start)
+    elif resume:
+        logger.info("--resume: no checkpoint at %s yet, starting from epoch 0", ckpt)
+    for epoch in range(start + 1, cfg.epochs + 1):
+        row = _run_epoch(net, opt, queries, pool, cfg, device, epoch)
+        if val is not None:
+            row.update(_validate(net, val, cfg, device))
+        _save_checkpoint(ckpt, net, opt, epoch, {**(meta or {}), "metrics": row})
+        history.append(row)
+        write_metrics(out, history)
+        logger.info(
+            "epoch %d/%d: %s",
+            epoch,
+            cfg.epochs,
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()},
+        )
+        if on_epoch is not None:
+            on_epoch(row)
+    if not ckpt.exists():
+        raise CheckpointError(f"{ckpt}: no epoch was run (epochs={cfg.epochs}); raise TrainConfig.epochs")
+    return TrainResult(out_dir=out, checkpoint=ckpt, history=history)
+
+
+def _run_epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    queries: QuerySet,
+    pool: ViewPool,
+    cfg: Any,
+    device: torch.device,
+    epoch: int,
+) -> dict[str, Any]:
+    """Refresh the cache, mine, optimise one pass over the tuples; return the epoch's metrics."""
+    from crosslocate.model.functional import triplet_loss
+
+    t0 = time.perf_counter()
+    workers = int(getattr(cfg, "num_workers", 0))
+    bs_embed = int(getattr(cfg, "embed_batch_size", cfg.batch_size * 4))
+    db_desc = extract_descriptors(net, pool, device, batch_size=bs_embed, num_workers=workers, desc="db cache")
+    q_desc = extract_descriptors(net, queries.dataset, device, batch_size=bs_embed, num_workers=workers, desc="queries")
+    t_cache = time.perf_counter() - t0
+    pos, neg, valid = _mine(cfg, q_desc, db_desc, queries, pool)
+    q_idx = np.flatnonzero(valid).astype(np.int64)
+    rng = np.random.default_rng([int(cfg.seed), epoch])
+    order = rng.permutation(q_idx.size)
+    max_tuples = getattr(cfg, "max_tuples", None)
+    if max_tuples:
+        order = order[: int(max_tuples)]
+    q_idx, pos_e, neg_e = q_idx[order], np.asarray(pos)[q_idx[order]], np.asarray(neg)[q_idx[order]]
+    # "hard" tuples: the hardest negative is closer than the positive plus the margin (loss > 0)
+    d_pos = 1.0 - np.einsum("ij,ij->i", q_desc[q_idx], db_desc[pos_e]) if q_idx.size else np.zeros(0)
+    d_neg = 1.0 - np.einsum("ij,ikj->ik", q_desc[q_idx], db_desc[neg_e]) if q_idx.size else np.zeros((0, 1))
+    n_hard = int((np.sqrt(2 * np.maximum(d_neg.min(axis=1), 0)) < np.sqrt(2 * np.maximum(d_pos, 0)) + cfg.margin).sum())
+    torch.manual_seed(int(cfg.seed) * 1000 + epoch)
+    tuples = _TupleDataset(
+        queries, pool, q_idx, pos_e, neg_e, int(cfg.seed), epoch, bool(getattr(cfg, "augment", True))
+    )
+    loader = DataLoader(tuples, batch_size=cfg.batch_size, shuffle=False, num_workers=workers)
+    net.train()
+    losses: list[float] = []
+    for batch in loader:
+        b, m = batch.shape[:2]
+        desc = net(batch.reshape(b * m, *batch.shape[2:]).to(device)).reshape(b, m, -1)
+        loss = triplet_loss(desc[:, 0], desc[:, 1], desc[:, 2:], margin=cfg.margin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return {
+        "epoch": epoch,
+        "loss": float(np.mean(losses)) if losses else float("nan"),
+        "n_tuples": int(q_idx.size),
+        "n_hard": n_hard,
+        "n_queries_without_positive": int((~np.asarray(valid)).sum()),
+        "cache_s": round(t_cache, 3),
+        "time_s": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _validate(net: nn.Module, val: tuple[QuerySet, ViewPool], cfg: Any, device: torch.device) -> dict[str, Any]:
+    vq, vpool = val
+    bs = int(getattr(cfg, "embed_batch_size", cfg.batch_size * 4))
+    workers = int(getattr(cfg, "num_workers", 0))
+    qd = extract_descriptors(net, vq.dataset, device, batch_size=bs, num_workers=workers, desc="val queries")
+    dd = extract_descriptors(net, vpool, device, batch_size=bs, num_workers=workers, desc="val db")
+    rec = validation_recall(qd, dd, vq.xy, vpool.xy, ns=(1, 10), threshold_m=1000.0)
+    return {"val_recall@1_1km": rec[1], "val_recall@10_1km": rec[10]}
+
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "METRICS_CSV",
+    "METRICS_JSON",
+    "QuerySet",
+    "TrainResult",
+    "ViewPool",
+    "extract_descriptors",
+    "train",
+    "validation_recall",
+    "write_metrics",
+]

@@ -1,0 +1,139 @@
+"""Machine and software facts recorded in every benchmark JSON, and the atomic JSON writer.
+
+Timings only compare within one run on one machine, so each ``bench/*.json`` carries
+:func:`environment_info` (CPU count, GPU name, Python and package versions, git sha).
+Standard library only; safe to import from the CLI at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Distributions whose versions are recorded (missing ones are recorded as None).
+PACKAGES: tuple[str, ...] = (
+    "numpy",
+    "scipy",
+    "numba",
+    "trimesh",
+    "pyrender",
+    "PyOpenGL",
+    "torch",
+    "faiss-cpu",
+    "dask",
+    "distributed",
+    "h5py",
+    "rasterio",
+    "pyproj",
+)
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (None when not installed); imports nothing."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def gpu_names() -> list[str]:
+    """GPU names from ``nvidia-smi`` (empty list when it is absent or fails)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        res = subprocess.run(
+            [exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("nvidia-smi failed (%s); recording no GPU", exc)
+        return []
+    return [line.strip() for line in res.stdout.splitlines() if line.strip()]
+
+
+def git_sha(repo: Path = _REPO_ROOT) -> str | None:
+    """``git rev-parse HEAD`` of the checkout (suffix ``-dirty`` with uncommitted changes), or None."""
+    exe = shutil.which("git")
+    if exe is None:
+        return None
+    try:
+        sha = subprocess.run(
+            [exe, "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [exe, "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def environment_info() -> dict[str, Any]:
+    """Facts about this machine and software for a benchmark record (JSON-serialisable dict)."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        affinity = os.cpu_count()
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "gpus": gpu_names(),
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+        "git_sha": git_sha(),
+        "pyopengl_platform": os.environ.get("PYOPENGL_PLATFORM"),
+    }
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    Parent folders are created. A reader never sees a half-written file. Returns the path.
+    """
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars/arrays and paths as plain JSON values."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

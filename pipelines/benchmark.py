@@ -1,0 +1,272 @@
+"""``crosslocate benchmark``: train if needed, then evaluate test queries against the test-area uniform DB.
+
+Steps: the training flow (:func:`crosslocate.pipelines.train.run_train`) when the run has no
+checkpoint; the ``uniform`` database; descriptors of the test-split queries and the test-split
+uniform views (batched, cached as ``.npy`` under ``<run>/descriptors/`` keyed by the checkpoint's
+sha256); exact search (:mod:`crosslocate.model.search`); recall@N for N = 1..100 at 20 m / 100 m /
+1 km (:mod:`crosslocate.model.evaluate`), orientation-restricted recall, per-FOV recall, analytic
+chance and the untrained-network baseline (same architecture and init, no training). Writes
+``<run>/results.json``, PNG plots, and returns a summary whose table compares with the paper.
+
+The uniform database is built for the whole region (the build layer has no split filter); only its
+test-split views are searched. For the demo region that is a few thousand views.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from crosslocate.datasets.schema import SPLIT_CODES
+from crosslocate.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Distance thresholds (metres) and N values of the results.
+THRESHOLDS_M: tuple[float, ...] = (20.0, 100.0, 1000.0)
+NS: tuple[int, ...] = tuple(range(1, 101))
+#: Orientation-restricted recall: a match must also be within this yaw difference (degrees).
+ORIENTED_MAX_YAW_DEG: float = 30.0
+#: The paper's numbers (CrossLocate, WACV 2022, Switzerland uniform test database, 1 km).
+PAPER_R1_1KM: float = 0.3866
+PAPER_R100_1KM: float = 0.7262
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cached_descriptors(
+    net: Any, source: Any, device: Any, path: Path, *, batch_size: int, num_workers: int = 0
+) -> npt.NDArray[np.float32]:
+    """(N, D) float32 descriptors of ``source``, loaded from ``path`` (.npy) or computed and saved atomically."""
+    from crosslocate.model.train import extract_descriptors
+
+    if path.exists():
+        arr = np.load(path)
+        if arr.ndim == 2 and len(arr) == len(source):
+            logger.info("descriptors from cache %s", path)
+            return np.ascontiguousarray(arr, dtype=np.float32)
+        logger.warning("ignoring stale descriptor cache %s (shape %s, expected %d rows)", path, arr.shape, len(source))
+    arr = extract_descriptors(net, source, device, batch_size=batch_size, num_workers=num_workers, desc=path.stem)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+    return arr
+
+
+def _table(recall: dict[Any, dict[Any, float]]) -> dict[str, dict[str, float]]:
+    """JSON layout ``{"<threshold_m>": {"<N>": fraction}}`` (thresholds printed with %g)."""
+    return {f"{float(t):g}": {str(int(n)): float(v) for n, v in row.items()} for t, row in recall.items()}
+
+
+def evaluate_ranking(
+    idx: npt.NDArray[np.int64],
+    q_xy: npt.NDArray[np.float64],
+    q_yaw: npt.NDArray[np.float64],
+    q_fov: npt.NDArray[np.float64],
+    db_xy: npt.NDArray[np.float64],
+    db_yaw: npt.NDArray[np.float64],
+) -> dict[str, Any]:
+    """Recall tables of one ranking (Q, K) of database indices, best first, via :mod:`crosslocate.model.evaluate`."""
+    from crosslocate.dem.poses import yaw_difference_deg
+    from crosslocate.model import evaluate
+
+    dist = np.linalg.norm(db_xy[idx] - q_xy[:, None, :], axis=2)
+    dyaw = yaw_difference_deg(db_yaw[idx], q_yaw[:, None])
+    ns = tuple(n for n in NS if n <= idx.shape[1])
+    out: dict[str, Any] = {
+        "recall": _table(evaluate.recall_at_n(dist, THRESHOLDS_M, ns)),
+        "recall_oriented": _table(
+            evaluate.recall_at_n(np.where(dyaw <= ORIENTED_MAX_YAW_DEG, dist, np.inf), THRESHOLDS_M, ns)
+        ),
+    }
+    per_fov: dict[str, Any] = {}
+    edges = (0.0, 40.0, 50.0, 60.0, 180.0)
+    for lo, hi in itertools.pairwise(edges):
+        m = (q_fov >= lo) & (q_fov < hi)
+        if m.any():
+            per_fov[f"{lo:g}-{hi:g}"] = {
+                "n": int(m.sum()),
+                "recall": _table(evaluate.recall_at_n(dist[m], THRESHOLDS_M, ns)),
+            }
+    out["per_fov"] = per_fov
+    return out
+
+
+def _ranking(db_desc: npt.NDArray[np.float32], q_desc: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+    from crosslocate.model import search
+
+    _, idx = search.search(db_desc, q_desc, k)
+    return np.asarray(idx, np.int64)
+
+
+def run_benchmark(
+    region: str,
+    dem_src: Any,
+    preset_name: str,
+    work: str | os.PathLike[str],
+    *,
+    modality: str = "depth",
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark end to end; returns the summary (``results`` path included). See the module docstring."""
+    from crosslocate.dem.regions import get_region
+    from crosslocate.model import checkpoint, evaluate
+    from crosslocate.model.device import resolve_device, seed_everything
+    from crosslocate.model.net import build_net
+    from crosslocate.pipelines import train as flow
+    from crosslocate.pipelines.presets import get_preset
+    from crosslocate.pipelines.queries import ensure_query_set
+
+    t_start = time.perf_counter()
+    preset = get_preset(preset_name)
+    dem_src = flow._default_dem(region, dem_src)
+    paths = flow.flow_paths(work, region, preset_name, modality)
+    ckpt = paths.run / "checkpoint.pt"
+    timings: dict[str, float] = {}
+    if not ckpt.exists():
+        logger.info("no checkpoint at %s: training first", ckpt)
+        flow.run_train(region, dem_src, preset_name, work, modality=modality, device=device)
+        timings["train_s"] = round(time.perf_counter() - t_start, 2)
+    reg = get_region(region)
+    queries = ensure_query_set(region, dem_src, preset, paths.work)
+    dbs = flow.ensure_databases(("uniform",), preset, region, dem_src, paths, queries)
+    splits = flow.query_splits(queries, reg, preset.grid)
+    test = splits == SPLIT_CODES["test"]
+    if not test.any():
+        raise ConfigError(f"no test-split queries among {len(queries)}; check the grid preset's split settings")
+    size_px, db_fov = int(preset.render.size_px), float(preset.render.fov_deg)
+    qset = flow.make_queryset(queries, test, reg.crs_wkt, size_px, db_fov)
+    pool = flow.make_pool([dbs["uniform"]], paths.modality, "test", reg.crs_wkt)
+    dev = resolve_device(device or getattr(preset.train, "device", "auto"))
+    seed_everything(int(preset.train.seed))
+    bs = int(getattr(preset.eval, "batch_size", 32))
+    q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
+    k = min(max(NS), len(pool))
+
+    t0 = time.perf_counter()
+    untrained = build_net(preset.net).to(dev)
+    init = getattr(untrained, "init_source", None)
+    key = "untrained-" + hashlib.sha256(json.dumps(_cfg_dict(preset.net), sort_keys=True).encode()).hexdigest()[:12]
+    desc_dir = paths.run / "descriptors"
+    u_db = cached_descriptors(untrained, pool, dev, desc_dir / f"db-{key}.npy", batch_size=bs)
+    u_q = cached_descriptors(untrained, qset.dataset, dev, desc_dir / f"queries-{key}.npy", batch_size=bs)
+    net = build_net(preset.net).to(dev)
+    state = checkpoint.load_checkpoint(ckpt, net, optimizer=None, map_location=dev)
+    ckey = file_sha256(ckpt)[:12]
+    db_desc = cached_descriptors(net, pool, dev, desc_dir / f"db-{ckey}.npy", batch_size=bs)
+    q_desc = cached_descriptors(net, qset.dataset, dev, desc_dir / f"queries-{ckey}.npy", batch_size=bs)
+    timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    idx = _ranking(db_desc, q_desc, k)
+    timings["search_s"] = round(time.perf_counter() - t0, 4)
+    ours = evaluate_ranking(idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
+    untrained_eval = evaluate_ranking(_ranking(u_db, u_q, k), qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
+    chance = _table(evaluate.chance_recall(qset.xy, pool.xy, THRESHOLDS_M, tuple(n for n in NS if n <= k)))
+    results: dict[str, Any] = {
+        **ours,
+        "chance": chance,
+        "baselines": {"untrained": untrained_eval["recall"]},
+        "n_queries": len(qset.dataset),
+        "n_database": len(pool),
+        "modality": paths.modality,
+        "preset": preset_name,
+        "region": paths.region,
+        "checkpoint": {
+            "path": str(ckpt),
+            "sha256": file_sha256(ckpt),
+            "epoch": int(state.get("epoch", -1)) if isinstance(state, dict) else None,
+        },
+        "config": {name: _cfg_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
+        "init": init,
+        "device": str(dev),
+        "oriented_max_yaw_deg": ORIENTED_MAX_YAW_DEG,
+        "paper": {
+            "note": "CrossLocate paper, Switzerland uniform test DB: a different query set and database",
+            "recall@1_1km": PAPER_R1_1KM,
+            "recall@100_1km": PAPER_R100_1KM,
+        },
+    }
+    results["plots"] = _plots(results, qset, pool, idx, paths.run)
+    timings["total_s"] = round(time.perf_counter() - t_start, 2)
+    results["timings"] = timings
+    out = paths.run / "results.json"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out)
+    return {"results": str(out), "table": summary_table(results)}
+
+
+def _cfg_dict(cfg: Any) -> Any:
+    to_dict = getattr(cfg, "to_dict", None)
+    return to_dict() if callable(to_dict) else repr(cfg)
+
+
+def _plots(results: dict[str, Any], qset: Any, pool: Any, idx: npt.NDArray[np.int64], run: Path) -> list[str]:
+    from crosslocate.model import plots
+
+    out = [
+        plots.plot_recall_curves(
+            results["recall"],
+            run / "recall_curves.png",
+            chance=results["chance"],
+            baselines=results["baselines"],
+            title=f"{results['region']} / {results['modality']}",
+        ),
+    ]
+    n_show = min(8, len(qset.dataset))
+    k_show = min(10, idx.shape[1])
+    out.append(
+        plots.plot_retrieval_map(
+            qset.xy[:n_show], pool.xy[idx[:n_show, :k_show]], run / "retrieval_map.png", database_xy=pool.xy
+        )
+    )
+    d = np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2)
+    thr = np.geomspace(10, 20_000, 30)
+    curves = {n: [(d[:, :n] <= t).any(axis=1).mean() for t in thr] for n in (1, 10, 100) if n <= idx.shape[1]}
+    out.append(plots.plot_recall_vs_distance(thr, curves, run / "recall_vs_distance.png"))
+    return [str(p) for p in out]
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Text table: R@1 / R@100 within 1 km for ours, chance, baselines, ratio to chance, and the paper."""
+    key = f"{1000.0:g}"
+
+    def get(table: dict[str, Any], n: int) -> float:
+        row = table.get(key, {})
+        return float(row.get(str(n), row.get(str(max(int(k) for k in row)), float("nan")))) if row else float("nan")
+
+    lines = [f"{'':34s} {'R@1 1km':>9s} {'R@100 1km':>10s}"]
+    ours1, ours100 = get(results["recall"], 1), get(results["recall"], 100)
+    ch1, ch100 = get(results["chance"], 1), get(results["chance"], 100)
+    lines.append(f"{'ours (' + results['modality'] + ')':34s} {100 * ours1:8.2f}% {100 * ours100:9.2f}%")
+    for name, table in results["baselines"].items():
+        lines.append(f"{name:34s} {100 * get(table, 1):8.2f}% {100 * get(table, 100):9.2f}%")
+    lines.append(f"{'chance (analytic)':34s} {100 * ch1:8.2f}% {100 * ch100:9.2f}%")
+    r1 = ours1 / ch1 if ch1 > 0 else float("inf")
+    r100 = ours100 / ch100 if ch100 > 0 else float("inf")
+    lines.append(f"{'ours / chance':34s} {r1:8.1f}x {r100:9.1f}x")
+    lines.append(f"{'paper (Switzerland, other queries)':34s} {100 * PAPER_R1_1KM:8.2f}% {100 * PAPER_R100_1KM:9.2f}%")
+    lines.append(
+        f"queries: {results['n_queries']}, database views: {results['n_database']}, preset: {results['preset']}"
+    )
+    return "\n".join(lines)
+
+
+__all__ = ["NS", "THRESHOLDS_M", "cached_descriptors", "evaluate_ranking", "run_benchmark", "summary_table"]

@@ -1,0 +1,36 @@
+"""``crosslocate train``: ensure queries and databases, then train the retrieval network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_flow_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``benchmark``."""
+    p.add_argument("--region", default="demo", help="region name (demo, alps, switzerland) or polygon file")
+    p.add_argument(
+        "--dem", default=None, help="DEM source (tile folder, file, or 'demo'); default: demo for --region demo"
+    )
+    p.add_argument("--preset", default="cpu", help="settings preset: paper, cpu or tiny")
+    p.add_argument("--work", default="work", help="work folder (queries, databases, runs)")
+    p.add_argument("--modality", default="depth", help="database modality: depth, silhouette or semantic")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: the preset's)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train", help="train the retrieval network (renders missing queries/databases first)")
+    add_flow_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue the run's existing checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from crosslocate.pipelines.train import run_train
+
+    summary = run_train(
+        args.region, args.dem, args.preset, args.work, modality=args.modality, resume=args.resume, device=args.device
+    )
+    print(json.dumps(summary.get("last_epoch"), default=str))
+    print(summary["checkpoint"])
+    return 0

@@ -1,0 +1,280 @@
+"""``crosslocate train``: from a clean work folder to a trained checkpoint.
+
+Steps (each skipped when its output is complete):
+
+1. the query set (photo-like renders of synthetic poses, :func:`crosslocate.pipelines.queries.ensure_query_set`),
+   split into train/val/test by :func:`crosslocate.dem.splits.assign_splits` (same rule as the databases);
+2. the ``sparse`` (views at the query positions: the positives) and ``compact`` (uniform positions
+   within 1 km of any query: hard negatives) databases, :func:`crosslocate.pipelines.build.build_database`;
+3. the triplet training loop (:func:`crosslocate.model.train.train`) on training-split queries vs
+   the training-split views of sparse + compact; validation: val-split queries vs the val-split views
+   of the compact database (recall@1/@10 within 1 km per epoch).
+
+Layout (docs/CONTRACTS.md): ``work/<region>/queries/``, ``work/<region>/db/<kind>/`` and the run
+folder ``work/<region>/runs/<preset>/`` (``runs/<preset>-<modality>/`` for a modality other than
+depth) with ``checkpoint.pt``, ``metrics.json``/``.csv`` and ``train.json`` (resolved settings).
+All distances are metres in the region's LAEA frame (:attr:`crosslocate.dem.regions.Region.crs_wkt`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from crosslocate.datasets.queries import Query
+from crosslocate.datasets.schema import SPLIT_CODES, Modality
+from crosslocate.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Databases the training flow needs.
+TRAIN_DB_KINDS: tuple[str, ...] = ("sparse", "compact")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FlowPaths:
+    """Folders of one (work, region, preset, modality) run."""
+
+    work: Path
+    region: str
+    preset: str
+    modality: str
+
+    @property
+    def region_dir(self) -> Path:
+        return self.work / self.region
+
+    def db(self, kind: str) -> Path:
+        """``work/<region>/db/<kind>``."""
+        return self.region_dir / "db" / kind
+
+    @property
+    def run(self) -> Path:
+        """``work/<region>/runs/<preset>`` (``-<modality>`` appended unless depth)."""
+        suffix = "" if self.modality == Modality.DEPTH.value else f"-{self.modality}"
+        return self.region_dir / "runs" / f"{self.preset}{suffix}"
+
+
+def flow_paths(work: str | os.PathLike[str], region: str, preset: str, modality: str) -> FlowPaths:
+    """Validate the modality and build the run's paths (region given by name or path: its stem is used)."""
+    try:
+        mod = Modality(modality).value
+    except ValueError:
+        raise ConfigError(f"--modality {modality!r}: choose one of {', '.join(m.value for m in Modality)}") from None
+    return FlowPaths(work=Path(work), region=Path(str(region)).stem, preset=preset, modality=mod)
+
+
+def query_splits(queries: list[Query], region: Any, grid_cfg: Any) -> npt.NDArray[np.uint8]:
+    """(Q,) uint8 ``SPLIT_CODES`` of the queries (same geographic rule as the database positions)."""
+    from crosslocate.dem.splits import assign_splits
+
+    lon = np.array([q.pose.lon for q in queries], np.float64)
+    lat = np.array([q.pose.lat for q in queries], np.float64)
+    return assign_splits(lon, lat, region, grid_cfg)
+
+
+def query_xy(queries: list[Query], crs_wkt: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """((Q, 2) metres in ``crs_wkt``, (Q,) yaw degrees) of the queries' true poses."""
+    from crosslocate.dem.geodesy import transform_xy
+
+    lon = np.array([q.pose.lon for q in queries], np.float64)
+    lat = np.array([q.pose.lat for q in queries], np.float64)
+    x, y = transform_xy(lon, lat, "EPSG:4326", crs_wkt)
+    return np.stack([x, y], axis=1), np.array([q.pose.yaw_deg for q in queries], np.float64)
+
+
+def ensure_databases(
+    kinds: tuple[str, ...], preset: Any, region: Any, dem_src: Any, paths: FlowPaths, queries: list[Query]
+) -> dict[str, Path]:
+    """Build (or resume / reuse) each database kind; returns kind -> folder."""
+    from crosslocate.pipelines.build import build_database
+
+    out: dict[str, Path] = {}
+    for kind in kinds:
+        t0 = time.perf_counter()
+        out[kind] = Path(build_database(kind, preset, region, dem_src, paths.db(kind), queries=queries))
+        logger.info("database %s ready at %s (%.1f s)", kind, out[kind], time.perf_counter() - t0)
+    return out
+
+
+def split_indices(db_dir: Path, split: str) -> npt.NDArray[np.int64]:
+    """(n,) int64 indices of the views of ``split`` in a database."""
+    from crosslocate.datasets.shards import open_database
+
+    db = open_database(db_dir)
+    try:
+        table = db.table()
+    finally:
+        close = getattr(db, "close", None)
+        if callable(close):
+            close()
+    return np.flatnonzero(table["split"] == SPLIT_CODES[split]).astype(np.int64)
+
+
+def make_pool(dbs: list[Path], modality: str, split: str, crs_wkt: str, *, augment: Any = None, seed: int = 0) -> Any:
+    """A :class:`~crosslocate.model.train.ViewPool` of the ``split`` views of several databases."""
+    from crosslocate.datasets.views import ViewDataset
+    from crosslocate.model.train import ViewPool
+
+    parts = []
+    for d in dbs:
+        idx = split_indices(d, split)
+        if idx.size:
+            parts.append(ViewDataset(d, modality, indices=idx, augment=augment, seed=seed))
+    if not parts:
+        raise ConfigError(
+            f"no {split}-split views in {', '.join(map(str, dbs))}; the region may be too small for the "
+            "split settings (GridConfig.split_block_m / split_fractions)"
+        )
+    return ViewPool.of(parts, crs_wkt=crs_wkt)
+
+
+def make_queryset(
+    queries: list[Query],
+    mask: npt.NDArray[np.bool_],
+    crs_wkt: str,
+    size_px: int,
+    db_fov_deg: float,
+    *,
+    augment: Any = None,
+    seed: int = 0,
+) -> Any:
+    """A :class:`~crosslocate.model.train.QuerySet` of the selected queries (FOV-scaled to the database)."""
+    from crosslocate.datasets.views import QueryDataset
+    from crosslocate.model.train import QuerySet
+
+    chosen = [q for q, m in zip(queries, mask, strict=True) if m]
+    xy, yaw = query_xy(chosen, crs_wkt)
+    ds = QueryDataset(chosen, size_px, fov_scaling=True, db_fov_deg=db_fov_deg, augment=augment, seed=seed)
+    return QuerySet(ds, xy, yaw)
+
+
+def _json_safe(obj: Any) -> Any:
+    to_dict = getattr(obj, "to_dict", None)
+    return to_dict() if callable(to_dict) else repr(obj)
+
+
+def run_train(
+    region: str,
+    dem_src: Any,
+    preset_name: str,
+    work: str | os.PathLike[str],
+    *,
+    modality: str = "depth",
+    resume: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Ensure queries and databases, then train; returns a summary with the checkpoint path.
+
+    Parameters
+    ----------
+    region : str
+        Region name (``demo``, ``alps``, ...) or polygon file.
+    dem_src : path, list or ``"demo"``
+        DEM source (``None``: ``"demo"`` for the demo region, else required).
+    preset_name : str
+        ``paper`` / ``cpu`` / ``tiny`` (:func:`crosslocate.pipelines.presets.get_preset`).
+    work : path
+        Work folder.
+    modality : str
+        Database modality the network is trained on.
+    resume : bool
+        Continue an existing checkpoint (otherwise an existing one is refused).
+    device : str or None
+        ``auto`` / ``cpu`` / ``cuda:N`` (None: the preset's).
+    """
+    from crosslocate.dem.regions import get_region
+    from crosslocate.model.device import resolve_device, seed_everything
+    from crosslocate.model.net import build_net
+    from crosslocate.model.train import train
+    from crosslocate.pipelines.presets import get_preset
+    from crosslocate.pipelines.queries import ensure_query_set
+
+    preset = get_preset(preset_name)
+    dem_src = _default_dem(region, dem_src)
+    paths = flow_paths(work, region, preset_name, modality)
+    reg = get_region(region)
+    queries = ensure_query_set(region, dem_src, preset, paths.work)
+    dbs = ensure_databases(TRAIN_DB_KINDS, preset, region, dem_src, paths, queries)
+    tcfg = preset.train
+    dev = resolve_device(device or getattr(tcfg, "device", "auto"))
+    seed_everything(int(tcfg.seed))
+    splits = query_splits(queries, reg, preset.grid)
+    size_px, db_fov = int(preset.render.size_px), float(preset.render.fov_deg)
+    augment = _augment_config(tcfg)
+    trainq = make_queryset(
+        queries, splits == SPLIT_CODES["train"], reg.crs_wkt, size_px, db_fov, augment=augment, seed=tcfg.seed
+    )
+    if len(trainq.dataset) == 0:
+        raise ConfigError(f"no training-split queries among {len(queries)} in {paths.region_dir / 'queries'}")
+    pool = make_pool(
+        [dbs["sparse"], dbs["compact"]], paths.modality, "train", reg.crs_wkt, augment=augment, seed=tcfg.seed
+    )
+    val = None
+    valmask = splits == SPLIT_CODES["val"]
+    if valmask.any() and split_indices(dbs["compact"], "val").size:
+        val = (
+            make_queryset(queries, valmask, reg.crs_wkt, size_px, db_fov),
+            make_pool([dbs["compact"]], paths.modality, "val", reg.crs_wkt),
+        )
+    net = build_net(preset.net).to(dev)
+    meta = {
+        "preset": preset_name,
+        "region": paths.region,
+        "modality": paths.modality,
+        "net": _json_safe(preset.net),
+        "train": _json_safe(tcfg),
+        "init": getattr(net, "init_source", None),
+        "device": str(dev),
+    }
+    paths.run.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = train(net, trainq, pool, tcfg, paths.run, dev, val=val, resume=resume, meta=meta)
+    summary = {
+        **meta,
+        "checkpoint": str(result.checkpoint),
+        "epochs": len(result.history),
+        "n_train_queries": len(trainq.dataset),
+        "n_train_views": len(pool),
+        "n_val_queries": 0 if val is None else len(val[0].dataset),
+        "last_epoch": result.history[-1] if result.history else None,
+        "train_s": round(time.perf_counter() - t0, 2),
+    }
+    (paths.run / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def _default_dem(region: str, dem_src: Any) -> Any:
+    if dem_src:
+        return dem_src
+    if Path(str(region)).stem == "demo":
+        return "demo"
+    raise ConfigError(f"--dem is required for region {region!r} (only the demo region has an embedded DEM)")
+
+
+def _augment_config(tcfg: Any) -> Any:
+    """The transforms' AugmentConfig when ``TrainConfig.augment`` is on (default strengths), else None."""
+    from crosslocate.datasets.transforms import AugmentConfig
+
+    return AugmentConfig() if bool(getattr(tcfg, "augment", True)) else None
+
+
+__all__ = [
+    "TRAIN_DB_KINDS",
+    "FlowPaths",
+    "ensure_databases",
+    "flow_paths",
+    "make_pool",
+    "make_queryset",
+    "query_splits",
+    "query_xy",
+    "run_train",
+    "split_indices",
+]

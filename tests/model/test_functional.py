@@ -1,0 +1,45 @@
+"""Pure tensor functions against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from crosslocate.errors import ConfigError
+from crosslocate.model import functional as F
+from crosslocate.model.layers import POOLING, GeM, L2N, TripletLoss
+
+
+def test_triplet_loss_hand_computed():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[0.8, 0.6], [0.0, 1.0]])
+    n = torch.tensor([[[0.6, 0.8], [-1.0, 0.0]], [[0.0, 0.9], [1.0, 0.0]]])
+    # tuple 0: d2p = 0.04 + 0.36 = 0.4; d2n = 0.16 + 0.64 = 0.8 and 4.0
+    #   -> max(0.4 + 0.1 - 0.8, 0) + max(0.4 + 0.1 - 4, 0) = 0
+    # tuple 1: d2p = 0; d2n = 0.01 and 2 -> max(0.1 - 0.01, 0) + 0 = 0.09
+    per = F.triplet_loss(q, p, n, margin=0.1, reduction="none")
+    torch.testing.assert_close(per, torch.tensor([0.0, 0.09]))
+    torch.testing.assert_close(F.triplet_loss(q, p, n), torch.tensor(0.045))
+    torch.testing.assert_close(F.triplet_loss(q, p, n, reduction="sum"), torch.tensor(0.09))
+    # a larger margin activates tuple 0's first negative: 0.4 + 0.5 - 0.8 = 0.1
+    torch.testing.assert_close(F.triplet_loss(q, p, n, margin=0.5, reduction="none")[0], torch.tensor(0.1))
+    assert "margin=0.1" in repr(TripletLoss())
+
+
+def test_triplet_loss_shapes_checked():
+    with pytest.raises(ConfigError):
+        F.triplet_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+def test_pooling_and_l2n_by_hand():
+    x = torch.tensor([[[[1.0, -2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]]]])  # (1, 2, 2, 2)
+    torch.testing.assert_close(F.mac(x), torch.tensor([[4.0, 2.0]]))
+    torch.testing.assert_close(F.spoc(x), torch.tensor([[1.5, 0.5]]))
+    # GeM p=1 of the map clamped at eps: mean(1, eps, 3, 4) = 2
+    torch.testing.assert_close(F.gem(x, p=1.0), torch.tensor([[2.0, 0.5]]), atol=1e-5, rtol=0)
+    # GeM p=2 of channel 1: sqrt((0+0+0+4)/4) = 1
+    assert abs(float(F.gem(x, p=2.0)[0, 1]) - 1.0) < 1e-5
+    n = F.l2n(x, dim=1)
+    # location (1, 1): (4, 2) / sqrt(20)
+    torch.testing.assert_close(n[0, :, 1, 1], torch.tensor([4.0, 2.0]) / 20**0.5, atol=1e-5, rtol=0)
+    assert set(POOLING) == {"mac", "spoc", "gem"}
+    assert "p=3.0000" in repr(GeM()) and "dim=1" in repr(L2N())

@@ -1,0 +1,42 @@
+"""Plots write readable PNGs; the recall curve is drawn where the numbers say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from crosslocate.model import plots
+from PIL import Image
+
+
+def _png(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_recall_curves_png(tmp_path):
+    recall = {"20": {"1": 0.1, "10": 0.3, "100": 0.5}, "1000": {"1": 0.4, "10": 0.7, "100": 0.9}}
+    chance = {"20": {"1": 0.0, "10": 0.01, "100": 0.1}, "1000": {"1": 0.01, "10": 0.1, "100": 0.6}}
+    out = plots.plot_recall_curves(
+        recall, tmp_path / "r.png", chance=chance, baselines={"untrained": chance}, title="demo"
+    )
+    img = _png(out)
+    assert img.shape[1] > img.shape[0] > 100  # two panels side by side
+    assert not (tmp_path / "r.png.tmp.png").exists()
+    with pytest.raises(ValueError):
+        plots.plot_recall_curves({}, tmp_path / "x.png")
+
+
+def test_recall_vs_distance_and_map_and_mosaic(tmp_path):
+    d = np.array([20, 100, 1000, 5000.0])
+    out = plots.plot_recall_vs_distance(d, {1: [0.1, 0.2, 0.4, 0.6], 10: [0.2, 0.4, 0.7, 0.9]}, tmp_path / "d.png")
+    assert _png(out).ndim == 3
+    q = np.array([[0.0, 0.0], [1000.0, 500.0]])
+    r = q[:, None, :] + np.arange(3)[None, :, None] * 100.0
+    hs = (np.linspace(0, 1, 100).reshape(10, 10), (-500.0, 1500.0, -500.0, 1000.0))
+    out = plots.plot_retrieval_map(q, r, tmp_path / "m.png", database_xy=np.zeros((5, 2)), hillshade=hs)
+    assert _png(out).shape[0] > 100
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    out = plots.plot_retrieval_mosaic(
+        [rgb, rgb], [[np.ones((8, 8))] * 2, [np.ones((8, 8))]], tmp_path / "mo.png", labels=[["a", "b"], ["c"]]
+    )
+    assert _png(out).shape[1] > _png(out).shape[0]  # 3 columns x 2 rows
