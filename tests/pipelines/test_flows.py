@@ -206,7 +206,9 @@ def world(tmp_path, monkeypatch):
         return _make_db(out_dir)
 
     monkeypatch.setattr(views, "_open_database", lambda d: _Db(d))
-    _ensure(monkeypatch, "crosslocate.datasets.shards", open_database=lambda d: _Db(d))
+    from crosslocate.datasets import shards
+
+    monkeypatch.setattr(shards, "open_database", lambda d, **kw: _Db(d))
     monkeypatch.setitem(sys.modules, "crosslocate.pipelines.presets", _fake("p", get_preset=lambda name: preset))
     monkeypatch.setitem(
         sys.modules,
@@ -227,13 +229,12 @@ def world(tmp_path, monkeypatch):
         resolve_device=lambda s: torch.device("cpu"),
         seed_everything=lambda s: torch.manual_seed(s),
     )
-    _ensure(
-        monkeypatch,
-        "crosslocate.model.checkpoint",
-        save_checkpoint=_save,
-        load_checkpoint=_load,
-        load_network=_load_network,
-    )
+    # the network is a fake, so its checkpoints are too (the real ones rebuild a RetrievalNet)
+    fake_ckpt = _fake("c", save_checkpoint=_save, load_checkpoint=_load, load_network=_load_network)
+    monkeypatch.setitem(sys.modules, "crosslocate.model.checkpoint", fake_ckpt)
+    import crosslocate.model
+
+    monkeypatch.setattr(crosslocate.model, "checkpoint", fake_ckpt, raising=False)
     _ensure(monkeypatch, "crosslocate.model.search", search=_search)
     _ensure(monkeypatch, "crosslocate.model.evaluate", recall_at_n=_recall_at_n, chance_recall=_chance)
     _ensure(monkeypatch, "crosslocate.model.mining", mine_tuples=_mine)
