@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -179,12 +178,14 @@ def extract_descriptors(
     loader = DataLoader(_Indexed(source), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     out: list[npt.NDArray[np.float32]] = []
     try:
-        from tqdm import tqdm
+        from crosslocate.progress import Progress
 
-        for batch in tqdm(loader, desc=desc, disable=not sys.stderr.isatty(), leave=False):
-            d = net(batch.to(device))
-            d = torch.nn.functional.normalize(d.float(), dim=1)
-            out.append(d.cpu().numpy())
+        with Progress(len(loader), desc, "batch", logger=logger) as bar:
+            for batch in loader:
+                d = net(batch.to(device))
+                d = torch.nn.functional.normalize(d.float(), dim=1)
+                out.append(d.cpu().numpy())
+                bar.update()
     finally:
         net.train(was_training)
     if not out:

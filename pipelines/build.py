@@ -207,9 +207,9 @@ def shard_jobs(
 
 
 def _progress(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from crosslocate.progress import Progress
 
-    return tqdm(total=total, unit="view", desc=desc, disable=not sys.stderr.isatty(), smoothing=0.1)
+    return Progress(total, desc, "view")
 
 
 def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_views: int, desc: str) -> Manifest:

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -381,19 +380,55 @@ def photo_rng(cfg: QuerySetConfig, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.photo.seed, index]))
 
 
-def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: Path) -> int:
-    """Render every pose whose PNG is not complete yet; returns how many were rendered."""
-    from tqdm import tqdm
+#: Below this many photos to render, render in this process (worker start-up is not worth it).
+_PARALLEL_MIN_PHOTOS = 16
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(dem: Any, cfg: QuerySetConfig, out_dir: Path) -> None:
+    """Process-pool initializer: one DEM handle and one renderer per worker process."""
+    _WORKER.update(dem=dem, cfg=cfg, out_dir=out_dir, renderer=PhotoRenderer(cfg.render_config()))
+
+
+def _render_one(i: int, pose: Pose) -> int:
+    """Render photo ``i`` in a worker and write it atomically; returns ``i``."""
+    cfg: QuerySetConfig = _WORKER["cfg"]
+    image = _WORKER["renderer"].render(_WORKER["dem"], pose, cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo)
+    write_png(_WORKER["out_dir"] / image_name(i), image)
+    return i
+
+
+def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: Path, workers: int | None = None) -> int:
+    """Render every pose whose PNG is not complete yet; returns how many were rendered.
+
+    Photos are independent (each has its own seeded generator, :func:`photo_rng`), so they are
+    rendered by ``workers`` processes (default: one per core) with identical bytes in any order.
+    """
+    from crosslocate.progress import Progress
 
     todo = [i for i in range(len(poses)) if not png_complete(out_dir / image_name(i), cfg.width_px, cfg.height_px)]
     if len(todo) < len(poses):
         logger.info("resuming: %d of %d photos exist", len(poses) - len(todo), len(poses))
     if not todo:
         return 0
-    with PhotoRenderer(cfg.render_config()) as renderer:
-        for i in tqdm(todo, desc="queries", unit="photo", disable=not sys.stderr.isatty()):
-            image = renderer.render(dem, poses[i], cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo)
-            write_png(out_dir / image_name(i), image)
+    n_workers = min(workers or os.cpu_count() or 1, len(todo))
+    with Progress(len(todo), "query photos", "photo", logger=logger) as bar:
+        if n_workers <= 1 or len(todo) < _PARALLEL_MIN_PHOTOS:
+            with PhotoRenderer(cfg.render_config()) as renderer:
+                for i in todo:
+                    image = renderer.render(dem, poses[i], cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo)
+                    write_png(out_dir / image_name(i), image)
+                    bar.update()
+            return len(todo)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")  # numba's threading layer is not fork-safe
+        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_worker_init, initargs=(dem, cfg, out_dir)) as ex:
+            futures = [ex.submit(_render_one, i, poses[i]) for i in todo]
+            for fut in as_completed(futures):
+                fut.result()
+                bar.update()
     return len(todo)
 
 

@@ -47,6 +47,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
+import pyproj
 import numpy.typing as npt
 from crosslocate.datasets.schema import Modality
 from crosslocate.dem import geodesy
@@ -253,15 +254,30 @@ class PlaneWaves:
         ``damping`` (optional, same shape as the points) is a length in metres: wave ``k`` is scaled
         by ``exp(-(damping * |k| / 2 pi) ** 2)`` (band-limiting for a pixel footprint of that size).
         """
-        xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        out = np.zeros(np.broadcast_shapes(xa.shape, ya.shape))
+        # float32 arithmetic (phases of the callers' centred coordinates stay below ~1e4 rad, where
+        # float32 keeps ~1e-3 rad): 3-4x faster than float64 on the millions of terrain nodes.
+        xa, ya = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+        shape = np.broadcast_shapes(xa.shape, ya.shape)
+        out = np.zeros(shape, np.float32)
+        arg = np.empty(shape, np.float32)
+        tmp = np.empty(shape, np.float32)
         kabs = np.hypot(self.kx, self.ky) / (2.0 * math.pi)
+        damp = None if damping is None else np.asarray(damping, np.float32)
         for k in range(self.kx.size):
-            term = self.weight[k] * np.cos(self.kx[k] * xa + self.ky[k] * ya + self.phase[k])
-            if damping is not None:
-                term *= np.exp(-np.square(np.asarray(damping) * kabs[k]))
-            out += term
-        return out
+            np.multiply(xa, np.float32(self.kx[k]), out=arg)
+            np.multiply(ya, np.float32(self.ky[k]), out=tmp)
+            arg += tmp
+            arg += np.float32(self.phase[k])
+            np.cos(arg, out=arg)
+            arg *= np.float32(self.weight[k])
+            if damp is not None:
+                np.multiply(damp, np.float32(kabs[k]), out=tmp)
+                np.square(tmp, out=tmp)
+                np.negative(tmp, out=tmp)
+                np.exp(tmp, out=tmp)
+                arg *= tmp
+            out += arg
+        return out.astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -316,8 +332,18 @@ class PerturbedDEM:
         self.n_waves = int(n_waves)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x7E4B]))
         self.waves = PlaneWaves.random(rng, self.n_waves, self.wavelength_m, self.amplitude_m)
-        west, south, east, north = (float(v) for v in dem.bounds_lonlat)
-        self.frame_wkt: str = geodesy.aeqd_crs_wkt((west + east) / 2.0, (south + north) / 2.0)
+        # The waves live in a metric frame: the base DEM's own CRS when it is projected (then the
+        # renderer's native-coordinate sampling needs no reprojection), else a local azimuthal
+        # equidistant frame at the DEM centre.
+        # Coordinates are centred on ``frame_origin`` so the wave phases stay small.
+        if pyproj.CRS.from_user_input(dem.crs_wkt).is_projected:
+            self.frame_wkt: str = dem.crs_wkt
+            x0, y0, x1, y1 = (float(v) for v in dem.bounds_native)
+            self.frame_origin = ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+        else:
+            west, south, east, north = (float(v) for v in dem.bounds_lonlat)
+            self.frame_wkt = geodesy.aeqd_crs_wkt((west + east) / 2.0, (south + north) / 2.0)
+            self.frame_origin = (0.0, 0.0)
 
     @classmethod
     def from_config(cls, dem: Any, cfg: PhotoConfig) -> PerturbedDEM:
@@ -369,7 +395,11 @@ class PerturbedDEM:
         return self._offset_crs(lon, lat, "EPSG:4326")
 
     def _offset_crs(self, x: npt.ArrayLike, y: npt.ArrayLike, crs: str) -> FloatArray:
-        return self.waves(*geodesy.transform_xy(np.ravel(x), np.ravel(y), crs, self.frame_wkt))
+        if crs == self.frame_wkt:
+            fx, fy = np.ravel(x), np.ravel(y)
+        else:
+            fx, fy = geodesy.transform_xy(np.ravel(x), np.ravel(y), crs, self.frame_wkt)
+        return self.waves(np.asarray(fx, np.float64) - self.frame_origin[0], np.asarray(fy, np.float64) - self.frame_origin[1])
 
     def sample(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> FloatArray:
         """Perturbed bilinear elevation, (N,) float64 metres; NaN outside coverage (as the base)."""

@@ -173,3 +173,18 @@ def test_real_renderer_end_to_end(tmp_path, cone, monkeypatch):
 
     monkeypatch.setattr(photo.PhotoRenderer, "views", boom)
     assert _poses(ensure_query_set(region, dem, cfg, tmp_path)) == _poses(queries)
+
+
+def test_parallel_rendering_gives_the_serial_bytes(tmp_path, cone, monkeypatch):
+    """Two worker processes write exactly the photos one process writes (per-photo seeded rng)."""
+    from crosslocate.pipelines import queries as qp
+
+    dem, region = cone
+    cfg = dataclasses.replace(CFG, n_queries=4)
+    serial = ensure_query_set(region, dem, cfg, tmp_path / "serial")
+    monkeypatch.setattr(qp, "_PARALLEL_MIN_PHOTOS", 0)
+    monkeypatch.setattr(qp.os, "cpu_count", lambda: 2)
+    parallel = ensure_query_set(region, dem, cfg, tmp_path / "parallel")
+    assert _poses(serial) == _poses(parallel)
+    for a, b in zip(serial, parallel, strict=True):
+        assert np.array_equal(np.asarray(Image.open(a.image)), np.asarray(Image.open(b.image)))
