@@ -16,7 +16,10 @@ API
   elsewhere); ``horizon_distances(q (M, G), db (N, G), step_deg, max_shift_deg) -> (M, N)`` = mean
   squared elevation difference (deg^2) over the overlap, minimised over azimuth shifts;
   ``horizon_baseline(...) -> BaselineResult`` ranks database views, from precomputed horizon rows or
-  from database depth (via :func:`crosslocate.datasets.derived.horizon_line`).
+  from database depth (via :func:`crosslocate.datasets.derived.horizon_line`);
+  ``horizon_angles(rows, fov_deg, height_px, pitch_deg, roll_deg)`` the same for a camera of known
+  gravity (resample/baseline take per-view pitch/roll); ``photo_horizon_rows(rgb) -> (W,)`` the
+  sky/terrain boundary of an RGB photo (:func:`sky_mask_rgb` + a per-column best split).
 
 ``BaselineResult.indices`` is (M, K) int64 best first, like a descriptor search, so
 :mod:`crosslocate.model.evaluate` scores every baseline the same way.
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.errors import ConfigError
 from crosslocate.model.evaluate import RecallTable, chance_recall
 
@@ -94,6 +98,44 @@ def untrained_baseline(
     return BaselineResult(indices=idx, distances=dist.astype(np.float64), info={"init": net.init_source})
 
 
+def horizon_angles(
+    rows: npt.ArrayLike,
+    fov_deg: float,
+    height_px: int,
+    pitch_deg: float = 0.0,
+    roll_deg: float = 0.0,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Azimuth and elevation of the boundary point of every column, for a camera with known gravity.
+
+    The point of column ``c`` is the column centre ``c + 0.5`` at row ``rows[..., c]``; its ray is
+    rotated by the camera's ``pitch_deg`` (up positive) and ``roll_deg`` (clockwise seen from behind
+    positive), the conventions of :mod:`crosslocate.dem.poses` / ``render.camera``.
+
+    Returns
+    -------
+    az_deg, elev_deg : (..., W) float64
+        Azimuth relative to the camera's yaw (positive = clockwise / right) and elevation above the
+        horizontal plane, degrees; NaN where ``rows`` is NaN.
+    """
+    r = np.asarray(rows, np.float64)
+    w = r.shape[-1]
+    if not 0 < fov_deg < 180:
+        raise ConfigError(f"fov_deg must be in (0, 180), got {fov_deg}")
+    f = (w / 2.0) / np.tan(np.radians(fov_deg) / 2.0)
+    x = np.arange(w) + 0.5 - w / 2.0  # camera x (right), pixels
+    y = r - height_px / 2.0  # camera y (down), pixels
+    p, q = np.radians(float(pitch_deg)), np.radians(float(roll_deg))
+    # camera axes in a yaw-0 ENU frame (east, north, up), as render.camera.rotation_cam_to_enu(0, p, q)
+    fwd = np.array([0.0, np.cos(p), np.sin(p)])
+    right0, up0 = np.array([1.0, 0.0, 0.0]), np.array([0.0, -np.sin(p), np.cos(p)])
+    right = np.cos(q) * right0 - np.sin(q) * up0
+    up = np.sin(q) * right0 + np.cos(q) * up0
+    ray = x[..., None] * right + y[..., None] * (-up) + f * fwd  # (..., W, 3)
+    az = np.degrees(np.arctan2(ray[..., 0], ray[..., 1]))
+    elev = np.degrees(np.arctan2(ray[..., 2], np.hypot(ray[..., 0], ray[..., 1])))
+    return az, elev
+
+
 def horizon_elevation(
     rows: npt.ArrayLike, fov_deg: float, height_px: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -128,6 +170,49 @@ def horizon_elevation(
     return az, elev
 
 
+def sky_mask_rgb(
+    rgb: npt.ArrayLike, *, blue_margin: float = 0.09, cloud_min: float = 0.82, cloud_spread: float = 0.06
+) -> npt.NDArray[np.bool_]:
+    """(H, W) bool: pixels that look like sky in an RGB photo.
+
+    Sky is blue (``b - r >= blue_margin``, values in [0, 1]) or bright and neutral (cloud:
+    ``min(rgb) >= cloud_min`` and ``max - min <= cloud_spread``). Terrain (green, grey, hazed) is
+    neither; very distant hazed terrain and lit snow may be confused, which the per-column split of
+    :func:`photo_horizon_rows` tolerates.
+    """
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[-1] < 3:
+        raise ConfigError(f"rgb must be (H, W, 3), got shape {a.shape}")
+    x = a[..., :3].astype(np.float64)
+    if np.issubdtype(a.dtype, np.integer):
+        x = x / 255.0
+    lo, hi = x.min(axis=-1), x.max(axis=-1)
+    blue = x[..., 2] - x[..., 0] >= blue_margin
+    cloud = (lo >= cloud_min) & (hi - lo <= cloud_spread)
+    return blue | cloud
+
+
+def photo_horizon_rows(rgb: npt.ArrayLike, **kwargs: Any) -> npt.NDArray[np.float32]:
+    """(W,) float32 sky/terrain boundary row of each column of an RGB photo (sky on top).
+
+    Per column the boundary ``r`` maximises the agreement ``#sky(rows < r) + #terrain(rows >= r)``
+    with :func:`sky_mask_rgb` (a robust 1-D split: isolated misclassified pixels do not move it).
+    Same convention as :func:`crosslocate.datasets.derived.horizon_line`: rows ``< r`` are sky,
+    ``r = H`` for an all-sky column and NaN when the best split has no sky (``r = 0``).
+    ``kwargs`` go to :func:`sky_mask_rgb`.
+    """
+    sky = sky_mask_rgb(rgb, **kwargs)
+    h, w = sky.shape
+    s = sky.astype(np.int64)
+    sky_above = np.concatenate([np.zeros((1, w), np.int64), np.cumsum(s, axis=0)])  # (H+1, W): sky in rows < r
+    ground_below = (1 - s)[::-1].cumsum(axis=0)[::-1]
+    ground_below = np.concatenate([ground_below, np.zeros((1, w), np.int64)])  # terrain in rows >= r
+    score = sky_above + ground_below
+    # the lowest best split (a tie between r and r' > r means rows r..r'-1 are half sky, half terrain)
+    best = h - np.argmax(score[::-1], axis=0)
+    return np.where(best > 0, best, np.nan).astype(np.float32)
+
+
 def horizon_grid(db_fov_deg: float = 60.0, step_deg: float = 0.5) -> npt.NDArray[np.float64]:
     """(G,) azimuth offsets, degrees, covering ``[-db_fov/2, db_fov/2]`` in steps of ``step_deg`` (centred on 0)."""
     half = int(np.floor(db_fov_deg / 2.0 / step_deg + 1e-9))
@@ -137,27 +222,42 @@ def horizon_grid(db_fov_deg: float = 60.0, step_deg: float = 0.5) -> npt.NDArray
 def resample_horizon(
     rows: npt.ArrayLike,
     fov_deg: float | npt.ArrayLike,
-    height_px: int,
+    height_px: int | npt.ArrayLike,
     grid_deg: npt.ArrayLike,
+    *,
+    pitch_deg: float | npt.ArrayLike = 0.0,
+    roll_deg: float | npt.ArrayLike = 0.0,
 ) -> npt.NDArray[np.float32]:
     """(n, G) float32 elevation curves (degrees) on the azimuth grid; NaN where the view does not reach.
 
-    ``rows`` (n, W) boundary rows; ``fov_deg`` scalar or (n,) per view.
+    ``rows`` (n, W) boundary rows; ``fov_deg``, ``height_px``, ``pitch_deg``, ``roll_deg`` scalar or
+    (n,) per view (pitch/roll: the camera's known gravity, see :func:`horizon_angles`; 0 = level).
+    Grid points between two valid columns separated by an invalid (NaN) one stay NaN.
     """
     r = np.atleast_2d(np.asarray(rows, np.float64))
-    fov = np.broadcast_to(np.asarray(fov_deg, np.float64), (len(r),))
+    n = len(r)
+    fov = np.broadcast_to(np.asarray(fov_deg, np.float64), (n,))
+    hgt = np.broadcast_to(np.asarray(height_px, np.float64), (n,))
+    pit = np.broadcast_to(np.asarray(pitch_deg, np.float64), (n,))
+    rol = np.broadcast_to(np.asarray(roll_deg, np.float64), (n,))
     grid = np.asarray(grid_deg, np.float64)
-    out = np.full((len(r), len(grid)), np.nan, np.float32)
-    for i in range(len(r)):
-        az, elev = horizon_elevation(r[i], float(fov[i]), height_px)
-        ok = np.isfinite(elev)
+    out = np.full((n, len(grid)), np.nan, np.float32)
+    for i in range(n):
+        ok = np.isfinite(r[i])
+        if ok.sum() < 2:
+            continue
+        # a NaN column keeps the azimuth of its image-centre pixel, for the gap test below
+        ri = np.where(ok, r[i], hgt[i] / 2.0)
+        az, elev = horizon_angles(ri, float(fov[i]), float(hgt[i]), float(pit[i]), float(rol[i]))
+        order = np.argsort(az, kind="stable")
+        az, elev, oki = az[order], elev[order], ok[order]
         inside = (grid >= az[0]) & (grid <= az[-1])
-        if ok.sum() >= 2 and inside.any():
-            vals = np.interp(grid[inside], az[ok], elev[ok])
-            # grid points between two valid columns separated by an invalid one stay NaN
-            nearest = np.abs(az[:, None] - grid[inside][None, :]).argmin(axis=0)
-            vals[~ok[nearest]] = np.nan
-            out[i, inside] = vals
+        if not inside.any():
+            continue
+        vals = np.interp(grid[inside], az[oki], elev[oki])
+        nearest = np.abs(az[:, None] - grid[inside][None, :]).argmin(axis=0)
+        vals[~oki[nearest]] = np.nan
+        out[i, inside] = vals
     return out
 
 
@@ -182,23 +282,38 @@ def horizon_distances(
     if q.shape[1] != db.shape[1]:
         raise ConfigError(f"query and database curves need one grid, got {q.shape[1]} and {db.shape[1]} points")
     s_max = int(np.floor(max_shift_deg / step_deg + 1e-9))
-    g = q.shape[1]
-    pad = np.full((len(db), g + 2 * s_max), np.nan)
-    pad[:, s_max : s_max + g] = db
+    n_shift, g = 2 * s_max + 1, q.shape[1]
     out = np.full((len(q), len(db)), np.inf)
-    for i in range(len(q)):
-        qi = q[i]
-        need = max(2, int(np.ceil(min_overlap * np.isfinite(qi).sum())))
-        for s in range(-s_max, s_max + 1):
-            d = pad[:, s_max + s : s_max + s + g] - qi[None, :]
-            valid = np.isfinite(d)
-            n = valid.sum(axis=1)
-            d0 = np.where(valid, d, 0.0)
-            if subtract_mean:
-                mu = d0.sum(axis=1) / np.maximum(n, 1)
-                d0 = np.where(valid, d - mu[:, None], 0.0)
-            mse = np.where(n >= need, (d0 * d0).sum(axis=1) / np.maximum(n, 1), np.inf)
-            out[i] = np.minimum(out[i], mse)
+    if len(q) == 0 or len(db) == 0:
+        return out
+    # Sums over the common valid points of every (query, shift, view) as matrix products:
+    # sum (d - q)^2 = sum m_q M_d d^2 - 2 sum m_q q M_d d + sum m_q q^2 M_d, with validity masks m, M.
+    md = np.isfinite(db).astype(np.float64)
+    d0 = np.where(md > 0, db, 0.0)
+    md_t, d_t, d2_t = md.T, d0.T, (d0 * d0).T
+    # shifted[:, k, i] = a[:, i - s] for s = k - s_max (0 outside): query point j meets view point j + s
+    cols = np.arange(g)[None, :] + 2 * s_max - np.arange(n_shift)[:, None]
+    chunk = max(1, 4_000_000 // (n_shift * len(db)))
+    for lo in range(0, len(q), chunk):
+        qc = q[lo : lo + chunk]
+        mq = np.isfinite(qc).astype(np.float64)
+        q0 = np.where(mq > 0, qc, 0.0)
+
+        def shifted(a: npt.NDArray[np.float64], rows: int = len(qc)) -> npt.NDArray[np.float64]:
+            pad = np.zeros((rows, g + 2 * s_max))
+            pad[:, s_max : s_max + g] = a
+            return pad[:, cols].reshape(rows * n_shift, g)
+
+        smq, sq0 = shifted(mq), shifted(q0)
+        n = smq @ md_t  # (rows * S, N) common valid points
+        sse = smq @ d2_t - 2.0 * (sq0 @ d_t) + shifted(q0 * q0) @ md_t
+        if subtract_mean:
+            diff = smq @ d_t - sq0 @ md_t  # sum (d - q) over the overlap
+            sse = sse - diff * diff / np.maximum(n, 1.0)
+        need = np.maximum(2, np.ceil(min_overlap * mq.sum(axis=1) - 1e-9))  # (rows,)
+        need = np.repeat(need, n_shift)[:, None]
+        mse = np.where(n >= need, np.maximum(sse, 0.0) / np.maximum(n, 1.0), np.inf)
+        out[lo : lo + len(qc)] = mse.reshape(len(qc), n_shift, len(db)).min(axis=1)
     return out
 
 
@@ -215,22 +330,45 @@ def horizon_baseline(
     step_deg: float = 0.5,
     max_shift_deg: float = 5.0,
     subtract_mean: bool = False,
+    q_pitch_deg: float | npt.ArrayLike = 0.0,
+    q_roll_deg: float | npt.ArrayLike = 0.0,
+    db_pitch_deg: float | npt.ArrayLike = 0.0,
+    db_roll_deg: float | npt.ArrayLike = 0.0,
+    min_overlap: float = 0.5,
+    tie_seed: int = 0,
 ) -> BaselineResult:
     """Rank database views by horizon-curve distance to each query.
 
     Parameters
     ----------
-    q_rows : (M, Wq) float
-        Query horizon rows (:func:`crosslocate.datasets.derived.horizon_line` of query depth, or a
-        sky segmentation of a photo).
+    q_rows : (M, Wq) float, or a list of M (Wq_i,) arrays of different widths
+        Query horizon rows (:func:`crosslocate.datasets.derived.horizon_line` of query depth, or
+        :func:`photo_horizon_rows` of a photo).
     q_fov_deg : (M,) float
         Query horizontal FOV, degrees.
-    q_height_px : int
+    q_height_px : int or (M,) int
         Query image height, pixels.
+    k : int
+        Retrieved views per query.
     db_rows : (N, W) float, optional
         Precomputed database horizon rows; or give ``db_depth`` (N, H, W) float32 metres (sky <= 0).
     db_fov_deg : float
         Database FOV (60), degrees.
+    db_height_px : int, optional
+        Database view height (default: ``W``, square views).
+    step_deg, max_shift_deg : float
+        Azimuth grid step and shift-search half range, degrees.
+    q_pitch_deg, q_roll_deg, db_pitch_deg, db_roll_deg : float or per-view array
+        Known camera gravity (pitch up positive, roll clockwise positive), degrees; 0 = level.
+    min_overlap : float
+        Fraction of the query's valid grid points a database curve must overlap (else ``inf``).
+    tie_seed : int
+        Seed of the random order among equal distances (e.g. all ``inf`` for a photo without sky).
+
+    Returns
+    -------
+    BaselineResult with ``indices`` (M, min(k, N)), best first (ties in seeded random order), and
+    ``distances`` the mean squared elevation differences (deg^2).
     """
     if (db_rows is None) == (db_depth is None):
         raise ConfigError("horizon_baseline needs exactly one of db_rows or db_depth")
@@ -243,16 +381,34 @@ def horizon_baseline(
     db_r = np.atleast_2d(np.asarray(db_rows, np.float64))
     h_db = int(db_height_px) if db_height_px is not None else db_r.shape[1]
     grid = horizon_grid(db_fov_deg, step_deg)
-    qc = resample_horizon(q_rows, q_fov_deg, q_height_px, grid)
-    dc = resample_horizon(db_r, db_fov_deg, h_db, grid)
-    dist = horizon_distances(qc, dc, step_deg, max_shift_deg, subtract_mean=subtract_mean)
+    if isinstance(q_rows, list | tuple) and len({np.shape(r)[-1] for r in q_rows}) > 1:
+        # photos of different widths: resample one by one
+        m = len(q_rows)
+        per = [
+            np.broadcast_to(np.asarray(v, np.float64), (m,)) for v in (q_fov_deg, q_height_px, q_pitch_deg, q_roll_deg)
+        ]
+        qc = np.concatenate(
+            [
+                resample_horizon(q_rows[i], per[0][i], per[1][i], grid, pitch_deg=per[2][i], roll_deg=per[3][i])
+                for i in range(m)
+            ]
+        )
+    else:
+        qc = resample_horizon(q_rows, q_fov_deg, q_height_px, grid, pitch_deg=q_pitch_deg, roll_deg=q_roll_deg)
+    dc = resample_horizon(db_r, db_fov_deg, h_db, grid, pitch_deg=db_pitch_deg, roll_deg=db_roll_deg)
+    dist = horizon_distances(qc, dc, step_deg, max_shift_deg, min_overlap=min_overlap, subtract_mean=subtract_mean)
     kk = min(int(k), dist.shape[1])
-    order = np.argsort(dist, axis=1, kind="stable")[:, :kk]
+    # ties (above all the ``inf`` rows of queries without a usable horizon) are broken at random, so
+    # an uninformative query gets a chance-level ranking rather than the database's storage order
+    tie = np.random.default_rng(tie_seed).random(dist.shape)
+    order = np.lexsort((tie, dist), axis=1)[:, :kk]
     info = {
         "step_deg": step_deg,
         "max_shift_deg": max_shift_deg,
         "subtract_mean": subtract_mean,
         "grid_points": len(grid),
+        "queries_without_horizon": int((~np.isfinite(qc)).all(axis=1).sum()),
+        "queries_without_match": int((~np.isfinite(dist)).all(axis=1).sum()) if dist.shape[1] else len(dist),
     }
     return BaselineResult(indices=order.astype(np.int64), distances=np.take_along_axis(dist, order, 1), info=info)
 
@@ -260,10 +416,13 @@ def horizon_baseline(
 __all__ = [
     "BaselineResult",
     "chance_baseline",
+    "horizon_angles",
     "horizon_baseline",
     "horizon_distances",
     "horizon_elevation",
     "horizon_grid",
+    "photo_horizon_rows",
     "resample_horizon",
+    "sky_mask_rgb",
     "untrained_baseline",
 ]

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from crosslocate.errors import CheckpointError
 from torch import nn
+
+from crosslocate.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 

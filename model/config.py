@@ -55,10 +55,37 @@ def _from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
     return cls(**kw)
 
 
+def _is_number(value: Any) -> bool:
+    """A real int/float (not a bool, not a string): what the numeric fields accept."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, int | float) and math.isfinite(value) and ok):
+    ok = _is_number(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
+
+
+def _bools(cfg: Any, *names: str) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if not isinstance(v, bool):
+            raise ConfigError(f"{type(cfg).__name__}.{name} must be True or False, got {v!r}")
+
+
+def _numbers(name: str, values: Any) -> tuple[float, ...]:
+    """``values`` as a tuple of finite numbers, else ConfigError naming the field."""
+    try:
+        items = tuple(values)
+    except TypeError:
+        raise ConfigError(f"{name} must be a sequence of numbers, got {values!r}") from None
+    if not all(_is_number(v) and math.isfinite(v) for v in items):
+        raise ConfigError(f"{name} must contain finite numbers only, got {values!r}")
+    return items
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,11 +147,18 @@ class NetConfig:
         if self.width > 4:
             raise ConfigError(f"NetConfig.width={self.width} is too large (max 4)")
         _positive("NetConfig.gem_p", self.gem_p)
-        if self.out_dim is not None and (not isinstance(self.out_dim, int) or self.out_dim < 1):
+        if self.out_dim is not None and (not _is_int(self.out_dim) or self.out_dim < 1):
             raise ConfigError(f"NetConfig.out_dim must be None or a positive int, got {self.out_dim!r}")
-        if not isinstance(self.input_size_px, int) or self.input_size_px < 16:
+        if not _is_int(self.input_size_px) or self.input_size_px < 16:
             raise ConfigError(f"NetConfig.input_size_px must be an int >= 16, got {self.input_size_px!r}")
-        if self.in_channels not in (1, 3):
+        _bools(self, "final_relu", "prepool_l2", "two_branch", "fov_scaling")
+        if not _is_int(self.init_seed) or self.init_seed < 0:
+            raise ConfigError(f"NetConfig.init_seed must be an int >= 0, got {self.init_seed!r}")
+        if self.imagenet_weights is not None and not isinstance(self.imagenet_weights, str):
+            raise ConfigError(
+                f"NetConfig.imagenet_weights must be a path string or None, got {self.imagenet_weights!r}"
+            )
+        if not _is_int(self.in_channels) or self.in_channels not in (1, 3):
             raise ConfigError(f"NetConfig.in_channels must be 1 or 3, got {self.in_channels!r}")
         if self.imagenet_weights is not None and self.backbone != "vgg16":
             raise ConfigError(
@@ -201,7 +235,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "n_negatives", "neg_pool_size", "neg_hardest", "embed_batch_size"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ConfigError(f"TrainConfig.{name} must be an int >= 1, got {v!r}")
         for name in ("lr", "margin", "pos_radius_m", "neg_min_dist_m"):
             _positive(f"TrainConfig.{name}", getattr(self, name))
@@ -215,10 +249,13 @@ class TrainConfig:
             )
         if self.neg_hardest > self.neg_pool_size:
             raise ConfigError(f"TrainConfig.neg_hardest={self.neg_hardest} exceeds neg_pool_size={self.neg_pool_size}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+        if not _is_int(self.num_workers) or self.num_workers < 0:
             raise ConfigError(f"TrainConfig.num_workers must be an int >= 0, got {self.num_workers!r}")
-        if self.max_tuples is not None and (not isinstance(self.max_tuples, int) or self.max_tuples < 1):
+        if self.max_tuples is not None and (not _is_int(self.max_tuples) or self.max_tuples < 1):
             raise ConfigError(f"TrainConfig.max_tuples must be None or an int >= 1, got {self.max_tuples!r}")
+        _bools(self, "augment")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"TrainConfig.seed must be an int >= 0, got {self.seed!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(f"TrainConfig.device must be 'auto', 'cpu' or 'cuda:N', got {self.device!r}")
 
@@ -276,21 +313,23 @@ class EvalConfig:
     horizon_grid_step_deg: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.thresholds_m or any(not (math.isfinite(t) and t > 0) for t in self.thresholds_m):
+        thr = _numbers("EvalConfig.thresholds_m", self.thresholds_m)
+        if not thr or any(t <= 0 for t in thr):
             raise ConfigError(f"EvalConfig.thresholds_m must be positive distances, got {self.thresholds_m!r}")
-        edges = self.fov_bins_deg
+        edges = _numbers("EvalConfig.fov_bins_deg", self.fov_bins_deg)
         if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
             raise ConfigError(f"EvalConfig.fov_bins_deg must be >= 2 increasing edges, got {edges!r}")
         for name in ("max_n", "batch_size", "ivf_nlist", "ivf_nprobe", "hnsw_m", "hnsw_ef_search"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ConfigError(f"EvalConfig.{name} must be an int >= 1, got {v!r}")
-        if not 0 < self.orient_max_yaw_deg <= 180:
+        if not (_is_number(self.orient_max_yaw_deg) and 0 < self.orient_max_yaw_deg <= 180):
             raise ConfigError(f"EvalConfig.orient_max_yaw_deg must be in (0, 180], got {self.orient_max_yaw_deg}")
         if self.index not in INDEX_KINDS:
             raise ConfigError(f"EvalConfig.index={self.index!r}; choose one of {', '.join(INDEX_KINDS)}")
         if self.metric not in METRICS:
             raise ConfigError(f"EvalConfig.metric={self.metric!r}; choose one of {', '.join(METRICS)}")
+        _bools(self, "use_gpu")
         _positive("EvalConfig.horizon_max_shift_deg", self.horizon_max_shift_deg, allow_zero=True)
         _positive("EvalConfig.horizon_grid_step_deg", self.horizon_grid_step_deg)
 

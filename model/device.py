@@ -19,6 +19,7 @@ import re
 
 import numpy as np
 import torch
+
 from crosslocate.errors import BackendUnavailableError, ConfigError
 
 logger = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.dem.poses import yaw_difference_deg
 from crosslocate.errors import ConfigError
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.errors import missing_dependency
 
 logger = logging.getLogger(__name__)

@@ -5,8 +5,10 @@ checkpoint; the ``uniform`` database; descriptors of the test-split queries and 
 uniform views (batched, cached as ``.npy`` under ``<run>/descriptors/`` keyed by the checkpoint's
 sha256); exact search (:mod:`crosslocate.model.search`); recall@N for N = 1..100 at 20 m / 100 m /
 1 km (:mod:`crosslocate.model.evaluate`), orientation-restricted recall, per-FOV recall, analytic
-chance and the untrained-network baseline (same architecture and init, no training). Writes
-``<run>/results.json``, PNG plots, and returns a summary whose table compares with the paper.
+chance, the untrained-network baseline (same architecture and init, no training) and the HLoc-style
+horizon-line baseline (:func:`horizon_ranking`). Writes ``<run>/results.json`` (``baselines`` holds
+one recall table per baseline, laid out like ``recall``), PNG plots (recall curves, recall vs
+distance, retrieval map, query-vs-retrieved mosaic), and returns a summary table vs the paper.
 
 The uniform database is built for the whole region (the build layer has no split filter); only its
 test-split views are searched. For the demo region that is a few thousand views.
@@ -25,8 +27,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.schema import SPLIT_CODES
-from crosslocate.errors import ConfigError
+from crosslocate.errors import ConfigError, ShardCorruptError
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +182,20 @@ def run_benchmark(
     ours = evaluate_ranking(idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     untrained_eval = evaluate_ranking(_ranking(u_db, u_q, k), qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     chance = _table(evaluate.chance_recall(qset.xy, pool.xy, THRESHOLDS_M, tuple(n for n in NS if n <= k)))
+    t0 = time.perf_counter()
+    baselines = {"untrained": untrained_eval["recall"]}
+    try:
+        h_idx, h_info = horizon_ranking(qset, pool, k, db_fov, preset.eval)
+        baselines["horizon"] = evaluate_ranking(h_idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)["recall"]
+    except ShardCorruptError as exc:  # e.g. a database rendered without the depth modality
+        logger.warning("horizon baseline skipped: %s", exc)
+        h_info = {"skipped": str(exc)}
+    timings["horizon_s"] = round(time.perf_counter() - t0, 2)
     results: dict[str, Any] = {
         **ours,
         "chance": chance,
-        "baselines": {"untrained": untrained_eval["recall"]},
+        "baselines": baselines,
+        "baseline_info": {"untrained": {"init": init}, "horizon": h_info},
         "n_queries": len(qset.dataset),
         "n_database": len(pool),
         "modality": paths.modality,
@@ -213,6 +226,79 @@ def run_benchmark(
     return {"results": str(out), "table": summary_table(results)}
 
 
+def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
+    """Smallest gap between the distinct database yaws on the circle (360 for a single yaw)."""
+    u = np.unique(np.round(np.asarray(yaw_deg, np.float64) % 360.0, 3))
+    return float(np.diff(np.append(u, u[0] + 360.0)).min()) if len(u) > 1 else 360.0
+
+
+def horizon_ranking(
+    qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any
+) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
+    """(Q, k) database indices ranked by the HLoc-style horizon baseline, and its settings.
+
+    Database curves come from the views' depth (:func:`crosslocate.datasets.derived.horizon_line`,
+    read view by view whatever modality the network uses); query curves from the original photos
+    (:func:`crosslocate.model.baselines.photo_horizon_rows`), with the query's FOV and its known
+    gravity (pose pitch/roll, as a phone's IMU gives; yaw and position stay unknown). The shift
+    search covers ``max(EvalConfig.horizon_max_shift_deg, half the database yaw spacing)`` so every
+    query can align with the nearest database yaw.
+    """
+    from crosslocate.datasets.derived import horizon_line
+    from crosslocate.datasets.views import ViewDataset, load_rgb
+    from crosslocate.model.baselines import horizon_baseline, photo_horizon_rows
+
+    db_rows, pitch, roll, height = [], [], [], None
+    for ds in pool.datasets:
+        depth_ds = ds if ds.modality.value == "depth" else ViewDataset(ds.db_dir, "depth", indices=ds.indices)
+        for i in range(len(depth_ds)):
+            d = depth_ds.read_raw(i)
+            height = d.shape[-2]
+            db_rows.append(horizon_line(d))
+        pitch.append(np.asarray(ds.table["pitch_deg"], np.float64))
+        roll.append(np.asarray(ds.table["roll_deg"], np.float64))
+    poses = [q.pose for q in qset.dataset.queries]
+    q_rows, q_height = [], []
+    for q in qset.dataset.queries:
+        photo = load_rgb(q.image)
+        q_rows.append(photo_horizon_rows(photo))
+        q_height.append(photo.shape[0])
+    step = float(getattr(eval_cfg, "horizon_grid_step_deg", 0.5))
+    cfg_shift = float(getattr(eval_cfg, "horizon_max_shift_deg", 5.0))
+    shift = max(cfg_shift, 0.5 * _yaw_spacing_deg(pool.yaw_deg))
+    res = horizon_baseline(
+        q_rows,
+        np.array([p.fov_deg for p in poses]),
+        np.array(q_height),
+        k,
+        db_rows=np.stack(db_rows),
+        db_fov_deg=db_fov_deg,
+        db_height_px=height,
+        step_deg=step,
+        max_shift_deg=shift,
+        q_pitch_deg=np.array([p.pitch_deg for p in poses]),
+        q_roll_deg=np.array([p.roll_deg for p in poses]),
+        db_pitch_deg=np.concatenate(pitch),
+        db_roll_deg=np.concatenate(roll),
+    )
+    info = {**res.info, "config_max_shift_deg": cfg_shift, "gravity": "query pose pitch/roll (IMU-like)"}
+    logger.info("horizon baseline: %s", info)
+    return res.indices, info
+
+
+def _view_rgb(pool: Any, j: int) -> npt.NDArray[np.uint8]:
+    """(H, W, 3) uint8 preview of pool view ``j`` in the network's modality."""
+    from crosslocate.datasets.derived import depth_to_rgb, semantic_to_rgb
+
+    ds, i = pool.locate(int(j))
+    arr = ds.read_raw(i)
+    if ds.modality.value == "depth":
+        return depth_to_rgb(arr)
+    if ds.modality.value == "semantic":
+        return semantic_to_rgb(arr)
+    return np.repeat((np.asarray(arr) > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
+
+
 def _cfg_dict(cfg: Any) -> Any:
     to_dict = getattr(cfg, "to_dict", None)
     return to_dict() if callable(to_dict) else repr(cfg)
@@ -241,6 +327,18 @@ def _plots(results: dict[str, Any], qset: Any, pool: Any, idx: npt.NDArray[np.in
     thr = np.geomspace(10, 20_000, 30)
     curves = {n: [(d[:, :n] <= t).any(axis=1).mean() for t in thr] for n in (1, 10, 100) if n <= idx.shape[1]}
     out.append(plots.plot_recall_vs_distance(thr, curves, run / "recall_vs_distance.png"))
+    from crosslocate.dem.poses import yaw_difference_deg
+
+    n_mos, k_mos = min(4, len(qset.dataset)), min(5, idx.shape[1])
+    dyaw = yaw_difference_deg(pool.yaw_deg[idx[:n_mos, :k_mos]], qset.yaw_deg[:n_mos, None])
+    out.append(
+        plots.plot_retrieval_mosaic(
+            [qset.dataset.image(i) for i in range(n_mos)],
+            [[_view_rgb(pool, j) for j in idx[i, :k_mos]] for i in range(n_mos)],
+            run / "retrieval_mosaic.png",
+            labels=[[f"{d[i, j] / 1000:.2f} km, {dyaw[i, j]:.0f} deg" for j in range(k_mos)] for i in range(n_mos)],
+        )
+    )
     return [str(p) for p in out]
 
 
@@ -269,4 +367,12 @@ def summary_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NS", "THRESHOLDS_M", "cached_descriptors", "evaluate_ranking", "run_benchmark", "summary_table"]
+__all__ = [
+    "NS",
+    "THRESHOLDS_M",
+    "cached_descriptors",
+    "evaluate_ranking",
+    "horizon_ranking",
+    "run_benchmark",
+    "summary_table",
+]

@@ -12,6 +12,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from crosslocate.datasets import views
 from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, SPLIT_CODES, VIEW_DTYPE
@@ -19,7 +21,6 @@ from crosslocate.dem.geodesy import aeqd_crs_wkt, transform_xy
 from crosslocate.dem.poses import Pose
 from crosslocate.pipelines import train as flow
 from crosslocate.pipelines.cli import main
-from torch import nn
 
 SIZE, GRID, SPACING_M, LON0, LAT0 = 16, 4, 3000.0, 7.5, 46.5
 CRS = aeqd_crs_wkt(LON0, LAT0)
@@ -276,9 +277,23 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     # 4 test positions 3 km apart: within 1 km only the right position counts; by hand chance R@1 = 12/48
     assert res["chance"]["1000"]["1"] == pytest.approx(12 / 48)
     assert set(res["recall"]) == {"20", "100", "1000"} and "untrained" in res["baselines"]
+    assert "horizon" in res["baselines"]
+    horizon = res["baselines"]["horizon"]
+    assert set(horizon) == set(res["recall"]) and set(horizon["1000"]) == set(res["recall"]["1000"])
+    # the fake photos show exactly the depth views' horizon (same curve function), so the horizon
+    # baseline finds the right position (3 km from the others) for (nearly) every test query
+    assert horizon["1000"]["1"] >= 0.9 and horizon["1000"]["1"] > res["chance"]["1000"]["1"]
+    assert "horizon" in res["baseline_info"] and res["baseline_info"]["horizon"]["queries_without_horizon"] == 0
+    assert "horizon" in out  # the summary table lists it
     assert len(list((run / "descriptors").glob("*.npy"))) == 4
     for png in res["plots"]:
         assert png.endswith(".png")
+    mosaic = [p for p in res["plots"] if p.endswith("retrieval_mosaic.png")]
+    assert len(mosaic) == 1 and (run / "retrieval_mosaic.png").is_file()
+    from PIL import Image
+
+    with Image.open(mosaic[0]) as im:
+        assert im.width > im.height > 50  # 4 query rows x (1 query + 5 retrieved) columns
 
     photo = world.queries[3].image
     assert (

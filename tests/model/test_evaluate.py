@@ -1,0 +1,131 @@
+"""Recall@N against hand-built distance tables, and the analytic chance level against counting and Monte Carlo."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from crosslocate.errors import ConfigError
+from crosslocate.model import evaluate
+from crosslocate.model.config import EvalConfig
+
+INF = np.inf
+THR = (20.0, 100.0, 1000.0)
+
+
+def test_recall_at_n_hand_table():
+    dist = np.array(
+        [
+            [500.0, 15.0, 2000.0, 50.0],
+            [1500.0, 1200.0, 90.0, 10.0],
+            [INF, 3000.0, 999.0, 1000.0],
+        ]
+    )
+    got = evaluate.recall_at_n(dist, THR, (1, 2, 3, 4, 10))
+    # 20 m: q0 from N=2 (15), q1 from N=4 (10), q2 never
+    assert got[20.0] == pytest.approx({1: 0.0, 2: 1 / 3, 3: 1 / 3, 4: 2 / 3, 10: 2 / 3})
+    # 100 m: q0 from N=2, q1 from N=3 (90), q2 never
+    assert got[100.0] == pytest.approx({1: 0.0, 2: 1 / 3, 3: 2 / 3, 4: 2 / 3, 10: 2 / 3})
+    # 1 km (inclusive): q0 from N=1 (500), q1 from N=3, q2 from N=3 (999)
+    assert got[1000.0] == pytest.approx({1: 1 / 3, 2: 1 / 3, 3: 1.0, 4: 1.0, 10: 1.0})
+    with pytest.raises(ConfigError):
+        evaluate.recall_at_n(dist, THR, (0,))
+
+
+def test_retrieved_distances_and_recall_from_indices():
+    db_xy = np.array([[0, 0], [30, 40], [300, 400], [0, 10]], float)
+    q_xy = np.array([[0, 0], [30, 40]], float)
+    idx = np.array([[2, 1, -1], [3, 1, 0]])
+    d = evaluate.retrieved_distances(idx, q_xy, db_xy)
+    # q0: 500, 50, inf (-1 = no result); q1: |(30, 30)| = 42.43, 0, 50
+    np.testing.assert_allclose(d, [[500.0, 50.0, INF], [math.hypot(30, 30), 0.0, 50.0]])
+    got = evaluate.recall_from_indices(idx, q_xy, db_xy, (20.0, 60.0), (1, 2))
+    assert got[20.0] == pytest.approx({1: 0.0, 2: 0.5}) and got[60.0] == pytest.approx({1: 0.5, 2: 1.0})
+    with pytest.raises(ConfigError, match="indices"):
+        evaluate.retrieved_distances([[4]], [[0, 0]], db_xy)
+
+
+def test_oriented_recall_yaw_limit_with_wraparound():
+    db_xy = np.zeros((4, 2))
+    db_yaw = np.array([15.0, 25.0, 170.0, 320.0])
+    q_xy, q_yaw = np.zeros((3, 2)), np.array([350.0, 350.0, 350.0])
+    # every view is at distance 0; yaw differences to 350: 25 (ok), 35 (no), 180 (no), 30 (ok, limit inclusive)
+    idx = np.array([[0, 1, 2, 3], [1, 0, 2, 3], [2, 1, 3, 0]])
+    got = evaluate.oriented_recall(idx, q_xy, q_yaw, db_xy, db_yaw, (20.0,), (1, 2, 3), max_yaw_deg=30.0)
+    # q0 hit at N=1; q1 at N=2; q2 at N=3 (view 3, 30 deg)
+    assert got[20.0] == pytest.approx({1: 1 / 3, 2: 2 / 3, 3: 1.0})
+    plain = evaluate.recall_from_indices(idx, q_xy, db_xy, (20.0,), (1,))
+    assert plain[20.0][1] == 1.0  # without the yaw condition everything is correct
+    with pytest.raises(ConfigError, match="yaw"):
+        evaluate.recall_from_indices(idx, q_xy, db_xy, (20.0,), (1,), max_yaw_deg=30.0)
+
+
+def test_per_fov_recall_bins():
+    db_xy = np.array([[0, 0], [5000, 0]], float)
+    q_xy = np.zeros((4, 2))
+    fov = np.array([35.0, 45.0, 49.9, 65.0])
+    idx = np.array([[0, 1], [1, 0], [0, 1], [1, 0]])
+    got = evaluate.per_fov_recall(idx, q_xy, db_xy, fov, (0.0, 40.0, 50.0, 60.0, 180.0), (20.0,), (1, 2))
+    assert set(got) == {"0-40", "40-50", "60-180"}  # 50-60 is empty and left out
+    assert got["0-40"]["n"] == 1 and got["0-40"]["recall"][20.0] == {1: 1.0, 2: 1.0}
+    assert got["40-50"]["n"] == 2 and got["40-50"]["recall"][20.0] == pytest.approx({1: 0.5, 2: 1.0})
+    assert got["60-180"]["n"] == 1 and got["60-180"]["recall"][20.0] == {1: 0.0, 2: 1.0}
+
+
+def test_chance_recall_hand_count_on_a_line():
+    db_xy = np.stack([np.arange(0, 100, 10.0), np.zeros(10)], axis=1)  # x = 0, 10, ..., 90
+    q_xy = np.array([[0.0, 0.0], [45.0, 0.0]])
+    # within 20 m: q0 sees {0, 10, 20} (c = 3), q1 sees {30, 40, 50, 60} (c = 4)
+    np.testing.assert_array_equal(evaluate.correct_counts(q_xy, db_xy, 20.0), [3, 4])
+    got = evaluate.chance_recall(q_xy, db_xy, (20.0,), (1, 2, 7, 8, 20))[20.0]
+    assert got[1] == pytest.approx((3 / 10 + 4 / 10) / 2)
+    # N = 2: 1 - C(10 - c, 2) / C(10, 2) = 1 - 21/45 and 1 - 15/45
+    assert got[2] == pytest.approx(((1 - 21 / 45) + (1 - 15 / 45)) / 2)
+    # N = 7: q1 certain (only 6 wrong views), q0: 1 - C(7, 7) / C(10, 7) = 1 - 1/120
+    assert got[7] == pytest.approx(((1 - 1 / 120) + 1.0) / 2)
+    assert got[8] == 1.0 and got[20] == 1.0  # N > N_db uses the whole database
+
+
+def test_chance_recall_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    db_xy = rng.uniform(0, 1000, (60, 2))
+    q_xy = rng.uniform(0, 1000, (4, 2))
+    thr, ns = 250.0, (1, 5, 10)
+    analytic = evaluate.chance_recall(q_xy, db_xy, (thr,), ns)[thr]
+    correct = np.linalg.norm(q_xy[:, None] - db_xy[None], axis=2) <= thr  # (4, 60)
+    assert 0 < correct.sum(axis=1).min() and correct.sum(axis=1).max() < 30  # a non-trivial case
+    draws = 20_000
+    ranks = rng.random((draws, len(db_xy))).argsort(axis=1)[:, : max(ns)]  # random rankings
+    for n in ns:
+        hit = correct[:, ranks[:, :n]].any(axis=2)  # (4, draws)
+        assert analytic[n] == pytest.approx(hit.mean(), abs=0.01), n
+
+
+def test_chance_recall_oriented_counts_and_errors():
+    db_xy = np.zeros((4, 2))
+    db_yaw = np.array([0.0, 20.0, 45.0, 350.0])
+    counts = evaluate.correct_counts([[0, 0]], db_xy, 20.0, q_yaw=[10.0], db_yaw=db_yaw, max_yaw_deg=30.0)
+    assert counts.tolist() == [3]  # 0, 20, 350 (20 deg across north); not 45 (35 deg)
+    got = evaluate.chance_recall([[0, 0]], db_xy, (20.0,), (1,), q_yaw=[10.0], db_yaw=db_yaw, max_yaw_deg=30.0)
+    assert got[20.0][1] == pytest.approx(3 / 4)
+    with pytest.raises(ConfigError):
+        evaluate.chance_recall_from_counts([5], 4, (1,))
+
+
+def test_evaluate_retrieval_with_config():
+    db_xy = np.array([[0, 0], [0, 50], [0, 5000]], float)
+    db_yaw = np.array([0.0, 90.0, 0.0])
+    q_xy, q_yaw, q_fov = np.zeros((2, 2)), np.array([0.0, 90.0]), np.array([30.0, 55.0])
+    idx = np.array([[2, 0, 1], [1, 2, 0]])
+    cfg = EvalConfig(thresholds_m=(20.0, 100.0), max_n=2, fov_bins_deg=(0.0, 50.0, 180.0))
+    res = evaluate.evaluate_retrieval(idx, q_xy, q_yaw, q_fov, db_xy, db_yaw, cfg)
+    assert set(res) == {"recall", "recall_oriented", "per_fov", "chance", "chance_oriented"}
+    assert res["recall"][100.0] == {1: 0.5, 2: 1.0}  # N runs 1..min(max_n=2, K=3)
+    assert res["recall"][20.0] == {1: 0.0, 2: 0.5}
+    # q0 (yaw 0): view 0 at N=2 is 0 deg off; q1 (yaw 90): view 1 (90) at N=1
+    assert res["recall_oriented"][100.0] == {1: 0.5, 2: 1.0}
+    assert res["chance"][100.0][1] == pytest.approx(2 / 3)  # 2 of 3 views within 100 m of both queries
+    assert res["chance_oriented"][100.0][1] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert {k: v["n"] for k, v in res["per_fov"].items()} == {"0-50": 1, "50-180": 1}
