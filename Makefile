@@ -6,11 +6,16 @@ PY := $(VENV)/bin/python
 CL := $(VENV)/bin/crosslocate
 STAMP := $(VENV)/.setup-stamp
 REGION ?= demo
-DEM ?=
 PRESET ?= cpu
 WORK ?= work
 SRTM ?= ../shared/data/srtm3
+# The embedded DEM covers only REGION=demo. Other regions read real tiles: DEM defaults to the SRTM
+# folder when it exists, and the uniform build is clipped to the part those tiles cover (CLIP=1,
+# logged with the covered fraction); CLIP= demands full coverage and names what is missing.
+DEM ?= $(if $(filter demo,$(REGION)),,$(wildcard $(SRTM)))
+CLIP ?= $(if $(filter demo,$(REGION)),,1)
 DEM_ARG := $(if $(DEM),--dem $(DEM),)
+CLIP_ARG := $(if $(CLIP),--clip-to-dem,)
 
 .PHONY: setup test test-all lint demo render-sparse render-uniform render-compact train benchmark \
         bench-render bench-build bench-search clean
@@ -39,13 +44,13 @@ lint: setup
 demo: benchmark
 
 render-sparse: setup
-	$(CL) build sparse --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+	$(CL) build sparse --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(ARGS)
 
 render-uniform: setup
-	$(CL) build uniform --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+	$(CL) build uniform --region $(REGION) $(DEM_ARG) $(CLIP_ARG) --preset $(PRESET) --work $(WORK) $(ARGS)
 
 render-compact: setup
-	$(CL) build compact --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+	$(CL) build compact --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(ARGS)
 
 train: setup
 	$(CL) train --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
