@@ -41,8 +41,8 @@ PRESET_NAMES: tuple[str, ...] = ("paper", "cpu", "tiny")
 GRID_OVERRIDES: dict[str, dict[str, Any]] = {"cpu": {"spacing_m": 2000.0}}
 RENDER_OVERRIDES: dict[str, dict[str, Any]] = {
     "paper": {"size_px": 500, "range_m": 60_000.0},
-    "cpu": {"size_px": 256, "range_m": 35_000.0},
-    "tiny": {"size_px": 64},
+    "cpu": {"size_px": 256, "range_m": 35_000.0, "lod_cells": 128},
+    "tiny": {"size_px": 64, "lod_cells": 64},
 }
 
 

@@ -36,6 +36,11 @@ class RenderConfig:
         A silhouette edge is drawn where depth jumps by more than this fraction of the nearer depth.
     modalities : tuple of Modality
         Modalities to render.
+    lod_cells : int
+        Terrain level of detail: pyramid level ``L`` (node spacing ``s0 2^L``) serves distances up to
+        ``lod_cells * s0 * 2^L``, so a node spans ``1 / lod_cells`` rad at the far edge of its level.
+        256 keeps that under ~2 px at 500 px / 60 deg; scale it with the pixel size (128 for 256 px).
+        The build cost grows with ``lod_cells**2``.
     """
 
     size_px: int = 500
@@ -47,6 +52,7 @@ class RenderConfig:
     gl_platform: str = "egl"
     silhouette_rel_jump: float = 0.15
     modalities: tuple[Modality, ...] = field(default=ALL_MODALITIES)
+    lod_cells: int = 256
 
     def __post_init__(self) -> None:
         if not isinstance(self.size_px, int) or self.size_px <= 0:
@@ -63,6 +69,8 @@ class RenderConfig:
             raise ConfigError(f"gl_platform must be 'egl' or 'osmesa', got {self.gl_platform!r}")
         if not self.silhouette_rel_jump > 0.0:
             raise ConfigError(f"silhouette_rel_jump must be > 0, got {self.silhouette_rel_jump}")
+        if not isinstance(self.lod_cells, int) or self.lod_cells < 4:
+            raise ConfigError(f"lod_cells must be an integer >= 4, got {self.lod_cells!r}")
         object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
 
     def to_dict(self) -> dict[str, object]:
@@ -77,6 +85,7 @@ class RenderConfig:
             "gl_platform": self.gl_platform,
             "silhouette_rel_jump": self.silhouette_rel_jump,
             "modalities": [m.value for m in self.modalities],
+            "lod_cells": self.lod_cells,
         }
 
     @classmethod

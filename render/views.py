@@ -80,7 +80,7 @@ class ViewRenderer:
         """The terrain around ``(lon, lat)`` (the last one is cached); raises ``OutsideCoverageError``."""
         t = self._terrain
         if t is None or (t.lon0, t.lat0) != (float(lon), float(lat)):
-            t = build_terrain(self.dem, lon, lat, self.cfg)
+            t = build_terrain(self.dem, lon, lat, self.cfg, lod_cells=self.cfg.lod_cells)
             self.terrain_build_s.append(t.build_time_s)
             self._terrain = t
         return t
