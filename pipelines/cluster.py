@@ -128,6 +128,9 @@ def open_runner(
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise missing_dependency("distributed", pip_name="dask[distributed]") from exc
+    # distributed sets its own loggers to INFO on import; keep its chatter out of our logs unless -vv
+    if not logger.isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler == "local":
         workers = int(n_workers or available_cores())
         if workers < 1:

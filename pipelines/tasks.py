@@ -11,6 +11,7 @@ rerun writes the same decoded arrays and table, except the measured ``render_tim
 from __future__ import annotations
 
 import contextlib
+import os
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -87,16 +88,42 @@ class ShardJob:
         return Path(self.db_dir) / shard_name(self.shard_id)
 
 
+#: DEMs opened by this process, by source (one entry): a worker renders many shards of one DEM, and
+#: opening it costs seconds (tile index, derived land cover), so the handle outlives the task.
+_DEM_CACHE: dict[str, Any] = {}
+
+
+def _dem_key(dem_src: Any) -> str | None:
+    if isinstance(dem_src, str | os.PathLike):
+        return os.fspath(dem_src)
+    if isinstance(dem_src, list | tuple) and all(isinstance(s, str | os.PathLike) for s in dem_src):
+        return "\n".join(os.fspath(s) for s in dem_src)
+    return None
+
+
 @contextlib.contextmanager
 def opened_dem(dem_src: Any) -> Iterator[Any]:
-    """Yield a DEM for ``dem_src``; a DEM-like object (has ``sample``) is yielded as is and left open."""
+    """Yield a DEM for ``dem_src``; a DEM-like object (has ``sample``) is yielded as is and left open.
+
+    Path sources are opened once per process and kept (:data:`_DEM_CACHE`, the latest source only).
+    """
     if hasattr(dem_src, "sample") and hasattr(dem_src, "checksum"):
         yield dem_src
         return
     from crosslocate.dem.sources import open_dem
 
-    with open_dem(dem_src) as dem:
-        yield dem
+    key = _dem_key(dem_src)
+    if key is None:
+        with open_dem(dem_src) as dem:
+            yield dem
+        return
+    dem = _DEM_CACHE.get(key)
+    if dem is None:
+        for old in _DEM_CACHE.values():
+            old.close()
+        _DEM_CACHE.clear()
+        dem = _DEM_CACHE[key] = open_dem(dem_src)
+    yield dem
 
 
 def position_poses(lon: float, lat: float, alt_m: float, yaws_deg: Sequence[float], fov_deg: float) -> list[Pose]:
