@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -33,7 +34,14 @@ import numpy as np
 import numpy.typing as npt
 from affine import Affine
 from crosslocate.dem import geodesy, sampling
-from crosslocate.dem.landcover import LANDCOVER_NODATA, WORLDCOVER_MAPPING, LandCover, MappedLandcover, rule_landcover
+from crosslocate.dem.landcover import (
+    LANDCOVER_NODATA,
+    WORLDCOVER_MAPPING,
+    LandCover,
+    LandcoverRules,
+    MappedLandcover,
+    rule_landcover,
+)
 from crosslocate.errors import ConfigError, DEMReadError, OutsideCoverageError
 
 logger = logging.getLogger(__name__)
@@ -479,21 +487,38 @@ class DEM:
         if arr is None:
             tile = self.tiles[ti]
             r0, r1, c0, c1 = _block_bounds(tile, bi, bj)
-            m = LANDCOVER_MARGIN_PX
-            rows = np.arange(r0 - m, r1 + m, dtype=np.float64)
-            cols = np.arange(c0 - m, c1 + m, dtype=np.float64)
-            cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
-            t = tile.transform
-            x, y = t.c + t.a * cc.ravel(), t.f + t.e * rr.ravel()
-            z = self.sample_native(x, y).reshape(rr.shape)
-            known = np.isfinite(z)
-            if not known.all():
-                _, (ir, ic) = _nearest_fill_index(~known)
-                z = z[ir, ic]
-            classes = rule_landcover(z, tile.spacing_m())
-            arr = np.ascontiguousarray(classes[m:-m, m:-m])
+            disk = self._landcover_cache_path(ti, bi, bj)
+            arr = _load_cached_classes(disk, (r1 - r0, c1 - c0))
+            if arr is None:
+                m = LANDCOVER_MARGIN_PX
+                rows = np.arange(r0 - m, r1 + m, dtype=np.float64)
+                cols = np.arange(c0 - m, c1 + m, dtype=np.float64)
+                cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
+                t = tile.transform
+                x, y = t.c + t.a * cc.ravel(), t.f + t.e * rr.ravel()
+                z = self.sample_native(x, y).reshape(rr.shape)
+                known = np.isfinite(z)
+                if not known.all():
+                    _, (ir, ic) = _nearest_fill_index(~known)
+                    z = z[ir, ic]
+                classes = rule_landcover(z, tile.spacing_m())
+                arr = np.ascontiguousarray(classes[m:-m, m:-m])
+                _save_cached_classes(disk, arr)
             self._cache.put(key, arr)
         return arr
+
+    def _landcover_cache_path(self, ti: int, bi: int, bj: int) -> Path:
+        """On-disk cache of a derived land-cover block, keyed by the mosaic content and the rules.
+
+        Deriving classes (slope, flow accumulation) costs seconds per tile and every process that
+        opens the DEM needs them (each dask worker, each command), so blocks are stored under
+        ``$CROSSLOCATE_CACHE/landcover``.
+        """
+        from crosslocate.dem.sources.synthetic import cache_dir
+
+        h = hashlib.sha256(self.checksum.encode())
+        h.update(repr((LandcoverRules(), LANDCOVER_MARGIN_PX, ti, bi, bj, self.tiles[ti].block_px)).encode())
+        return cache_dir() / "landcover" / f"lc-{h.hexdigest()[:24]}.npy"
 
     def landcover(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> npt.NDArray[np.uint8]:
         """Land-cover class of the nearest cell at lon/lat degrees (EPSG:4326).
@@ -540,6 +565,30 @@ class DEM:
         tile = RasterTile(Path(path))
         self._user_landcover = MappedLandcover(tile, dict(mapping if mapping is not None else WORLDCOVER_MAPPING))
         self._cache = _BlockCache(int(self._cache_mb * 2**20))
+
+
+def _load_cached_classes(path: Path, shape: tuple[int, int]) -> npt.NDArray[np.uint8] | None:
+    """The cached block at ``path`` when it exists with the expected shape and dtype, else None."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if arr.shape != shape or arr.dtype != np.uint8:
+        logger.warning("ignoring land-cover cache %s (shape %s, dtype %s)", path, arr.shape, arr.dtype)
+        return None
+    return np.ascontiguousarray(arr)
+
+
+def _save_cached_classes(path: Path, arr: npt.NDArray[np.uint8]) -> None:
+    """Write ``arr`` to ``path`` atomically (temporary file + rename); a failure only logs."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not cache land cover at %s: %s", path, exc)
 
 
 def _block_bounds(tile: TileSource, bi: int, bj: int) -> tuple[int, int, int, int]:

@@ -117,3 +117,29 @@ def test_map_codes_and_attached_worldcover(tmp_path):
     after = dem.landcover(lon, lat)
     assert after.tolist() == [LandCover.WATER, LandCover.FOREST]  # unmapped code falls back to the rules
     assert geodesy.crs_name(dem.crs_wkt) == "EPSG:32632"
+
+
+def test_derived_classes_are_cached_on_disk_and_reread_identically(monkeypatch, tmp_path):
+    from crosslocate.dem import mosaic
+    from crosslocate.dem.sources.synthetic import cache_dir
+
+    monkeypatch.setenv("CROSSLOCATE_CACHE", str(tmp_path))
+
+    dem = analytic_dem("cone", size_px=48, spacing_m=30.0, base_m=900.0, apex_m=2900.0, radius_m=600.0)
+    w, s, e, n = dem.bounds_lonlat
+    lon = np.linspace(w + 0.01 * (e - w), e - 0.01 * (e - w), 200)
+    lat = np.linspace(s + 0.01 * (n - s), n - 0.01 * (n - s), 200)
+    first = dem.landcover(lon, lat)
+    files = list((cache_dir() / "landcover").glob("lc-*.npy"))
+    assert len(files) == 1 and len(set(first.tolist())) > 1  # a cone spans several classes
+
+    def boom(*a, **k):
+        raise AssertionError("classes must come from the disk cache")
+
+    monkeypatch.setattr(mosaic, "rule_landcover", boom)
+    again = analytic_dem("cone", size_px=48, spacing_m=30.0, base_m=900.0, apex_m=2900.0, radius_m=600.0)
+    assert again.landcover(lon, lat).tolist() == first.tolist()
+    # another terrain has another key: computed, not read
+    other = analytic_dem("cone", size_px=48, spacing_m=30.0, base_m=900.0, apex_m=2500.0, radius_m=600.0)
+    with pytest.raises(AssertionError, match="disk cache"):
+        other.landcover(lon, lat)
