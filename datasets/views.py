@@ -67,6 +67,9 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         Database-side augmentation (flip, small shift/rotation) applied before ``transform``.
     seed : int
         Seed of the per-item augmentation RNG.
+    size_px : int or None
+        Side of the model input: encoded views are resized (area averaging) to ``size_px`` square;
+        None keeps the stored size.
 
     Attributes
     ----------
@@ -85,7 +88,11 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         *,
         augment: T.AugmentConfig | None = None,
         seed: int = 0,
+        size_px: int | None = None,
     ) -> None:
+        if size_px is not None and size_px < 8:
+            raise ConfigError(f"ViewDataset size_px must be >= 8 or None, got {size_px}")
+        self.size_px = None if size_px is None else int(size_px)
         self.db_dir = Path(db_dir)
         try:
             self.modality = Modality(modality)
@@ -144,9 +151,10 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
             array = T.augment_view(array, rng, self.augment, flip=flip)
         elif flip:
             array = np.ascontiguousarray(array[:, ::-1])
-        if self.transform is not None:
-            return self.transform(array)
-        return T.encode_view(self.modality, array)
+        out = self.transform(array) if self.transform is not None else T.encode_view(self.modality, array)
+        if self.size_px is not None and tuple(out.shape[-2:]) != (self.size_px, self.size_px):
+            out = torch.nn.functional.interpolate(out[None], size=(self.size_px, self.size_px), mode="area")[0]
+        return out
 
     def meta(self, i: int) -> dict[str, Any]:
         """Scalars of item ``i``: ``index`` (database view index), ``view_id``, ``position_id``,

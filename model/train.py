@@ -140,13 +140,16 @@ class TrainResult:
 class _Indexed(Dataset[torch.Tensor]):
     """Plain (unaugmented) tensors of a ViewPool or QueryDataset, for batched embedding."""
 
-    def __init__(self, source: ViewPool | QueryDataset) -> None:
+    def __init__(self, source: ViewPool | QueryDataset, indices: npt.NDArray[np.int64] | None = None) -> None:
         self.source = source
+        self.indices = indices
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.source) if self.indices is None else int(self.indices.size)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.indices is not None:
+            i = int(self.indices[i])
         if isinstance(self.source, ViewPool):
             ds, j = self.source.locate(i)
             return ds.encode(ds.read_raw(j))
@@ -162,8 +165,9 @@ def extract_descriptors(
     batch_size: int = 16,
     num_workers: int = 0,
     desc: str = "descriptors",
+    indices: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Embed every item of ``source`` (no augmentation) with ``net`` in eval mode.
+    """Embed every item of ``source`` (or the items ``indices``, in that order; no augmentation) in eval mode.
 
     Returns
     -------
@@ -175,7 +179,8 @@ def extract_descriptors(
         source = ViewPool.of([source])
     was_training = net.training
     net.eval()
-    loader = DataLoader(_Indexed(source), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    sel = None if indices is None else np.asarray(indices, np.int64).reshape(-1)
+    loader = DataLoader(_Indexed(source, sel), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     out: list[npt.NDArray[np.float32]] = []
     try:
         from crosslocate.progress import Progress
@@ -197,28 +202,72 @@ def extract_descriptors(
 # Mining and the tuple batches
 
 
-def _mine(
+def epoch_selection(
+    cfg: Any, queries: QuerySet, pool: ViewPool, epoch: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+    """This epoch's training queries and the pool views whose descriptors the mining needs.
+
+    Queries: those with a geographic positive (a view within ``pos_radius_m`` and ``pos_yaw_deg``),
+    shuffled with seed ``(cfg.seed, epoch)`` and capped at ``cfg.max_tuples``. Views: every positive
+    candidate of those queries plus ``cfg.cache_size`` random pool views (the negative candidates;
+    None = the whole pool, the reference code's full descriptor cache).
+
+    Returns
+    -------
+    q_idx : (T,) int64 query indices;  cache : (C,) int64 ascending pool indices;
+    n_without : int, queries without any geographic positive
+    """
+    from crosslocate.model.mining import positive_candidates
+
+    rng = np.random.default_rng([int(cfg.seed), int(epoch)])
+    cands = positive_candidates(queries.xy, queries.yaw_deg, pool.xy, pool.yaw_deg, cfg.pos_radius_m, cfg.pos_yaw_deg)
+    has = np.flatnonzero([c.size > 0 for c in cands]).astype(np.int64)
+    q_idx = has[rng.permutation(has.size)]
+    max_tuples = getattr(cfg, "max_tuples", None)
+    if max_tuples:
+        q_idx = q_idx[: int(max_tuples)]
+    cache_size = getattr(cfg, "cache_size", None)
+    n = len(pool)
+    n_without = len(cands) - int(has.size)
+    if cache_size is None or cache_size >= n:
+        return q_idx, np.arange(n, dtype=np.int64), n_without
+    sample = rng.choice(n, size=int(cache_size), replace=False)
+    pos = np.concatenate([cands[i] for i in q_idx]) if q_idx.size else np.zeros(0, np.int64)
+    return q_idx, np.union1d(sample, pos).astype(np.int64), n_without
+
+
+def mine_epoch(
     cfg: Any,
     q_desc: npt.NDArray[np.float32],
-    db_desc: npt.NDArray[np.float32],
+    c_desc: npt.NDArray[np.float32],
     queries: QuerySet,
     pool: ViewPool,
+    q_idx: npt.NDArray[np.int64],
+    cache: npt.NDArray[np.int64],
+    epoch: int,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """(positive (Q,), negatives (Q, K), valid (Q,)) pool indices from F1's mining functions."""
+    """Tuples of the queries ``q_idx`` (descriptors ``q_desc``) against the cached views ``cache``.
+
+    :func:`crosslocate.model.mining.mine_tuples_cfg` (closest positive in descriptor space, hard
+    negatives >= ``neg_min_dist_m`` away from a sampled pool of ``neg_pool_size``, the hardest
+    ``neg_hardest``, slack ``neg_slack``). Returns pool indices: positive (T,), negatives (T, K),
+    valid (T,).
+    """
     from crosslocate.model import mining
 
-    return mining.mine_tuples(
+    pos, neg, valid = mining.mine_tuples_cfg(
+        cfg,
         q_desc,
-        db_desc,
-        queries.xy,
-        queries.yaw_deg,
-        pool.xy,
-        pool.yaw_deg,
-        pos_radius_m=cfg.pos_radius_m,
-        pos_yaw_deg=cfg.pos_yaw_deg,
-        neg_min_dist_m=cfg.neg_min_dist_m,
-        n_negatives=cfg.n_negatives,
+        c_desc,
+        queries.xy[q_idx],
+        queries.yaw_deg[q_idx],
+        pool.xy[cache],
+        pool.yaw_deg[cache],
+        seed=(int(cfg.seed), int(epoch)),
     )
+    pos_p = np.where(valid, cache[np.maximum(pos, 0)], -1)
+    neg_p = np.where(valid[:, None], cache[np.maximum(neg, 0)], -1)
+    return pos_p.astype(np.int64), neg_p.astype(np.int64), valid
 
 
 class _TupleDataset(Dataset[torch.Tensor]):
@@ -417,21 +466,24 @@ def _run_epoch(
     t0 = time.perf_counter()
     workers = int(getattr(cfg, "num_workers", 0))
     bs_embed = int(getattr(cfg, "embed_batch_size", cfg.batch_size * 4))
-    db_desc = extract_descriptors(net, pool, device, batch_size=bs_embed, num_workers=workers, desc="db cache")
-    q_desc = extract_descriptors(net, queries.dataset, device, batch_size=bs_embed, num_workers=workers, desc="queries")
+    q_sel, cache, n_without = epoch_selection(cfg, queries, pool, epoch)
+    c_desc = extract_descriptors(
+        net, pool, device, batch_size=bs_embed, num_workers=workers, desc="db cache", indices=cache
+    )
+    q_desc = extract_descriptors(
+        net, queries.dataset, device, batch_size=bs_embed, num_workers=workers, desc="queries", indices=q_sel
+    )
     t_cache = time.perf_counter() - t0
-    pos, neg, valid = _mine(cfg, q_desc, db_desc, queries, pool)
-    q_idx = np.flatnonzero(valid).astype(np.int64)
-    rng = np.random.default_rng([int(cfg.seed), epoch])
-    order = rng.permutation(q_idx.size)
-    max_tuples = getattr(cfg, "max_tuples", None)
-    if max_tuples:
-        order = order[: int(max_tuples)]
-    q_idx, pos_e, neg_e = q_idx[order], np.asarray(pos)[q_idx[order]], np.asarray(neg)[q_idx[order]]
+    pos, neg, valid = mine_epoch(cfg, q_desc, c_desc, queries, pool, q_sel, cache, epoch)
+    q_idx, pos_e, neg_e = q_sel[valid], pos[valid], neg[valid]
     # "hard" tuples: the hardest negative is closer than the positive plus the margin (loss > 0)
-    d_pos = 1.0 - np.einsum("ij,ij->i", q_desc[q_idx], db_desc[pos_e]) if q_idx.size else np.zeros(0)
-    d_neg = 1.0 - np.einsum("ij,ikj->ik", q_desc[q_idx], db_desc[neg_e]) if q_idx.size else np.zeros((0, 1))
-    n_hard = int((np.sqrt(2 * np.maximum(d_neg.min(axis=1), 0)) < np.sqrt(2 * np.maximum(d_pos, 0)) + cfg.margin).sum())
+    where = {int(v): k for k, v in enumerate(cache)}
+    qd = q_desc[valid]
+    pd = c_desc[[where[int(v)] for v in pos_e]] if q_idx.size else np.zeros((0, q_desc.shape[1]), np.float32)
+    nd = c_desc[np.vectorize(where.__getitem__, otypes=[np.int64])(neg_e)] if q_idx.size else np.zeros((0, 1, 1))
+    d_pos = np.square(qd - pd).sum(-1) if q_idx.size else np.zeros(0)
+    d_neg = np.square(qd[:, None] - nd).sum(-1) if q_idx.size else np.zeros((0, 1))
+    n_hard = int((d_neg.min(axis=1) < d_pos + cfg.margin).sum()) if q_idx.size else 0
     torch.manual_seed(int(cfg.seed) * 1000 + epoch)
     tuples = _TupleDataset(
         queries, pool, q_idx, pos_e, neg_e, int(cfg.seed), epoch, bool(getattr(cfg, "augment", True))
@@ -452,7 +504,8 @@ def _run_epoch(
         "loss": float(np.mean(losses)) if losses else float("nan"),
         "n_tuples": int(q_idx.size),
         "n_hard": n_hard,
-        "n_queries_without_positive": int((~np.asarray(valid)).sum()),
+        "n_queries_without_positive": n_without,
+        "n_cached": int(cache.size),
         "cache_s": round(t_cache, 3),
         "time_s": round(time.perf_counter() - t0, 3),
     }

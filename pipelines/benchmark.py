@@ -153,9 +153,9 @@ def run_benchmark(
     test = splits == SPLIT_CODES["test"]
     if not test.any():
         raise ConfigError(f"no test-split queries among {len(queries)}; check the grid preset's split settings")
-    size_px, db_fov = int(preset.render.size_px), float(preset.render.fov_deg)
-    qset = flow.make_queryset(queries, test, reg.crs_wkt, size_px, db_fov)
-    pool = flow.make_pool([dbs["uniform"]], paths.modality, "test", reg.crs_wkt)
+    (size_px, fov_scaling), db_fov = flow.net_input(preset), float(preset.render.fov_deg)
+    qset = flow.make_queryset(queries, test, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling)
+    pool = flow.make_pool([dbs["uniform"]], paths.modality, "test", reg.crs_wkt, size_px=size_px)
     dev = resolve_device(device or getattr(preset.train, "device", "auto"))
     seed_everything(int(preset.train.seed))
     bs = int(getattr(preset.eval, "batch_size", 32))

@@ -55,10 +55,12 @@ def localize(
     net, meta = checkpoint.load_network(ckpt, map_location=dev)
     net = net.to(dev)
     mod = modality or (meta or {}).get("modality", "depth")
-    views = ViewDataset(db_dir, mod)
-    size_px = int(views.read_raw(0).shape[0]) if len(views) else 0
-    if size_px == 0:
+    cfg = getattr(net, "config", None)
+    views = ViewDataset(db_dir, mod, size_px=getattr(cfg, "input_size_px", None))
+    if len(views) == 0:
         raise ConfigError(f"{db_dir}: the database has no views")
+    size_px = int(getattr(cfg, "input_size_px", 0) or views.read_raw(0).shape[0])
+    fov_scaling = bool(getattr(cfg, "fov_scaling", True))
     db_fov = float(views.table["fov_deg"][0])
     lon0, lat0 = float(np.mean(views.table["lon"])), float(np.mean(views.table["lat"]))
     crs = aeqd_crs_wkt(lon0, lat0)
@@ -67,7 +69,7 @@ def localize(
         net, pool, dev, out / "descriptors" / f"db-{file_sha256(ckpt)[:12]}.npy", batch_size=32
     )
     query = Query(str(photo), Pose(lon=lon0, lat=lat0, alt_m=0.0, fov_deg=float(fov_deg)))
-    q_desc = extract_descriptors(net, QueryDataset([query], size_px, fov_scaling=True, db_fov_deg=db_fov), dev)
+    q_desc = extract_descriptors(net, QueryDataset([query], size_px, fov_scaling=fov_scaling, db_fov_deg=db_fov), dev)
     kk = min(k, len(pool))
     idx = _ranking(db_desc, q_desc, kk)[0]
     dist = np.linalg.norm(db_desc[idx] - q_desc[0][None], axis=1)

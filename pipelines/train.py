@@ -71,6 +71,12 @@ def flow_paths(work: str | os.PathLike[str], region: str, preset: str, modality:
     return FlowPaths(work=Path(work), region=Path(str(region)).stem, preset=preset, modality=mod)
 
 
+def net_input(preset: Any) -> tuple[int, bool]:
+    """(input side in pixels, FOV scaling on/off) of the preset's network; defaults: the view size, on."""
+    size = getattr(preset.net, "input_size_px", None) or preset.render.size_px
+    return int(size), bool(getattr(preset.net, "fov_scaling", True))
+
+
 def query_splits(queries: list[Query], region: Any, grid_cfg: Any) -> npt.NDArray[np.uint8]:
     """(Q,) uint8 ``SPLIT_CODES`` of the queries (same geographic rule as the database positions)."""
     from crosslocate.dem.splits import assign_splits
@@ -118,8 +124,20 @@ def split_indices(db_dir: Path, split: str) -> npt.NDArray[np.int64]:
     return np.flatnonzero(table["split"] == SPLIT_CODES[split]).astype(np.int64)
 
 
-def make_pool(dbs: list[Path], modality: str, split: str, crs_wkt: str, *, augment: Any = None, seed: int = 0) -> Any:
-    """A :class:`~crosslocate.model.train.ViewPool` of the ``split`` views of several databases."""
+def make_pool(
+    dbs: list[Path],
+    modality: str,
+    split: str,
+    crs_wkt: str,
+    *,
+    augment: Any = None,
+    seed: int = 0,
+    size_px: int | None = None,
+) -> Any:
+    """A :class:`~crosslocate.model.train.ViewPool` of the ``split`` views of several databases.
+
+    ``size_px``: the network input side (views are resized to it); None keeps the stored size.
+    """
     from crosslocate.datasets.views import ViewDataset
     from crosslocate.model.train import ViewPool
 
@@ -127,7 +145,7 @@ def make_pool(dbs: list[Path], modality: str, split: str, crs_wkt: str, *, augme
     for d in dbs:
         idx = split_indices(d, split)
         if idx.size:
-            parts.append(ViewDataset(d, modality, indices=idx, augment=augment, seed=seed))
+            parts.append(ViewDataset(d, modality, indices=idx, augment=augment, seed=seed, size_px=size_px))
     if not parts:
         raise ConfigError(
             f"no {split}-split views in {', '.join(map(str, dbs))}; the region may be too small for the "
@@ -145,14 +163,19 @@ def make_queryset(
     *,
     augment: Any = None,
     seed: int = 0,
+    fov_scaling: bool = True,
 ) -> Any:
-    """A :class:`~crosslocate.model.train.QuerySet` of the selected queries (FOV-scaled to the database)."""
+    """A :class:`~crosslocate.model.train.QuerySet` of the selected queries.
+
+    Photos are FOV-scaled onto the ``size_px`` canvas at the database's angular scale
+    (``fov_scaling``, the paper's setting) or plainly resized to it (the ablation).
+    """
     from crosslocate.datasets.views import QueryDataset
     from crosslocate.model.train import QuerySet
 
     chosen = [q for q, m in zip(queries, mask, strict=True) if m]
     xy, yaw = query_xy(chosen, crs_wkt)
-    ds = QueryDataset(chosen, size_px, fov_scaling=True, db_fov_deg=db_fov_deg, augment=augment, seed=seed)
+    ds = QueryDataset(chosen, size_px, fov_scaling=fov_scaling, db_fov_deg=db_fov_deg, augment=augment, seed=seed)
     return QuerySet(ds, xy, yaw)
 
 
@@ -207,22 +230,35 @@ def run_train(
     dev = resolve_device(device or getattr(tcfg, "device", "auto"))
     seed_everything(int(tcfg.seed))
     splits = query_splits(queries, reg, preset.grid)
-    size_px, db_fov = int(preset.render.size_px), float(preset.render.fov_deg)
+    (size_px, fov_scaling), db_fov = net_input(preset), float(preset.render.fov_deg)
     augment = _augment_config(tcfg)
     trainq = make_queryset(
-        queries, splits == SPLIT_CODES["train"], reg.crs_wkt, size_px, db_fov, augment=augment, seed=tcfg.seed
+        queries,
+        splits == SPLIT_CODES["train"],
+        reg.crs_wkt,
+        size_px,
+        db_fov,
+        augment=augment,
+        seed=tcfg.seed,
+        fov_scaling=fov_scaling,
     )
     if len(trainq.dataset) == 0:
         raise ConfigError(f"no training-split queries among {len(queries)} in {paths.region_dir / 'queries'}")
     pool = make_pool(
-        [dbs["sparse"], dbs["compact"]], paths.modality, "train", reg.crs_wkt, augment=augment, seed=tcfg.seed
+        [dbs["sparse"], dbs["compact"]],
+        paths.modality,
+        "train",
+        reg.crs_wkt,
+        augment=augment,
+        seed=tcfg.seed,
+        size_px=size_px,
     )
     val = None
     valmask = splits == SPLIT_CODES["val"]
     if valmask.any() and split_indices(dbs["compact"], "val").size:
         val = (
-            make_queryset(queries, valmask, reg.crs_wkt, size_px, db_fov),
-            make_pool([dbs["compact"]], paths.modality, "val", reg.crs_wkt),
+            make_queryset(queries, valmask, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling),
+            make_pool([dbs["compact"]], paths.modality, "val", reg.crs_wkt, size_px=size_px),
         )
     net = build_net(preset.net).to(dev)
     meta = {
@@ -272,6 +308,7 @@ __all__ = [
     "ensure_databases",
     "flow_paths",
     "make_pool",
+    "net_input",
     "make_queryset",
     "query_splits",
     "query_xy",

@@ -119,3 +119,15 @@ def test_query_dataset_fov_scaling(tmp_path):
     assert (plain == 255).all()
     with pytest.raises(ConfigError, match="cannot read query image"):
         views.QueryDataset([Query(str(tmp_path / "missing.png"), q.pose)], 100)[0]
+
+
+def test_view_resize_to_network_input_is_block_mean(tiny_db):
+    full = views.ViewDataset(tiny_db, "depth", indices=[3])
+    half = views.ViewDataset(tiny_db, "depth", indices=[3], size_px=SIZE // 2)
+    x, y = full[0][0], half[0][0]
+    assert y.shape == (3, SIZE // 2, SIZE // 2)
+    # area resampling by 2 = the mean of each 2 x 2 block of the encoded full-size view
+    expect = x.reshape(3, SIZE // 2, 2, SIZE // 2, 2).mean(dim=(2, 4))
+    assert torch.allclose(y, expect, atol=1e-6)
+    with pytest.raises(ConfigError, match="size_px"):
+        views.ViewDataset(tiny_db, "depth", size_px=4)

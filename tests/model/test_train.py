@@ -196,9 +196,12 @@ def _cfg(**kw):
         "seed": 0,
         "num_workers": 0,
         "augment": False,
+        "embed_batch_size": 32,
     }
     base.update(kw)
-    return types.SimpleNamespace(**base)
+    from crosslocate.model.config import TrainConfig
+
+    return TrainConfig(**base)
 
 
 def _fixed_tuple_loss(net, trainq, pool, pos, neg):
@@ -280,3 +283,38 @@ def test_validation_recall_by_hand():
     # query 0 ranks d1 (10 m away: hit), query 1 ranks d0 (5 km: miss) then d2 (900 m: hit)
     r = T.validation_recall(q, d, qxy, dxy, ns=(1, 2), threshold_m=1000.0)
     assert r == {1: 0.5, 2: 1.0}
+
+
+class _Pool:
+    def __init__(self, xy, yaw):
+        self.xy, self.yaw_deg = np.asarray(xy, float), np.asarray(yaw, float)
+
+    def __len__(self):
+        return len(self.xy)
+
+
+def test_epoch_selection_caches_positives_and_a_negative_sample_and_maps_back():
+    from crosslocate.model.config import TrainConfig
+
+    # pool: 1000 views on a 10 km line every 10 m, yaw 0; queries at 0 m and 5000 m (yaw 5), one at 20 km
+    pool = _Pool(np.c_[np.arange(1000) * 10.0, np.zeros(1000)], np.zeros(1000))
+    q = types.SimpleNamespace(xy=np.array([[0.0, 0.0], [5000.0, 3.0], [20_000.0, 0.0]]), yaw_deg=np.array([5.0, 5.0, 0.0]))
+    cfg = TrainConfig(
+        pos_radius_m=20.0, n_negatives=3, neg_pool_size=50, neg_hardest=10, cache_size=100, seed=1, max_tuples=None
+    )
+    q_idx, cache, n_without = T.epoch_selection(cfg, q, pool, epoch=1)
+    assert sorted(q_idx.tolist()) == [0, 1] and n_without == 1  # the query 20 km away has no positive
+    # positives by hand: views 0,1,2 (0, 10, 20 m) for query 0; 499..501 for query 1 (498: hypot(20, 3) > 20 m)
+    assert {0, 1, 2, 499, 500, 501} <= set(cache.tolist())
+    assert 100 <= cache.size <= 106 and np.all(np.diff(cache) > 0)
+    again = T.epoch_selection(cfg, q, pool, epoch=1)
+    assert np.array_equal(again[1], cache) and not np.array_equal(T.epoch_selection(cfg, q, pool, epoch=2)[1], cache)
+    # descriptors: a query's descriptor equals that of pool view 1 (query 0) / 501 (query 1)
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(1000, 8)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    pos, neg, valid = T.mine_epoch(cfg, d[np.where(q_idx == 0, 1, 501)], d[cache], q, pool, q_idx, cache, 1)
+    assert valid.all()
+    assert pos.tolist() == [1 if i == 0 else 501 for i in q_idx]  # pool indices, not cache positions
+    far = np.abs(pool.xy[neg][..., 0] - q.xy[q_idx][:, None, 0]) >= cfg.neg_min_dist_m
+    assert far.all() and np.isin(neg, cache).all()
