@@ -135,6 +135,7 @@ class Positions:
                 )
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; positions are an ordinary shared output
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
