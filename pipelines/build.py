@@ -386,7 +386,18 @@ def build_database(
         manifest = run_shards(runner, jobs, manifest, db_dir, views, f"build {kind}")
     if not manifest.complete:
         raise NotBuiltError(f"{db_dir}: build finished but shards are missing; rerun the same command")
+    _write_preview(db_dir)
     return db_dir
+
+
+def _write_preview(db_dir: Path) -> None:
+    """``preview.png`` of a finished database (a picture to look at; failures only log)."""
+    from crosslocate.pipelines.preview import save_database_preview
+
+    try:
+        save_database_preview(db_dir)
+    except Exception as exc:  # a preview must never fail a finished build
+        logger.warning("could not write the preview of %s: %s: %s", db_dir, type(exc).__name__, exc)
 
 
 def _cores() -> int:

@@ -13,6 +13,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("db", help="database folder (manifest.json + shards)")
     p.add_argument("--no-values", action="store_true", help="skip decoding and range-checking every view")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--preview", metavar="PNG", help="also save a mosaic of one position's stored views (all yaws x modalities)")
+    p.add_argument("--position", type=int, help="position id of --preview (default: the most rugged of the first few)")
     p.set_defaults(func=run)
 
 
@@ -35,4 +37,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  warning: {w.kind}: {w.path}: {w.message}")
         if report.bad_shards():
             print(f"  missing/corrupt shards: {report.bad_shards()}; rerun `crosslocate build` to redo them")
+    if args.preview and report.ok:
+        from crosslocate.pipelines.preview import save_database_preview
+
+        print(f"preview: {save_database_preview(args.db, args.preview, args.position)}")
     return 0 if report.ok else 1

@@ -177,6 +177,16 @@ def test_cli_build_and_verify(tiny_world, tmp_path, capsys):
     assert main(args) == 0
     assert capsys.readouterr().out.strip().endswith(str(out))
     assert main(["verify", str(out)]) == 0
+    assert (out / "preview.png").is_file()  # written when the build completed
+    from PIL import Image
+
+    from crosslocate.datasets.shards import open_database
+
+    with open_database(out) as db:
+        pid = int(db.table()["position_id"][0])
+    assert main(["verify", str(out), "--preview", str(tmp_path / "p.png"), "--position", str(pid)]) == 0
+    w, h = Image.open(tmp_path / "p.png").size
+    assert w > 2 * h  # 12 yaw columns x 3 modality rows
     assert main([*args[:-2], "--out", str(out), "--size-px", "48"]) == 2  # mismatch -> CLI error code
     assert "--overwrite" in capsys.readouterr().err
 
