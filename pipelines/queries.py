@@ -32,6 +32,7 @@ import numpy.typing as npt
 from crosslocate.datasets.queries import Query, load_query_csv, sample_synthetic_poses, write_query_csv
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError, ManifestMismatchError
+from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.render.config import BACKEND_NAMES, RenderConfig
 from crosslocate.render.photo import PHOTO_PRESETS, PhotoConfig, PhotoRenderer, perturb_dem
 
@@ -80,6 +81,14 @@ class QuerySetConfig:
         Appearance and terrain perturbation.
     mosaic_count : int
         Photos in the preview mosaic (0: none).
+    min_sky_fraction : float
+        Keep a sampled pose only if at least this fraction of its image is sky (people photograph
+        views, not the slope in front of them; the paper's queries are such photographs).
+    min_horizon_m : float
+        ... and only if the median distance of the skyline (the farthest terrain of each column
+        below the sky) is at least this, metres. 0 with ``min_sky_fraction`` 0 keeps every pose.
+    screen_size_px : int
+        Side of the low-resolution depth render that screens candidate poses.
     """
 
     n_queries: int = 300
@@ -97,6 +106,9 @@ class QuerySetConfig:
     seed: int = 0
     photo: PhotoConfig = field(default_factory=PhotoConfig)
     mosaic_count: int = 16
+    min_sky_fraction: float = 0.1
+    min_horizon_m: float = 2000.0
+    screen_size_px: int = 64
 
     def __post_init__(self) -> None:
         ints = ("n_queries", "width_px", "height_px", "seed", "mosaic_count")
@@ -126,12 +138,33 @@ class QuerySetConfig:
             raise ConfigError(f"QuerySetConfig.backend {self.backend!r}: choose one of {BACKEND_NAMES}")
         if not isinstance(self.photo, PhotoConfig):
             raise ConfigError(f"QuerySetConfig.photo must be a PhotoConfig, got {type(self.photo).__name__}")
+        if not (0.0 <= self.min_sky_fraction < 1.0 and self.min_horizon_m >= 0.0 and self.screen_size_px >= 8):
+            raise ConfigError(
+                "QuerySetConfig needs 0 <= min_sky_fraction < 1, min_horizon_m >= 0, screen_size_px >= 8; got "
+                f"{self.min_sky_fraction}, {self.min_horizon_m}, {self.screen_size_px}"
+            )
         self.render_config()  # validates range_m and near_m
 
     def render_config(self) -> RenderConfig:
         """The :class:`RenderConfig` of the depth/semantic renders behind the photos."""
         size = max(self.width_px, self.height_px)
         return RenderConfig(size_px=size, range_m=self.range_m, near_m=self.near_m, backend=self.backend)
+
+    def screen_config(self) -> RenderConfig:
+        """The low-resolution depth render that screens candidate poses (:func:`is_photo_spot`)."""
+        return RenderConfig(
+            size_px=self.screen_size_px,
+            range_m=self.range_m,
+            near_m=self.near_m,
+            backend=self.backend,
+            modalities=(Modality.DEPTH,),
+            lod_cells=64,
+        )
+
+    @property
+    def screens(self) -> bool:
+        """Whether candidate poses are screened at all."""
+        return self.min_sky_fraction > 0.0 or self.min_horizon_m > 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (``photo`` nested)."""
@@ -355,17 +388,7 @@ def ensure_query_set(
             logger.info("query set complete: %s (%d queries)", out_dir / CSV_NAME, len(done))
             return done
         pdem = perturb_dem(dem, cfg.photo)
-        poses = sample_synthetic_poses(
-            reg,
-            pdem,
-            cfg.n_queries,
-            np.random.default_rng(cfg.seed),
-            fov_range_deg=(cfg.fov_min_deg, cfg.fov_max_deg),
-            pitch_deg=cfg.pitch_deg,
-            roll_deg=cfg.roll_deg,
-            margin_m=cfg.margin_m,
-            height_m=cfg.height_m,
-        )
+        poses = sample_photo_spots(reg, pdem, cfg)
         rendered = _render_missing(pdem, poses, cfg, out_dir)
     queries = [Query(image=str((out_dir / image_name(i)).resolve()), pose=p) for i, p in enumerate(poses)]
     csv_path = write_query_csv(out_dir / CSV_NAME, queries)
@@ -378,6 +401,98 @@ def ensure_query_set(
 def photo_rng(cfg: QuerySetConfig, index: int) -> np.random.Generator:
     """The generator of photo ``index`` (independent of which photos were rendered before)."""
     return np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.photo.seed, index]))
+
+
+def photo_spot_stats(depth: npt.NDArray[np.float32]) -> tuple[float, float]:
+    """(sky fraction, median skyline distance in metres) of one (H, W) depth view (sky = ``SKY_DEPTH_M``).
+
+    The skyline distance of a column is the depth of the terrain pixel just below its lowest sky
+    pixel; columns without sky are skipped; 0.0 when no column has sky.
+    """
+    from crosslocate.datasets.derived import horizon_line
+
+    sky = depth == SKY_DEPTH_M
+    frac = float(sky.mean())
+    rows = horizon_line(depth)
+    cols = np.flatnonzero(np.isfinite(rows) & (rows < depth.shape[0]))
+    if cols.size == 0:
+        return frac, 0.0
+    return frac, float(np.median(depth[rows[cols].astype(np.int64), cols]))
+
+
+def _screen_init(dem: Any, cfg: QuerySetConfig) -> None:
+    from crosslocate.render.views import ViewRenderer
+
+    _WORKER.update(dem=dem, cfg=cfg, screen=ViewRenderer(dem, cfg.screen_config()))
+
+
+def _screen_one(pose: Pose) -> bool:
+    """Whether ``pose`` (in a worker, see :func:`_screen_init`) sees enough sky and a far enough skyline."""
+    cfg: QuerySetConfig = _WORKER["cfg"]
+    depth = _WORKER["screen"].render([pose]).arrays[Modality.DEPTH][0]
+    frac, dist = photo_spot_stats(depth)
+    return frac >= cfg.min_sky_fraction and dist >= cfg.min_horizon_m
+
+
+def _map(fn: Any, items: list[Any], init: Any, initargs: tuple[Any, ...], workers: int | None) -> list[Any]:
+    """``[fn(x) for x in items]`` after ``init(*initargs)``: in this process for few items, else in
+    one spawn process per core (results in input order)."""
+    n_workers = min(workers or os.cpu_count() or 1, len(items))
+    if n_workers <= 1 or len(items) < _PARALLEL_MIN_PHOTOS:
+        init(*initargs)
+        return [fn(x) for x in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # numba's threading layer is not fork-safe
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init, initargs=initargs) as ex:
+        return list(ex.map(fn, items, chunksize=8))
+
+
+def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int | None = None) -> list[Pose]:
+    """``cfg.n_queries`` synthetic query poses where a photographer would stand.
+
+    Candidates come from :func:`~crosslocate.datasets.queries.sample_synthetic_poses` (seeded by
+    ``cfg.seed``, drawn in batches) and are kept, in draw order, when a low-resolution depth render
+    shows at least ``cfg.min_sky_fraction`` sky and a skyline at least ``cfg.min_horizon_m`` away
+    (:func:`photo_spot_stats`). Deterministic for a given seed, whatever ``workers``.
+
+    Raises
+    ------
+    ConfigError
+        Fewer than one candidate in 50 passes (the thresholds do not suit this terrain).
+    """
+    rng = np.random.default_rng(cfg.seed)
+
+    def draw(n: int) -> list[Pose]:
+        return sample_synthetic_poses(
+            region,
+            dem,
+            n,
+            rng,
+            fov_range_deg=(cfg.fov_min_deg, cfg.fov_max_deg),
+            pitch_deg=cfg.pitch_deg,
+            roll_deg=cfg.roll_deg,
+            margin_m=cfg.margin_m,
+            height_m=cfg.height_m,
+        )
+
+    if not cfg.screens or cfg.n_queries == 0:
+        return draw(cfg.n_queries)
+    kept: list[Pose] = []
+    tried = 0
+    while len(kept) < cfg.n_queries:
+        if tried >= 50 * max(cfg.n_queries, 1):
+            raise ConfigError(
+                f"only {len(kept)} of {tried} sampled query poses see >= {cfg.min_sky_fraction:.0%} sky and a "
+                f"skyline >= {cfg.min_horizon_m:.0f} m away; lower QuerySetConfig.min_sky_fraction/min_horizon_m"
+            )
+        batch = draw(max(2 * (cfg.n_queries - len(kept)), 16))
+        ok = _map(_screen_one, batch, _screen_init, (dem, cfg), workers)
+        kept += [p for p, good in zip(batch, ok, strict=True) if good]
+        tried += len(batch)
+    logger.info("query poses: kept %d of %d candidates as photo spots", min(len(kept), cfg.n_queries), tried)
+    return kept[: cfg.n_queries]
 
 
 #: Below this many photos to render, render in this process (worker start-up is not worth it).
@@ -474,7 +589,9 @@ __all__ = [
     "fingerprint",
     "image_name",
     "query_dir",
+    "photo_spot_stats",
     "resolve_query_config",
+    "sample_photo_spots",
     "save_query_mosaic",
     "summarize",
 ]

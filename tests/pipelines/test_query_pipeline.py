@@ -33,6 +33,8 @@ CFG = QuerySetConfig(
     seed=3,
     photo=dataclasses.replace(photo.PHOTO_PRESETS["tiny"], perturb_amplitude_m=AMP),
     mosaic_count=4,
+    min_sky_fraction=0.0,  # no photo-spot screening here (tested on its own below)
+    min_horizon_m=0.0,
 )
 
 
@@ -146,7 +148,8 @@ def test_cli_synth_and_show(tmp_path, cone, calls, capsys):
     geojson = tmp_path / "cone.geojson"
     geojson.write_text(json.dumps(region.polygon.__geo_interface__))
     args = ["queries", "synth", "--region", str(geojson), "--dem", str(tif), "--preset", "tiny", "--n", "3",
-            "--size", "32x24", "--margin", "150", "--work", str(tmp_path / "work")]  # fmt: skip
+            "--size", "32x24", "--margin", "150", "--min-sky", "0", "--min-horizon", "0",
+            "--work", str(tmp_path / "work")]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
     csv = tmp_path / "work" / "cone" / "queries" / "queries.csv"
@@ -188,3 +191,37 @@ def test_parallel_rendering_gives_the_serial_bytes(tmp_path, cone, monkeypatch):
     assert _poses(serial) == _poses(parallel)
     for a, b in zip(serial, parallel, strict=True):
         assert np.array_equal(np.asarray(Image.open(a.image)), np.asarray(Image.open(b.image)))
+
+
+def test_photo_spot_stats_by_hand():
+    from crosslocate.pipelines.queries import photo_spot_stats
+
+    d = np.full((4, 3), 100.0, np.float32)
+    d[:2, 0] = -1.0  # column 0: sky rows 0-1, skyline pixel row 2 at 100 m
+    d[:1, 1] = -1.0
+    d[1, 1] = 5000.0  # column 1: skyline at 5 km
+    # column 2: no sky -> not counted
+    frac, dist = photo_spot_stats(d)
+    assert frac == pytest.approx(3 / 12) and dist == pytest.approx((100.0 + 5000.0) / 2)
+    assert photo_spot_stats(np.full((4, 3), 50.0, np.float32)) == (0.0, 0.0)
+
+
+def test_photo_spots_keep_views_and_refuse_impossible_thresholds():
+    """On a 1.9 km flat square seen from 1.7 m, the skyline is the DEM edge (>= ~150 m away, <= ~2.7 km)."""
+    from crosslocate.dem.sources.synthetic import analytic_dem
+    from crosslocate.pipelines.queries import photo_spot_stats, sample_photo_spots
+    from crosslocate.render.views import ViewRenderer
+
+    dem = analytic_dem("plane", size_px=64, spacing_m=30.0, height_m=500.0)
+    w, s, e, n = dem.bounds_lonlat
+    region = make_region("flat", box(w, s, e, n))
+    cfg = dataclasses.replace(CFG, n_queries=3, pitch_deg=0.0, roll_deg=0.0, min_sky_fraction=0.3, min_horizon_m=100.0)
+    poses = sample_photo_spots(region, dem, cfg, workers=1)
+    assert len(poses) == 3
+    with ViewRenderer(dem, cfg.screen_config()) as r:
+        for p in poses:
+            frac, dist = photo_spot_stats(r.render([p]).arrays["depth"][0])
+            assert frac >= 0.3 and 100.0 <= dist <= 2800.0
+    assert [p.lon for p in sample_photo_spots(region, dem, cfg, workers=1)] == [p.lon for p in poses]  # seeded
+    with pytest.raises(ConfigError, match="min_sky_fraction"):
+        sample_photo_spots(region, dem, dataclasses.replace(cfg, n_queries=1, min_horizon_m=20_000.0), workers=1)
