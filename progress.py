@@ -20,7 +20,7 @@ _log = logging.getLogger("crosslocate.progress")
 
 
 def _fmt_eta(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -99,7 +99,9 @@ class Progress:
             self._bar = None
         elif self.n:
             elapsed = time.perf_counter() - self._t0
-            self._log.info("%s: %d %s in %.1f s (%.2f %s/s)", self.desc, self.n, self.unit, elapsed, self.rate(), self.unit)
+            self._log.info(
+                "%s: %d %s in %.1f s (%.2f %s/s)", self.desc, self.n, self.unit, elapsed, self.rate(), self.unit
+            )
 
     def __enter__(self) -> Self:
         return self

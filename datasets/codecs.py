@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.errors import RenderError, ShardCorruptError

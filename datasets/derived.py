@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.schema import SKY_DEPTH_M, semantic_palette
 from crosslocate.errors import ConfigError
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+
 from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
 from crosslocate.dem.poses import Pose
 from crosslocate.dem.regions import Region, get_region, xy_to_lonlat

@@ -29,6 +29,7 @@ import h5py
 import hdf5plugin  # registers the Blosc filters with HDF5; must be imported before h5py reads shards
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets import codecs
 from crosslocate.datasets.atomic import atomic_path
 from crosslocate.datasets.config import ShardConfig

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
+
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality, semantic_palette
 from crosslocate.errors import ConfigError, RenderError
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from crosslocate.datasets.manifest import Manifest, ShardRecord, file_sha256, shard_name
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.datasets.shards import ShardReader

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch.utils.data import Dataset
+
 from crosslocate.datasets import transforms as T
 from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import Modality
 from crosslocate.errors import ConfigError, RenderError, ShardCorruptError
-from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.errors import ConfigError
 
 #: Standard refraction coefficient for visible light (Gauss' value, used in surveying).

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from crosslocate.errors import ConfigError
 from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError
+
+from crosslocate.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

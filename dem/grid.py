@@ -37,14 +37,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import shapely
+from scipy.spatial import cKDTree
+from shapely.geometry import box
+
 from crosslocate.dem.config import GridConfig
 from crosslocate.dem.geodesy import equal_area_crs_wkt
 from crosslocate.dem.poses import DB_FOV_DEG, DB_YAWS_DEG, Pose
 from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, project_geometry, xy_to_lonlat
 from crosslocate.dem.splits import NONE, assign_splits
 from crosslocate.errors import ConfigError, OutsideCoverageError
-from scipy.spatial import cKDTree
-from shapely.geometry import box
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
+
 from crosslocate.dem import geodesy, sampling
 from crosslocate.errors import ConfigError
-from scipy import ndimage
 
 
 class LandCover(IntEnum):

@@ -33,6 +33,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 from affine import Affine
+
 from crosslocate.dem import geodesy, sampling
 from crosslocate.dem.landcover import (
     LANDCOVER_NODATA,
@@ -424,7 +425,7 @@ class DEM:
         out = np.empty(row_f.shape, np.float64)
         order = np.argsort(key, kind="stable")
         uniq, starts = np.unique(key[order], return_index=True)
-        for k, (u, s) in enumerate(zip(uniq, starts, strict=True)):
+        for k, (_u, s) in enumerate(zip(uniq, starts, strict=True)):
             sel = order[s : starts[k + 1] if k + 1 < len(starts) else None]
             i, j = int(bi[sel[0]]), int(bj[sel[0]])
             grid = self._block(ti, i, j)

@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import shapely
+from shapely.geometry import MultiPolygon, Polygon, box, shape
+
 from crosslocate.dem import geodesy
 from crosslocate.errors import ConfigError, RegionError
-from shapely.geometry import MultiPolygon, Polygon, box, shape
 
 logger = logging.getLogger(__name__)
 

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import shapely
+from shapely.geometry import MultiPolygon, Polygon
+
 from crosslocate.dem.config import GridConfig
 from crosslocate.dem.regions import Region, get_region, lonlat_to_xy
 from crosslocate.errors import ConfigError, RegionError
-from shapely.geometry import MultiPolygon, Polygon
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ Tensors follow their inputs' device and dtype; nothing here holds state.
 from __future__ import annotations
 
 import torch
+
 from crosslocate.errors import ConfigError
 
 #: Triplet margin of the paper (on squared L2 distances of unit descriptors).

@@ -11,8 +11,9 @@ API
 from __future__ import annotations
 
 import torch
-from crosslocate.model import functional as F
 from torch import nn
+
+from crosslocate.model import functional as F
 
 
 class L2N(nn.Module):

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from crosslocate.errors import CheckpointError, ConfigError
 from crosslocate.model import functional as F
 from crosslocate.model.backbones import BACKBONES, VGG16_CONV_INDICES
 from crosslocate.model.config import NetConfig
 from crosslocate.model.layers import L2N, POOLING, GeM
-from torch import nn
 
 logger = logging.getLogger(__name__)
 

@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from crosslocate.datasets.views import QueryDataset, ViewDataset
-from crosslocate.errors import CheckpointError, ConfigError, FileOverwriteError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from crosslocate.datasets.views import QueryDataset, ViewDataset
+from crosslocate.errors import CheckpointError, ConfigError, FileOverwriteError
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from crosslocate.datasets import codecs
 from crosslocate.datasets.atomic import remove_stale_temps
 from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord, file_sha256

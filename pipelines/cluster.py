@@ -55,7 +55,7 @@ class Runner:
         for job in jobs:
             try:
                 yield job, fn(job), None
-            except Exception as exc:  # noqa: BLE001 - any task failure is reported to the caller, who decides
+            except Exception as exc:
                 yield job, None, exc
 
 
@@ -94,7 +94,7 @@ class DaskRunner(Runner):
             job = by_key.pop(future.key)
             try:
                 yield job, future.result(), None
-            except Exception as exc:  # noqa: BLE001 - a worker failure, re-raised here by dask, is reported
+            except Exception as exc:
                 yield job, None, exc
             finally:
                 future.release()

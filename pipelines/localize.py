@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from crosslocate.errors import ConfigError
 
 logger = logging.getLogger(__name__)

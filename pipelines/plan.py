@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.errors import ConfigError
 
 #: Bits per axis of the Morton key (2^21 cells per axis; 21 * 2 = 42 bits fit in int64).

@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.queries import Query, load_query_csv, sample_synthetic_poses, write_query_csv
+from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError, ManifestMismatchError
-from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.render.config import BACKEND_NAMES, RenderConfig
 from crosslocate.render.photo import PHOTO_PRESETS, PhotoConfig, PhotoRenderer, perturb_dem
 
@@ -539,7 +540,9 @@ def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: P
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("spawn")  # numba's threading layer is not fork-safe
-        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_worker_init, initargs=(dem, cfg, out_dir)) as ex:
+        with ProcessPoolExecutor(
+            n_workers, mp_context=ctx, initializer=_worker_init, initargs=(dem, cfg, out_dir)
+        ) as ex:
             futures = [ex.submit(_render_one, i, poses[i]) for i in todo]
             for fut in as_completed(futures):
                 fut.result()
@@ -549,8 +552,9 @@ def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: P
 
 def save_query_mosaic(queries: list[Query], out: Path) -> Path:
     """Preview PNG of the queries' photos, titled with index and FOV (:func:`crosslocate.render.preview.save_mosaic`)."""
-    from crosslocate.render.preview import save_mosaic
     from PIL import Image
+
+    from crosslocate.render.preview import save_mosaic
 
     images = []
     for q in queries:
@@ -588,8 +592,8 @@ __all__ = [
     "ensure_query_set",
     "fingerprint",
     "image_name",
-    "query_dir",
     "photo_spot_stats",
+    "query_dir",
     "resolve_query_config",
     "sample_photo_spots",
     "save_query_mosaic",

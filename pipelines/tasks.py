@@ -11,8 +11,8 @@ rerun writes the same decoded arrays and table, except the measured ``render_tim
 from __future__ import annotations
 
 import contextlib
-import os
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.manifest import ShardRecord, shard_name
 from crosslocate.datasets.schema import VIEW_DTYPE

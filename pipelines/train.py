@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SPLIT_CODES, Modality
 from crosslocate.errors import ConfigError
@@ -308,8 +309,8 @@ __all__ = [
     "ensure_databases",
     "flow_paths",
     "make_pool",
-    "net_input",
     "make_queryset",
+    "net_input",
     "query_splits",
     "query_xy",
     "run_train",

@@ -47,15 +47,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import pyproj
 import numpy.typing as npt
+import pyproj
+from scipy import ndimage
+
 from crosslocate.datasets.schema import Modality
 from crosslocate.dem import geodesy
 from crosslocate.dem.landcover import LANDCOVER_NODATA, LandCover
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError, OutsideCoverageError, RenderError
 from crosslocate.render.camera import focal_px, pixel_rays_cam, rotation_cam_to_enu, validate_camera
-from scipy import ndimage
 
 if TYPE_CHECKING:
     from crosslocate.render.config import RenderConfig
@@ -399,7 +400,9 @@ class PerturbedDEM:
             fx, fy = np.ravel(x), np.ravel(y)
         else:
             fx, fy = geodesy.transform_xy(np.ravel(x), np.ravel(y), crs, self.frame_wkt)
-        return self.waves(np.asarray(fx, np.float64) - self.frame_origin[0], np.asarray(fy, np.float64) - self.frame_origin[1])
+        return self.waves(
+            np.asarray(fx, np.float64) - self.frame_origin[0], np.asarray(fy, np.float64) - self.frame_origin[1]
+        )
 
     def sample(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> FloatArray:
         """Perturbed bilinear elevation, (N,) float64 metres; NaN outside coverage (as the base)."""

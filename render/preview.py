@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.derived import depth_to_rgb, semantic_to_rgb
 from crosslocate.datasets.schema import Modality
 from crosslocate.errors import RenderError, missing_dependency

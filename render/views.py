@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import numpy as np
+
 from crosslocate.datasets.derived import silhouette_from_depth
 from crosslocate.datasets.schema import MODALITY_DTYPES, Modality, parse_modalities
 from crosslocate.errors import RenderError

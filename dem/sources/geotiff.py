@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
 from crosslocate.dem import geodesy
 from crosslocate.dem.mosaic import TileSource
 from crosslocate.errors import DEMReadError
-from rasterio.errors import RasterioError
-from rasterio.windows import Window
 
 logger = logging.getLogger(__name__)
 

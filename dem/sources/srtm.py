@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from affine import Affine
+
 from crosslocate.dem import geodesy
 from crosslocate.dem.mosaic import TileSource
 from crosslocate.errors import DEMReadError

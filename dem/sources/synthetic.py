@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from affine import Affine
+from scipy import ndimage
+
 from crosslocate.dem import geodesy
 from crosslocate.dem.mosaic import DEM, ArraySource
 from crosslocate.errors import ConfigError, DEMReadError
-from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 

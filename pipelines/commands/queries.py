@@ -27,10 +27,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument("--size", default=None, metavar="WxH", help="photo size in pixels, e.g. 640x480")
     s.add_argument("--seed", type=int, default=None, help="seed of poses and photos (overrides the preset)")
     s.add_argument("--margin", type=float, default=None, metavar="M", help="minimum distance from the DEM edge, m")
-    s.add_argument("--min-sky", type=float, default=None, metavar="F",
-                   help="keep poses whose image is at least this fraction sky (0 keeps all)")
-    s.add_argument("--min-horizon", type=float, default=None, metavar="M",
-                   help="keep poses whose skyline is at least this far, metres (0 keeps all)")
+    s.add_argument(
+        "--min-sky",
+        type=float,
+        default=None,
+        metavar="F",
+        help="keep poses whose image is at least this fraction sky (0 keeps all)",
+    )
+    s.add_argument(
+        "--min-horizon",
+        type=float,
+        default=None,
+        metavar="M",
+        help="keep poses whose skyline is at least this far, metres (0 keeps all)",
+    )
     s.add_argument("--perturb", type=float, default=None, metavar="M", help="terrain perturbation amplitude, m")
     s.add_argument("--backend", default=None, choices=("cpu", "pyrender"), help="render backend (default: cpu)")
     s.add_argument("--work", default="work", help="work folder (default: work)")

@@ -50,6 +50,7 @@ def view_name(yaw_deg: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """Render the requested yaws at one position and write arrays, previews and the mosaic."""
     import numpy as np
+
     from crosslocate.datasets.schema import parse_modalities
     from crosslocate.dem.poses import Pose
     from crosslocate.dem.sources import open_dem

@@ -13,7 +13,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("db", help="database folder (manifest.json + shards)")
     p.add_argument("--no-values", action="store_true", help="skip decoding and range-checking every view")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.add_argument("--preview", metavar="PNG", help="also save a mosaic of one position's stored views (all yaws x modalities)")
+    p.add_argument(
+        "--preview", metavar="PNG", help="also save a mosaic of one position's stored views (all yaws x modalities)"
+    )
     p.add_argument("--position", type=int, help="position id of --preview (default: the most rugged of the first few)")
     p.set_defaults(func=run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from crosslocate.datasets.atomic import (
     atomic_path,
     atomic_write,

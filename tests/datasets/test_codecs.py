@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets import codecs
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.schema import SKY_DEPTH_M

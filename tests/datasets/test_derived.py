@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets.derived import (
     SKY_RGB,
     depth_to_rgb,

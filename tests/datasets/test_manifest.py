@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+
 from crosslocate.datasets.manifest import MANIFEST_NAME, Manifest, ShardRecord
 from crosslocate.errors import ManifestMismatchError, NotBuiltError, ShardCorruptError
 

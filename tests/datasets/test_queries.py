@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from pyproj import Geod
+
 from crosslocate.datasets.queries import (
     QUERY_COLUMNS,
     Query,
@@ -16,7 +18,6 @@ from crosslocate.datasets.queries import (
 from crosslocate.dem.poses import Pose
 from crosslocate.dem.regions import get_region
 from crosslocate.errors import OutsideCoverageError, QueryCSVError
-from pyproj import Geod
 
 HEADER = ",".join(QUERY_COLUMNS)
 

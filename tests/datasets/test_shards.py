@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets import codecs
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.manifest import Manifest, ShardRecord, shard_name

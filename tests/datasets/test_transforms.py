@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets import transforms as T
 from crosslocate.datasets.schema import SKY_DEPTH_M
 from crosslocate.errors import ConfigError

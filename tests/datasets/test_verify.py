@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.manifest import Manifest, ShardRecord, shard_name
 from crosslocate.datasets.schema import ALL_MODALITIES, SKY_DEPTH_M, VIEW_DTYPE, Modality

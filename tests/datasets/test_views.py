@@ -8,13 +8,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
 from crosslocate.datasets import transforms as T
 from crosslocate.datasets import views
 from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, VIEW_DTYPE
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError
-from torch.utils.data import DataLoader
 
 N_VIEWS, SIZE = 24, 16
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from crosslocate.dem import geodesy
 from crosslocate.errors import ConfigError
 

@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from pyproj import CRS, Geod, Transformer
+
 from crosslocate.dem.config import GRID_PRESETS, GridConfig, get_grid_preset
 from crosslocate.dem.grid import (
     Positions,
@@ -19,7 +21,6 @@ from crosslocate.dem.grid import (
 from crosslocate.dem.poses import DB_YAWS_DEG, Pose
 from crosslocate.dem.regions import get_region
 from crosslocate.errors import ConfigError, OutsideCoverageError
-from pyproj import CRS, Geod, Transformer
 
 GEOD = Geod(ellps="WGS84")
 LON0, LAT0 = 8.0, 46.0

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from affine import Affine
+
 from crosslocate.dem import geodesy
 from crosslocate.dem.landcover import (
     LANDCOVER_NODATA,

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 from affine import Affine
+
 from crosslocate.dem.mosaic import DEM, ArraySource
 from crosslocate.dem.sources import open_dem
 from crosslocate.errors import DEMReadError

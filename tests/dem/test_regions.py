@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import shapefile  # pyshp
+from pyproj import CRS, Geod, Transformer
+
 from crosslocate.dem.regions import get_region
 from crosslocate.errors import RegionError
-from pyproj import CRS, Geod, Transformer
 
 # WGS84 ellipsoid constants (the definition, not from the code under test).
 A_M = 6378137.0

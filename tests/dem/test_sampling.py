@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from affine import Affine
+
 from crosslocate.dem import geodesy, sampling
 from crosslocate.dem.sources.synthetic import analytic_dem
 from crosslocate.errors import OutsideCoverageError

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+
 from crosslocate.dem.sources import open_dem
 from crosslocate.dem.sources.geotiff import write_geotiff
 from crosslocate.errors import DEMReadError, OutsideCoverageError

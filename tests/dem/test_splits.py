@@ -6,6 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from pyproj import CRS, Geod, Transformer
+from scipy.spatial import cKDTree
+
 from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.dem import splits
 from crosslocate.dem.config import GridConfig
@@ -13,8 +16,6 @@ from crosslocate.dem.grid import uniform_grid
 from crosslocate.dem.regions import get_region
 from crosslocate.dem.splits import assign_splits
 from crosslocate.errors import ConfigError
-from pyproj import CRS, Geod, Transformer
-from scipy.spatial import cKDTree
 
 TRAIN, VAL, TEST, NONE = (SPLIT_CODES[k] for k in ("train", "val", "test", "none"))
 

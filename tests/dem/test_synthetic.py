@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 import rasterio
+from scipy import ndimage
+
 from crosslocate.dem.landcover import LandCover, rule_landcover
 from crosslocate.dem.sources import open_dem
 from crosslocate.dem.sources import synthetic as syn
 from crosslocate.errors import ConfigError
-from scipy import ndimage
 
 SMALL = syn.AlpineParams(spacing_m=200.0)  # the demo region at 200 m: 200 x 200 cells
 

@@ -6,11 +6,12 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
+
 from crosslocate.errors import CheckpointError
 from crosslocate.model.backbones import BACKBONES
 from crosslocate.model.config import NetConfig
 from crosslocate.model.net import build_net
-from torch import nn
 
 # torchvision vgg16().features: (index, in, out) of the 13 convs, written out from the VGG paper's config D
 VGG16_CONVS = [

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from crosslocate.errors import ConfigError
 from crosslocate.model import functional as F
-from crosslocate.model.layers import POOLING, GeM, L2N, TripletLoss
+from crosslocate.model.layers import L2N, POOLING, GeM, TripletLoss
 
 
 def test_triplet_loss_hand_computed():

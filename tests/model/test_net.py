@@ -6,10 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
+
 from crosslocate.errors import ConfigError
 from crosslocate.model.config import EVAL_PRESETS, NET_PRESETS, TRAIN_PRESETS, EvalConfig, NetConfig, TrainConfig
 from crosslocate.model.net import build_net
-from torch import nn
 
 TINY = NET_PRESETS["tiny"]
 
@@ -109,7 +110,12 @@ def test_configs_roundtrip_and_validate():
     assert (t.margin, t.pos_radius_m, t.pos_yaw_deg, t.neg_min_dist_m, t.n_negatives) == (0.1, 20.0, 15.0, 2000.0, 10)
     assert (t.neg_pool_size, t.neg_hardest, t.neg_slack) == (4000, 100, 0.2)
     assert EVAL_PRESETS["paper"].thresholds_m == (20.0, 100.0, 1000.0)
-    for bad in ({"pooling": "avg"}, {"backbone": "vgg19"}, {"width": 0}, {"imagenet_weights": "x", "backbone": "alexnet"}):
+    for bad in (
+        {"pooling": "avg"},
+        {"backbone": "vgg19"},
+        {"width": 0},
+        {"imagenet_weights": "x", "backbone": "alexnet"},
+    ):
         with pytest.raises(ConfigError):
             NetConfig(**bad)
     with pytest.raises(ConfigError):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from crosslocate.model import plots
 from PIL import Image
+
+from crosslocate.model import plots
 
 
 def _png(path):

@@ -17,13 +17,14 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from crosslocate.datasets import views
 from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, VIEW_DTYPE
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import FileOverwriteError
 from crosslocate.model import train as T
-from torch import nn
 
 SIZE = 24
 GRID = 6  # 6 x 6 positions, 500 m apart
@@ -298,7 +299,9 @@ def test_epoch_selection_caches_positives_and_a_negative_sample_and_maps_back():
 
     # pool: 1000 views on a 10 km line every 10 m, yaw 0; queries at 0 m and 5000 m (yaw 5), one at 20 km
     pool = _Pool(np.c_[np.arange(1000) * 10.0, np.zeros(1000)], np.zeros(1000))
-    q = types.SimpleNamespace(xy=np.array([[0.0, 0.0], [5000.0, 3.0], [20_000.0, 0.0]]), yaw_deg=np.array([5.0, 5.0, 0.0]))
+    q = types.SimpleNamespace(
+        xy=np.array([[0.0, 0.0], [5000.0, 3.0], [20_000.0, 0.0]]), yaw_deg=np.array([5.0, 5.0, 0.0])
+    )
     cfg = TrainConfig(
         pos_radius_m=20.0, n_negatives=3, neg_pool_size=50, neg_hardest=10, cache_size=100, seed=1, max_tuples=None
     )

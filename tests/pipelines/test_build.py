@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets.manifest import Manifest, shard_name
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.datasets.shards import open_database

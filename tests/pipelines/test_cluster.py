@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from crosslocate.errors import ConfigError
 from crosslocate.pipelines.cluster import Runner, available_cores, open_runner
 

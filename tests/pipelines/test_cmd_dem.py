@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from crosslocate.pipelines.cli import main
 
 

@@ -7,9 +7,10 @@ import re
 
 import numpy as np
 import pytest
+from pyproj import CRS, Transformer
+
 from crosslocate.dem.grid import Positions
 from crosslocate.pipelines.cli import main
-from pyproj import CRS, Transformer
 
 
 @pytest.fixture

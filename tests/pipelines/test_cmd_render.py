@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from crosslocate.dem import geodesy
 from crosslocate.pipelines.cli import main
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from crosslocate.errors import ConfigError
 from crosslocate.pipelines.plan import estimate, morton_key, plan_shards, positions_per_shard, spatial_order
 

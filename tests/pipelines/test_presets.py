@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from crosslocate.errors import ConfigError
 from crosslocate.pipelines.presets import PRESETS, get_preset
 

@@ -7,6 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+from shapely.geometry import box
+
 from crosslocate.datasets.queries import load_query_csv
 from crosslocate.dem.landcover import LandCover
 from crosslocate.dem.regions import make_region
@@ -20,8 +23,6 @@ from crosslocate.pipelines.queries import (
 )
 from crosslocate.render import photo
 from crosslocate.render.camera import pixel_rays_cam, rotation_cam_to_enu
-from PIL import Image
-from shapely.geometry import box
 
 AMP = 2.0
 CFG = QuerySetConfig(
@@ -136,6 +137,7 @@ def test_config_resolution_and_validation():
 
 def test_cli_synth_and_show(tmp_path, cone, calls, capsys):
     import rasterio
+
     from crosslocate.pipelines.cli import main
 
     dem, region = cone

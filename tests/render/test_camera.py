@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from crosslocate.errors import RenderError
 from crosslocate.render.camera import (
     focal_px,

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from crosslocate.errors import RenderError
 from crosslocate.render.mesh import GridLevel, build_terrain_mesh, level_extent
 

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from crosslocate.dem.landcover import LandCover
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError, RenderError

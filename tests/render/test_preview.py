@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.errors import RenderError
 from crosslocate.render.backends.base import ViewBatch
 from crosslocate.render.preview import save_mosaic, save_view_pngs, view_rgb
-from PIL import Image
 
 
 def _batch() -> ViewBatch:

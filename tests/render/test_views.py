@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets.derived import silhouette_from_depth
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.dem import geodesy
