@@ -365,7 +365,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "cpu": TrainConfig(
         epochs=6,
         batch_size=8,
-        lr=3e-4,
+        lr=1e-4,
         n_negatives=5,
         max_tuples=192,
         neg_pool_size=1000,

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: File names inside a training run folder.
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The weights with the best validation recall (epoch 0 = the initial weights), for evaluation.
+BEST_NAME = "best.pt"
 METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
 
@@ -432,10 +434,22 @@ def train(
         logger.info("resuming %s after epoch %d", ckpt, start)
     elif resume:
         logger.info("--resume: no checkpoint at %s yet, starting from epoch 0", ckpt)
+    best_path = out / BEST_NAME
+    best = _best_score(history)
+    if val is not None and start == 0:
+        row0 = {"epoch": 0, **_validate(net, val, cfg, device)}
+        logger.info("epoch 0 (initial weights): %s", row0)
+        history.append(row0)
+        best = _score(row0)
+        _save_checkpoint(best_path, net, opt, 0, {**(meta or {}), "metrics": row0})
     for epoch in range(start + 1, cfg.epochs + 1):
         row = _run_epoch(net, opt, queries, pool, cfg, device, epoch)
         if val is not None:
             row.update(_validate(net, val, cfg, device))
+            if _score(row) > best:
+                best = _score(row)
+                _save_checkpoint(best_path, net, opt, epoch, {**(meta or {}), "metrics": row})
+                logger.info("epoch %d is the best on validation so far: %s", epoch, best_path)
         _save_checkpoint(ckpt, net, opt, epoch, {**(meta or {}), "metrics": row})
         history.append(row)
         write_metrics(out, history)
@@ -512,6 +526,16 @@ def _run_epoch(
     }
 
 
+def _score(row: dict[str, Any]) -> tuple[float, float]:
+    """Validation score of an epoch: (recall@1, recall@10) within 1 km, compared lexicographically."""
+    r1, r10 = row.get("val_recall@1_1km", float("nan")), row.get("val_recall@10_1km", float("nan"))
+    return (-1.0 if r1 != r1 else float(r1), -1.0 if r10 != r10 else float(r10))
+
+
+def _best_score(history: list[dict[str, Any]]) -> tuple[float, float]:
+    return max((_score(h) for h in history), default=(-1.0, -1.0))
+
+
 def _validate(net: nn.Module, val: tuple[QuerySet, ViewPool], cfg: Any, device: torch.device) -> dict[str, Any]:
     vq, vpool = val
     bs = int(getattr(cfg, "embed_batch_size", cfg.batch_size * 4))
@@ -523,6 +547,7 @@ def _validate(net: nn.Module, val: tuple[QuerySet, ViewPool], cfg: Any, device: 
 
 
 __all__ = [
+    "BEST_NAME",
     "CHECKPOINT_NAME",
     "METRICS_CSV",
     "METRICS_JSON",

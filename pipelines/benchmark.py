@@ -146,6 +146,10 @@ def run_benchmark(
         logger.info("no checkpoint at %s: training first", ckpt)
         flow.run_train(region, dem_src, preset_name, work, modality=modality, device=device)
         timings["train_s"] = round(time.perf_counter() - t_start, 2)
+    best = paths.run / "best.pt"  # selected on validation recall (train.BEST_NAME); else the last epoch
+    if best.exists():
+        logger.info("evaluating %s (best validation epoch) rather than the last epoch", best)
+        ckpt = best
     reg = get_region(region)
     queries = ensure_query_set(region, dem_src, preset, paths.work)
     dbs = flow.ensure_databases(("uniform",), preset, region, dem_src, paths, queries)

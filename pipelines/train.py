@@ -256,10 +256,11 @@ def run_train(
     )
     val = None
     valmask = splits == SPLIT_CODES["val"]
-    if valmask.any() and split_indices(dbs["compact"], "val").size:
+    val_dbs = [dbs[k] for k in ("sparse", "compact") if split_indices(dbs[k], "val").size]
+    if valmask.any() and val_dbs:
         val = (
             make_queryset(queries, valmask, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling),
-            make_pool([dbs["compact"]], paths.modality, "val", reg.crs_wkt, size_px=size_px),
+            make_pool(val_dbs, paths.modality, "val", reg.crs_wkt, size_px=size_px),
         )
     net = build_net(preset.net).to(dev)
     meta = {
@@ -277,7 +278,7 @@ def run_train(
     summary = {
         **meta,
         "checkpoint": str(result.checkpoint),
-        "epochs": len(result.history),
+        "epochs": sum(1 for h in result.history if h.get("epoch", 0) > 0),
         "n_train_queries": len(trainq.dataset),
         "n_train_views": len(pool),
         "n_val_queries": 0 if val is None else len(val[0].dataset),
