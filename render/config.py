@@ -27,7 +27,9 @@ class RenderConfig:
     refraction_k : float
         Atmospheric refraction coefficient; the effective earth radius is R / (1 - k).
     near_m : float
-        Near clipping distance, metres.
+        Kept for configuration compatibility; neither backend clips near terrain any more (the cpu
+        ray caster starts at the camera, pyrender uses a 1 cm near plane with reversed float depth),
+        so the closest visible ground is always drawn.
     backend : str
         ``"cpu"`` (numba heightfield marcher) or ``"pyrender"`` (trimesh + OpenGL offscreen).
     gl_platform : str

@@ -3,9 +3,17 @@
 The terrain pyramid (``LocalTerrain.levels``: level 0 finest, each level a regular heightfield in the
 terrain's local ENU frame) is cut into square tiles by a quadtree around the *focus* (the bounding
 box of the cameras of one block). Every tile is meshed at the level chosen from its distance to the
-focus: level 0 up to ``lod_base_m``, level ``L`` up to ``lod_base_m * 2**L``, so the angular
-error of a coarse level stays roughly constant with distance. One mesh serves every camera of the
-block (prepare once, render many).
+focus. By default that is the pyramid's own schedule, level ``L`` up to
+``levels[L].max_distance_m`` (:class:`~crosslocate.render.terrain.TerrainLevel`), which is exactly
+the surface the ``cpu`` backend casts rays against; with ``lod_base_m`` (or for levels without
+``max_distance_m``) level 0 is used up to ``lod_base_m`` and level ``L`` up to ``lod_base_m * 2**L``.
+Tiles that straddle a level boundary are split down to ``MIN_TILE_CELLS`` cells and take the level of
+their centre, so the mesh changes level within a couple of cells of the boundary circle. A tile only
+uses a level whose node lattice covers it (else the next coarser one), and the mesh covers the union
+of the levels' extents (the coarsest level reaches the render range). One mesh serves every camera of
+the block (prepare once, render many).
+
+Cells are split into two triangles along their south-west / north-east diagonal.
 
 Crack-freeness, in two layers:
 
@@ -30,12 +38,13 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.errors import RenderError
 
 if TYPE_CHECKING:
@@ -47,6 +56,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TILE_CELLS: int = 32
 #: Default level-0 radius in level-0 cells: ``lod_base_m = DEFAULT_LOD_BASE_CELLS * spacing_0``.
 DEFAULT_LOD_BASE_CELLS: float = 64.0
+#: Tiles straddling a level boundary are split down to this many cells of their level per side.
+MIN_TILE_CELLS: int = 4
 #: Skirts end this far (m) below the lowest point of their tile and its neighbours.
 SKIRT_MARGIN_M: float = 10.0
 #: Skirt vertices are marked with this level in :attr:`TerrainMesh.vertex_level`.
@@ -166,9 +177,12 @@ def level_extent(level: HeightLevel) -> tuple[float, float, float, float]:
 def sample_level(
     level: HeightLevel, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8]]:
-    """Bilinear height (float64 m) and nearest-node class (uint8) at points inside the level.
+    """Height of the level's triangulated surface (float64 m) and nearest-node class (uint8) at points.
 
-    Exact at nodes: a node's fractional index is an integer, so its weight is 1.
+    Cell ``(r, c)`` is split along its south-west / north-east diagonal (``wc + wr = 1`` in fractional
+    indices, rows counted southward), the triangulation of :func:`_grid_faces` and of the ``cpu``
+    backend, so vertices inserted between nodes (tile borders, a coarser neighbour's border vertices)
+    lie on the very surface the caster sees. Exact at nodes. Points outside are clamped onto the lattice.
     """
     z = np.asarray(level.z)
     ny, nx = z.shape
@@ -181,7 +195,12 @@ def sample_level(
     wr = fr - r0
     z00, z01 = z[r0, c0].astype(np.float64), z[r0, c0 + 1].astype(np.float64)
     z10, z11 = z[r0 + 1, c0].astype(np.float64), z[r0 + 1, c0 + 1].astype(np.float64)
-    h = (z00 * (1 - wc) + z01 * wc) * (1 - wr) + (z10 * (1 - wc) + z11 * wc) * wr
+    upper = wc + wr <= 1.0  # the triangle holding the north-west node
+    h = np.where(
+        upper,
+        z00 + wc * (z01 - z00) + wr * (z10 - z00),
+        z11 + (1.0 - wc) * (z10 - z11) + (1.0 - wr) * (z01 - z11),
+    )
     cls = np.asarray(level.cls)[np.rint(fr).astype(np.int64), np.rint(fc).astype(np.int64)]
     return h, cls.astype(np.uint8)
 
@@ -206,6 +225,16 @@ def lod_level(distance_m: npt.ArrayLike, lod_base_m: float, n_levels: int) -> np
     return np.clip(lvl, 0, n_levels - 1).astype(np.int64)
 
 
+def lod_level_by_distances(distance_m: npt.ArrayLike, level_distances_m: Sequence[float]) -> npt.NDArray[np.int64]:
+    """Pyramid level for a horizontal distance: the first ``L`` with ``distance < level_distances_m[L]``.
+
+    Distances beyond the last entry get the last level.
+    """
+    d = np.asarray(distance_m, dtype=np.float64)
+    edges = np.asarray(level_distances_m, dtype=np.float64)
+    return np.minimum(np.searchsorted(edges, d, side="right"), edges.size - 1).astype(np.int64)
+
+
 # --------------------------------------------------------------------------------------------- quadtree
 
 
@@ -225,17 +254,64 @@ def _rect_distance(b: npt.NDArray[np.float64], focus: tuple[float, float, float,
     return np.hypot(dx, dy)
 
 
+def _rect_far_distance(b: npt.NDArray[np.float64], focus: tuple[float, float, float, float]) -> float:
+    """Largest distance from a point of the rectangle ``b`` to the focus rectangle (the nearer of its points)."""
+    best = 0.0
+    for x in (b[0], b[2]):
+        for y in (b[1], b[3]):
+            dx = max(0.0, focus[0] - x, x - focus[2])
+            dy = max(0.0, focus[1] - y, y - focus[3])
+            best = max(best, math.hypot(dx, dy))
+    return best
+
+
+def _aligned_root(levels: Sequence[HeightLevel], xmin: float, ymin: float, size: float) -> tuple[float, float, float]:
+    """A quadtree root square covering ``[xmin, xmin + size] x [ymin, ymin + size]`` whose lines fall on nodes.
+
+    The corner snaps down onto the lattice of the coarsest level ``c`` such that levels ``0..c`` are
+    nested (each level's nodes lie on the node lines of level 0, spacings doubling), and the side is
+    ``spacing_0 * 2**k``; every quadtree line is then a node line of level 0, and tile borders of
+    levels ``<= c`` fall on their own node lines (fewer split cells). ``LocalTerrain`` pyramids are
+    not nested beyond level 0 (coarser nodes are centres of finer 2x2 blocks), so there ``c = 0``.
+    """
+    s0 = float(levels[0].spacing_m)
+    c = 0
+    for k in range(1, len(levels)):
+        sk = float(levels[k].spacing_m)
+        ratio = sk / s0
+        nested = abs(ratio - 2.0**k) < 1e-9 * ratio
+        for a, b in ((levels[k].x0, levels[0].x0), (levels[k].y0, levels[0].y0)):
+            q = (float(a) - float(b)) / s0
+            nested = nested and abs(q - round(q)) < 1e-6
+        if not nested:
+            break
+        c = k
+    sc = float(levels[c].spacing_m)
+    x = float(levels[c].x0) + math.floor((xmin - float(levels[c].x0)) / sc) * sc
+    y0_c = float(levels[c].y0)
+    y = y0_c - math.ceil((y0_c - ymin) / sc) * sc
+    need = max(xmin + size - x, ymin + size - y)
+    side = s0 * 2.0 ** max(0, math.ceil(math.log2(max(need / s0, 1.0))))
+    return x, y, side
+
+
 def _quadtree_tiles(
     root: tuple[float, float, float],
     focus: tuple[float, float, float, float],
     spacings: Sequence[float],
-    lod_base_m: float,
+    level_of: Callable[[float], int],
     tile_cells: int,
     range_m: float,
 ) -> tuple[list[_Tile], float]:
-    """Leaves of a quadtree over the square ``root = (xmin, ymin, size)``; returns (tiles, unit_m)."""
+    """Leaves of a quadtree over the square ``root = (xmin, ymin, size)``; returns (tiles, unit_m).
+
+    ``level_of(d)`` is the LOD level at distance ``d`` from the focus. A node is split while it spans
+    more than ``tile_cells`` cells of the level of its nearest point, or while it straddles a level
+    boundary and spans more than ``MIN_TILE_CELLS`` cells; a straddling leaf takes its centre's level.
+    """
     xmin, ymin, size = root
-    depth = max(0, math.ceil(math.log2(max(size / (tile_cells * spacings[0]), 1.0))))
+    min_cells = min(MIN_TILE_CELLS, tile_cells)
+    depth = max(0, math.ceil(math.log2(max(size / (min_cells * spacings[0]), 1.0))))
     unit = size / 2**depth
     out: list[_Tile] = []
     stack = [(0, 0, 2**depth)]
@@ -245,11 +321,18 @@ def _quadtree_tiles(
         d = float(_rect_distance(b, focus))
         if d > range_m:
             continue  # never within range of any camera of the block
-        lvl = int(lod_level(d, lod_base_m, len(spacings)))
-        if n > 1 and n * unit > tile_cells * spacings[lvl] * (1 + 1e-9):
+        lvl = level_of(d)
+        far = level_of(_rect_far_distance(b, focus))
+        split = n * unit > tile_cells * spacings[lvl] * (1 + 1e-9)
+        if far != lvl and n * unit > min_cells * spacings[lvl] * (1 + 1e-9):
+            split = True
+        if n > 1 and split:
             h = n // 2
             stack.extend([(ix, iy, h), (ix + h, iy, h), (ix, iy + h, h), (ix + h, iy + h, h)])
             continue
+        if far != lvl:
+            c = 0.5 * (b[:2] + b[2:])
+            lvl = level_of(float(_rect_distance(np.array([c[0], c[1], c[0], c[1]]), focus)))
         out.append(_Tile(ix, iy, ix + n, iy + n, lvl))
     return out, unit
 
@@ -377,15 +460,16 @@ def build_terrain_mesh(
     range_m : float
         Horizontal render range, metres; tiles farther than this from the focus box are left out.
     lod_base_m : float, optional
-        Radius of the full-resolution zone; level L is used up to ``lod_base_m * 2**L``.
-        Default ``DEFAULT_LOD_BASE_CELLS * levels[0].spacing_m``.
+        Radius of the full-resolution zone; level L is used up to ``lod_base_m * 2**L``. Default: the
+        levels' own ``max_distance_m`` when they all have one (the ``cpu`` backend's schedule), else
+        ``DEFAULT_LOD_BASE_CELLS * levels[0].spacing_m``.
     tile_cells : int
         Tiles span at most this many cells of their level per side.
 
     Returns
     -------
     TerrainMesh
-        Covers the intersection of the levels' extents with the focus box grown by ``range_m``.
+        Covers the union of the levels' extents within ``range_m`` of the focus box.
     """
     _check_levels(levels)
     spacings = [float(lv.spacing_m) for lv in levels]
@@ -395,21 +479,36 @@ def build_terrain_mesh(
         raise RenderError(f"tile_cells must be an integer >= 2, got {tile_cells!r}")
     if not range_m > 0:
         raise RenderError(f"range_m must be positive, got {range_m}")
-    base = DEFAULT_LOD_BASE_CELLS * spacings[0] if lod_base_m is None else float(lod_base_m)
-    if not base > 0:
-        raise RenderError(f"lod_base_m must be positive, got {lod_base_m}")
+    schedule = [getattr(lv, "max_distance_m", None) for lv in levels]
+    n_levels = len(levels)
+    if lod_base_m is None and all(d is not None for d in schedule):
+        edges = [float(d) for d in schedule]  # type: ignore[arg-type]
+
+        def level_of(d: float) -> int:
+            return int(lod_level_by_distances(d, edges))
+
+    else:
+        base = DEFAULT_LOD_BASE_CELLS * spacings[0] if lod_base_m is None else float(lod_base_m)
+        if not base > 0:
+            raise RenderError(f"lod_base_m must be positive, got {lod_base_m}")
+
+        def level_of(d: float) -> int:
+            return int(lod_level(d, base, n_levels))
+
     pts = np.asarray(focus_xy, dtype=np.float64).reshape(-1, 2)
     if pts.shape[0] == 0 or not np.isfinite(pts).all():
         raise RenderError(f"focus_xy must hold at least one finite (east, north) point, got {pts!r}")
     focus = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
     ext = np.array([level_extent(lv) for lv in levels])
-    domain = (ext[:, 0].max(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].min())
+    domain = (ext[:, 0].min(), ext[:, 1].min(), ext[:, 2].max(), ext[:, 3].max())  # union of the extents
     half = range_m + max(focus[2] - focus[0], focus[3] - focus[1]) / 2.0
     cx, cy = (focus[0] + focus[2]) / 2.0, (focus[1] + focus[3]) / 2.0
-    qt, unit = _quadtree_tiles((cx - half, cy - half, 2 * half), focus, spacings, base, tile_cells, range_m)
-    root = (cx - half, cy - half)
+    root3 = _aligned_root(levels, cx - half, cy - half, 2.0 * half)
+    qt, unit = _quadtree_tiles(root3, focus, spacings, level_of, tile_cells, range_m)
+    root = (root3[0], root3[1])
     tiles: list[_Tile] = []
     bounds: list[tuple[float, float, float, float]] = []
+    tol = 1e-6
     for t in qt:
         b = (
             max(root[0] + t.ix0 * unit, domain[0]),
@@ -417,8 +516,20 @@ def build_terrain_mesh(
             min(root[0] + t.ix1 * unit, domain[2]),
             min(root[1] + t.iy1 * unit, domain[3]),
         )
+        # the finest level at or above the LOD level whose lattice covers the tile (else the coarsest,
+        # with the tile clipped to it)
+        lvl = t.level
+        while lvl < n_levels - 1 and not (
+            ext[lvl, 0] <= b[0] + tol
+            and ext[lvl, 1] <= b[1] + tol
+            and b[2] <= ext[lvl, 2] + tol
+            and b[3] <= ext[lvl, 3] + tol
+        ):
+            lvl += 1
+        e = ext[lvl]
+        b = (max(b[0], e[0]), max(b[1], e[1]), min(b[2], e[2]), min(b[3], e[3]))
         if b[2] - b[0] > 1e-3 and b[3] - b[1] > 1e-3:
-            tiles.append(t)
+            tiles.append(_Tile(t.ix0, t.iy0, t.ix1, t.iy1, lvl))
             bounds.append(b)
     if not tiles:
         raise RenderError(f"no terrain within {range_m:.0f} m of the cameras (focus box {focus}, terrain {domain})")

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.dem import geodesy
 from crosslocate.dem.landcover import LANDCOVER_NODATA, LandCover
 from crosslocate.errors import OutsideCoverageError, RenderError

@@ -1,21 +1,41 @@
-"""The ``cpu`` backend: a numba-compiled heightfield ray marcher (voxel-space style) over the LOD pyramid.
+"""The ``cpu`` backend: a numba-compiled exact ray caster over the triangulated LOD heightfield pyramid.
 
 This is the only module of crosslocate that imports numba.
+
+Surface
+-------
+The rendered surface is the one the ``pyrender`` backend rasterises (:mod:`crosslocate.render.mesh`):
+every cell of a pyramid level is split into two triangles along its south-west / north-east diagonal,
+and level ``L`` is used for horizontal distances (from the camera) in
+``[max_distance_m[L-1], max_distance_m[L])`` (:attr:`TerrainLevel.max_distance_m`), up to the render
+range; where a ray leaves a level's lattice early, the next level takes over. Terrain is rendered at
+every distance from the camera (there is no near clipping plane), and nothing beyond ``range_m``
+(horizontal distance from the camera, the same cut as the OpenGL backend's per-fragment test).
+The two backends differ only next to a level boundary: the caster steps from one level's surface to
+the next at the boundary circle (a vertical wall where the coarser one is higher), the mesh changes
+level at tile borders within a few cells of the circle and stitches the finer border onto the coarser.
 
 Algorithm
 ---------
 A camera with pitch 0 and roll 0 in the terrain frame maps every image column to a vertical plane
-through the camera. Each column is rendered independently (``numba.prange`` over columns, so all
-cores are used): march outward along the column's horizontal direction from ``near_m`` to
-``range_m``; the step is ``step_cells`` node spacings of the pyramid level that serves the current
-distance (:attr:`TerrainLevel.max_distance_m`), so it grows with distance; at each step the bilinear
-height ``z(t)`` projects to the continuous row ``v = cy - f' (z - z_cam) / t``. Rows are filled
-bottom-up only where the terrain rises above the running occlusion horizon (the highest row filled so
-far). Row ``r`` (centre ``r + 0.5``) is covered once ``r + 0.5 >= v``; its hit distance is the linear
-interpolation of the crossing between the previous and the current step (exact on planar terrain),
-its class that of the nearest node. Rows never covered are sky (``SKY_DEPTH_M`` / ``SKY_CLASS``). A
-column stops early when all rows are filled or when even the highest node of the remaining levels
-cannot rise above the horizon.
+through the camera. Each column is cast independently; one parallel region per ``render`` call
+covers all its views (``numba.prange`` over (view, block of ``COLUMN_BLOCK`` adjacent columns) tasks,
+handed out one at a time, so all cores are busy, a preempted thread delays nothing but its own task,
+and each thread writes whole cache lines).
+Along the column's horizontal direction the height of the triangulated surface is piecewise linear in
+the distance ``t``, with breakpoints where the ray crosses a cell edge (``x`` or ``y`` node line) or a
+cell diagonal; the caster visits exactly these breakpoints (a 3-stream DDA), so between two of them
+the surface is a straight segment and the crossing with the ray of every image row is solved exactly
+(no step size, no missed peaks, exact depth at any distance, however close).
+A row ``r`` (centre ``r + 0.5``, ray slope ``m_r = (cy - r - 0.5) / f'``) is covered by the first
+segment that rises above its ray; rows are filled bottom-up, the highest filled row is the running
+occlusion horizon, and rows never covered are sky (``SKY_DEPTH_M`` / ``SKY_CLASS``). The class is that
+of the node nearest to the hit point.
+
+Empty space is skipped with a max-mipmap: each level keeps the maximum node height of every
+``BLOCK_CELLS`` x ``BLOCK_CELLS`` cell block, and a block whose maximum stays below the lowest
+uncovered row's ray over the block's distance interval is crossed in one step. A column stops when
+all rows are filled or when even the highest node of the remaining levels cannot reach that ray.
 
 For a pitch-0 column through camera x-coordinate ``x_c = (u + 0.5 - W/2) / f`` the horizontal
 direction is ``(x_c right + forward) / n`` with ``n = sqrt(1 + x_c^2)``, ``f' = f n``, and the z-depth
@@ -30,8 +50,10 @@ at most half a strip cell (0.4 px at the default oversample 1.25). Ray elevation
 +-85 degrees.
 
 Outputs follow :mod:`crosslocate.datasets.schema`: depth float32 z-depth metres (sky ``SKY_DEPTH_M``),
-semantic uint8 LandCover ids (sky ``SKY_CLASS``), silhouette from the depth via
-:func:`crosslocate.datasets.derived.silhouette_from_depth`.
+semantic uint8 LandCover ids (sky ``SKY_CLASS``), silhouette from the depth with exactly the rule of
+:func:`crosslocate.datasets.derived.silhouette_from_depth` (computed here in parallel).
+
+Threads: ``numba`` uses ``NUMBA_NUM_THREADS`` threads (default: all cores); :func:`threads_used`.
 """
 
 from __future__ import annotations
@@ -44,6 +66,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
 from crosslocate.errors import RenderError
 from crosslocate.render.backends.base import FrameCamera, RenderBackend, ViewBatch
@@ -54,132 +77,328 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Default march step in node spacings of the level in use.
-STEP_CELLS: float = 1.0
+#: Cells per side of a max-mipmap block (empty-space skipping).
+BLOCK_CELLS: int = 8
+#: Adjacent image columns cast by one parallel task (16 float32 = one 64-byte cache line per row).
+COLUMN_BLOCK: int = 16
 #: Strip resolution relative to the target camera's focal length (general pitch / roll path).
 STRIP_OVERSAMPLE: float = 1.25
 #: Largest |ray elevation| rendered by the strip path, degrees.
 MAX_ELEVATION_DEG: float = 85.0
 #: A camera counts as level (fast path) when its tilt moves the image by less than this many pixels.
 LEVEL_TOL_PX: float = 0.02
+#: Smallest reported hit distance, metres (a camera inside the terrain still sees terrain, not sky).
+MIN_HIT_M: float = 1e-3
+_BIG: float = 1e300
+#: LLVM fast-math flags of the caster: FMA contraction, reciprocals, reassociation; not no-NaN / no-Inf.
+_FASTMATH = {"contract", "arcp", "nsz", "afn", "reassoc"}
 
 
-@numba.njit(cache=True, inline="always")
-def _height(
-    zf: npt.NDArray[np.float32], off: int, nx: int, ny: int, x0: float, y0: float, s: float, x: float, y: float
-) -> float:
-    """Bilinear height of one level at frame ``(x, y)``; NaN outside the level's lattice."""
-    fx = (x - x0) / s
-    fy = (y0 - y) / s
-    i = math.floor(fx)
-    j = math.floor(fy)
-    if i < 0 or j < 0 or i >= nx - 1 or j >= ny - 1:
-        return math.nan
+def threads_used() -> int:
+    """Number of threads the numba kernels run on (``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``)."""
+    return int(numba.get_num_threads())
+
+
+# ------------------------------------------------------------------------------------------ kernels
+
+
+@numba.njit(cache=True, inline="always", fastmath=_FASTMATH)
+def _tri_height(zf: npt.NDArray[np.float32], off: int, nx: int, ny: int, fx: float, fy: float) -> float:
+    """Height of the triangulated level surface at lattice coordinates ``(fx, fy)`` (clamped inside).
+
+    Cell ``(i, j)`` (column ``i`` east, row ``j`` south) is split along ``ax + ay = 1`` (its south-west /
+    north-east diagonal) like the mesh; the surface is continuous, so points on an edge may use either
+    neighbouring triangle.
+    """
+    if fx < 0.0:
+        fx = 0.0
+    elif fx > nx - 1.0:
+        fx = nx - 1.0
+    if fy < 0.0:
+        fy = 0.0
+    elif fy > ny - 1.0:
+        fy = ny - 1.0
+    i = min(int(fx), nx - 2)
+    j = min(int(fy), ny - 2)
     ax = fx - i
     ay = fy - j
     b = off + j * nx + i
-    return (zf[b] * (1.0 - ax) + zf[b + 1] * ax) * (1.0 - ay) + (zf[b + nx] * (1.0 - ax) + zf[b + nx + 1] * ax) * ay
+    if ax + ay <= 1.0:
+        z00 = np.float64(zf[b])
+        return z00 + ax * (zf[b + 1] - z00) + ay * (zf[b + nx] - z00)
+    z11 = np.float64(zf[b + nx + 1])
+    return z11 + (1.0 - ax) * (zf[b + nx] - z11) + (1.0 - ay) * (zf[b + 1] - z11)
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def _march_columns(
+@numba.njit(cache=True, inline="always")
+def _next_crossing(f0: float, g: float, ig: float, t: float) -> tuple[float, float, float]:
+    """First integer line of ``f(t) = f0 + g t`` strictly after ``t``: returns (k, step, t_k)."""
+    if g > 0.0:
+        k = math.floor(f0 + g * t) + 1.0
+        return k, 1.0, (k - f0) * ig
+    if g < 0.0:
+        k = math.ceil(f0 + g * t) - 1.0
+        return k, -1.0, (k - f0) * ig
+    return 0.0, 0.0, _BIG
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _cast_column(
     zf: npt.NDArray[np.float32],
     cf: npt.NDArray[np.uint8],
-    lv_off: npt.NDArray[np.int64],
-    lv_nx: npt.NDArray[np.int64],
-    lv_ny: npt.NDArray[np.int64],
-    lv_geo: npt.NDArray[np.float64],
+    bz: npt.NDArray[np.float32],
+    lv_int: npt.NDArray[np.int64],
+    lv_flt: npt.NDArray[np.float64],
     cam: npt.NDArray[np.float64],
-    near_m: float,
     range_m: float,
-    step_cells: float,
+    col: npt.NDArray[np.float64],
+    c: int,
+    depth_out: npt.NDArray[np.float32],
+    cls_out: npt.NDArray[np.uint8],
+    sky_depth: float,
+    sky_cls: int,
+) -> None:
+    """Cast image column ``c`` (module docstring); writes ``depth_out[:, c]`` and ``cls_out[:, c]``."""
+    nrows = depth_out.shape[0]
+    nlev = lv_int.shape[0]
+    cx, cy, cz = cam[0], cam[1], cam[2]
+    dx, dy, fc, cyc, zs = col[0], col[1], col[2], col[3], col[4]
+    inv_f = 1.0 / fc
+    top = nrows
+    t_a = 0.0
+    dz_a = 0.0
+    bsz = float(BLOCK_CELLS)
+    done = False
+    for lev in range(nlev):
+        if done or top == 0:
+            break
+        off, nx, ny = lv_int[lev, 0], lv_int[lev, 1], lv_int[lev, 2]
+        boff, bnx, bny = lv_int[lev, 3], lv_int[lev, 4], lv_int[lev, 5]
+        x0, y0, s, dmax, zmax_from = lv_flt[lev, 0], lv_flt[lev, 1], lv_flt[lev, 2], lv_flt[lev, 3], lv_flt[lev, 4]
+        hz = zmax_from - cz
+        m_top = (cyc + 0.5 - top) * inv_f
+        if hz < m_top * (t_a if m_top >= 0.0 else range_m):
+            break  # nothing at this or any coarser level reaches the lowest uncovered ray
+        t_end = min(dmax, range_m)
+        if t_end <= t_a:
+            continue
+        gx = dx / s
+        gy = -dy / s
+        fx0 = (cx - x0) / s
+        fy0 = (y0 - cy) / s
+        t_lo = t_a
+        t_hi = t_end
+        # clip to the part of the ray inside the level's lattice
+        empty = False
+        for f0, g, n in ((fx0, gx, nx), (fy0, gy, ny)):
+            if g != 0.0:
+                ta_ = -f0 / g
+                tb_ = (n - 1.0 - f0) / g
+                if ta_ > tb_:
+                    ta_, tb_ = tb_, ta_
+                t_lo = max(t_lo, ta_)
+                t_hi = min(t_hi, tb_)
+            elif f0 < 0.0 or f0 > n - 1.0:
+                empty = True
+        if empty or t_hi <= t_lo:
+            continue
+        # entry point of this level: a vertical step from the previous surface (or a gap) at t_lo
+        t_a = t_lo
+        dz_a = _tri_height(zf, off, nx, ny, fx0 + gx * t_a, fy0 + gy * t_a) - cz
+        if t_a > 0.0 and dz_a >= m_top * t_a:
+            rnew = max(math.ceil(cyc - 0.5 - fc * dz_a / t_a), 0)
+            th = max(t_a, MIN_HIT_M)
+            ci = min(max(int(fx0 + gx * th + 0.5), 0), nx - 1)
+            cj = min(max(int(fy0 + gy * th + 0.5), 0), ny - 1)
+            k = cf[off + cj * nx + ci]
+            for r in range(rnew, top):
+                depth_out[r, c] = th * zs
+                cls_out[r, c] = k
+            top = min(top, rnew)
+            if top == 0:
+                break
+        igx = 1.0 / gx if gx != 0.0 else 0.0
+        igy = 1.0 / gy if gy != 0.0 else 0.0
+        gd = gx + gy
+        igd = 1.0 / gd if gd != 0.0 else 0.0
+        fd0 = fx0 + fy0
+        # block streams (block lines are multiples of BLOCK_CELLS in lattice coordinates)
+        kbx, sbx, tbx = _next_crossing(fx0 / bsz, gx / bsz, igx * bsz, t_a)
+        kby, sby, tby = _next_crossing(fy0 / bsz, gy / bsz, igy * bsz, t_a)
+        stale = False
+        while t_a < t_hi:
+            t_bexit = min(tbx, tby, t_hi)
+            tm = 0.5 * (t_a + t_bexit)
+            bi = min(max(int((fx0 + gx * tm) / bsz), 0), bnx - 1)
+            bj = min(max(int((fy0 + gy * tm) / bsz), 0), bny - 1)
+            hb = bz[boff + bj * bnx + bi] - cz
+            m_top = (cyc + 0.5 - top) * inv_f
+            if hb >= m_top * (t_a if m_top >= 0.0 else t_bexit):
+                if stale:
+                    dz_a = _tri_height(zf, off, nx, ny, fx0 + gx * t_a, fy0 + gy * t_a) - cz
+                    stale = False
+                kx, sx, tx = _next_crossing(fx0, gx, igx, t_a)
+                ky, sy, ty = _next_crossing(fy0, gy, igy, t_a)
+                kd, sd, td = _next_crossing(fd0, gd, igd, t_a)
+                while True:
+                    t_b = min(tx, ty, td)
+                    last = t_b >= t_bexit
+                    if last:
+                        t_b = t_bexit
+                    else:
+                        if tx <= t_b:
+                            kx += sx
+                            tx = (kx - fx0) * igx
+                        if ty <= t_b:
+                            ky += sy
+                            ty = (ky - fy0) * igy
+                        if td <= t_b:
+                            kd += sd
+                            td = (kd - fd0) * igd
+                    fxb = fx0 + gx * t_b
+                    fyb = fy0 + gy * t_b
+                    dz_b = _tri_height(zf, off, nx, ny, fxb, fyb) - cz
+                    if dz_b >= m_top * t_b:
+                        # rows rnew .. top-1 cross the segment (t_a, dz_a) -> (t_b, dz_b)
+                        rnew = max(math.ceil(cyc - 0.5 - fc * dz_b / t_b), 0)
+                        for r in range(rnew, top):
+                            m = (cyc - 0.5 - r) * inv_f
+                            ga = dz_a - m * t_a
+                            if ga >= 0.0:
+                                th = t_a
+                            else:
+                                gb = dz_b - m * t_b
+                                th = t_a + (t_b - t_a) * (-ga) / (gb - ga) if gb > ga else t_b
+                                th = min(th, t_b)
+                            th = max(th, MIN_HIT_M)
+                            ci = min(max(int(fx0 + gx * th + 0.5), 0), nx - 1)
+                            cj = min(max(int(fy0 + gy * th + 0.5), 0), ny - 1)
+                            depth_out[r, c] = th * zs
+                            cls_out[r, c] = cf[off + cj * nx + ci]
+                        top = min(top, rnew)
+                        if top == 0:
+                            break
+                        m_top = (cyc + 0.5 - top) * inv_f
+                        if hb < m_top * (t_b if m_top >= 0.0 else t_bexit):
+                            stale = True  # the rest of this block cannot reach the new horizon
+                            break
+                    t_a = t_b
+                    dz_a = dz_b
+                    if last:
+                        break
+                if top == 0:
+                    break
+            else:
+                stale = True
+            t_a = t_bexit
+            if t_bexit >= t_hi:
+                break
+            while tbx <= t_bexit:
+                kbx += sbx
+                tbx = (kbx * bsz - fx0) * igx
+            while tby <= t_bexit:
+                kby += sby
+                tby = (kby * bsz - fy0) * igy
+            m_top = (cyc + 0.5 - top) * inv_f
+            if hz < m_top * (t_a if m_top >= 0.0 else range_m):
+                done = True
+                break
+    for r in range(top):
+        depth_out[r, c] = sky_depth
+        cls_out[r, c] = sky_cls
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _cast_columns(
+    zf: npt.NDArray[np.float32],
+    cf: npt.NDArray[np.uint8],
+    bz: npt.NDArray[np.float32],
+    lv_int: npt.NDArray[np.int64],
+    lv_flt: npt.NDArray[np.float64],
+    cams: npt.NDArray[np.float64],
+    range_m: float,
     cols: npt.NDArray[np.float64],
     depth_out: npt.NDArray[np.float32],
     cls_out: npt.NDArray[np.uint8],
     sky_depth: float,
     sky_cls: int,
 ) -> None:
-    """March every column; ``cols[c] = (dir_x, dir_y, f', cy, zscale)``; outputs are (ncol, nrows).
+    """Cast every column of every view in one parallel region; outputs are (N, nrows, ncol).
 
-    ``lv_geo[L] = (x0, y0, spacing, max_distance, zmax of levels >= L)``; level L nodes are
-    ``zf[lv_off[L] + r * lv_nx[L] + c]``.
+    ``cams[i]`` is view ``i``'s camera position, ``cols[i, c] = (dir_x, dir_y, f', cy, zscale)``.
+    ``lv_int[L] = (off, nx, ny, block_off, block_nx, block_ny)``, ``lv_flt[L] = (x0, y0, spacing,
+    max_distance, zmax of levels >= L)``; level L nodes are ``zf[off + r * nx + c]``, its block maxima
+    ``bz[block_off + br * block_nx + bc]``. The tasks are (view, block of ``COLUMN_BLOCK`` columns).
     """
-    ncol = cols.shape[0]
-    nrows = depth_out.shape[1]
-    nlev = lv_off.shape[0]
-    cx, cy_, cz = cam[0], cam[1], cam[2]
-    for c in numba.prange(ncol):
-        dx, dy, fc, cyc, zs = cols[c, 0], cols[c, 1], cols[c, 2], cols[c, 3], cols[c, 4]
-        top = nrows
-        t = near_m
-        lev = 0
-        while lev < nlev and t >= lv_geo[lev, 3]:
-            lev += 1
-        t_prev = -1.0
-        dz_prev = 0.0
-        while lev < nlev and t <= range_m and top > 0:
-            x0, y0, s = lv_geo[lev, 0], lv_geo[lev, 1], lv_geo[lev, 2]
-            nx, ny, off = lv_nx[lev], lv_ny[lev], lv_off[lev]
-            fx = (cx + dx * t - x0) / s
-            fy = (y0 - (cy_ + dy * t)) / s
-            i = math.floor(fx)
-            j = math.floor(fy)
-            if i >= 0 and j >= 0 and i < nx - 1 and j < ny - 1:
-                ax = fx - i
-                ay = fy - j
-                b = off + j * nx + i
-                z = (zf[b] * (1.0 - ax) + zf[b + 1] * ax) * (1.0 - ay) + (
-                    zf[b + nx] * (1.0 - ax) + zf[b + nx + 1] * ax
-                ) * ay
-                dz = z - cz
-                vs = cyc - fc * dz / t
-                rnew = top
-                if vs - 0.5 < top:
-                    rnew = max(math.ceil(vs - 0.5), 0)
-                if rnew < top:
-                    ci = i + 1 if ax >= 0.5 else i
-                    cj = j + 1 if ay >= 0.5 else j
-                    k = cf[off + cj * nx + ci]
-                    # one extra sample halfway back refines the crossings (piecewise-linear over 3 samples)
-                    tm = 0.5 * (t_prev + t)
-                    dzm = _height(zf, off, nx, ny, x0, y0, s, cx + dx * tm, cy_ + dy * tm) - cz
-                    for r in range(rnew, top):
-                        th = t
-                        if t_prev > 0.0:
-                            m = (cyc - (r + 0.5)) / fc
-                            g0 = dz_prev - m * t_prev
-                            g1 = dz - m * t
-                            gm = dzm - m * tm
-                            if not math.isfinite(gm):
-                                if g0 < 0.0 and g1 > g0:
-                                    th = t_prev + (t - t_prev) * (-g0) / (g1 - g0)
-                            elif gm >= 0.0:
-                                if g0 < 0.0:
-                                    th = t_prev + (tm - t_prev) * (-g0) / (gm - g0)
-                                else:
-                                    th = t_prev
-                            elif g1 > gm:
-                                th = tm + (t - tm) * (-gm) / (g1 - gm)
-                        depth_out[c, r] = th * zs
-                        cls_out[c, r] = k
-                    top = rnew
-                dz_prev = dz
-                t_prev = t
-            else:
-                t_prev = -1.0
-            if top == 0:
-                break
-            m_top = (cyc - (top - 0.5)) / fc
-            hz = lv_geo[lev, 4] - cz
-            bound = hz / t if hz >= 0.0 else hz / range_m
-            if bound < m_top:
-                break
-            t += s * step_cells
-            while lev < nlev and t >= lv_geo[lev, 3]:
-                lev += 1
-        for r in range(top):
-            depth_out[c, r] = sky_depth
-            cls_out[c, r] = sky_cls
+    nview, ncol = cols.shape[0], cols.shape[1]
+    nblk = (ncol + COLUMN_BLOCK - 1) // COLUMN_BLOCK
+    for task in numba.prange(nview * nblk):
+        i = task // nblk
+        b = task % nblk
+        d_i = depth_out[i]
+        c_i = cls_out[i]
+        for c in range(b * COLUMN_BLOCK, min(ncol, (b + 1) * COLUMN_BLOCK)):
+            _cast_column(zf, cf, bz, lv_int, lv_flt, cams[i], range_m, cols[i, c], c, d_i, c_i, sky_depth, sky_cls)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _silhouette(depth: npt.NDArray[np.float32], scale: np.float32, out: npt.NDArray[np.uint8]) -> None:
+    """:func:`crosslocate.datasets.derived.silhouette_from_depth` for (N, H, W) float32, bit for bit.
+
+    ``scale = float32(1 + rel_jump)``; a terrain pixel is marked when a 4-neighbour is farther than
+    ``scale`` times its depth; sky (depth <= 0 or non-finite) is infinitely far and never marked.
+    Rows are processed in parallel through branch-free "farness" rows (0 outside the image).
+    """
+    n, h, w = depth.shape
+    inf = np.float32(np.inf)
+    zero = np.float32(0.0)
+    for q in numba.prange(n * h):
+        i = q // h
+        r = q % h
+        far_u = np.empty(w, np.float32)
+        far_m = np.empty(w, np.float32)
+        far_d = np.empty(w, np.float32)
+        for c in range(w):
+            e = depth[i, r, c]
+            far_m[c] = e if e > 0.0 else inf  # NaN, <= 0 -> sky (inf); +inf stays inf
+            e = depth[i, r - 1, c] if r > 0 else zero
+            far_u[c] = (e if e > 0.0 else inf) if r > 0 else zero
+            e = depth[i, r + 1, c] if r + 1 < h else zero
+            far_d[c] = (e if e > 0.0 else inf) if r + 1 < h else zero
+        for c in range(w):
+            d = far_m[c]
+            sc = d * scale
+            left = far_m[c - 1] if c > 0 else zero
+            right = far_m[c + 1] if c + 1 < w else zero
+            hit = (left > sc) | (right > sc) | (far_u[c] > sc) | (far_d[c] > sc)
+            out[i, r, c] = hit & (d < inf)
+
+
+@numba.njit(cache=True)
+def _block_max(z: npt.NDArray[np.float32], bsz: int) -> npt.NDArray[np.float32]:
+    """Maximum node height of every ``bsz`` x ``bsz`` cell block (nodes on the block border included)."""
+    ny, nx = z.shape
+    bny = max((ny - 2) // bsz + 1, 1)
+    bnx = max((nx - 2) // bsz + 1, 1)
+    out = np.full((bny, bnx), -np.inf, np.float32)
+    for j in range(ny):
+        for i in range(nx):
+            v = z[j, i]
+            bj0 = min(j // bsz, bny - 1)
+            bi0 = min(i // bsz, bnx - 1)
+            # a node on a block line belongs to the blocks on both sides
+            for bj in (bj0 - 1, bj0):
+                if bj < 0 or not (bj * bsz <= j <= bj * bsz + bsz):
+                    continue
+                for bi in (bi0 - 1, bi0):
+                    if bi < 0 or not (bi * bsz <= i <= bi * bsz + bsz):
+                        continue
+                    if v > out[bj, bi]:
+                        out[bj, bi] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------ backend
 
 
 class _Pyramid:
@@ -188,19 +407,27 @@ class _Pyramid:
     def __init__(self, terrain: LocalTerrain) -> None:
         if not terrain.levels:
             raise RenderError("terrain has no levels (the DEM does not overlap the render range)")
-        zs, cs, off = [], [], [0]
+        zs, cs, bs, off, boff = [], [], [], [0], [0]
+        lv_int = []
         for lv in terrain.levels:
-            zs.append(np.ascontiguousarray(lv.z, np.float32).ravel())
+            ny, nx = lv.z.shape
+            if ny < 2 or nx < 2:
+                raise RenderError(f"terrain level with spacing {lv.spacing_m} m has fewer than 2x2 nodes")
+            z = np.ascontiguousarray(lv.z, np.float32)
+            bm = _block_max(z, BLOCK_CELLS)
+            zs.append(z.ravel())
             cs.append(np.ascontiguousarray(lv.cls, np.uint8).ravel())
-            off.append(off[-1] + zs[-1].size)
+            bs.append(bm.ravel())
+            lv_int.append([off[-1], nx, ny, boff[-1], bm.shape[1], bm.shape[0]])
+            off.append(off[-1] + z.size)
+            boff.append(boff[-1] + bm.size)
         self.zf = np.concatenate(zs)
         self.cf = np.concatenate(cs)
-        self.off = np.array(off[:-1], np.int64)
-        self.nx = np.array([lv.z.shape[1] for lv in terrain.levels], np.int64)
-        self.ny = np.array([lv.z.shape[0] for lv in terrain.levels], np.int64)
+        self.bz = np.concatenate(bs)
+        self.lv_int = np.array(lv_int, np.int64)
         zmax = np.array([float(np.max(lv.z)) for lv in terrain.levels])
         zmax_from = np.maximum.accumulate(zmax[::-1])[::-1]
-        self.geo = np.array(
+        self.lv_flt = np.array(
             [[lv.x0, lv.y0, lv.spacing_m, lv.max_distance_m, zmax_from[i]] for i, lv in enumerate(terrain.levels)],
             np.float64,
         )
@@ -229,31 +456,41 @@ def _level_columns(cam: FrameCamera, f: float) -> npt.NDArray[np.float64]:
     return np.stack([d[:, 0], d[:, 1], f * n, np.full_like(n, cam.height_px / 2.0), 1.0 / n], axis=1)
 
 
+def silhouette(depth: npt.NDArray[np.float32], rel_jump: float) -> npt.NDArray[np.uint8]:
+    """Parallel :func:`~crosslocate.datasets.derived.silhouette_from_depth` of (N, H, W) float32 depth."""
+    if not rel_jump > 0.0:
+        raise RenderError(f"rel_jump must be > 0, got {rel_jump}")
+    d = np.ascontiguousarray(depth, np.float32)
+    out = np.empty(d.shape, np.uint8)
+    _silhouette(d, np.float32(1.0 + rel_jump), out)
+    return out
+
+
 class HeightfieldBackend(RenderBackend):
-    """Numba heightfield marcher (module docstring). Thread count: ``NUMBA_NUM_THREADS``.
+    """Numba ray caster over the triangulated heightfield pyramid (module docstring).
+
+    Thread count: ``NUMBA_NUM_THREADS`` (see :func:`threads_used`).
 
     Parameters
     ----------
     config : RenderConfig
-        Uses ``near_m`` and ``silhouette_rel_jump`` (the range comes from the terrain).
-    step_cells : float
-        March step in node spacings of the level in use (smaller: slower, more exact).
+        Uses ``silhouette_rel_jump`` (the range comes from the terrain; terrain is rendered at every
+        distance, ``near_m`` is not a clipping plane here).
     oversample : float
         Strip resolution of the general pitch / roll path relative to the focal length.
     """
 
     name = "cpu"
 
-    def __init__(self, config: RenderConfig, *, step_cells: float = STEP_CELLS, oversample: float = STRIP_OVERSAMPLE):
+    def __init__(self, config: RenderConfig, *, oversample: float = STRIP_OVERSAMPLE):
         super().__init__(config)
-        if not (step_cells > 0.0 and oversample >= 1.0):
-            raise RenderError(f"need step_cells > 0 and oversample >= 1, got {step_cells}, {oversample}")
-        self.step_cells = float(step_cells)
+        if not oversample >= 1.0:
+            raise RenderError(f"need oversample >= 1, got {oversample}")
         self.oversample = float(oversample)
         self._pyr: _Pyramid | None = None
 
     def prepare(self, terrain: LocalTerrain) -> None:
-        """Pack the terrain pyramid for the kernel."""
+        """Pack the terrain pyramid (and its block maxima) for the kernel."""
         self._pyr = _Pyramid(terrain)
 
     def close(self) -> None:
@@ -261,28 +498,64 @@ class HeightfieldBackend(RenderBackend):
         self._pyr = None
 
     def _run(
-        self, cam_pos: npt.NDArray[np.float64], cols: npt.NDArray[np.float64], nrows: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
-        """Run the kernel; returns (ncol, nrows) depth (``t * zscale``) and classes."""
+        self,
+        cam_pos: npt.NDArray[np.float64],
+        cols: npt.NDArray[np.float64],
+        depth: npt.NDArray[np.float32],
+        cls: npt.NDArray[np.uint8],
+    ) -> None:
+        """Run the kernel for N views: ``cam_pos`` (N, 3), ``cols`` (N, ncol, 5), into (N, nrows, ncol)
+        ``depth`` (``t * zscale``) and ``cls``."""
         p = self._pyr
         if p is None:
             raise RenderError("no terrain prepared: call backend.prepare(terrain) before render()")
-        depth = np.empty((cols.shape[0], nrows), np.float32)
-        cls = np.empty((cols.shape[0], nrows), np.uint8)
-        _march_columns(
-            p.zf, p.cf, p.off, p.nx, p.ny, p.geo, np.ascontiguousarray(cam_pos, np.float64),
-            float(self.config.near_m), p.range_m, self.step_cells, np.ascontiguousarray(cols),
-            depth, cls, float(SKY_DEPTH_M), int(SKY_CLASS),
-        )  # fmt: skip
-        return depth, cls
+        # tasks differ a lot in cost (sky, early exits) and threads may be preempted: hand them out
+        # one at a time
+        old_chunk = numba.set_parallel_chunksize(1)
+        try:
+            _cast_columns(
+                p.zf, p.cf, p.bz, p.lv_int, p.lv_flt, np.ascontiguousarray(cam_pos, np.float64), p.range_m,
+                np.ascontiguousarray(cols, np.float64), depth, cls, float(SKY_DEPTH_M), int(SKY_CLASS),
+            )  # fmt: skip
+        finally:
+            numba.set_parallel_chunksize(old_chunk)
 
     def render_one(self, cam: FrameCamera) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
         """Render one camera; returns (H, W) float32 z-depth (m, sky ``SKY_DEPTH_M``), (H, W) uint8 classes."""
-        f = _focal(cam)
-        if _is_level(cam, f):
-            depth_t, cls_t = self._run(cam.position, _level_columns(cam, f), cam.height_px)
-            return np.ascontiguousarray(depth_t.T), np.ascontiguousarray(cls_t.T)
-        return self._render_strip(cam, f)
+        depth = np.empty((1, cam.height_px, cam.width_px), np.float32)
+        cls = np.empty((1, cam.height_px, cam.width_px), np.uint8)
+        self._render_into([cam], depth, cls)
+        return depth[0], cls[0]
+
+    def _render_into(
+        self, cams: list[FrameCamera], depth: npt.NDArray[np.float32], cls: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.float64]:
+        """Render ``cams`` into (N, H, W) ``depth`` / ``cls``; returns the wall time per view (s).
+
+        Level cameras share one kernel launch (their time is split evenly); the others take the strip
+        path one by one.
+        """
+        times = np.zeros(len(cams))
+        level = [i for i, cam in enumerate(cams) if _is_level(cam, _focal(cam))]
+        if level:
+            t0 = time.perf_counter()
+            pos = np.stack([cams[i].position for i in level])
+            cols = np.stack([_level_columns(cams[i], _focal(cams[i])) for i in level])
+            if len(level) == len(cams):
+                self._run(pos, cols, depth, cls)
+            else:
+                d = np.empty((len(level), *depth.shape[1:]), np.float32)
+                k = np.empty((len(level), *cls.shape[1:]), np.uint8)
+                self._run(pos, cols, d, k)
+                depth[level], cls[level] = d, k
+            times[level] = (time.perf_counter() - t0) / len(level)
+        in_level = set(level)
+        for i, cam in enumerate(cams):
+            if i not in in_level:
+                t0 = time.perf_counter()
+                depth[i], cls[i] = self._render_strip(cam, _focal(cam))
+                times[i] = time.perf_counter() - t0
+        return times
 
     def _render_strip(self, cam: FrameCamera, f: float) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
         """General pitch / roll via a cylindrical strip (module docstring)."""
@@ -316,13 +589,16 @@ class HeightfieldBackend(RenderBackend):
         az = a0 + az_lo + np.arange(ncs) / fs
         cy_s = 0.5 + t_hi * fs
         cols = np.stack([np.sin(az), np.cos(az), np.full(ncs, fs), np.full(ncs, cy_s), np.ones(ncs)], axis=1)
-        strip_t, strip_c = self._run(cam.position, cols, nrs)
+        strip_t = np.empty((1, nrs, ncs), np.float32)
+        strip_c = np.empty((1, nrs, ncs), np.uint8)
+        self._run(cam.position[None, :], cols[None], strip_t, strip_c)
+        strip_t, strip_c = strip_t[0], strip_c[0]
         kc = np.clip(np.rint((daz - az_lo) * fs).astype(np.int64), 0, ncs - 1)
         kr = np.clip(np.floor(cy_s - tan_el * fs).astype(np.int64), 0, nrs - 1)
-        t = strip_t[kc, kr]
+        t = strip_t[kr, kc]
         sky = t == np.float32(SKY_DEPTH_M)
         depth = np.where(sky, np.float32(SKY_DEPTH_M), (t / hn).astype(np.float32)).astype(np.float32)
-        return depth, strip_c[kc, kr]
+        return depth, strip_c[kr, kc]
 
     def render(self, cameras: list[FrameCamera], modalities: tuple[Modality, ...]) -> ViewBatch:
         """Render the cameras of the prepared terrain.
@@ -332,7 +608,8 @@ class HeightfieldBackend(RenderBackend):
         ViewBatch
             ``depth`` (N, H, W) float32 z-depth metres along the optical axis (sky ``SKY_DEPTH_M``);
             ``semantic`` (N, H, W) uint8 LandCover ids (sky ``SKY_CLASS``); ``silhouette`` (N, H, W)
-            uint8 {0, 1} from the depth; only those requested. ``render_time_s`` per view.
+            uint8 {0, 1} from the depth; only those requested. ``render_time_s`` per view: the level
+            views' shared kernel launch and the batch's silhouette pass are split evenly.
         """
         mods = tuple(Modality(m) for m in modalities)
         if not mods:
@@ -346,18 +623,15 @@ class HeightfieldBackend(RenderBackend):
         n = len(cameras)
         depth = np.empty((n, h, w), np.float32)
         sem = np.empty((n, h, w), np.uint8)
-        times = np.empty(n, np.float32)
-        for i, cam in enumerate(cameras):
-            t0 = time.perf_counter()
-            depth[i], sem[i] = self.render_one(cam)
-            times[i] = time.perf_counter() - t0
+        times = self._render_into(cameras, depth, sem).astype(np.float32)
         arrays: dict[Modality, np.ndarray] = {}
         if Modality.DEPTH in mods:
             arrays[Modality.DEPTH] = depth
         if Modality.SILHOUETTE in mods:
-            from crosslocate.datasets.derived import silhouette_from_depth
-
-            arrays[Modality.SILHOUETTE] = silhouette_from_depth(depth, self.config.silhouette_rel_jump)
+            t0 = time.perf_counter()
+            arrays[Modality.SILHOUETTE] = silhouette(depth, self.config.silhouette_rel_jump)
+            if n:
+                times += np.float32((time.perf_counter() - t0) / n)
         if Modality.SEMANTIC in mods:
             arrays[Modality.SEMANTIC] = sem
-        return ViewBatch(arrays, times)
+        return ViewBatch({m: arrays[m] for m in mods}, times)

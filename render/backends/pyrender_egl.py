@@ -6,8 +6,10 @@ with two colour attachments written by our own GLSL 3.30 program:
 
 * ``R32F``  -- the view-space z-depth in metres, written by the fragment shader (perspective-correct
   interpolation of an affine function of the vertex, so it is the exact fp32 depth of the surface).
-* ``R8UI``  -- the LandCover id of the triangle (``flat`` vertex attribute: no lighting, no blending,
-  no anti-aliasing), cleared to ``SKY_CLASS``.
+* ``R8UI``  -- the LandCover id of the pyramid node nearest to the fragment's ground point, looked up
+  per fragment in an integer texture array of the levels' class grids (the level is a ``flat``
+  vertex attribute of the tile), exactly the ``cpu`` backend's rule; no lighting, no blending, no
+  anti-aliasing; cleared to ``SKY_CLASS``.
 
 Why not pyrender's ``Renderer``: it always renders into a 4x multisampled framebuffer, so depth or
 class values packed into colours are averaged at every edge, and its depth image is the linearised
@@ -20,9 +22,10 @@ at every distance (about 7 mm at 60 km), so distant ridges occlude correctly.
 
 **Depth error bound** (analytic plane seen from 300 m up to 55 km, 96 views, measured against the
 ray/plane intersection; ``tests/render/test_pyrender_backend.py`` asserts it): relative error
-median 1e-7, 99.9th percentile < 1e-5, worst single pixel 2.3e-4 (grazing incidence, where the
-depth changes by tens of percent across one pixel anyway). Sources: float32 vertex coordinates
-(terrain-frame metres, ~4 mm at 60 km) and fp32 rasterisation. For comparison, stock pyrender
+median 1e-7, 99.9th percentile < 1e-5, worst single pixel about 1.5e-3 (grazing incidence just below
+the horizon, where the depth changes by tens of percent across one pixel: the error there is the
+depth change over < 0.002 px of image position, the rasteriser's fixed-point sub-pixel precision).
+Sources: float32 vertex coordinates (terrain-frame metres, ~4 mm at 60 km) and fp32 rasterisation. For comparison, stock pyrender
 (``OffscreenRenderer.render`` depth, znear 5 m, zfar 60 km) on the same scene is off by a median
 0.6 % below 5 km, 5 % at 5-20 km, 16 % at 20-40 km and 26 % at 40-60 km, far beyond the 24-bit
 steps; most likely its 4x MSAA depth comes from a sample off the pixel centre, which matters at
@@ -32,6 +35,16 @@ geometry (coarser pyramid levels far away) is a separate, larger modelling diffe
 Range: a fragment whose horizontal distance from the camera exceeds ``RenderConfig.range_m`` is
 discarded (sky), exactly per pixel. Sky: depth ``SKY_DEPTH_M``, class ``SKY_CLASS``. GL's
 bottom-up rows are flipped once, when read back.
+
+Near plane: terrain is rendered at every distance, like the ``cpu`` backend. The projection's near
+plane sits at ``NEAR_PLANE_M`` (1 cm), not at ``RenderConfig.near_m``: with reversed float depth a
+tiny near plane costs no precision, whereas a near plane of metres clips the ground right below a
+camera standing on a steep slope (10 m above a 35 degree slope, the bottom rows look at ground 4 m
+away), and a clipped heightfield shows sky there, not terrain.
+
+Geometry: the mesh (:func:`crosslocate.render.mesh.build_terrain_mesh`) follows the terrain pyramid's
+own level schedule (``TerrainLevel.max_distance_m``) and triangulation, the surface the ``cpu``
+backend casts rays against, unless ``lod_base_m`` is given.
 
 Platform: ``PYOPENGL_PLATFORM`` is set from ``RenderConfig.gl_platform`` right before the lazy
 ``import pyrender``. PyOpenGL binds its platform at import, so once ``OpenGL`` is loaded with another
@@ -50,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
 from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
 from crosslocate.errors import BackendUnavailableError, RenderError, missing_dependency
 from crosslocate.render.backends.base import FrameCamera, RenderBackend, ViewBatch
@@ -65,26 +79,31 @@ logger = logging.getLogger(__name__)
 #: PyOpenGL platform class name -> RenderConfig.gl_platform value.
 _PLATFORM_NAMES: dict[str, str] = {"EGLPlatform": "egl", "OSMesaPlatform": "osmesa", "GLXPlatform": "glx"}
 
+#: Near clipping plane of the projection, metres (module docstring: terrain at any distance is drawn).
+NEAR_PLANE_M: float = 0.01
 #: The far clipping plane is this multiple of the range (z-depth <= 3-D distance; the exact range
 #: cut is the per-fragment horizontal-distance test).
 _FAR_FACTOR: float = 2.0
 
+#: Most pyramid levels the class lookup supports (size of the shader's uniform arrays).
+MAX_LEVELS: int = 16
+
 _VERTEX_SHADER = """
 #version 330 core
 layout(location = 0) in vec3 a_pos;   // terrain frame (east, north, up), metres
-layout(location = 1) in uint a_cls;   // LandCover id
+layout(location = 1) in uint a_level; // pyramid level of the vertex's tile
 uniform mat3 u_world_to_cam;          // to camera frame: x right, y down, z forward
 uniform vec3 u_cam;                   // camera centre, terrain frame
 uniform mat4 u_proj;                  // GL projection (camera looks down -z, y up), reversed z
 out float v_depth;
 out vec2 v_dxy;
-flat out uint v_cls;
+flat out uint v_level;
 void main() {
     vec3 rel = a_pos - u_cam;
     vec3 pc = u_world_to_cam * rel;
     v_depth = pc.z;
     v_dxy = rel.xy;
-    v_cls = a_cls;
+    v_level = a_level;
     gl_Position = u_proj * vec4(pc.x, -pc.y, -pc.z, 1.0);
 }
 """
@@ -92,15 +111,23 @@ void main() {
 _FRAGMENT_SHADER = """
 #version 330 core
 uniform float u_range2;               // squared horizontal range, m^2
+uniform usampler2DArray u_cls;        // LandCover id of every node, one layer per level (row 0 north)
+uniform vec3 u_lvl[16];               // per level: (x0 - cam_x, y0 - cam_y, spacing), metres
+uniform ivec2 u_lvl_n[16];            // per level: (nx, ny)
 in float v_depth;
 in vec2 v_dxy;
-flat in uint v_cls;
+flat in uint v_level;
 layout(location = 0) out float o_depth;
 layout(location = 1) out uint o_cls;
 void main() {
     if (dot(v_dxy, v_dxy) > u_range2) discard;
     o_depth = v_depth;
-    o_cls = v_cls;
+    int k = int(v_level);
+    vec3 g = u_lvl[k];
+    ivec2 n = u_lvl_n[k];
+    int ci = clamp(int(floor((v_dxy.x - g.x) / g.z + 0.5)), 0, n.x - 1);
+    int cj = clamp(int(floor((g.y - v_dxy.y) / g.z + 0.5)), 0, n.y - 1);
+    o_cls = texelFetch(u_cls, ivec3(ci, cj, k), 0).r;   // class of the nearest node, like the cpu backend
 }
 """
 
@@ -194,6 +221,9 @@ class PyrenderBackend(RenderBackend):
         self._program: Any = None
         self._vao: Any = None
         self._buffers: list[Any] = []
+        self._cls_tex: Any = None
+        self._lvl_geo: npt.NDArray[np.float64] | None = None  # (L, 3) x0, y0, spacing
+        self._lvl_n: npt.NDArray[np.int32] | None = None  # (L, 2) nx, ny
         self._fbo: Any = None
         self._fbo_size: tuple[int, int] | None = None
         self._rbos: list[Any] = []
@@ -285,6 +315,9 @@ class PyrenderBackend(RenderBackend):
         if self._vao is not None:
             gl.glDeleteVertexArrays(1, [self._vao])
             self._vao = None
+        if self._cls_tex is not None:
+            gl.glDeleteTextures(1, [self._cls_tex])
+            self._cls_tex = None
 
     def _delete_context(self) -> None:
         """Destroy our context only.
@@ -328,7 +361,7 @@ class PyrenderBackend(RenderBackend):
     def prepare(self, terrain: LocalTerrain) -> None:
         """Mesh ``terrain`` around its frame origin (the block centre) and upload it once.
 
-        A later camera farther than ``lod_base_m / 4`` from the meshed focus box triggers one
+        A later camera farther than :meth:`_remesh_distance` from the meshed focus box triggers one
         re-mesh around the enlarged box, so full resolution always surrounds the cameras.
         """
         if self._platform is None:
@@ -336,12 +369,14 @@ class PyrenderBackend(RenderBackend):
         self._terrain = terrain
         self._build_mesh(np.zeros((1, 2)))  # the frame origin is the block centre
 
-    def _lod_base(self) -> float:
+    def _remesh_distance(self) -> float:
+        """A camera this far (m) outside the meshed focus box triggers a re-mesh around it: a quarter of
+        ``lod_base_m`` (default ``DEFAULT_LOD_BASE_CELLS`` level-0 cells)."""
         if self._lod_base_m is not None:
-            return float(self._lod_base_m)
+            return float(self._lod_base_m) / 4.0
         from crosslocate.render.mesh import DEFAULT_LOD_BASE_CELLS
 
-        return DEFAULT_LOD_BASE_CELLS * float(self._levels()[0].spacing_m)
+        return DEFAULT_LOD_BASE_CELLS * float(self._levels()[0].spacing_m) / 4.0
 
     def _levels(self) -> Any:
         if self._terrain is None:
@@ -351,7 +386,7 @@ class PyrenderBackend(RenderBackend):
     def _build_mesh(self, focus_xy: npt.NDArray[np.float64]) -> None:
         t0 = time.perf_counter()
         mesh = build_terrain_mesh(
-            self._levels(), focus_xy, self.config.range_m, lod_base_m=self._lod_base(), tile_cells=self._tile_cells
+            self._levels(), focus_xy, self.config.range_m, lod_base_m=self._lod_base_m, tile_cells=self._tile_cells
         )
         self._focus = np.stack([focus_xy.min(axis=0), focus_xy.max(axis=0)])
         self._upload(mesh)
@@ -370,15 +405,18 @@ class PyrenderBackend(RenderBackend):
         self._vao = gl.glGenVertexArrays(1)
         gl.glBindVertexArray(self._vao)
         self._buffers = list(np.atleast_1d(gl.glGenBuffers(3)))
-        pos, cls, idx = self._buffers
+        pos, lvl, idx = self._buffers
         gl.glBindBuffer(gl.GL_ARRAY_BUFFER, pos)
         gl.glBufferData(
             gl.GL_ARRAY_BUFFER, mesh.vertices.nbytes, np.ascontiguousarray(mesh.vertices), gl.GL_STATIC_DRAW
         )
         gl.glEnableVertexAttribArray(0)
         gl.glVertexAttribPointer(0, 3, gl.GL_FLOAT, gl.GL_FALSE, 12, ctypes.c_void_p(0))
-        gl.glBindBuffer(gl.GL_ARRAY_BUFFER, cls)
-        gl.glBufferData(gl.GL_ARRAY_BUFFER, mesh.cls.nbytes, np.ascontiguousarray(mesh.cls), gl.GL_STATIC_DRAW)
+        # skirt vertices take their tile's level (their class lookup is the one of the border above)
+        vlevel = np.where(mesh.vertex_level >= 0, mesh.vertex_level, mesh.tile_level[mesh.vertex_tile])
+        vlevel = np.ascontiguousarray(vlevel, np.uint8)
+        gl.glBindBuffer(gl.GL_ARRAY_BUFFER, lvl)
+        gl.glBufferData(gl.GL_ARRAY_BUFFER, vlevel.nbytes, vlevel, gl.GL_STATIC_DRAW)
         gl.glEnableVertexAttribArray(1)
         gl.glVertexAttribIPointer(1, 1, gl.GL_UNSIGNED_BYTE, 1, ctypes.c_void_p(0))
         gl.glBindBuffer(gl.GL_ELEMENT_ARRAY_BUFFER, idx)
@@ -386,13 +424,45 @@ class PyrenderBackend(RenderBackend):
             gl.GL_ELEMENT_ARRAY_BUFFER, mesh.faces.nbytes, np.ascontiguousarray(mesh.faces), gl.GL_STATIC_DRAW
         )
         gl.glBindVertexArray(0)
+        self._upload_classes()
+
+    def _upload_classes(self) -> None:
+        """The levels' class grids as one ``R8UI`` 2-D texture array (layer = level, padded to the largest)."""
+        gl = self._gl
+        levels = self._levels()
+        if len(levels) > MAX_LEVELS:
+            raise RenderError(f"the pyrender backend supports at most {MAX_LEVELS} pyramid levels, got {len(levels)}")
+        shapes = np.array([np.asarray(lv.cls).shape for lv in levels])
+        ny, nx = (int(v) for v in shapes.max(axis=0))
+        limit = int(gl.glGetIntegerv(gl.GL_MAX_TEXTURE_SIZE))
+        if max(nx, ny) > limit:
+            raise RenderError(
+                f"terrain level of {nx}x{ny} nodes exceeds the GL texture limit {limit}; use backend='cpu'"
+            )
+        data = np.zeros((len(levels), ny, nx), np.uint8)
+        for k, lv in enumerate(levels):
+            c = np.asarray(lv.cls, np.uint8)
+            data[k, : c.shape[0], : c.shape[1]] = c
+        self._cls_tex = gl.glGenTextures(1)
+        gl.glActiveTexture(gl.GL_TEXTURE0)
+        gl.glBindTexture(gl.GL_TEXTURE_2D_ARRAY, self._cls_tex)
+        gl.glPixelStorei(gl.GL_UNPACK_ALIGNMENT, 1)
+        gl.glTexImage3D(
+            gl.GL_TEXTURE_2D_ARRAY, 0, gl.GL_R8UI, nx, ny, len(levels), 0, gl.GL_RED_INTEGER, gl.GL_UNSIGNED_BYTE,
+            np.ascontiguousarray(data),
+        )  # fmt: skip
+        for pname in (gl.GL_TEXTURE_MIN_FILTER, gl.GL_TEXTURE_MAG_FILTER):
+            gl.glTexParameteri(gl.GL_TEXTURE_2D_ARRAY, pname, gl.GL_NEAREST)
+        gl.glTexParameteri(gl.GL_TEXTURE_2D_ARRAY, gl.GL_TEXTURE_MAX_LEVEL, 0)
+        self._lvl_geo = np.array([[lv.x0, lv.y0, lv.spacing_m] for lv in levels], np.float64)
+        self._lvl_n = shapes[:, ::-1].astype(np.int32)  # (nx, ny)
 
     def _ensure_focus(self, cameras: list[FrameCamera]) -> None:
         """Re-mesh when a camera lies clearly outside the meshed focus box."""
         assert self._focus is not None  # set by prepare(); internal invariant, not input validation
         xy = np.array([c.position[:2] for c in cameras], dtype=np.float64)
         out = np.maximum(self._focus[0] - xy, 0.0) + np.maximum(xy - self._focus[1], 0.0)
-        if float(np.hypot(out[:, 0], out[:, 1]).max()) > self._lod_base() / 4.0:
+        if float(np.hypot(out[:, 0], out[:, 1]).max()) > self._remesh_distance():
             focus = np.concatenate([self._focus, xy])
             logger.debug("camera outside the meshed focus box; re-meshing around %s", focus.min(0).tolist())
             self._build_mesh(focus)
@@ -475,14 +545,21 @@ class PyrenderBackend(RenderBackend):
         gl.glBindVertexArray(self._vao)
         self._uniforms = {
             name: gl.glGetUniformLocation(self._program, name)
-            for name in ("u_world_to_cam", "u_cam", "u_proj", "u_range2")
+            for name in ("u_world_to_cam", "u_cam", "u_proj", "u_range2", "u_cls", "u_lvl", "u_lvl_n")
         }
         gl.glUniform1f(self._uniforms["u_range2"], float(self.config.range_m) ** 2)
+        gl.glActiveTexture(gl.GL_TEXTURE0)
+        gl.glBindTexture(gl.GL_TEXTURE_2D_ARRAY, self._cls_tex)
+        gl.glUniform1i(self._uniforms["u_cls"], 0)
+        assert self._lvl_n is not None  # set with the mesh upload; internal invariant
+        n = np.zeros((MAX_LEVELS, 2), np.int32)
+        n[: self._lvl_n.shape[0]] = self._lvl_n
+        gl.glUniform2iv(self._uniforms["u_lvl_n"], MAX_LEVELS, n)
 
     def _draw(self, cam: FrameCamera) -> None:
         gl = self._gl
         k = intrinsics(cam.fov_deg, cam.width_px, cam.height_px)
-        near, far = self.config.near_m, _FAR_FACTOR * self.config.range_m
+        near, far = NEAR_PLANE_M, _FAR_FACTOR * self.config.range_m
         proj = gl_projection(k[0, 0], k[1, 1], k[0, 2], k[1, 2], cam.width_px, cam.height_px, near, far)
         rot = np.asarray(cam.rotation, dtype=np.float64)
         pos = np.asarray(cam.position, dtype=np.float64)
@@ -490,6 +567,11 @@ class PyrenderBackend(RenderBackend):
         # GL matrices are column-major: pass transpose=GL_TRUE for our row-major numpy matrices.
         gl.glUniformMatrix3fv(u["u_world_to_cam"], 1, gl.GL_TRUE, rot.T.astype(np.float32))
         gl.glUniform3f(u["u_cam"], *pos.astype(np.float32).tolist())
+        assert self._lvl_geo is not None  # internal invariant
+        geo = np.zeros((MAX_LEVELS, 3), np.float32)
+        # lattice origins relative to the camera (the fragment shader works in camera-relative metres)
+        geo[: self._lvl_geo.shape[0]] = self._lvl_geo - np.array([pos[0], pos[1], 0.0])
+        gl.glUniform3fv(u["u_lvl"], MAX_LEVELS, geo)
         gl.glUniformMatrix4fv(u["u_proj"], 1, gl.GL_TRUE, proj.astype(np.float32))
         gl.glClearBufferfv(gl.GL_COLOR, 0, np.zeros(4, np.float32))
         gl.glClearBufferuiv(gl.GL_COLOR, 1, np.array([SKY_CLASS, 0, 0, 0], np.uint32))
@@ -511,7 +593,7 @@ class PyrenderBackend(RenderBackend):
         tv = 1.02 * (cam.height_px / 2.0) / k[1, 1]
         x, y, z = pc[..., 0], pc[..., 1], pc[..., 2]
         out = (
-            (z < self.config.near_m * 0.5).all(1)
+            (z < NEAR_PLANE_M * 0.5).all(1)
             | (x > th * z).all(1)
             | (x < -th * z).all(1)
             | (y > tv * z).all(1)

@@ -9,9 +9,10 @@ import subprocess
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.pipelines import benchinfo
-from crosslocate.pipelines.bench_render import agreement
+from crosslocate.pipelines.bench_render import agreement, targets
 from crosslocate.pipelines.cli import main
 from crosslocate.pipelines.commands import bench
 
@@ -52,6 +53,23 @@ def test_agreement_hand_computed():
     assert r["semantic_agreement"] == pytest.approx(0.5)
 
 
+def test_targets_hand_computed():
+    cpu = {
+        "threads": 2,
+        "cores_available": 2,
+        "views_per_s_by_modality": {"depth": 260.0, "semantic": 210.0, "all": 200.0},
+    }
+    res = {"speedup": 25.0, "backends": {"cpu": cpu}}
+    t = targets(res)
+    assert t["speedup_met"] is True and t["cpu_per_core_met"] is True and t["cpu_uses_all_cores"] is True
+    assert t["cpu_views_per_s_per_core"] == {"depth": 130.0, "semantic": 105.0, "all": 100.0}
+    cpu["views_per_s_by_modality"]["semantic"] = 190.0  # 95 per core: one modality short is a miss
+    res["speedup"] = 19.0
+    t = targets(res)
+    assert t["speedup_met"] is False and t["cpu_per_core_met"] is False
+    assert targets({"backends": {}})["cpu_per_core_met"] is None
+
+
 def test_missing_bench_module_raises_not_built(monkeypatch, capsys):
     monkeypatch.setitem(bench.BENCHES, "nosuch", "crosslocate.pipelines.bench_nosuch_xyz")
     code = main(["bench", "nosuch"])
@@ -78,10 +96,13 @@ def test_bench_render_end_to_end(srtm_dir, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
     rec = json.loads(out.read_text())
     for name in ("cpu", "pyrender"):
-        assert rec["backends"][name]["views_per_s"] > 0
+        b = rec["backends"][name]
+        assert b["views_per_s"] > 0 and b["threads"] >= 1
+        assert set(b["views_per_s_by_modality"]) == {"depth", "silhouette", "semantic", "all"}
     assert rec["speedup"] == pytest.approx(
-        rec["backends"]["pyrender"]["views_per_s"] / rec["backends"]["cpu"]["views_per_s"]
+        rec["backends"]["cpu"]["views_per_s"] / rec["backends"]["pyrender"]["views_per_s"]
     )
+    assert set(rec["targets"]) >= {"speedup_met", "cpu_per_core_met", "cpu_views_per_s_per_core"}
     assert rec["agreement"]["sky_agreement"] > 0.99
     assert rec["agreement"]["median_rel_depth_diff"] < 0.01
     assert rec["render_config"]["range_m"] == 20_000.0

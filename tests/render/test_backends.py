@@ -10,9 +10,11 @@ projection ``row = cy - f tan(elevation)``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets.derived import horizon_line, silhouette_from_depth
 from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
 from crosslocate.dem import geodesy
@@ -20,6 +22,7 @@ from crosslocate.dem.poses import Pose
 from crosslocate.dem.sources.synthetic import analytic_dem
 from crosslocate.errors import BackendUnavailableError, RenderError
 from crosslocate.render.backends import open_backend
+from crosslocate.render.camera import pixel_rays_cam
 from crosslocate.render.config import RenderConfig
 from crosslocate.render.terrain import build_terrain, frame_camera
 
@@ -47,8 +50,6 @@ def focal(fov_deg: float, size_px: int) -> float:
 
 def render(backend_name, dem, poses, cfg, mods=ALL):
     """Render poses (all at the first pose's position) with a fresh terrain and backend."""
-    from dataclasses import replace
-
     cfg = replace(cfg, backend=backend_name)
     terrain = build_terrain(dem, poses[0].lon, poses[0].lat, cfg)
     cams = [frame_camera(terrain, p, cfg.size_px) for p in poses]
@@ -252,3 +253,145 @@ def test_outputs_dtypes_silhouette_and_errors(backend_name, cone_dem):
     assert np.array_equal(b.arrays[Modality.SILHOUETTE], silhouette_from_depth(b.arrays[Modality.DEPTH], 0.15))
     with open_backend(cfg) as be, pytest.raises(RenderError, match="prepare"):
         be.render([], (Modality.DEPTH,))
+
+
+# ------------------------------------------------------------------------------------------ near ground
+
+
+def test_steep_slope_right_below_the_camera_is_terrain_at_true_depth(backend_name):
+    """2 m above a 40-degree slope, looking uphill: the bottom rows see ground 1-3 m away. No near plane
+    may clip it (sky) or clamp it: every pixel of the slope is terrain at the ray/plane depth."""
+    slope = 0.84  # 40 degrees, rising to the east
+    dem = analytic_dem("plane", size_px=100, spacing_m=20.0, center_lonlat=(LON0, LAT0), height_m=1000.0,
+                       slope_east=slope)  # fmt: skip
+    cfg = RenderConfig(size_px=64, fov_deg=60.0, range_m=900.0)
+    pose = Pose(lon=LON0, lat=LAT0, alt_m=1002.0, yaw_deg=90.0)
+    terrain = build_terrain(dem, LON0, LAT0, cfg)
+    cam = frame_camera(terrain, pose, cfg.size_px)
+    with open_backend(replace(cfg, backend=backend_name)) as be:
+        be.prepare(terrain)
+        depth = be.render([cam], (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
+    # the level-0 nodes within 200 m are the plane (curvature < 3 mm): fit it in the terrain frame
+    lv = terrain.levels[0]
+    ny, nx = lv.z.shape
+    gx, gy = np.meshgrid(lv.x0 + np.arange(nx) * lv.spacing_m, lv.y0 - np.arange(ny) * lv.spacing_m)
+    near = np.hypot(gx, gy) < 200.0
+    a, b, c = np.linalg.lstsq(np.stack([gx[near], gy[near], np.ones(near.sum())], 1), lv.z[near], rcond=None)[0]
+    rays = pixel_rays_cam(60.0, 64, 64) @ cam.rotation.T  # per unit z-depth
+    p = cam.position
+    t = (a * p[0] + b * p[1] + c - p[2]) / (rays[..., 2] - a * rays[..., 0] - b * rays[..., 1])
+    hit = t > 0
+    hit &= np.hypot(t * rays[..., 0], t * rays[..., 1]) < 150.0  # well inside the range, curvature negligible
+    assert float(t[hit].min()) < 2.0 and hit[-1].all()  # the bottom row sees ground closer than 2 m
+    assert (depth[hit] != SKY_DEPTH_M).all()
+    np.testing.assert_allclose(depth[hit], t[hit], rtol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------ cpu vs pyrender
+
+
+def _rough_dem(seed: int = 3):
+    """A rough random surface (integrated noise, 0-2500 m), 160 x 160 cells of 100 m around 9 E 46 N."""
+    from affine import Affine
+
+    from crosslocate.dem.mosaic import DEM, ArraySource
+
+    rng = np.random.default_rng(seed)
+    z = np.cumsum(np.cumsum(rng.normal(0.0, 1.0, (160, 160)), 0), 1)
+    z = 2500.0 * (z - z.min()) / (z.max() - z.min())
+    cx, cy = geodesy.transform_xy(LON0, LAT0, "EPSG:4326", "EPSG:32632")
+    t = Affine(100.0, 0.0, float(cx) - 8000.0, 0.0, -100.0, float(cy) + 8000.0)
+    return DEM([ArraySource(z, t, "EPSG:32632", name="<rough>")])
+
+
+@pytest.mark.egl
+def test_cpu_and_pyrender_render_the_same_surface():
+    """The cpu caster and the OpenGL mesh describe one surface (same triangles, same level schedule,
+    same range cut, nearest-node classes). On a rough terrain with four LOD levels in range they agree
+    to float precision on depth, sky and classes, except next to a level boundary, where the mesh
+    stitches a fine tile's border onto its coarser neighbour (the caster steps at the circle): pixels
+    whose ground point lies within a few cells of a boundary may differ."""
+    pytest.importorskip("crosslocate.render.backends.pyrender_egl", reason="pyrender backend not built")
+    from crosslocate.render.mesh import MIN_TILE_CELLS
+
+    dem = _rough_dem()
+    cfg = RenderConfig(size_px=64, range_m=7000.0)
+    terrain = build_terrain(dem, LON0, LAT0, cfg, lod_cells=16)  # levels switch at 1.6, 3.2, 6.4 km
+    assert len(terrain.levels) >= 4
+    h = float(dem.elevation([LON0], [LAT0])[0])
+    poses = [Pose(lon=LON0, lat=LAT0, alt_m=h + 10.0, yaw_deg=y) for y in range(0, 360, 30)]
+    cams = [frame_camera(terrain, p, cfg.size_px) for p in poses]
+    out = {}
+    for name in ("cpu", "pyrender"):
+        try:
+            be = open_backend(replace(cfg, backend=name))
+        except BackendUnavailableError as exc:
+            pytest.skip(f"pyrender backend unavailable here: {exc}")
+        with be:
+            be.prepare(terrain)
+            out[name] = be.render(cams, (Modality.DEPTH, Modality.SEMANTIC)).arrays
+    a, b = out["cpu"][Modality.DEPTH], out["pyrender"][Modality.DEPTH]
+    ta, tb = a != SKY_DEPTH_M, b != SKY_DEPTH_M
+    # pixels whose ground point (in either backend) lies in a level-boundary band
+    hn = np.stack([np.hypot(*(pixel_rays_cam(60.0, 64, 64) @ c.rotation.T)[..., :2].transpose(2, 0, 1)) for c in cams])
+    band = np.zeros(a.shape, bool)
+    for lv in terrain.levels[:-1]:
+        w = (MIN_TILE_CELLS + 1) * lv.spacing_m
+        for d, t in ((a, ta), (b, tb)):
+            band |= t & (np.abs(d * hn - lv.max_distance_m) < w)
+    assert band.mean() < 0.1
+    both = ta & tb
+    assert 0.2 < both.mean() < 0.95
+    assert (ta == tb).mean() > 0.99
+    assert (ta == tb)[~band].mean() > 0.9999
+    rel = np.abs(a[both] - b[both]) / a[both]
+    assert np.median(rel) < 1e-5
+    # elsewhere only cells split at tile borders and grazing pixels differ a little
+    assert np.quantile(rel[~band[both]], 0.99) < 1e-3
+    sa, sb = out["cpu"][Modality.SEMANTIC], out["pyrender"][Modality.SEMANTIC]
+    assert (sa[both & ~band] == sb[both & ~band]).mean() > 0.999
+
+
+# ------------------------------------------------------------------------------------------ cpu internals
+
+
+def test_cpu_silhouette_kernel_is_the_reference_rule():
+    from crosslocate.render.backends.heightfield_numba import silhouette
+
+    rng = np.random.default_rng(0)
+    d = rng.uniform(1.0, 3.0, (3, 40, 50)).astype(np.float32) ** 4
+    d[rng.random(d.shape) < 0.2] = SKY_DEPTH_M
+    d[0, 5, 5], d[0, 6, 6], d[1, 0, 0] = np.nan, np.inf, 0.0
+    for rel in (0.15, 0.5):
+        np.testing.assert_array_equal(silhouette(d, rel), silhouette_from_depth(d, rel))
+
+
+def test_cpu_block_maxima_cover_their_cells():
+    from crosslocate.render.backends.heightfield_numba import BLOCK_CELLS, _block_max
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0.0, 100.0, (37, 29)).astype(np.float32)
+    bm = _block_max(z, BLOCK_CELLS)
+    b = BLOCK_CELLS
+    assert bm.shape == (-(-36 // b), -(-28 // b))
+    for bj in range(bm.shape[0]):
+        for bi in range(bm.shape[1]):
+            # the block's cells touch nodes bj*b .. bj*b + b (inclusive) in each axis
+            assert bm[bj, bi] == z[bj * b : bj * b + b + 1, bi * b : bi * b + b + 1].max()
+
+
+def test_cpu_batch_of_level_and_tilted_views_equals_single_views(plane_dem):
+    """One render() call casts all level views in one parallel launch and tilted ones via the strip:
+    the batch result equals rendering each view alone."""
+    cfg = RenderConfig(size_px=48, fov_deg=40.0, range_m=30_000.0)
+    poses = [
+        Pose(lon=LON0, lat=LAT0, alt_m=650.0, yaw_deg=30.0, fov_deg=40.0),
+        Pose(lon=LON0, lat=LAT0, alt_m=650.0, yaw_deg=100.0, pitch_deg=-4.0, fov_deg=40.0),
+        Pose(lon=LON0, lat=LAT0, alt_m=650.0, yaw_deg=250.0, fov_deg=40.0),
+    ]
+    batch = render("cpu", plane_dem, poses, cfg)
+    assert len(batch) == 3 and (batch.render_time_s > 0).all()
+    for i, pose in enumerate(poses):
+        one = render("cpu", plane_dem, [pose], cfg)
+        for m in ALL:
+            np.testing.assert_array_equal(batch.arrays[m][i], one.arrays[m][0])

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
 from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
 from crosslocate.dem.landcover import LandCover
 from crosslocate.errors import BackendUnavailableError, RenderError
@@ -54,10 +55,17 @@ def _cams(pitch=-3.0, pos=(10.0, 20.0, 300.0)):
     ]
 
 
-def _plane_truth(cam: FrameCamera, range_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """Analytic z-depth of the plane per pixel and the mask of pixels that must show terrain."""
+def _plane_truth(
+    cam: FrameCamera, range_m: float, shift_px: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic z-depth of the plane per pixel and the mask of pixels that must show terrain.
+
+    ``shift_px`` moves every sample point from the pixel centre by (rows, columns).
+    """
     a, b, c = PLANE
-    dw = pixel_rays_cam(cam.fov_deg, cam.width_px, cam.height_px) @ np.asarray(cam.rotation).T  # per unit z-depth
+    f = 0.5 * cam.width_px / np.tan(np.radians(cam.fov_deg) / 2.0)
+    rays = pixel_rays_cam(cam.fov_deg, cam.width_px, cam.height_px) + np.array([shift_px[1] / f, shift_px[0] / f, 0.0])
+    dw = rays @ np.asarray(cam.rotation).T  # per unit z-depth
     p = cam.position
     t = (a * p[0] + b * p[1] + c - p[2]) / (dw[..., 2] - a * dw[..., 0] - b * dw[..., 1])
     hit = p[:2] + t[..., None] * dw[..., :2]
@@ -73,13 +81,20 @@ def test_plane_depth_matches_ray_intersection(backend):
     depth, sem = batch.arrays[Modality.DEPTH], batch.arrays[Modality.SEMANTIC]
     assert depth.shape == (len(cams), SIZE, SIZE) and depth.dtype == np.float32
     assert sem.dtype == np.uint8 and len(batch) == len(cams)
-    rel_all, mismatch = [], 0
+    rel_all, px_all, mismatch = [], [], 0
     for cam, d, s in zip(cams, depth, sem, strict=True):
         t, inside = _plane_truth(cam, backend.config.range_m)
         terrain = d != SKY_DEPTH_M
         mismatch += int((terrain != inside).sum())  # only pixels straddling the range circle may differ
         both = terrain & inside
         rel_all.append(np.abs(d[both] - t[both]) / t[both])
+        # depth change per pixel of image position (large at grazing incidence)
+        e = 1e-3
+        grad = np.maximum(
+            np.abs(_plane_truth(cam, 1e9, (e, 0.0))[0] - _plane_truth(cam, 1e9, (-e, 0.0))[0]),
+            np.abs(_plane_truth(cam, 1e9, (0.0, e))[0] - _plane_truth(cam, 1e9, (0.0, -e))[0]),
+        ) / (2.0 * e)
+        px_all.append(np.maximum(np.abs(d[both] - t[both]) - 1e-5 * t[both], 0.0) / grad[both])
         assert (d[~terrain] == SKY_DEPTH_M).all()
         np.testing.assert_array_equal(s[terrain], int(LandCover.GRASSLAND))
         assert (s[~terrain] == SKY_CLASS).all()
@@ -88,10 +103,12 @@ def test_plane_depth_matches_ray_intersection(backend):
     assert rel.size > 0.3 * len(cams) * SIZE * SIZE
     assert t.max() > 40_000.0
     assert mismatch <= 2 * len(cams)
-    # error bound documented in pyrender_egl: ~1e-7 typical, < 1e-5 for 99.9 % of pixels
+    # error bound documented in pyrender_egl: ~1e-7 typical, < 1e-5 for 99.9 % of pixels; beyond 1e-5
+    # relative, every pixel is within the depth change over 1/100 px of image position (the grazing
+    # pixels just below a horizon, where the rasteriser's fixed-point sub-pixel snapping dominates)
     assert np.median(rel) < 1e-6
     assert np.quantile(rel, 0.999) < 2e-5
-    assert rel.max() < 1e-3
+    assert np.concatenate(px_all).max() < 0.01
 
 
 def test_semantic_ids_per_region(backend):
@@ -156,10 +173,23 @@ def test_depth24_step_formula():
     assert depth24_step_m(60_000.0, 5.0, 60_000.0) == pytest.approx(60_000.0**2 / (5.0 * 2**24), rel=1e-3)
 
 
+#: Real SRTM positions (lon, lat): valley floors, a steep slope, summits / ridges, a plateau.
+REAL_POSITIONS = {
+    "zermatt_slope": (7.66, 46.02),  # 35-degree slope at 3000 m: the bottom rows look at ground < 5 m away
+    "zermatt_valley": (7.748, 46.020),
+    "lauterbrunnen_valley": (7.909, 46.593),
+    "schilthorn_ridge": (7.835, 46.558),
+    "rhone_valley_sion": (7.36, 46.23),
+    "engadin_st_moritz": (9.84, 46.50),
+    "jura_plateau": (6.90, 46.80),
+}
+
+
 @pytest.mark.realdem
 def test_agrees_with_cpu_backend_on_real_srtm(srtm_dir):
-    """Both backends on one real SRTM position: median relative depth difference < 1 % on pixels both
-    see as terrain, sky/terrain labels equal on > 99 % of pixels."""
+    """Both backends on real SRTM positions (valleys, ridges, a steep slope), 6 yaws each: at every
+    position the median relative depth difference is < 1 % on pixels both see as terrain and the
+    sky/terrain labels are equal on > 99 % of pixels; classes agree too."""
     terrain_mod = pytest.importorskip("crosslocate.render.terrain")
     pytest.importorskip("crosslocate.render.backends.heightfield_numba")
     from crosslocate.dem.poses import Pose
@@ -168,24 +198,31 @@ def test_agrees_with_cpu_backend_on_real_srtm(srtm_dir):
     from crosslocate.render.backends.pyrender_egl import PyrenderBackend
 
     cfg = RenderConfig(size_px=128, range_m=40_000.0)
-    with open_dem(str(srtm_dir)) as dem:
-        lon, lat = 7.66, 46.02  # Zermatt valley, N46E007
-        alt = float(dem.elevation([lon], [lat])[0]) + 10.0
-        terrain = terrain_mod.build_terrain(dem, lon, lat, cfg)
-    poses = [Pose(lon=lon, lat=lat, alt_m=alt, yaw_deg=y) for y in (0.0, 90.0, 200.0, 300.0)]
-    cams = [terrain_mod.frame_camera(terrain, p, cfg.size_px) for p in poses]
-    depth = {}
     try:
         gl = PyrenderBackend(RenderConfig(size_px=128, range_m=40_000.0, backend="pyrender"))
     except BackendUnavailableError as exc:
         pytest.skip(f"no EGL context here: {exc}")
-    for name, be in (("cpu", open_backend(cfg)), ("pyrender", gl)):
-        with be:
-            be.prepare(terrain)
-            depth[name] = be.render(cams, (Modality.DEPTH,)).arrays[Modality.DEPTH]
-    a, b = depth["cpu"], depth["pyrender"]
-    ta, tb = a != SKY_DEPTH_M, b != SKY_DEPTH_M
-    both = ta & tb
-    assert both.mean() > 0.2
-    assert np.median(np.abs(a[both] - b[both]) / a[both]) < 0.01
-    assert (ta == tb).mean() > 0.99
+    cpu = open_backend(cfg)
+    report, same_cls, n_both = {}, 0, 0
+    with gl, cpu, open_dem(str(srtm_dir)) as dem:
+        for name, (lon, lat) in REAL_POSITIONS.items():
+            alt = float(dem.elevation([lon], [lat])[0]) + 10.0
+            terrain = terrain_mod.build_terrain(dem, lon, lat, cfg)
+            poses = [Pose(lon=lon, lat=lat, alt_m=alt, yaw_deg=y) for y in range(0, 360, 60)]
+            cams = [terrain_mod.frame_camera(terrain, p, cfg.size_px) for p in poses]
+            out = {}
+            for key, be in (("cpu", cpu), ("pyrender", gl)):
+                be.prepare(terrain)
+                out[key] = be.render(cams, (Modality.DEPTH, Modality.SEMANTIC)).arrays
+            a, b = out["cpu"][Modality.DEPTH], out["pyrender"][Modality.DEPTH]
+            ta, tb = a != SKY_DEPTH_M, b != SKY_DEPTH_M
+            both = ta & tb
+            report[name] = (float(np.median(np.abs(a[both] - b[both]) / a[both])), float((ta == tb).mean()))
+            assert both.mean() > 0.2, name
+            assert ta[:, -1].all() and tb[:, -1].all(), name  # 10 m above ground: the bottom row is terrain
+            same_cls += int((out["cpu"][Modality.SEMANTIC][both] == out["pyrender"][Modality.SEMANTIC][both]).sum())
+            n_both += int(both.sum())
+    for name, (med, sky) in report.items():
+        assert med < 0.01, (name, report)
+        assert sky > 0.99, (name, report)
+    assert same_cls / n_both > 0.99
