@@ -435,9 +435,17 @@ def _screen_one(pose: Pose) -> bool:
 
     cfg: QuerySetConfig = _WORKER["cfg"]
     # the photo's own frame: a square render at the screen size, cropped to the photo's aspect
-    w = cfg.screen_size_px if cfg.width_px >= cfg.height_px else round(cfg.screen_size_px * cfg.width_px / cfg.height_px)
-    h = cfg.screen_size_px if cfg.height_px >= cfg.width_px else round(cfg.screen_size_px * cfg.height_px / cfg.width_px)
-    size, fov, r0, c0 = square_render_geometry(pose.fov_deg, max(w, 1), max(h, 1))
+    w = (
+        cfg.screen_size_px
+        if cfg.width_px >= cfg.height_px
+        else round(cfg.screen_size_px * cfg.width_px / cfg.height_px)
+    )
+    h = (
+        cfg.screen_size_px
+        if cfg.height_px >= cfg.width_px
+        else round(cfg.screen_size_px * cfg.height_px / cfg.width_px)
+    )
+    _size, fov, r0, c0 = square_render_geometry(pose.fov_deg, max(w, 1), max(h, 1))
     depth = _WORKER["screen"].render([dataclasses.replace(pose, fov_deg=fov)]).arrays[Modality.DEPTH][0]
     frac, dist = photo_spot_stats(depth[r0 : r0 + h, c0 : c0 + w])
     return frac >= cfg.min_sky_fraction and dist >= cfg.min_horizon_m
