@@ -9,7 +9,7 @@ Layout (docs/CONTRACTS.md)::
         mosaic.png        the first photos side by side (a preview)
 
 Poses are drawn by :func:`crosslocate.datasets.queries.sample_synthetic_poses` from one generator
-seeded with ``QuerySetConfig.seed``, on the *perturbed* DEM (:class:`crosslocate.render.photo.PerturbedDEM`),
+seeded with ``QuerySetConfig.seed``, on the *perturbed* DEM (:class:`crosslocate.render.perturb.PerturbedDEM`),
 so cameras stand ``height_m`` above the ground they see. Photo ``i`` uses its own generator seeded
 with ``(seed, photo.seed, i)``, so a resumed run writes the same bytes as an uninterrupted one.
 """
