@@ -451,19 +451,47 @@ def _screen_one(pose: Pose) -> bool:
     return frac >= cfg.min_sky_fraction and dist >= cfg.min_horizon_m
 
 
-def _map(fn: Any, items: list[Any], init: Any, initargs: tuple[Any, ...], workers: int | None) -> list[Any]:
-    """``[fn(x) for x in items]`` after ``init(*initargs)``: in this process for few items, else in
-    one spawn process per core (results in input order)."""
+def _map(
+    fn: Any,
+    items: list[Any],
+    init: Any,
+    initargs: tuple[Any, ...],
+    workers: int | None,
+    *,
+    progress: Any = None,
+    chunksize: int = 1,
+) -> list[Any]:
+    """``[fn(x) for x in items]`` after ``init(*initargs)``, results in input order.
+
+    In this process for fewer than ``_PARALLEL_MIN_PHOTOS`` items or one worker, else in one spawn
+    process per core (``workers``; numba's threading layer is not fork-safe). ``progress`` (a
+    :class:`~crosslocate.progress.Progress`) is advanced once per item.
+    """
     n_workers = min(workers or os.cpu_count() or 1, len(items))
+    out: list[Any] = []
     if n_workers <= 1 or len(items) < _PARALLEL_MIN_PHOTOS:
         init(*initargs)
-        return [fn(x) for x in items]
+        try:
+            for x in items:
+                out.append(fn(x))
+                if progress is not None:
+                    progress.update()
+        finally:  # the renderers made by ``init`` belong to this call; the DEM is the caller's
+            for key in ("renderer", "screen"):
+                if key in _WORKER:
+                    _WORKER.pop(key).close()
+            _WORKER.clear()
+        return out
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("spawn")  # numba's threading layer is not fork-safe
+    ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init, initargs=initargs) as ex:
-        return list(ex.map(fn, items, chunksize=8))
+        for r in ex.map(fn, items, chunksize=chunksize):
+            out.append(r)
+            if progress is not None:
+                progress.update()
+    return out
 
 
 def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int | None = None) -> list[Pose]:
@@ -505,7 +533,7 @@ def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int 
                 f"skyline >= {cfg.min_horizon_m:.0f} m away; lower QuerySetConfig.min_sky_fraction/min_horizon_m"
             )
         batch = draw(max(2 * (cfg.n_queries - len(kept)), 16))
-        ok = _map(_screen_one, batch, _screen_init, (dem, cfg), workers)
+        ok = _map(_screen_one, batch, _screen_init, (dem, cfg), workers, chunksize=8)
         kept += [p for p, good in zip(batch, ok, strict=True) if good]
         tried += len(batch)
     logger.info("query poses: kept %d of %d candidates as photo spots", min(len(kept), cfg.n_queries), tried)
@@ -522,8 +550,9 @@ def _worker_init(dem: Any, cfg: QuerySetConfig, out_dir: Path) -> None:
     _WORKER.update(dem=dem, cfg=cfg, out_dir=out_dir, renderer=PhotoRenderer(cfg.render_config()))
 
 
-def _render_one(i: int, pose: Pose) -> int:
-    """Render photo ``i`` in a worker and write it atomically; returns ``i``."""
+def _render_one(item: tuple[int, Pose]) -> int:
+    """Render photo ``i`` of ``item = (i, pose)`` (after :func:`_worker_init`) and write it atomically."""
+    i, pose = item
     cfg: QuerySetConfig = _WORKER["cfg"]
     image = _WORKER["renderer"].render(_WORKER["dem"], pose, cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo)
     write_png(_WORKER["out_dir"] / image_name(i), image)
@@ -541,28 +570,9 @@ def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: P
     todo = [i for i in range(len(poses)) if not png_complete(out_dir / image_name(i), cfg.width_px, cfg.height_px)]
     if len(todo) < len(poses):
         logger.info("resuming: %d of %d photos exist", len(poses) - len(todo), len(poses))
-    if not todo:
-        return 0
-    n_workers = min(workers or os.cpu_count() or 1, len(todo))
-    with Progress(len(todo), "query photos", "photo", logger=logger) as bar:
-        if n_workers <= 1 or len(todo) < _PARALLEL_MIN_PHOTOS:
-            with PhotoRenderer(cfg.render_config()) as renderer:
-                for i in todo:
-                    image = renderer.render(dem, poses[i], cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo)
-                    write_png(out_dir / image_name(i), image)
-                    bar.update()
-            return len(todo)
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = multiprocessing.get_context("spawn")  # numba's threading layer is not fork-safe
-        with ProcessPoolExecutor(
-            n_workers, mp_context=ctx, initializer=_worker_init, initargs=(dem, cfg, out_dir)
-        ) as ex:
-            futures = [ex.submit(_render_one, i, poses[i]) for i in todo]
-            for fut in as_completed(futures):
-                fut.result()
-                bar.update()
+    if todo:
+        with Progress(len(todo), "query photos", "photo", logger=logger) as bar:
+            _map(_render_one, [(i, poses[i]) for i in todo], _worker_init, (dem, cfg, out_dir), workers, progress=bar)
     return len(todo)
 
 
