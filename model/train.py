@@ -491,14 +491,14 @@ def _run_epoch(
     t_cache = time.perf_counter() - t0
     pos, neg, valid = mine_epoch(cfg, q_desc, c_desc, queries, pool, q_sel, cache, epoch)
     q_idx, pos_e, neg_e = q_sel[valid], pos[valid], neg[valid]
-    # "hard" tuples: the hardest negative is closer than the positive plus the margin (loss > 0)
-    where = {int(v): k for k, v in enumerate(cache)}
-    qd = q_desc[valid]
-    pd = c_desc[[where[int(v)] for v in pos_e]] if q_idx.size else np.zeros((0, q_desc.shape[1]), np.float32)
-    nd = c_desc[np.vectorize(where.__getitem__, otypes=[np.int64])(neg_e)] if q_idx.size else np.zeros((0, 1, 1))
-    d_pos = np.square(qd - pd).sum(-1) if q_idx.size else np.zeros(0)
-    d_neg = np.square(qd[:, None] - nd).sum(-1) if q_idx.size else np.zeros((0, 1))
-    n_hard = int((d_neg.min(axis=1) < d_pos + cfg.margin).sum()) if q_idx.size else 0
+    # "hard" tuples: the hardest negative is closer than the positive plus the margin (loss > 0);
+    # ``cache`` is ascending, so searchsorted maps pool indices to rows of ``c_desc``
+    n_hard = 0
+    if q_idx.size:
+        qd = q_desc[valid]
+        d_pos = np.square(qd - c_desc[np.searchsorted(cache, pos_e)]).sum(-1)
+        d_neg = np.square(qd[:, None] - c_desc[np.searchsorted(cache, neg_e)]).sum(-1)
+        n_hard = int((d_neg.min(axis=1) < d_pos + cfg.margin).sum())
     torch.manual_seed(int(cfg.seed) * 1000 + epoch)
     tuples = _TupleDataset(
         queries, pool, q_idx, pos_e, neg_e, int(cfg.seed), epoch, bool(getattr(cfg, "augment", True))
