@@ -8,7 +8,6 @@ below. Retrieval is learnable only by matching horizon shapes across the two mod
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import types
@@ -153,37 +152,6 @@ def _ref_triplet_loss(a, p, n, margin):
     return torch.clamp(dp[:, None] - dn + margin, min=0).sum(-1).mean()
 
 
-def _ref_checkpoint_module():
-    m = types.ModuleType("ckpt")
-
-    def save_checkpoint(path, net, *, optimizer, epoch, meta):
-        torch.save(
-            {"state": net.state_dict(), "opt": optimizer.state_dict(), "epoch": epoch, "meta": json.dumps(meta)}, path
-        )
-
-    def load_checkpoint(path, net, *, optimizer, map_location):
-        s = torch.load(path, map_location=map_location, weights_only=True)
-        net.load_state_dict(s["state"])
-        optimizer.load_state_dict(s["opt"])
-        return s
-
-    m.save_checkpoint, m.load_checkpoint = save_checkpoint, load_checkpoint
-    return m
-
-
-@pytest.fixture
-def f1_modules(monkeypatch):
-    for name, factory in (
-        ("mining", lambda: types.SimpleNamespace(mine_tuples=_ref_mine_tuples)),
-        ("functional", lambda: types.SimpleNamespace(triplet_loss=_ref_triplet_loss)),
-        ("checkpoint", _ref_checkpoint_module),
-    ):
-        try:
-            importlib.import_module(f"crosslocate.model.{name}")
-        except ModuleNotFoundError:
-            monkeypatch.setitem(__import__("sys").modules, f"crosslocate.model.{name}", factory())
-
-
 def _cfg(**kw):
     base = {
         "epochs": 12,
@@ -213,7 +181,7 @@ def _fixed_tuple_loss(net, trainq, pool, pos, neg):
     return float(_ref_triplet_loss(qd, dd[pos], dd[neg], 0.1))
 
 
-def test_training_lowers_loss_and_beats_untrained(world, f1_modules, tmp_path):
+def test_training_lowers_loss_and_beats_untrained(world, tmp_path):
     torch.manual_seed(0)
     net = _TinyNet()
     pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth")])
@@ -259,7 +227,7 @@ def test_training_lowers_loss_and_beats_untrained(world, f1_modules, tmp_path):
     assert saved["epoch"] == best["epoch"] and best["epoch"] > 0
 
 
-def test_resume_continues_from_saved_epoch(world, f1_modules, tmp_path):
+def test_resume_continues_from_saved_epoch(world, tmp_path):
     mask = np.arange(len(world.queries)) < 16
     trainq = _queryset(world, mask)
     pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])

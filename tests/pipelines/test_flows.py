@@ -1,9 +1,9 @@
-"""train / benchmark / localize flows end to end at tiny scale, with the other layers' pieces replaced
-by small fakes (the flows' own wiring, caching, results layout and CLI are what is tested here)."""
+"""train / benchmark / localize flows end to end at tiny scale: the real model library (mining, loss,
+search, recall) on a fake network, databases and query set (the flows' wiring, caching, results
+layout and CLI are what is tested here)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import types
@@ -88,31 +88,6 @@ def _fake(name, **attrs):
     return m
 
 
-def _ensure(monkeypatch, name, **attrs):
-    """Use the real module when it exists and has the attributes, else a fake (F1/E/C2 not built yet)."""
-    try:
-        mod = importlib.import_module(name)
-        if all(hasattr(mod, a) for a in attrs):
-            return
-    except ModuleNotFoundError:
-        pass
-    monkeypatch.setitem(sys.modules, name, _fake(name, **attrs))
-
-
-def _recall_at_n(dist, thresholds, ns):
-    return {t: {n: float((dist[:, :n] <= t).any(axis=1).mean()) for n in ns} for t in thresholds}
-
-
-def _chance(qxy, dbxy, thresholds, ns):
-    d = np.linalg.norm(qxy[:, None] - dbxy[None], axis=2)
-    m = len(dbxy)
-    out = {}
-    for t in thresholds:
-        good = (d <= t).sum(axis=1)
-        out[t] = {n: float(np.mean([1 - np.prod([(m - g - i) / (m - i) for i in range(n)]) for g in good])) for n in ns}
-    return out
-
-
 def _save(path, net, *, optimizer, epoch, meta):
     torch.save(
         {
@@ -137,28 +112,6 @@ def _load_network(path, map_location):
     net = _Net()
     s = _load(path, net, optimizer=None, map_location=map_location)
     return net, json.loads(s["meta"])
-
-
-def _search(db, q, k):
-    sim = q @ db.T
-    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(sim, idx, 1), idx
-
-
-def _mine(qd, dd, qxy, qyaw, dxy, dyaw, *, pos_radius_m, pos_yaw_deg, neg_min_dist_m, n_negatives):
-    dist = np.linalg.norm(qxy[:, None] - dxy[None], axis=2)
-    dyw = np.abs((qyaw[:, None] - dyaw[None] + 180) % 360 - 180)
-    ok = (dist <= pos_radius_m) & (dyw <= pos_yaw_deg)
-    sim = qd @ dd.T
-    return (
-        np.where(ok, sim, -np.inf).argmax(1),
-        np.argsort(-np.where(dist >= neg_min_dist_m, sim, -np.inf), 1)[:, :n_negatives],
-        ok.any(1),
-    )
-
-
-def _loss(a, p, n, margin):
-    return torch.clamp((a - p).pow(2).sum(-1)[:, None] - (a[:, None] - n).pow(2).sum(-1) + margin, min=0).sum(-1).mean()
 
 
 @pytest.fixture
@@ -228,22 +181,12 @@ def world(tmp_path, monkeypatch):
         lambda qs, reg, grid: np.array([_split_of(qs.index(q) % (GRID * GRID)) for q in qs], np.uint8),
     )
     monkeypatch.setitem(sys.modules, "crosslocate.model.net", _fake("n", build_net=lambda cfg: _Net(cfg)))
-    _ensure(
-        monkeypatch,
-        "crosslocate.model.device",
-        resolve_device=lambda s: torch.device("cpu"),
-        seed_everything=lambda s: torch.manual_seed(s),
-    )
     # the network is a fake, so its checkpoints are too (the real ones rebuild a RetrievalNet)
     fake_ckpt = _fake("c", save_checkpoint=_save, load_checkpoint=_load, load_network=_load_network)
     monkeypatch.setitem(sys.modules, "crosslocate.model.checkpoint", fake_ckpt)
     import crosslocate.model
 
     monkeypatch.setattr(crosslocate.model, "checkpoint", fake_ckpt, raising=False)
-    _ensure(monkeypatch, "crosslocate.model.search", search=_search)
-    _ensure(monkeypatch, "crosslocate.model.evaluate", recall_at_n=_recall_at_n, chance_recall=_chance)
-    _ensure(monkeypatch, "crosslocate.model.mining", mine_tuples=_mine)
-    _ensure(monkeypatch, "crosslocate.model.functional", triplet_loss=_loss)
     return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work")
 
 
