@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -110,13 +109,4 @@ class Progress:
         self.close()
 
 
-def track(items: Iterable[_T], desc: str, unit: str = "it", total: int | None = None, **kw: Any) -> Iterator[_T]:
-    """Iterate ``items`` while reporting progress (``total`` defaults to ``len(items)``)."""
-    n = total if total is not None else len(items)  # type: ignore[arg-type]
-    with Progress(n, desc, unit, **kw) as p:
-        for item in items:
-            yield item
-            p.update()
-
-
-__all__ = ["Progress", "track"]
+__all__ = ["Progress"]
