@@ -94,6 +94,20 @@ def database_positions(kind: str, preset: Preset, region: Any, dem: Any, queries
     )
 
 
+def _log_clipped(region: Any, preset: Preset, n_covered: int) -> None:
+    """Say how much of the region's grid the DEM covers (``--clip-to-dem`` builds only that part)."""
+    from crosslocate.dem.grid import uniform_grid
+
+    n_region = len(uniform_grid(region, None, preset.grid))
+    logger.info(
+        "--clip-to-dem: the DEM covers %d of the %d grid positions of %s (%.1f%%); the rest is left out",
+        n_covered,
+        n_region,
+        region.name,
+        100.0 * n_covered / max(n_region, 1),
+    )
+
+
 def positions_digest(positions: Any) -> str:
     """sha256 over the planned positions (ids, lon/lat/alt, x/y, split, CRS)."""
     h = hashlib.sha256(positions.crs_wkt.encode("utf-8"))
@@ -352,6 +366,8 @@ def build_database(
         if kind == "uniform" and not clip_to_dem:
             check_coverage(reg, dem)
         positions = database_positions(kind, preset, reg, dem, queries)
+        if kind == "uniform" and clip_to_dem:
+            _log_clipped(reg, preset, len(positions))
         plan = plan_shards(
             positions.x,
             positions.y,

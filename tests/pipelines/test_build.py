@@ -126,13 +126,31 @@ def test_same_config_gives_identical_arrays(tiny_world, tmp_path):
     assert np.array_equal(t1[same], t2[same])
 
 
-def test_coverage_error_and_clip(tiny_world, tmp_path):
+def test_coverage_error_and_clip(tiny_world, tmp_path, caplog):
+    import logging
+    import re
+
+    from crosslocate.dem.grid import uniform_grid
+
     dem, _, halfout = tiny_world
     with pytest.raises(OutsideCoverageError, match=r"halfout.*outside the DEM.*--clip-to-dem"):
         build_database("uniform", tiny_preset(), halfout, dem, tmp_path / "db", scheduler="sync")
     assert not (tmp_path / "db").exists()
-    out = build_database("uniform", tiny_preset(), halfout, dem, tmp_path / "db", scheduler="sync", clip_to_dem=True)
+    with caplog.at_level(logging.INFO, logger="crosslocate.pipelines.build"):
+        out = build_database(
+            "uniform", tiny_preset(), halfout, dem, tmp_path / "db", scheduler="sync", clip_to_dem=True
+        )
     assert verify_database(out).ok
+    # the log states covered vs region positions, counted independently here
+    m = re.search(r"covers (\d+) of the (\d+) grid positions", caplog.text)
+    from crosslocate.dem.regions import get_region
+    from crosslocate.dem.sources import open_dem
+
+    reg = get_region(halfout)
+    with open_dem(dem) as d:
+        n_covered = len(uniform_grid(reg, d, tiny_preset().grid))
+    n_region = len(uniform_grid(reg, None, tiny_preset().grid))
+    assert m and (int(m[1]), int(m[2])) == (n_covered, n_region) and 0 < n_covered < n_region
 
 
 def test_dry_run_writes_nothing(tiny_world, tmp_path):
