@@ -20,6 +20,7 @@ Every malformed row raises :class:`~crosslocate.errors.QueryCSVError` with the p
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -254,10 +255,7 @@ def sample_synthetic_poses(
     region = get_region(region)
     lon, lat = _sample_positions(region, dem, n, rng, margin_m)
     alt = np.asarray(dem.elevation(lon, lat), np.float64) + height_m
-    yaw = rng.uniform(0.0, 360.0, n)
-    pitch = rng.uniform(-pitch_deg, pitch_deg, n)
-    roll = rng.uniform(-roll_deg, roll_deg, n)
-    fov = rng.uniform(lo, hi, n)
+    yaw, pitch, roll, fov = _orientations(rng, n, (lo, hi), pitch_deg, roll_deg)
     return [
         Pose(
             lon=float(lon[k]),
@@ -267,6 +265,47 @@ def sample_synthetic_poses(
             pitch_deg=float(pitch[k]),
             roll_deg=float(roll[k]),
             fov_deg=float(fov[k]),
+        )
+        for k in range(n)
+    ]
+
+
+def _orientations(
+    rng: np.random.Generator, n: int, fov_range_deg: tuple[float, float], pitch_deg: float, roll_deg: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(n,) yaw in [0, 360), pitch, roll and FOV (degrees), uniform, drawn in that order."""
+    yaw = rng.uniform(0.0, 360.0, n)
+    pitch = rng.uniform(-pitch_deg, pitch_deg, n)
+    roll = rng.uniform(-roll_deg, roll_deg, n)
+    fov = rng.uniform(fov_range_deg[0], fov_range_deg[1], n)
+    return yaw, pitch, roll, fov
+
+
+def sample_orientations(
+    pose: Pose,
+    n: int,
+    rng: np.random.Generator,
+    fov_range_deg: tuple[float, float] = (30.0, 70.0),
+    pitch_deg: float = 10.0,
+    roll_deg: float = 5.0,
+) -> list[Pose]:
+    """``n`` more photos from the spot of ``pose``: same lon/lat/alt, new random yaw, pitch, roll and FOV.
+
+    The distributions are those of :func:`sample_synthetic_poses` (yaw uniform in [0, 360), pitch in
+    [-pitch_deg, pitch_deg], roll in [-roll_deg, roll_deg], FOV uniform in ``fov_range_deg``,
+    degrees). The position is copied exactly, so the sparse database (one position per distinct
+    query position) renders it once.
+    """
+    lo, hi = (float(v) for v in fov_range_deg)
+    if n < 0 or not 0.0 < lo <= hi < 180.0 or not 0.0 <= pitch_deg <= 90.0 or roll_deg < 0:
+        raise ConfigError(
+            f"sample_orientations: need n >= 0, 0 < FOV low <= high < 180, 0 <= pitch_deg <= 90, roll_deg >= 0; "
+            f"got n={n}, fov_range_deg={fov_range_deg!r}, pitch_deg={pitch_deg}, roll_deg={roll_deg}"
+        )
+    yaw, pitch, roll, fov = _orientations(rng, n, (lo, hi), pitch_deg, roll_deg)
+    return [
+        dataclasses.replace(
+            pose, yaw_deg=float(yaw[k]), pitch_deg=float(pitch[k]), roll_deg=float(roll[k]), fov_deg=float(fov[k])
         )
         for k in range(n)
     ]
@@ -318,6 +357,7 @@ __all__ = [
     "Query",
     "load_query_csv",
     "queries_to_lonlat",
+    "sample_orientations",
     "sample_synthetic_poses",
     "write_query_csv",
 ]

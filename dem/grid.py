@@ -325,7 +325,8 @@ def sparse_positions(
     ----------
     poses : sequence of Pose
         Query poses; their ``alt_m`` is the camera altitude (``cfg`` is used for nothing else but
-        the split settings).
+        the split settings). Poses with the same ``(lon, lat, alt_m)`` (several photos taken from
+        one spot) share one position.
     dem : DEM or None
         Gives ``ground_m`` (NaN outside coverage or without a DEM).
     cfg : GridConfig
@@ -336,11 +337,12 @@ def sparse_positions(
     Returns
     -------
     Positions
-        One per pose, in pose order, ids ``0..N-1``.
+        One per distinct query position, in order of first appearance, ids ``0..N-1``.
     """
-    lon = np.array([p.lon for p in poses], np.float64)
-    lat = np.array([p.lat for p in poses], np.float64)
-    alt = np.array([p.alt_m for p in poses], np.float64)
+    spots = list(dict.fromkeys((float(p.lon), float(p.lat), float(p.alt_m)) for p in poses))
+    lon = np.array([s[0] for s in spots], np.float64)
+    lat = np.array([s[1] for s in spots], np.float64)
+    alt = np.array([s[2] for s in spots], np.float64)
     if region is not None:
         region = get_region(region)
         crs = region.crs_wkt

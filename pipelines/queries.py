@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.queries import Query, load_query_csv, sample_synthetic_poses, write_query_csv
+from crosslocate.datasets.queries import (
+    Query,
+    load_query_csv,
+    sample_orientations,
+    sample_synthetic_poses,
+    write_query_csv,
+)
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError, ManifestMismatchError
@@ -90,6 +96,14 @@ class QuerySetConfig:
         below the sky) is at least this, metres. 0 with ``min_sky_fraction`` 0 keeps every pose.
     screen_size_px : int
         Side of the low-resolution depth render that screens candidate poses.
+    lod_cells : int
+        Terrain detail of the photo renders (:attr:`RenderConfig.lod_cells`; the build cost grows
+        with its square).
+    photos_per_spot : int
+        Photos taken from each sampled camera position, each with its own random yaw, pitch, roll
+        and FOV (and screened like the first). Photos of a spot share one sparse-database position,
+        and a further photo costs a fraction of the first (the terrain is built once), so this
+        multiplies the training queries cheaply. 1 = every photo from its own position.
     """
 
     n_queries: int = 300
@@ -110,9 +124,11 @@ class QuerySetConfig:
     min_sky_fraction: float = 0.1
     min_horizon_m: float = 2000.0
     screen_size_px: int = 64
+    lod_cells: int = 256
+    photos_per_spot: int = 1
 
     def __post_init__(self) -> None:
-        ints = ("n_queries", "width_px", "height_px", "seed", "mosaic_count")
+        ints = ("n_queries", "width_px", "height_px", "seed", "mosaic_count", "photos_per_spot", "lod_cells")
         for name in ints:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
@@ -144,12 +160,16 @@ class QuerySetConfig:
                 "QuerySetConfig needs 0 <= min_sky_fraction < 1, min_horizon_m >= 0, screen_size_px >= 8; got "
                 f"{self.min_sky_fraction}, {self.min_horizon_m}, {self.screen_size_px}"
             )
+        if self.photos_per_spot < 1:
+            raise ConfigError(f"QuerySetConfig.photos_per_spot must be >= 1, got {self.photos_per_spot}")
         self.render_config()  # validates range_m and near_m
 
     def render_config(self) -> RenderConfig:
         """The :class:`RenderConfig` of the depth/semantic renders behind the photos."""
         size = max(self.width_px, self.height_px)
-        return RenderConfig(size_px=size, range_m=self.range_m, near_m=self.near_m, backend=self.backend)
+        return RenderConfig(
+            size_px=size, range_m=self.range_m, near_m=self.near_m, backend=self.backend, lod_cells=self.lod_cells
+        )
 
     def screen_config(self) -> RenderConfig:
         """The low-resolution depth render that screens candidate poses (:func:`is_photo_spot`)."""
@@ -188,7 +208,8 @@ class QuerySetConfig:
 
 QUERY_PRESETS: dict[str, QuerySetConfig] = {
     "paper": QuerySetConfig(n_queries=1000, width_px=640, height_px=480, range_m=60_000.0, photo=PHOTO_PRESETS["paper"]),
-    "cpu": QuerySetConfig(n_queries=300, width_px=400, height_px=300, range_m=40_000.0, photo=PHOTO_PRESETS["cpu"]),
+    "cpu": QuerySetConfig(n_queries=800, width_px=400, height_px=300, range_m=40_000.0, photo=PHOTO_PRESETS["cpu"],
+                          photos_per_spot=4, lod_cells=128),
     "tiny": QuerySetConfig(n_queries=12, width_px=128, height_px=96, range_m=20_000.0, photo=PHOTO_PRESETS["tiny"],
                            mosaic_count=12),
 }  # fmt: skip
@@ -226,9 +247,13 @@ def query_dir(work: str | os.PathLike[str], region: Any) -> Path:
 def fingerprint(cfg: QuerySetConfig, region: Any, dem: Any) -> dict[str, Any]:
     """What identifies a query set: format version, region, base-DEM checksum and the config.
 
-    ``mosaic_count`` is left out: the preview does not change the set.
+    ``mosaic_count`` is left out: the preview does not change the set; so are ``photos_per_spot``
+    and ``lod_cells`` at their defaults (1 and 256: sets made before they existed are the same sets).
     """
     config = {k: v for k, v in cfg.to_dict().items() if k != "mosaic_count"}
+    for key, default in (("photos_per_spot", 1), ("lod_cells", 256)):
+        if config.get(key) == default:
+            del config[key]
     return {
         "format": "crosslocate-queries",
         "version": FINGERPRINT_VERSION,
@@ -451,6 +476,11 @@ def _screen_one(pose: Pose) -> bool:
     return frac >= cfg.min_sky_fraction and dist >= cfg.min_horizon_m
 
 
+def _screen_spot(poses: list[Pose]) -> list[bool]:
+    """:func:`_screen_one` of every pose of one spot, in one worker (the spot's terrain is built once)."""
+    return [_screen_one(p) for p in poses]
+
+
 def _map(
     fn: Any,
     items: list[Any],
@@ -500,7 +530,10 @@ def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int 
     Candidates come from :func:`~crosslocate.datasets.queries.sample_synthetic_poses` (seeded by
     ``cfg.seed``, drawn in batches) and are kept, in draw order, when a low-resolution depth render
     shows at least ``cfg.min_sky_fraction`` sky and a skyline at least ``cfg.min_horizon_m`` away
-    (:func:`photo_spot_stats`). Deterministic for a given seed, whatever ``workers``.
+    (:func:`photo_spot_stats`). With ``cfg.photos_per_spot`` > 1 each kept spot adds up to that
+    many photos in all: further orientations from the same position
+    (:func:`~crosslocate.datasets.queries.sample_orientations`, seeded by ``(cfg.seed, spot)``),
+    screened the same way. Poses come spot by spot; deterministic for a given seed, whatever ``workers``.
 
     Raises
     ------
@@ -522,22 +555,60 @@ def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int 
             height_m=cfg.height_m,
         )
 
-    if not cfg.screens or cfg.n_queries == 0:
+    if cfg.n_queries == 0:
+        return []
+    if not cfg.screens and cfg.photos_per_spot == 1:
         return draw(cfg.n_queries)
     kept: list[Pose] = []
-    tried = 0
+    n_spots = tried = 0
     while len(kept) < cfg.n_queries:
         if tried >= 50 * max(cfg.n_queries, 1):
             raise ConfigError(
                 f"only {len(kept)} of {tried} sampled query poses see >= {cfg.min_sky_fraction:.0%} sky and a "
                 f"skyline >= {cfg.min_horizon_m:.0f} m away; lower QuerySetConfig.min_sky_fraction/min_horizon_m"
             )
-        batch = draw(max(2 * (cfg.n_queries - len(kept)), 16))
-        ok = _map(_screen_one, batch, _screen_init, (dem, cfg), workers, chunksize=8)
-        kept += [p for p, good in zip(batch, ok, strict=True) if good]
+        need_spots = -(-(cfg.n_queries - len(kept)) // cfg.photos_per_spot)
+        batch = draw(max(2 * need_spots, 16))
+        ok = _map(_screen_one, batch, _screen_init, (dem, cfg), workers, chunksize=8) if cfg.screens else None
+        spots = [p for k, p in enumerate(batch) if ok is None or ok[k]]
         tried += len(batch)
-    logger.info("query poses: kept %d of %d candidates as photo spots", min(len(kept), cfg.n_queries), tried)
+        groups = [[p] for p in spots]
+        if cfg.photos_per_spot > 1 and spots:
+            extra = [_spot_orientations(p, cfg, n_spots + k) for k, p in enumerate(spots)]
+            good = (
+                _map(_screen_spot, extra, _screen_init, (dem, cfg), workers)
+                if cfg.screens
+                else [[True] * len(e) for e in extra]
+            )
+            tried += sum(len(e) for e in extra)
+            for g, e, flags in zip(groups, extra, good, strict=True):
+                g += [p for p, f in zip(e, flags, strict=True) if f][: cfg.photos_per_spot - 1]
+        n_spots += len(spots)
+        for g in groups:
+            kept += g
+            if len(kept) >= cfg.n_queries:
+                break
+    logger.info(
+        "query poses: %d photos from %d spots (up to %d per spot), %d candidate poses screened",
+        cfg.n_queries,
+        len({(p.lon, p.lat, p.alt_m) for p in kept[: cfg.n_queries]}),
+        cfg.photos_per_spot,
+        tried,
+    )
     return kept[: cfg.n_queries]
+
+
+#: Orientations tried per further photo of a spot (the first ``photos_per_spot - 1`` that pass are kept).
+_TRIES_PER_EXTRA_PHOTO = 3
+
+
+def _spot_orientations(pose: Pose, cfg: QuerySetConfig, spot: int) -> list[Pose]:
+    """Candidate further photos of spot number ``spot`` (its own generator, so any batching gives the same)."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, spot]))
+    n = _TRIES_PER_EXTRA_PHOTO * (cfg.photos_per_spot - 1) if cfg.screens else cfg.photos_per_spot - 1
+    return sample_orientations(
+        pose, n, rng, fov_range_deg=(cfg.fov_min_deg, cfg.fov_max_deg), pitch_deg=cfg.pitch_deg, roll_deg=cfg.roll_deg
+    )
 
 
 #: Below this many photos to render, render in this process (worker start-up is not worth it).
@@ -550,29 +621,40 @@ def _worker_init(dem: Any, cfg: QuerySetConfig, out_dir: Path) -> None:
     _WORKER.update(dem=dem, cfg=cfg, out_dir=out_dir, renderer=PhotoRenderer(cfg.render_config()))
 
 
-def _render_one(item: tuple[int, Pose]) -> int:
-    """Render photo ``i`` of ``item = (i, pose)`` (after :func:`_worker_init`) and write it atomically."""
-    i, pose = item
+def _render_spot(items: list[tuple[int, Pose]]) -> list[int]:
+    """Render the photos ``items = [(i, pose), ...]`` of one spot (after :func:`_worker_init`), each written atomically.
+
+    The photos of a spot share its position, so the renderer builds the terrain once for all of them.
+    """
     cfg: QuerySetConfig = _WORKER["cfg"]
-    image = _WORKER["renderer"].render(_WORKER["dem"], pose, cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo)
-    write_png(_WORKER["out_dir"] / image_name(i), image)
-    return i
+    for i, pose in items:
+        image = _WORKER["renderer"].render(
+            _WORKER["dem"], pose, cfg.width_px, cfg.height_px, photo_rng(cfg, i), cfg.photo
+        )
+        write_png(_WORKER["out_dir"] / image_name(i), image)
+    return [i for i, _ in items]
 
 
 def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: Path, workers: int | None = None) -> int:
     """Render every pose whose PNG is not complete yet; returns how many were rendered.
 
     Photos are independent (each has its own seeded generator, :func:`photo_rng`), so they are
-    rendered by ``workers`` processes (default: one per core) with identical bytes in any order.
+    rendered by ``workers`` processes (default: one per core) with identical bytes in any order;
+    the photos of one spot (same position) go to one worker together.
     """
     from crosslocate.progress import Progress
 
     todo = [i for i in range(len(poses)) if not png_complete(out_dir / image_name(i), cfg.width_px, cfg.height_px)]
     if len(todo) < len(poses):
         logger.info("resuming: %d of %d photos exist", len(poses) - len(todo), len(poses))
-    if todo:
-        with Progress(len(todo), "query photos", "photo", logger=logger) as bar:
-            _map(_render_one, [(i, poses[i]) for i in todo], _worker_init, (dem, cfg, out_dir), workers, progress=bar)
+    spots: dict[tuple[float, float, float], list[tuple[int, Pose]]] = {}
+    for i in todo:
+        p = poses[i]
+        spots.setdefault((p.lon, p.lat, p.alt_m), []).append((i, p))
+    if spots:
+        unit = "photo" if len(spots) == len(todo) else "spot"
+        with Progress(len(spots), "query photos", unit, logger=logger) as bar:
+            _map(_render_spot, list(spots.values()), _worker_init, (dem, cfg, out_dir), workers, progress=bar)
     return len(todo)
 
 

@@ -17,7 +17,7 @@ from crosslocate.datasets.queries import (
 )
 from crosslocate.dem.poses import Pose
 from crosslocate.dem.regions import get_region
-from crosslocate.errors import OutsideCoverageError, QueryCSVError
+from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
 
 HEADER = ",".join(QUERY_COLUMNS)
 
@@ -177,3 +177,24 @@ def test_synthetic_poses_on_the_demo_dem():
         lat = np.array([p.lat for p in poses])
         assert dem.covers(lon, lat).all()
         assert np.allclose([p.alt_m for p in poses], dem.elevation(lon, lat) + 1.7)
+
+
+def test_sample_orientations_keep_the_spot_and_the_ranges():
+    from crosslocate.datasets.queries import sample_orientations
+
+    base = Pose(lon=8.0, lat=46.5, alt_m=2001.7, yaw_deg=10.0, pitch_deg=1.0, roll_deg=0.5, fov_deg=40.0)
+    more = sample_orientations(
+        base, 200, np.random.default_rng(4), fov_range_deg=(30.0, 50.0), pitch_deg=4.0, roll_deg=2.0
+    )
+    assert len(more) == 200
+    assert all((p.lon, p.lat, p.alt_m) == (base.lon, base.lat, base.alt_m) for p in more)
+    yaw = np.array([p.yaw_deg for p in more])
+    assert yaw.min() >= 0.0 and yaw.max() < 360.0 and np.ptp(yaw) > 300.0
+    assert all(30.0 <= p.fov_deg <= 50.0 and abs(p.pitch_deg) <= 4.0 and abs(p.roll_deg) <= 2.0 for p in more)
+    again = sample_orientations(
+        base, 200, np.random.default_rng(4), fov_range_deg=(30.0, 50.0), pitch_deg=4.0, roll_deg=2.0
+    )
+    assert again == more
+    assert sample_orientations(base, 0, np.random.default_rng(0)) == []
+    with pytest.raises(ConfigError, match="fov_range_deg"):
+        sample_orientations(base, 1, np.random.default_rng(0), fov_range_deg=(50.0, 30.0))

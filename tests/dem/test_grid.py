@@ -177,6 +177,14 @@ def test_sparse_positions_are_the_queries(square10):
     assert np.isnan(p2.ground_m).all() and (p2.split == 255).all()
 
 
+def test_photos_from_one_spot_share_a_sparse_position(square10):
+    a = Pose(lon=8.01, lat=46.0, alt_m=1500.0, yaw_deg=10)
+    b = Pose(lon=7.99, lat=46.02, alt_m=1600.0)
+    poses = [a, dataclasses.replace(a, yaw_deg=200.0, fov_deg=35.0), b, dataclasses.replace(a, pitch_deg=3.0)]
+    p = sparse_positions(poses, PlaneDEM(), GridConfig(), region=square10)
+    assert list(p.position_id) == [0, 1] and list(p.lon) == [8.01, 7.99] and list(p.alt_m) == [1500.0, 1600.0]
+
+
 def test_database_poses_are_position_major(square10):
     p = uniform_grid(square10, PlaneDEM(), GridConfig(spacing_m=2500.0))
     poses = database_poses(p, DB_YAWS_DEG, 60.0)

@@ -128,7 +128,9 @@ def test_config_resolution_and_validation():
     assert resolve_query_config("tiny") is QUERY_PRESETS["tiny"]
     assert resolve_query_config(type("Preset", (), {"name": "cpu"})()) is QUERY_PRESETS["cpu"]
     assert QuerySetConfig.from_dict(json.loads(json.dumps(CFG.to_dict()))) == CFG
-    assert 250 <= QUERY_PRESETS["cpu"].n_queries <= 400 and QUERY_PRESETS["tiny"].n_queries <= 16
+    cpu = QUERY_PRESETS["cpu"]
+    assert 150 <= cpu.n_queries / cpu.photos_per_spot <= 400 and QUERY_PRESETS["tiny"].n_queries <= 16
+    assert QUERY_PRESETS["paper"].photos_per_spot == 1  # one photo per position, like real photographs
     with pytest.raises(ConfigError, match="unknown query preset"):
         resolve_query_config("huge")
     with pytest.raises(ConfigError, match="FOV"):
@@ -180,13 +182,16 @@ def test_real_renderer_end_to_end(tmp_path, cone, monkeypatch):
     assert _poses(ensure_query_set(region, dem, cfg, tmp_path)) == _poses(queries)
 
 
-def test_parallel_rendering_gives_the_serial_bytes(tmp_path, cone, monkeypatch):
-    """Two worker processes write exactly the photos one process writes (per-photo seeded rng)."""
+@pytest.mark.parametrize("per_spot", [1, 2])
+def test_parallel_rendering_gives_the_serial_bytes(tmp_path, cone, monkeypatch, per_spot):
+    """Two worker processes write exactly the photos one process writes (per-photo seeded rng);
+    with several photos per spot too (a spot's photos go to one worker together)."""
     from crosslocate.pipelines import queries as qp
 
     dem, region = cone
-    cfg = dataclasses.replace(CFG, n_queries=4)
+    cfg = dataclasses.replace(CFG, n_queries=5, photos_per_spot=per_spot)
     serial = ensure_query_set(region, dem, cfg, tmp_path / "serial")
+    assert len({(q.pose.lon, q.pose.lat) for q in serial}) == (5 if per_spot == 1 else 3)
     monkeypatch.setattr(qp, "_PARALLEL_MIN_PHOTOS", 0)
     monkeypatch.setattr(qp.os, "cpu_count", lambda: 2)
     parallel = ensure_query_set(region, dem, cfg, tmp_path / "parallel")
@@ -227,3 +232,35 @@ def test_photo_spots_keep_views_and_refuse_impossible_thresholds():
     assert [p.lon for p in sample_photo_spots(region, dem, cfg, workers=1)] == [p.lon for p in poses]  # seeded
     with pytest.raises(ConfigError, match="min_sky_fraction"):
         sample_photo_spots(region, dem, dataclasses.replace(cfg, n_queries=1, min_horizon_m=20_000.0), workers=1)
+
+
+def test_several_photos_per_spot_are_screened_and_share_a_position(tmp_path):
+    """photos_per_spot=3: every photo passes the screen, spots hold 1..3 photos, seeded; one sparse position each."""
+    from crosslocate.dem.config import GridConfig
+    from crosslocate.dem.grid import sparse_positions
+    from crosslocate.dem.sources.synthetic import analytic_dem
+    from crosslocate.pipelines.queries import photo_spot_stats, sample_photo_spots
+    from crosslocate.render.views import ViewRenderer
+
+    dem = analytic_dem("plane", size_px=64, spacing_m=30.0, height_m=500.0)
+    w, s, e, n = dem.bounds_lonlat
+    region = make_region("flat", box(w, s, e, n))
+    cfg = dataclasses.replace(
+        CFG, n_queries=7, photos_per_spot=3, pitch_deg=4.0, roll_deg=0.0, min_sky_fraction=0.3, min_horizon_m=100.0
+    )
+    poses = sample_photo_spots(region, dem, cfg, workers=1)
+    assert len(poses) == 7
+    spots = [(p.lon, p.lat, p.alt_m) for p in poses]
+    groups = list(dict.fromkeys(spots))
+    counts = [spots.count(g) for g in groups]
+    assert max(counts) <= 3 and len(groups) < 7  # some spots gave several photos
+    assert spots == sorted(spots, key=groups.index)  # spot by spot
+    assert len({p.yaw_deg for p in poses}) == 7  # each photo its own orientation
+    with ViewRenderer(dem, cfg.screen_config()) as r:
+        for p in poses:
+            frac, dist = photo_spot_stats(r.render([p]).arrays["depth"][0])
+            assert frac >= 0.25 and dist >= 100.0  # square screen render vs the photo's 4:3 crop
+    assert sample_photo_spots(region, dem, cfg, workers=1) == poses
+    assert len(sparse_positions(poses, dem, GridConfig(), region)) == len(groups)
+    with pytest.raises(ConfigError, match="photos_per_spot"):
+        dataclasses.replace(cfg, photos_per_spot=0)
