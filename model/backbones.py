@@ -2,7 +2,8 @@
 
 API
 ---
-- ``BACKBONES``: name -> factory ``(width, final_relu, in_channels) -> Backbone``.
+- ``BACKBONES``: name -> factory ``(width, final_relu, in_channels) -> Backbone`` (``vgg16`` also
+  takes ``batch_norm``: the ``vgg16_bn`` layout).
 - ``Backbone``: an ``nn.Module`` mapping (B, C_in, H, W) to (B, out_channels, H', W'), with
   ``out_channels`` and ``stride`` (input pixels per output cell).
 - ``VGG16_CONV_INDICES``: the ``features.N`` indices of the 13 VGG16 convs (torchvision layout).
@@ -42,14 +43,21 @@ class Backbone(nn.Sequential):
         self.stride = stride
 
 
-def vgg16(width: float = 1.0, final_relu: bool = False, in_channels: int = 3) -> Backbone:
-    """VGG16 conv1_1 .. conv5_3 (3x3, padding 1), 4 max-pools, stride 16; torchvision indices."""
+def vgg16(width: float = 1.0, final_relu: bool = False, in_channels: int = 3, batch_norm: bool = False) -> Backbone:
+    """VGG16 conv1_1 .. conv5_3 (3x3, padding 1), 4 max-pools, stride 16; torchvision indices.
+
+    ``batch_norm``: a BatchNorm after every conv (torchvision's ``vgg16_bn`` layout and indices),
+    which lets a randomly initialised net train at a large learning rate.
+    """
     layers: list[nn.Module] = []
     c_in = in_channels
     for b, block in enumerate(VGG16_BLOCKS):
         for c in block:
             c_out = scaled(c, width)
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU(inplace=True))
             c_in = c_out
         if b < len(VGG16_BLOCKS) - 1:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))

@@ -48,7 +48,10 @@ class Branch(nn.Module):
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
-        self.features = BACKBONES[cfg.backbone](width=cfg.width, final_relu=cfg.final_relu, in_channels=cfg.in_channels)
+        extra = {"batch_norm": True} if cfg.batch_norm else {}
+        self.features = BACKBONES[cfg.backbone](
+            width=cfg.width, final_relu=cfg.final_relu, in_channels=cfg.in_channels, **extra
+        )
         self.norm: nn.Module = L2N(dim=1) if cfg.prepool_l2 else nn.Identity()
         self.pool: nn.Module = GeM(p=cfg.gem_p) if cfg.pooling == "gem" else POOLING[cfg.pooling]()
         c = self.features.out_channels

@@ -38,6 +38,17 @@ def test_vgg16_layout_matches_torchvision_indices():
     assert f.out_channels == 512 and f.stride == 16
 
 
+def test_vgg16_bn_layout_matches_torchvision_vgg16_bn():
+    """torchvision vgg16_bn().features: conv, BN, ReLU per layer; convs at 0, 3, 7, 10, 14, ... 40."""
+    f = BACKBONES["vgg16"](batch_norm=True)
+    convs = [i for i, m in enumerate(f) if isinstance(m, nn.Conv2d)]
+    assert convs == [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+    assert all(isinstance(f[i + 1], nn.BatchNorm2d) and f[i + 1].num_features == f[i].out_channels for i in convs)
+    assert [i for i, m in enumerate(f) if isinstance(m, nn.MaxPool2d)] == [6, 13, 23, 33]
+    assert not isinstance(f[-1], nn.ReLU) and isinstance(f[-1], nn.BatchNorm2d)  # no final ReLU (paper)
+    assert f(torch.zeros(2, 3, 64, 64)).shape == (2, 512, 4, 4)
+
+
 def test_imagenet_state_dict_maps_exactly(tmp_path):
     sd = _synthetic_vgg16_state_dict()
     path = tmp_path / "vgg16_imagenet.pth"
