@@ -4,8 +4,9 @@ API
 ---
 - ``l2n(x, dim=1, eps)``: L2 normalisation along ``dim`` (across channels for (B, C, H, W) maps).
 - ``mac(x)``, ``spoc(x)``, ``gem(x, p, eps)``: global pooling (B, C, H, W) -> (B, C).
-- ``triplet_loss(q, p, n, margin=0.1, reduction="mean")``: per tuple
-  ``sum_k max(d^2(q, p) + margin - d^2(q, n_k), 0)``, then mean (or sum / none) over the batch.
+- ``triplet_loss(q, p, n, margin=0.1, reduction="mean", mask=None)``: per tuple
+  ``sum_k max(d^2(q, p) + margin - d^2(q, n_k), 0)`` (over the negatives ``mask`` keeps), then
+  mean (or sum / none) over the batch.
 
 Tensors follow their inputs' device and dtype; nothing here holds state.
 """
@@ -60,10 +61,12 @@ def triplet_loss(
     n: torch.Tensor,
     margin: float = DEFAULT_MARGIN,
     reduction: str = "mean",
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Triplet loss with several negatives per tuple.
 
-    ``loss_b = sum_k max(||q_b - p_b||^2 + margin - ||q_b - n_bk||^2, 0)``.
+    ``loss_b = sum_k max(||q_b - p_b||^2 + margin - ||q_b - n_bk||^2, 0)``, over the k with
+    ``mask[b, k]`` when a mask is given.
 
     Parameters
     ----------
@@ -77,6 +80,9 @@ def triplet_loss(
         Margin on squared distances (paper 0.1).
     reduction : str
         ``mean`` over the B tuples (default), ``sum``, or ``none`` (returns (B,)).
+    mask : (B, K) bool tensor or None
+        Which negatives count (e.g. the other tuples' views of a batch that lie far enough from
+        query b); None = all.
 
     Returns
     -------
@@ -89,9 +95,14 @@ def triplet_loss(
         )
     if reduction not in _REDUCTIONS:
         raise ConfigError(f"triplet_loss reduction={reduction!r}; choose one of {', '.join(_REDUCTIONS)}")
+    if mask is not None and tuple(mask.shape) != tuple(n.shape[:2]):
+        raise ConfigError(f"triplet_loss mask must be (B, K) = {tuple(n.shape[:2])}, got {tuple(mask.shape)}")
     d_pos = (q - p).pow(2).sum(dim=1)  # (B,)
     d_neg = (q.unsqueeze(1) - n).pow(2).sum(dim=2)  # (B, K)
-    per_tuple = torch.clamp(d_pos.unsqueeze(1) + margin - d_neg, min=0.0).sum(dim=1)
+    hinge = torch.clamp(d_pos.unsqueeze(1) + margin - d_neg, min=0.0)
+    if mask is not None:
+        hinge = hinge * mask.to(hinge.dtype)
+    per_tuple = hinge.sum(dim=1)
     if reduction == "mean":
         return per_tuple.mean()
     if reduction == "sum":

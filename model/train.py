@@ -9,7 +9,9 @@ descriptors, :mod:`crosslocate.model.mining`):
    ``TrainConfig.pos_radius_m`` (20 m) and ``pos_yaw_deg`` (15 deg) that is closest in descriptor
    space, the negatives are the ``n_negatives`` (10) hardest views at least ``neg_min_dist_m``
    (2 km) away;
-3. optimise the triplet loss (margin ``TrainConfig.margin``, 0.1) with Adam, on augmented inputs;
+3. optimise the triplet loss (margin ``TrainConfig.margin``, 0.1) with Adam, on augmented inputs,
+   at the epoch's learning rate (``lr * lr_decay ** (epoch - 1)``); with ``batch_negatives`` every
+   other database view of the batch that lies ``neg_min_dist_m`` away is a negative too;
 4. validate (recall@1/@10 within 1 km of val queries against the val database) when a val set is
    given, write a checkpoint (weights, optimizer state, configs, epoch) and append the epoch's
    metrics to ``metrics.json`` / ``metrics.csv``.
@@ -306,6 +308,38 @@ class _TupleDataset(Dataset[torch.Tensor]):
         return torch.stack(items)
 
 
+def batch_negative_mask(
+    views: torch.Tensor, q_xy: npt.NDArray[np.float64], view_xy: npt.NDArray[np.float64], min_dist_m: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every database view of a batch as a negative candidate of every query of the batch.
+
+    Parameters
+    ----------
+    views : (B, M, D) tensor
+        Descriptors of each tuple's database views (positive first, then its mined negatives).
+    q_xy : (B, 2) float64
+        Query positions, metres.
+    view_xy : (B, M, 2) float64
+        Positions of those views, metres (same CRS).
+    min_dist_m : float
+        A view counts as a negative of query b only this far from it (``TrainConfig.neg_min_dist_m``).
+
+    Returns
+    -------
+    negatives : (B, B*M, D) tensor
+        The batch's views, the same for every query.
+    mask : (B, B*M) bool tensor
+        ``||q_xy[b] - view||_2 >= min_dist_m``: a query's own mined negatives and the far views of
+        the other tuples (their positives too, so a net that embeds every query alike cannot
+        satisfy the loss); never the query's positive.
+    """
+    b, m, d = views.shape
+    flat_xy = np.asarray(view_xy, np.float64).reshape(b * m, 2)
+    dist = np.linalg.norm(np.asarray(q_xy, np.float64)[:, None, :] - flat_xy[None, :, :], axis=2)
+    mask = torch.from_numpy(dist >= float(min_dist_m))
+    return views.reshape(1, b * m, d).expand(b, b * m, d), mask
+
+
 # --------------------------------------------------------------------------------------------------
 # Metrics files
 
@@ -443,7 +477,11 @@ def train(
         best = _score(row0)
         _save_checkpoint(best_path, net, opt, 0, {**(meta or {}), "metrics": row0})
     for epoch in range(start + 1, cfg.epochs + 1):
+        lr = epoch_lr(cfg, epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
         row = _run_epoch(net, opt, queries, pool, cfg, device, epoch)
+        row["lr"] = lr
         if val is not None:
             row.update(_validate(net, val, cfg, device))
             if _score(row) > best:
@@ -464,6 +502,11 @@ def train(
     if not ckpt.exists():
         raise CheckpointError(f"{ckpt}: no epoch was run (epochs={cfg.epochs}); raise TrainConfig.epochs")
     return TrainResult(out_dir=out, checkpoint=ckpt, history=history)
+
+
+def epoch_lr(cfg: Any, epoch: int) -> float:
+    """Learning rate of ``epoch`` (1-based): ``cfg.lr * cfg.lr_decay ** (epoch - 1)``."""
+    return float(cfg.lr) * float(getattr(cfg, "lr_decay", 1.0)) ** (int(epoch) - 1)
 
 
 def _run_epoch(
@@ -504,12 +547,22 @@ def _run_epoch(
         queries, pool, q_idx, pos_e, neg_e, int(cfg.seed), epoch, bool(getattr(cfg, "augment", True))
     )
     loader = DataLoader(tuples, batch_size=cfg.batch_size, shuffle=False, num_workers=workers)
+    # positions of every tuple's views (positive, negatives), for the in-batch negatives
+    view_xy = pool.xy[np.concatenate([pos_e[:, None], neg_e], axis=1)] if q_idx.size else np.zeros((0, 1, 2))
+    batch_negatives = bool(getattr(cfg, "batch_negatives", False))
     net.train()
     losses: list[float] = []
+    start = 0
     for batch in loader:
         b, m = batch.shape[:2]
         desc = net(batch.reshape(b * m, *batch.shape[2:]).to(device)).reshape(b, m, -1)
-        loss = triplet_loss(desc[:, 0], desc[:, 1], desc[:, 2:], margin=cfg.margin)
+        if batch_negatives:
+            sl = slice(start, start + b)
+            neg, mask = batch_negative_mask(desc[:, 1:], queries.xy[q_idx[sl]], view_xy[sl], cfg.neg_min_dist_m)
+            loss = triplet_loss(desc[:, 0], desc[:, 1], neg, margin=cfg.margin, mask=mask.to(device))
+        else:
+            loss = triplet_loss(desc[:, 0], desc[:, 1], desc[:, 2:], margin=cfg.margin)
+        start += b
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -554,6 +607,8 @@ __all__ = [
     "QuerySet",
     "TrainResult",
     "ViewPool",
+    "batch_negative_mask",
+    "epoch_lr",
     "extract_descriptors",
     "train",
     "validation_recall",

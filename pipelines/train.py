@@ -8,7 +8,9 @@ Steps (each skipped when its output is complete):
    within 1 km of any query: hard negatives) databases, :func:`crosslocate.pipelines.build.build_database`;
 3. the triplet training loop (:func:`crosslocate.model.train.train`) on training-split queries vs
    the training-split views of sparse + compact; validation: val-split queries vs the val-split views
-   of the compact database (recall@1/@10 within 1 km per epoch).
+   of the databases ``TrainConfig.val_databases`` names (sparse + compact by default; the ``cpu``
+   preset uses the uniform database, built here then, so validation is the test task on held-out
+   ground), recall@1/@10 within 1 km per epoch; ``best.pt`` keeps the best epoch.
 
 Layout (docs/CONTRACTS.md): ``work/<region>/queries/``, ``work/<region>/db/<kind>/`` and the run
 folder ``work/<region>/runs/<preset>/`` (``runs/<preset>-<modality>/`` for a modality other than
@@ -226,8 +228,10 @@ def run_train(
     paths = flow_paths(work, region, preset_name, modality)
     reg = get_region(region)
     queries = ensure_query_set(region, dem_src, preset, paths.work)
-    dbs = ensure_databases(TRAIN_DB_KINDS, preset, region, dem_src, paths, queries)
     tcfg = preset.train
+    val_kinds = tuple(getattr(tcfg, "val_databases", TRAIN_DB_KINDS))
+    kinds = TRAIN_DB_KINDS + tuple(k for k in val_kinds if k not in TRAIN_DB_KINDS)
+    dbs = ensure_databases(kinds, preset, region, dem_src, paths, queries)
     dev = resolve_device(device or getattr(tcfg, "device", "auto"))
     seed_everything(int(tcfg.seed))
     splits = query_splits(queries, reg, preset.grid)
@@ -256,7 +260,7 @@ def run_train(
     )
     val = None
     valmask = splits == SPLIT_CODES["val"]
-    val_dbs = [dbs[k] for k in ("sparse", "compact") if split_indices(dbs[k], "val").size]
+    val_dbs = [dbs[k] for k in val_kinds if split_indices(dbs[k], "val").size]
     if valmask.any() and val_dbs:
         val = (
             make_queryset(queries, valmask, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling),
@@ -282,6 +286,8 @@ def run_train(
         "n_train_queries": len(trainq.dataset),
         "n_train_views": len(pool),
         "n_val_queries": 0 if val is None else len(val[0].dataset),
+        "n_val_views": 0 if val is None else len(val[1]),
+        "val_databases": list(val_kinds),
         "last_epoch": result.history[-1] if result.history else None,
         "train_s": round(time.perf_counter() - t0, 2),
     }

@@ -63,6 +63,13 @@ def test_presets_exist_and_paper_numbers():
         (TrainConfig, "num_workers", -1),
         (TrainConfig, "augment", 1),
         (TrainConfig, "device", ""),
+        (TrainConfig, "lr_decay", 0.0),
+        (TrainConfig, "lr_decay", 1.5),
+        (TrainConfig, "val_databases", ("uniform", "val")),
+        (TrainConfig, "val_databases", ()),
+        (TrainConfig, "val_databases", ("sparse", "sparse")),
+        (TrainConfig, "batch_negatives", "yes"),
+        (NetConfig, "batch_norm", 1),
         (EvalConfig, "thresholds_m", ()),
         (EvalConfig, "thresholds_m", (20.0, -1.0)),
         (EvalConfig, "thresholds_m", ("20",)),
@@ -86,6 +93,10 @@ def test_invalid_values_raise_config_error_naming_the_field(cls, field, value):
 def test_imagenet_weights_only_for_vgg16():
     with pytest.raises(ConfigError, match="imagenet_weights"):
         NetConfig(backbone="resnet18", imagenet_weights="w.pth")
+    with pytest.raises(ConfigError, match="batch_norm"):
+        NetConfig(imagenet_weights="w.pth", batch_norm=True)  # plain VGG16 weights
+    with pytest.raises(ConfigError, match="batch_norm"):
+        NetConfig(backbone="alexnet", batch_norm=True)
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -93,7 +104,16 @@ def test_dict_round_trip_through_json(cls):
     # a non-default instance: change every field to another valid value where easy
     changed = {
         NetConfig: {"width": 0.5, "pooling": "gem", "out_dim": 64, "two_branch": True, "input_size_px": 128},
-        TrainConfig: {"epochs": 3, "lr": 1e-3, "neg_slack": 0.0, "max_tuples": 7, "augment": False},
+        TrainConfig: {
+            "epochs": 3,
+            "lr": 1e-3,
+            "lr_decay": 0.5,
+            "neg_slack": 0.0,
+            "max_tuples": 7,
+            "augment": False,
+            "batch_negatives": True,
+            "val_databases": ("uniform", "sparse"),
+        },
         EvalConfig: {"thresholds_m": (5.0, 50.0), "max_n": 10, "fov_bins_deg": (0.0, 90.0), "index": "hnsw"},
     }[cls]
     cfg = cls(**changed)

@@ -26,6 +26,18 @@ def test_triplet_loss_hand_computed():
     assert "margin=0.1" in repr(TripletLoss())
 
 
+def test_triplet_loss_mask_drops_negatives():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[0.8, 0.6], [0.0, 1.0]])
+    n = torch.tensor([[[0.6, 0.8], [0.8, 0.6]], [[0.0, 0.9], [1.0, 0.0]]])
+    # tuple 0: d2p = 0.4; d2n = 0.8 (-> 0) and 0.4 (-> 0.1); tuple 1: d2p = 0, d2n = 0.01 (-> 0.09), 2 (-> 0)
+    torch.testing.assert_close(F.triplet_loss(q, p, n, reduction="none"), torch.tensor([0.1, 0.09]))
+    mask = torch.tensor([[True, False], [True, True]])
+    torch.testing.assert_close(F.triplet_loss(q, p, n, reduction="none", mask=mask), torch.tensor([0.0, 0.09]))
+    with pytest.raises(ConfigError, match="mask"):
+        F.triplet_loss(q, p, n, mask=torch.ones(2, 3, dtype=torch.bool))
+
+
 def test_triplet_loss_shapes_checked():
     with pytest.raises(ConfigError):
         F.triplet_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))

@@ -232,19 +232,22 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
     trainq = _queryset(world, mask)
     pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
     dev = torch.device("cpu")
+    # the decaying lr and the in-batch negatives must resume exactly too
+    kw = {"neg_min_dist_m": 500.0, "lr_decay": 0.5, "batch_negatives": True}
     torch.manual_seed(1)
     full = _TinyNet()
     init = {k: v.clone() for k, v in full.state_dict().items()}
-    ref = T.train(full, trainq, pool, _cfg(epochs=2, neg_min_dist_m=500.0), tmp_path / "a", dev)
+    ref = T.train(full, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "a", dev)
 
     part = _TinyNet()
     part.load_state_dict(init)
-    T.train(part, trainq, pool, _cfg(epochs=1, neg_min_dist_m=500.0), tmp_path / "b", dev)
+    T.train(part, trainq, pool, _cfg(epochs=1, **kw), tmp_path / "b", dev)
     with pytest.raises(FileOverwriteError, match="--resume"):
-        T.train(part, trainq, pool, _cfg(epochs=2, neg_min_dist_m=500.0), tmp_path / "b", dev)
+        T.train(part, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev)
     again = _TinyNet()  # fresh weights: everything must come from the checkpoint
-    res = T.train(again, trainq, pool, _cfg(epochs=2, neg_min_dist_m=500.0), tmp_path / "b", dev, resume=True)
+    res = T.train(again, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev, resume=True)
     assert [h["epoch"] for h in res.history] == [1, 2]
+    assert [h["lr"] for h in res.history] == pytest.approx([1e-3, 5e-4])
     assert math.isclose(res.history[1]["loss"], ref.history[1]["loss"], rel_tol=1e-4)
     for k, v in full.state_dict().items():
         assert torch.allclose(v, again.state_dict()[k], atol=1e-5), k
@@ -295,3 +298,21 @@ def test_epoch_selection_caches_positives_and_a_negative_sample_and_maps_back():
     assert pos.tolist() == [1 if i == 0 else 501 for i in q_idx]  # pool indices, not cache positions
     far = np.abs(pool.xy[neg][..., 0] - q.xy[q_idx][:, None, 0]) >= cfg.neg_min_dist_m
     assert far.all() and np.isin(neg, cache).all()
+
+
+def test_batch_negatives_are_the_far_views_of_the_batch():
+    """2 tuples x (positive + 1 negative); query 0 at the origin, query 1 at 5 km east."""
+    views_ = torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(2, 2, 3)
+    q_xy = np.array([[0.0, 0.0], [5000.0, 0.0]])
+    view_xy = np.array([[[10.0, 0.0], [3000.0, 0.0]], [[5000.0, 10.0], [5000.0, 1500.0]]])
+    neg, mask = T.batch_negative_mask(views_, q_xy, view_xy, 2000.0)
+    assert neg.shape == (2, 4, 3) and torch.equal(neg[1], views_.reshape(4, 3))
+    # query 0: its positive (10 m) no, its negative (3 km) yes, tuple 1's views (5 km, 5.2 km) yes
+    # query 1: tuple 0's positive (4.99 km) yes, tuple 0's negative (2 km) yes, its own (10 m, 1.5 km) no
+    assert mask.tolist() == [[False, True, True, True], [True, True, False, False]]
+
+
+def test_epoch_lr_decays_geometrically():
+    cfg = types.SimpleNamespace(lr=1e-3, lr_decay=0.5)
+    assert [T.epoch_lr(cfg, e) for e in (1, 2, 3)] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    assert T.epoch_lr(types.SimpleNamespace(lr=2e-5), 9) == pytest.approx(2e-5)  # no lr_decay: constant
