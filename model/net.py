@@ -4,7 +4,8 @@ API
 ---
 - ``build_net(cfg: NetConfig) -> RetrievalNet``: builds, initialises (ImageNet VGG16 weights from
   ``cfg.imagenet_weights`` or seeded Kaiming-normal), and records the init in ``net.meta["init"]``
-  and ``net.init_source`` (a one-line string for logs / results JSON).
+  and ``net.init_source`` (a one-line string for logs / results JSON). Conv weights and inputs use
+  the channels-last memory layout (same values, faster convolutions).
 - ``RetrievalNet(cfg)``: ``net(x, branch=None)`` maps (B, C, H, W) float32 (ImageNet-normalised) to
   (B, D) float32 unit descriptors. One shared branch by default (``branch`` ignored); with
   ``cfg.two_branch`` the weights are separate and ``branch`` must be ``"query"`` or ``"database"``.
@@ -61,7 +62,8 @@ class Branch(nn.Module):
         self.out_dim = cfg.out_dim if cfg.out_dim is not None else c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.pool(self.norm(self.features(x)))
+        # NHWC: the convs run ~1.4x faster on CPU (oneDNN) in this layout; values are unchanged
+        d = self.pool(self.norm(self.features(x.contiguous(memory_format=torch.channels_last))))
         if self.proj is not None:
             d = self.proj(d)
         return F.l2n(d, dim=1)
@@ -218,6 +220,7 @@ def build_net(cfg: NetConfig) -> RetrievalNet:
         source = f"imagenet {info['path']} sha256={info['sha256'][:12]}"
     net.meta["init"] = info
     net.init_source = source
+    net.to(memory_format=torch.channels_last)  # 4-D weights NHWC, matching Branch.forward's input
     n_params = sum(p.numel() for p in net.parameters())
     net.meta["n_parameters"] = int(n_params)
     logger.info("built %s net (%d parameters, D=%d), init: %s", cfg.backbone, n_params, net.out_dim, source)
