@@ -10,6 +10,8 @@ API
 - ``recall_from_indices(indices, q_xy, db_xy, thresholds_m, ns, ...)``: the same from indices,
   optionally orientation-restricted (``q_yaw``, ``db_yaw``, ``max_yaw_deg``).
 - ``oriented_recall(...)``: correct only if also within ``max_yaw_deg`` (30) of yaw.
+- ``recall_interval(dist, groups, threshold_m, ns)``: bootstrap interval of recall@N resampling
+  whole groups of queries (the photos of one spot), ``{N: (low, high)}``.
 - ``per_fov_recall(indices, q_xy, db_xy, q_fov_deg, edges_deg, thresholds_m, ns)``:
   ``{"lo-hi": {"n": count, "recall": table}}`` for queries with ``lo <= fov < hi``.
 - ``correct_counts(q_xy, db_xy, threshold_m, ...) -> (M,) int64``: c_q, the database views that
@@ -78,6 +80,56 @@ def recall_at_n(dist: npt.ArrayLike, thresholds_m: Sequence[float], ns: Sequence
         hit = best <= float(t)
         out[float(t)] = {int(n): float(hit[:, min(int(n), d.shape[1]) - 1].mean()) for n in ns}
     return out
+
+
+def recall_interval(
+    dist: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    threshold_m: float,
+    ns: Sequence[int],
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[int, tuple[float, float]]:
+    """Bootstrap interval of recall@N that resamples whole groups of queries.
+
+    Photos taken from one spot are not independent trials, so the groups (e.g. one id per camera
+    position) are drawn with replacement, ``n_boot`` times, and the recall of each draw is the
+    pooled hit fraction of its queries. Returns ``{N: (low, high)}``, the central ``level``
+    percentile interval. With one query per group this is the ordinary bootstrap (half-width
+    about ``1.96 sqrt(p (1 - p) / M)``); groups of k identical outcomes widen it by about sqrt(k).
+
+    Parameters
+    ----------
+    dist : (M, K) float
+        Metres from each query to its retrieved views, best first (as :func:`recall_at_n`).
+    groups : (M,) array
+        Group label of each query (any hashable numpy dtype).
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    g = np.asarray(groups)
+    if d.ndim != 2 or g.shape != (d.shape[0],):
+        raise ConfigError(f"recall_interval needs dist (M, K) and groups (M,), got {d.shape} and {g.shape}")
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ConfigError(f"recall_interval needs 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
+    if d.shape[0] == 0 or d.shape[1] == 0:
+        return {int(n): (float("nan"), float("nan")) for n in ns}
+    best = np.minimum.accumulate(d, axis=1)
+    cols = [min(int(n), d.shape[1]) - 1 for n in ns]
+    hits = (best[:, cols] <= float(threshold_m)).astype(np.float64)  # (M, len(ns))
+    _, gid = np.unique(g, return_inverse=True)
+    n_groups = int(gid.max()) + 1
+    sums = np.zeros((n_groups, len(cols)))
+    np.add.at(sums, gid, hits)
+    counts = np.bincount(gid, minlength=n_groups).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    weights = np.zeros((n_boot, n_groups))
+    np.add.at(weights, (np.repeat(np.arange(n_boot), n_groups), draws.ravel()), 1.0)
+    boot = (weights @ sums) / (weights @ counts)[:, None]  # (n_boot, len(ns))
+    lo, hi = np.quantile(boot, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
+    return {int(n): (float(lo[k]), float(hi[k])) for k, n in enumerate(ns)}
 
 
 def _oriented(
@@ -271,5 +323,6 @@ __all__ = [
     "per_fov_recall",
     "recall_at_n",
     "recall_from_indices",
+    "recall_interval",
     "retrieved_distances",
 ]

@@ -111,6 +111,28 @@ def evaluate_ranking(
     return out
 
 
+#: N values of the bootstrap intervals in ``results.json`` (``recall_ci95``).
+CI_NS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+
+
+def spot_ids(queries: list[Any]) -> npt.NDArray[np.int64]:
+    """(Q,) int64 id of each query's camera position (photos taken from one spot share an id)."""
+    keys = np.array([(q.pose.lon, q.pose.lat, q.pose.alt_m) for q in queries], np.float64).reshape(-1, 3)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def recall_ci95(dist: npt.NDArray[np.float64], spots: npt.NDArray[np.int64]) -> dict[str, dict[str, list[float]]]:
+    """``{"<threshold_m>": {"<N>": [low, high]}}``: 95% bootstrap intervals resampling whole spots
+    (:func:`crosslocate.model.evaluate.recall_interval`; the photos of one spot are not independent)."""
+    from crosslocate.model import evaluate
+
+    ns = tuple(n for n in CI_NS if n <= max(dist.shape[1], 1))
+    return {
+        f"{float(t):g}": {str(n): list(v) for n, v in evaluate.recall_interval(dist, spots, t, ns).items()}
+        for t in THRESHOLDS_M
+    }
+
+
 def _ranking(db_desc: npt.NDArray[np.float32], q_desc: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
     from crosslocate.model import search
 
@@ -184,6 +206,8 @@ def run_benchmark(
     idx = _ranking(db_desc, q_desc, k)
     timings["search_s"] = round(time.perf_counter() - t0, 4)
     ours = evaluate_ranking(idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
+    spots = spot_ids(qset.dataset.queries)
+    ours["recall_ci95"] = recall_ci95(np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2), spots)
     untrained_eval = evaluate_ranking(_ranking(u_db, u_q, k), qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     chance = _table(evaluate.chance_recall(qset.xy, pool.xy, THRESHOLDS_M, tuple(n for n in NS if n <= k)))
     t0 = time.perf_counter()
@@ -201,6 +225,7 @@ def run_benchmark(
         "baselines": baselines,
         "baseline_info": {"untrained": {"init": init}, "horizon": h_info},
         "n_queries": len(qset.dataset),
+        "n_spots": int(spots.max()) + 1 if spots.size else 0,
         "n_database": len(pool),
         "modality": paths.modality,
         "preset": preset_name,
@@ -364,9 +389,16 @@ def summary_table(results: dict[str, Any]) -> str:
     r1 = ours1 / ch1 if ch1 > 0 else float("inf")
     r100 = ours100 / ch100 if ch100 > 0 else float("inf")
     lines.append(f"{'ours / chance':34s} {r1:8.1f}x {r100:9.1f}x")
+    ci = results.get("recall_ci95", {}).get(key, {})
+    if "1" in ci:  # R@100, or the largest N when the database is smaller
+        (a1, b1), (a100, b100) = ci["1"], ci[str(max(int(n) for n in ci))]
+        lines.append(
+            f"{'ours 95% interval (spots resampled)':34s} {100 * a1:.1f}-{100 * b1:.1f}% {100 * a100:.1f}-{100 * b100:.1f}%"
+        )
     lines.append(f"{'paper (Switzerland, other queries)':34s} {100 * PAPER_R1_1KM:8.2f}% {100 * PAPER_R100_1KM:9.2f}%")
     lines.append(
-        f"queries: {results['n_queries']}, database views: {results['n_database']}, preset: {results['preset']}"
+        f"queries: {results['n_queries']} ({results.get('n_spots', '?')} spots), "
+        f"database views: {results['n_database']}, preset: {results['preset']}"
     )
     return "\n".join(lines)
 
@@ -377,6 +409,8 @@ __all__ = [
     "cached_descriptors",
     "evaluate_ranking",
     "horizon_ranking",
+    "recall_ci95",
     "run_benchmark",
+    "spot_ids",
     "summary_table",
 ]

@@ -129,3 +129,21 @@ def test_evaluate_retrieval_with_config():
     assert res["chance"][100.0][1] == pytest.approx(2 / 3)  # 2 of 3 views within 100 m of both queries
     assert res["chance_oriented"][100.0][1] == pytest.approx((1 / 3 + 1 / 3) / 2)
     assert {k: v["n"] for k, v in res["per_fov"].items()} == {"0-50": 1, "50-180": 1}
+
+
+def test_recall_interval_matches_the_binomial_and_widens_with_groups():
+    """400 independent queries, half found: 95% half-width ~ 1.96 sqrt(0.25 / 400) = 0.049.
+    The same outcomes in 100 groups of 4 identical photos: ~ sqrt(4) = 2x wider."""
+    from crosslocate.model.evaluate import recall_interval
+
+    dist = np.where(np.arange(400) % 2 == 0, 10.0, 5000.0)[:, None]  # (400, 1): every other query hit
+    single = recall_interval(dist, np.arange(400), 1000.0, [1], n_boot=4000)[1]
+    assert single[0] < 0.5 < single[1] and (single[1] - single[0]) / 2 == pytest.approx(0.049, rel=0.12)
+    dist4 = np.where((np.arange(400) // 4) % 2 == 0, 10.0, 5000.0)[:, None]  # groups share the outcome
+    grouped = recall_interval(dist4, np.arange(400) // 4, 1000.0, [1], n_boot=4000)[1]
+    assert (grouped[1] - grouped[0]) / (single[1] - single[0]) == pytest.approx(2.0, rel=0.15)
+    # all found: no uncertainty; N beyond K uses all K columns
+    sure = recall_interval(np.full((6, 2), 10.0), np.arange(6) // 2, 20.0, [1, 5])
+    assert sure == {1: (1.0, 1.0), 5: (1.0, 1.0)}
+    with pytest.raises(ConfigError, match="groups"):
+        recall_interval(dist, np.arange(3), 1000.0, [1])

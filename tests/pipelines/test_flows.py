@@ -221,6 +221,11 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     ):
         assert key in res, key
     assert res["n_queries"] == 3 * 4 and res["n_database"] == 4 * 12  # test column: 4 positions x 12 yaws
+    assert res["n_spots"] == 4  # the 3 photos of a position share a spot
+    for t, row in res["recall_ci95"].items():  # spot-bootstrap intervals hold the point estimate
+        for n, (lo, hi) in row.items():
+            assert lo <= res["recall"][t][n] <= hi, (t, n)
+    assert "95% interval" in out and "(4 spots)" in out
     # 4 test positions 3 km apart: within 1 km only the right position counts; by hand chance R@1 = 12/48
     assert res["chance"]["1000"]["1"] == pytest.approx(12 / 48)
     assert set(res["recall"]) == {"20", "100", "1000"} and "untrained" in res["baselines"]
