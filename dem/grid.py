@@ -339,7 +339,7 @@ def sparse_positions(
     Positions
         One per distinct query position, in order of first appearance, ids ``0..N-1``.
     """
-    spots = list(dict.fromkeys((float(p.lon), float(p.lat), float(p.alt_m)) for p in poses))
+    spots = list(dict.fromkeys(p.spot for p in poses))
     lon = np.array([s[0] for s in spots], np.float64)
     lat = np.array([s[1] for s in spots], np.float64)
     alt = np.array([s[2] for s in spots], np.float64)

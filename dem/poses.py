@@ -64,6 +64,12 @@ class Pose:
         if not -90.0 <= self.pitch_deg <= 90.0:
             raise ConfigError(f"Pose.pitch_deg must be in [-90, 90], got {self.pitch_deg}")
 
+    @property
+    def spot(self) -> tuple[float, float, float]:
+        """``(lon, lat, alt_m)``: where the camera stands. Photos taken from one spot share it (and
+        one sparse-database position); orientation and FOV are left out."""
+        return (float(self.lon), float(self.lat), float(self.alt_m))
+
     def to_dict(self) -> dict[str, float]:
         """JSON-friendly dict of the fields."""
         return asdict(self)

@@ -547,9 +547,9 @@ def _run_epoch(
         queries, pool, q_idx, pos_e, neg_e, int(cfg.seed), epoch, bool(getattr(cfg, "augment", True))
     )
     loader = DataLoader(tuples, batch_size=cfg.batch_size, shuffle=False, num_workers=workers)
-    # positions of every tuple's views (positive, negatives), for the in-batch negatives
-    view_xy = pool.xy[np.concatenate([pos_e[:, None], neg_e], axis=1)] if q_idx.size else np.zeros((0, 1, 2))
     batch_negatives = bool(getattr(cfg, "batch_negatives", False))
+    if batch_negatives:  # positions of every tuple's views (positive, then negatives), (T, 1 + K, 2)
+        view_xy = pool.xy[np.concatenate([pos_e[:, None], neg_e], axis=1)]
     net.train()
     losses: list[float] = []
     start = 0

@@ -84,8 +84,12 @@ def evaluate_ranking(
     q_fov: npt.NDArray[np.float64],
     db_xy: npt.NDArray[np.float64],
     db_yaw: npt.NDArray[np.float64],
+    spots: npt.NDArray[np.int64] | None = None,
 ) -> dict[str, Any]:
-    """Recall tables of one ranking (Q, K) of database indices, best first, via :mod:`crosslocate.model.evaluate`."""
+    """Recall tables of one ranking (Q, K) of database indices, best first, via :mod:`crosslocate.model.evaluate`.
+
+    ``spots`` (Q,): the queries' spot ids (:func:`spot_ids`); when given, ``recall_ci95`` is added.
+    """
     from crosslocate.dem.poses import yaw_difference_deg
     from crosslocate.model import evaluate
 
@@ -108,6 +112,8 @@ def evaluate_ranking(
                 "recall": _table(evaluate.recall_at_n(dist[m], THRESHOLDS_M, ns)),
             }
     out["per_fov"] = per_fov
+    if spots is not None:
+        out["recall_ci95"] = recall_ci95(dist, spots)
     return out
 
 
@@ -117,7 +123,7 @@ CI_NS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
 
 def spot_ids(queries: list[Any]) -> npt.NDArray[np.int64]:
     """(Q,) int64 id of each query's camera position (photos taken from one spot share an id)."""
-    keys = np.array([(q.pose.lon, q.pose.lat, q.pose.alt_m) for q in queries], np.float64).reshape(-1, 3)
+    keys = np.array([q.pose.spot for q in queries], np.float64).reshape(-1, 3)
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
@@ -205,9 +211,8 @@ def run_benchmark(
     t0 = time.perf_counter()
     idx = _ranking(db_desc, q_desc, k)
     timings["search_s"] = round(time.perf_counter() - t0, 4)
-    ours = evaluate_ranking(idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     spots = spot_ids(qset.dataset.queries)
-    ours["recall_ci95"] = recall_ci95(np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2), spots)
+    ours = evaluate_ranking(idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg, spots)
     untrained_eval = evaluate_ranking(_ranking(u_db, u_q, k), qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     chance = _table(evaluate.chance_recall(qset.xy, pool.xy, THRESHOLDS_M, tuple(n for n in NS if n <= k)))
     t0 = time.perf_counter()

@@ -591,7 +591,7 @@ def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int 
     logger.info(
         "query poses: %d photos from %d spots (up to %d per spot), %d candidate poses screened",
         cfg.n_queries,
-        len({(p.lon, p.lat, p.alt_m) for p in kept[: cfg.n_queries]}),
+        len({p.spot for p in kept[: cfg.n_queries]}),
         cfg.photos_per_spot,
         tried,
     )
@@ -649,8 +649,7 @@ def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: P
         logger.info("resuming: %d of %d photos exist", len(poses) - len(todo), len(poses))
     spots: dict[tuple[float, float, float], list[tuple[int, Pose]]] = {}
     for i in todo:
-        p = poses[i]
-        spots.setdefault((p.lon, p.lat, p.alt_m), []).append((i, p))
+        spots.setdefault(poses[i].spot, []).append((i, poses[i]))
     if spots:
         unit = "photo" if len(spots) == len(todo) else "spot"
         with Progress(len(spots), "query photos", unit, logger=logger) as bar:
