@@ -250,7 +250,7 @@ def run_benchmark(
             "recall@100_1km": PAPER_R100_1KM,
         },
     }
-    results["plots"] = _plots(results, qset, pool, idx, paths.run)
+    results["plots"] = _plots(results, qset, pool, idx, paths.run, spots)
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
     out = paths.run / "results.json"
@@ -338,8 +338,14 @@ def _cfg_dict(cfg: Any) -> Any:
     return to_dict() if callable(to_dict) else repr(cfg)
 
 
-def _plots(results: dict[str, Any], qset: Any, pool: Any, idx: npt.NDArray[np.int64], run: Path) -> list[str]:
+def _plots(
+    results: dict[str, Any], qset: Any, pool: Any, idx: npt.NDArray[np.int64], run: Path, spots: npt.NDArray[np.int64]
+) -> list[str]:
+    """Recall curves, recall vs distance, and the map / mosaic of a few queries (one per spot, so
+    the photos of one spot do not fill them)."""
     from crosslocate.model import plots
+
+    shown = np.sort(np.unique(spots, return_index=True)[1])
 
     out = [
         plots.plot_recall_curves(
@@ -350,11 +356,10 @@ def _plots(results: dict[str, Any], qset: Any, pool: Any, idx: npt.NDArray[np.in
             title=f"{results['region']} / {results['modality']}",
         ),
     ]
-    n_show = min(8, len(qset.dataset))
-    k_show = min(10, idx.shape[1])
+    sel, k_show = shown[:8], min(10, idx.shape[1])
     out.append(
         plots.plot_retrieval_map(
-            qset.xy[:n_show], pool.xy[idx[:n_show, :k_show]], run / "retrieval_map.png", database_xy=pool.xy
+            qset.xy[sel], pool.xy[idx[sel, :k_show]], run / "retrieval_map.png", database_xy=pool.xy
         )
     )
     d = np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2)
@@ -363,14 +368,16 @@ def _plots(results: dict[str, Any], qset: Any, pool: Any, idx: npt.NDArray[np.in
     out.append(plots.plot_recall_vs_distance(thr, curves, run / "recall_vs_distance.png"))
     from crosslocate.dem.poses import yaw_difference_deg
 
-    n_mos, k_mos = min(4, len(qset.dataset)), min(5, idx.shape[1])
-    dyaw = yaw_difference_deg(pool.yaw_deg[idx[:n_mos, :k_mos]], qset.yaw_deg[:n_mos, None])
+    sel, k_mos = shown[:4], min(5, idx.shape[1])
+    dyaw = yaw_difference_deg(pool.yaw_deg[idx[sel, :k_mos]], qset.yaw_deg[sel, None])
     out.append(
         plots.plot_retrieval_mosaic(
-            [qset.dataset.image(i) for i in range(n_mos)],
-            [[_view_rgb(pool, j) for j in idx[i, :k_mos]] for i in range(n_mos)],
+            [qset.dataset.image(int(i)) for i in sel],
+            [[_view_rgb(pool, j) for j in idx[i, :k_mos]] for i in sel],
             run / "retrieval_mosaic.png",
-            labels=[[f"{d[i, j] / 1000:.2f} km, {dyaw[i, j]:.0f} deg" for j in range(k_mos)] for i in range(n_mos)],
+            labels=[
+                [f"{d[i, j] / 1000:.2f} km, {dyaw[r, j]:.0f} deg" for j in range(k_mos)] for r, i in enumerate(sel)
+            ],
         )
     )
     return [str(p) for p in out]
