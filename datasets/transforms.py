@@ -93,7 +93,21 @@ def fov_scale(
     Returns
     -------
     (canvas_px, canvas_px[, C]) array, same dtype as ``image``
-        The photo scaled by the pinhole rule (see the module docstring), centred.
+        The photo scaled by the pinhole rule (see the module docstring), centred:
+        ``place_centered(fov_resize(image, ...), canvas_px, fill)``.
+    """
+    return place_centered(fov_resize(image, fov_deg, canvas_px, db_fov_deg), canvas_px, fill)
+
+
+def fov_resize(image: npt.NDArray[Any], fov_deg: float, canvas_px: int, db_fov_deg: float = 60.0) -> npt.NDArray[Any]:
+    """The photo at the database's angular scale, not yet placed on the canvas (first half of :func:`fov_scale`).
+
+    Returns
+    -------
+    (h, w[, C]) array, same dtype as ``image``
+        ``w = round(canvas_px * tan(min(f, db_fov)/2) / tan(db_fov/2))`` (at most ``canvas_px``),
+        ``h`` by the aspect ratio and cropped symmetrically to at most ``canvas_px``; a photo wider
+        than ``db_fov_deg`` has its centre cropped to ``db_fov_deg`` first.
     """
     if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
         raise RenderError(f"fov_scale expects an (H, W) or (H, W, C) image, got shape {image.shape}")
@@ -117,11 +131,20 @@ def fov_scale(
     if out_h > canvas_px:
         top = (out_h - canvas_px) // 2
         resized = resized[top : top + canvas_px]
-        out_h = canvas_px
+    return resized
+
+
+def place_centered(
+    image: npt.NDArray[Any], canvas_px: int, fill: float | tuple[float, ...] = 0
+) -> npt.NDArray[Any]:
+    """An (h, w[, C]) image (h, w <= canvas_px) centred on a (canvas_px, canvas_px[, C]) canvas of ``fill``."""
+    out_h, out_w = image.shape[:2]
+    if out_h > canvas_px or out_w > canvas_px:
+        raise RenderError(f"place_centered: image {image.shape[:2]} does not fit a {canvas_px} px canvas")
     canvas = np.empty((canvas_px, canvas_px, *image.shape[2:]), dtype=image.dtype)
     canvas[...] = np.asarray(fill, dtype=np.float64).astype(image.dtype)
     y0, x0 = (canvas_px - out_h) // 2, (canvas_px - out_w) // 2
-    canvas[y0 : y0 + out_h, x0 : x0 + out_w] = resized
+    canvas[y0 : y0 + out_h, x0 : x0 + out_w] = image
     return canvas
 
 
@@ -302,9 +325,21 @@ def augment_view(
 def augment_query(
     rgb: npt.NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig, *, flip: bool = False
 ) -> npt.NDArray[np.uint8]:
-    """Query augmentation of an (H, W, 3) uint8 photo: flip, shift/rotation, colour jitter, blur, noise."""
+    """Query augmentation of an (H, W, 3) uint8 photo: flip, shift/rotation, colour jitter, blur, noise.
+
+    ``photometric_jitter(random_affine(flipped photo))``; :class:`~crosslocate.datasets.views.QueryDataset`
+    applies it to the photo already scaled to the model input (blur and noise in input pixels).
+    """
     img = np.ascontiguousarray(rgb[:, ::-1] if flip else rgb)
-    img = random_affine(img, rng, cfg).astype(np.float32)
+    return photometric_jitter(random_affine(img, rng, cfg), rng, cfg)
+
+
+def photometric_jitter(rgb: npt.NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig) -> npt.NDArray[np.uint8]:
+    """Colour jitter (brightness, contrast, saturation), optional Gaussian blur and noise of an (H, W, 3) uint8 photo.
+
+    Blur sigma and noise are in pixels / 0..255 units of the image given.
+    """
+    img = rgb.astype(np.float32)
     if cfg.brightness > 0:
         img *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
     if cfg.contrast > 0:
@@ -321,6 +356,21 @@ def augment_query(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def augment_encoded(
+    chw: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig, *, flip: bool = False
+) -> torch.Tensor:
+    """Database-side augmentation (flip, small shift/rotation) of an already encoded (C, H, W) float32 input.
+
+    For inputs resized to the network (area-averaged, so sentinels are already mixed at edges):
+    bilinear resampling, replicated borders; the same draws as :func:`augment_view`.
+    """
+    img = np.ascontiguousarray(chw.numpy().transpose(1, 2, 0))
+    if flip:
+        img = np.ascontiguousarray(img[:, ::-1])
+    img = random_affine(img, rng, cfg)
+    return torch.from_numpy(np.ascontiguousarray(img.reshape(chw.shape[1], chw.shape[2], -1).transpose(2, 0, 1)))
+
+
 __all__ = [
     "DEPTH_FAR_M",
     "DEPTH_NEAR_M",
@@ -332,6 +382,7 @@ __all__ = [
     "SKY_DEPTH_M",
     "SKY_ENCODED",
     "AugmentConfig",
+    "augment_encoded",
     "augment_query",
     "augment_view",
     "depth_to_unit",
@@ -341,6 +392,9 @@ __all__ = [
     "encode_silhouette",
     "encode_view",
     "fov_scale",
+    "fov_resize",
     "fov_scaled_width",
+    "photometric_jitter",
+    "place_centered",
     "random_affine",
 ]

@@ -8,12 +8,19 @@ Database handles are opened lazily, once per process: the dataset pickles withou
 ``DataLoader(num_workers>0)`` worker opens its own (h5py handles must never cross a fork).
 Augmentation is seeded per item from ``(seed, epoch, index)``, so results do not depend on the
 number of workers; call :meth:`set_epoch` at the start of every epoch.
+
+Both datasets keep the unaugmented model-size input of recently used items in a per-process,
+byte-bounded LRU cache (``cache_bytes``): database views encoded and resized to ``size_px``, query
+photos decoded and FOV-resized. Augmentation runs on those small arrays, so a training epoch
+neither decodes a shard chunk or a PNG nor warps a full-size image twice for the same item
+(measured on the cpu preset: 22 ms -> under 1 ms per query, 4.5 ms -> 0.2 ms per view).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,40 @@ def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
+#: Default byte budget of each dataset's item cache (per process).
+DEFAULT_CACHE_BYTES: int = 1 << 30
+
+
+class _LRUCache:
+    """Least-recently-used cache of numpy arrays / tensors bounded by their total ``nbytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ConfigError(f"cache_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._items: OrderedDict[int, Any] = OrderedDict()
+
+    def get(self, key: int) -> Any:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: int, value: Any) -> None:
+        size = int(value.nbytes)
+        if size > self.max_bytes or key in self._items:
+            return
+        self._items[key] = value
+        self.nbytes += size
+        while self.nbytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.nbytes -= int(old.nbytes)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     """Views of one modality of a database, optionally a subset, as model input.
 
@@ -71,6 +112,8 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     size_px : int or None
         Side of the model input: encoded views are resized (area averaging) to ``size_px`` square;
         None keeps the stored size.
+    cache_bytes : int
+        Budget of the per-process cache of encoded, resized, unaugmented items (0 disables it).
 
     Attributes
     ----------
@@ -90,6 +133,7 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         augment: T.AugmentConfig | None = None,
         seed: int = 0,
         size_px: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if size_px is not None and size_px < 8:
             raise ConfigError(f"ViewDataset size_px must be >= 8 or None, got {size_px}")
@@ -116,6 +160,8 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
+        self.cache_bytes = int(cache_bytes)
+        self._cache = _LRUCache(self.cache_bytes)
         self._db: Any = None
         self._pid: int | None = None
 
@@ -144,18 +190,37 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
                 "run `crosslocate verify` on the database"
             ) from exc
 
-    def encode(
-        self, array: npt.NDArray[Any], rng: np.random.Generator | None = None, *, flip: bool = False
-    ) -> torch.Tensor:
-        """Augment (when configured and ``rng`` given) and encode one stored array."""
-        if self.augment is not None and rng is not None:
-            array = T.augment_view(array, rng, self.augment, flip=flip)
-        elif flip:
-            array = np.ascontiguousarray(array[:, ::-1])
+    def plain(self, array: npt.NDArray[Any]) -> torch.Tensor:
+        """Encode one stored array and resize it to the model input: (3, size_px, size_px) float32, unaugmented."""
         out = self.transform(array) if self.transform is not None else T.encode_view(self.modality, array)
         if self.size_px is not None and tuple(out.shape[-2:]) != (self.size_px, self.size_px):
             out = torch.nn.functional.interpolate(out[None], size=(self.size_px, self.size_px), mode="area")[0]
         return out
+
+    def encode(
+        self, array: npt.NDArray[Any], rng: np.random.Generator | None = None, *, flip: bool = False
+    ) -> torch.Tensor:
+        """Model input of one stored array: :meth:`plain`, then augmented when configured and ``rng`` given.
+
+        Augmentation (flip, shift, rotation; :func:`~crosslocate.datasets.transforms.augment_encoded`)
+        acts on the resized input, so it costs the same at any stored view size.
+        """
+        return self._augmented(self.plain(array), rng, flip)
+
+    def item(self, i: int, rng: np.random.Generator | None = None, *, flip: bool = False) -> torch.Tensor:
+        """``encode(read_raw(i), rng, flip=flip)``, with the unaugmented input of item ``i`` cached."""
+        base = self._cache.get(i)
+        if base is None:
+            base = self.plain(self.read_raw(i))
+            self._cache.put(i, base)
+        return self._augmented(base, rng, flip)
+
+    def _augmented(self, base: torch.Tensor, rng: np.random.Generator | None, flip: bool) -> torch.Tensor:
+        if self.augment is not None and rng is not None:
+            return T.augment_encoded(base, rng, self.augment, flip=flip)
+        if flip:
+            return base.flip(-1)
+        return base.clone()
 
     def meta(self, i: int) -> dict[str, Any]:
         """Scalars of item ``i``: ``index`` (database view index), ``view_id``, ``position_id``,
@@ -174,7 +239,7 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
         rng = _item_rng(self.seed, self.epoch, i) if self.augment is not None else None
         flip = bool(rng is not None and self.augment is not None and rng.random() < self.augment.flip_p)
-        return self.encode(self.read_raw(i), rng, flip=flip), self.meta(i)
+        return self.item(i, rng, flip=flip), self.meta(i)
 
     def close(self) -> None:
         """Close this process's database handle (reopened on the next read)."""
@@ -185,6 +250,7 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_db"], state["_pid"] = None, None
+        state["_cache"] = _LRUCache(self.cache_bytes)  # each worker fills its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -220,6 +286,8 @@ class QueryDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         Query augmentation (flip, shift/rotation, colour jitter, blur, noise) before scaling.
     seed : int
         Seed of the per-item augmentation RNG.
+    cache_bytes : int
+        Budget of the per-process cache of decoded, FOV-resized photos (0 disables it).
     """
 
     def __init__(
@@ -231,6 +299,7 @@ class QueryDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         *,
         augment: T.AugmentConfig | None = None,
         seed: int = 0,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if size_px < 8:
             raise ConfigError(f"QueryDataset size_px must be >= 8, got {size_px}")
@@ -241,27 +310,58 @@ class QueryDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
+        self.cache_bytes = int(cache_bytes)
+        self._cache = _LRUCache(self.cache_bytes)
 
     def __len__(self) -> int:
         return len(self.queries)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = _LRUCache(self.cache_bytes)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draw of this epoch."""
         self.epoch = int(epoch)
 
+    def photo(self, i: int) -> npt.NDArray[np.uint8]:
+        """(h, w, 3) uint8 RGB of query ``i`` at the model's scale, not yet padded (cached).
+
+        FOV scaling on: :func:`~crosslocate.datasets.transforms.fov_resize` (h, w <= size_px);
+        off: resized to (size_px, size_px).
+        """
+        rgb = self._cache.get(i)
+        if rgb is None:
+            q = self.queries[i]
+            rgb = load_rgb(q.image)
+            if self.fov_scaling:
+                rgb = T.fov_resize(rgb, q.pose.fov_deg, self.size_px, self.db_fov_deg)
+            else:
+                import cv2
+
+                rgb = cv2.resize(rgb, (self.size_px, self.size_px), interpolation=cv2.INTER_AREA)
+            self._cache.put(i, rgb)
+        return rgb
+
     def image(self, i: int, rng: np.random.Generator | None = None, *, flip: bool = False) -> npt.NDArray[np.uint8]:
-        """(size_px, size_px, 3) uint8 RGB of query ``i`` after augmentation and FOV scaling."""
-        q = self.queries[i]
-        rgb = load_rgb(q.image)
+        """(size_px, size_px, 3) uint8 RGB of query ``i``: :meth:`photo`, augmented, padded to the canvas.
+
+        Augmentation (:func:`~crosslocate.datasets.transforms.augment_query`) acts on the scaled
+        photo before padding, so the padding stays :data:`~crosslocate.datasets.transforms.QUERY_FILL_RGB`
+        and blur / noise are in model-input pixels.
+        """
+        rgb = self.photo(i)
         if self.augment is not None and rng is not None:
             rgb = T.augment_query(rgb, rng, self.augment, flip=flip)
         elif flip:
             rgb = np.ascontiguousarray(rgb[:, ::-1])
-        if self.fov_scaling:
-            return T.fov_scale(rgb, q.pose.fov_deg, self.size_px, self.db_fov_deg, fill=T.QUERY_FILL_RGB)
-        import cv2
-
-        return cv2.resize(rgb, (self.size_px, self.size_px), interpolation=cv2.INTER_AREA)
+        if rgb.shape[:2] == (self.size_px, self.size_px):
+            return np.array(rgb, copy=True)
+        return T.place_centered(rgb, self.size_px, fill=T.QUERY_FILL_RGB)
 
     def encode(self, i: int, rng: np.random.Generator | None = None, *, flip: bool = False) -> torch.Tensor:
         """(3, size_px, size_px) float32 ImageNet-normalised input of query ``i``."""
@@ -278,4 +378,4 @@ class QueryDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         return self.encode(i, rng, flip=flip), self.meta(i)
 
 
-__all__ = ["QueryDataset", "ViewDataset", "ViewTransform", "load_rgb"]
+__all__ = ["DEFAULT_CACHE_BYTES", "QueryDataset", "ViewDataset", "ViewTransform", "load_rgb"]

@@ -157,7 +157,7 @@ class _Indexed(Dataset[torch.Tensor]):
             i = int(self.indices[i])
         if isinstance(self.source, ViewPool):
             ds, j = self.source.locate(i)
-            return ds.encode(ds.read_raw(j))
+            return ds.item(j)
         return self.source.encode(i)
 
 
@@ -304,7 +304,7 @@ class _TupleDataset(Dataset[torch.Tensor]):
         items = [qds.encode(int(self.q_idx[t]), rng if self.augment else None, flip=flip)]
         for i in (int(self.pos[t]), *(int(n) for n in self.neg[t])):
             ds, j = self.pool.locate(i)
-            items.append(ds.encode(ds.read_raw(j), rng if self.augment else None, flip=flip))
+            items.append(ds.item(j, rng if self.augment else None, flip=flip))
         return torch.stack(items)
 
 

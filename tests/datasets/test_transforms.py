@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from crosslocate.datasets import transforms as T
 from crosslocate.datasets.schema import SKY_DEPTH_M
-from crosslocate.errors import ConfigError
+from crosslocate.errors import ConfigError, RenderError
 
 
 def _content_cols(canvas: np.ndarray, fill: int) -> np.ndarray:
@@ -106,3 +107,28 @@ def test_augmentation_seeded_and_keeps_sentinels():
     assert np.array_equal(T.augment_query(rgb, np.random.default_rng(5), T.NO_AUGMENT), rgb)
     with pytest.raises(ConfigError):
         T.AugmentConfig(flip_p=2.0)
+
+
+def test_fov_resize_is_the_photo_part_of_fov_scale():
+    photo = np.random.default_rng(2).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    small = T.fov_resize(photo, 30.0, 500, db_fov_deg=60.0)
+    assert small.shape == (174, 232, 3)  # 500 tan 15 / tan 30 = 232 px wide, 4:3
+    canvas = T.fov_scale(photo, 30.0, 500, db_fov_deg=60.0, fill=(1, 2, 3))
+    y0, x0 = (500 - 174) // 2, (500 - 232) // 2
+    assert np.array_equal(canvas[y0 : y0 + 174, x0 : x0 + 232], small)
+    assert tuple(canvas[0, 0]) == (1, 2, 3) and tuple(canvas[y0 - 1, 250]) == (1, 2, 3)
+    with pytest.raises(RenderError, match="does not fit"):
+        T.place_centered(np.zeros((10, 12, 3), np.uint8), 11)
+
+
+def test_augment_encoded_flips_shifts_and_is_seeded():
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 8, 8)
+    flipped = T.augment_encoded(x, np.random.default_rng(0), T.NO_AUGMENT, flip=True)
+    assert torch.equal(flipped, x.flip(-1))
+    cfg = T.AugmentConfig(shift_frac=0.25, rotate_deg=0)
+    a = T.augment_encoded(x, np.random.default_rng(4), cfg)
+    assert torch.equal(a, T.augment_encoded(x, np.random.default_rng(4), cfg)) and a.shape == x.shape
+    # a pure shift by (tx, ty) px: the same draws as random_affine on the (H, W, C) array
+    tx, ty = np.random.default_rng(4).uniform(-0.25, 0.25, size=2) * 8
+    inner = a[0, 3, 3].item()
+    assert inner == pytest.approx(x[0, 3, 3].item() - tx - 8 * ty, abs=0.3)  # cv2 warps at 1/32 px

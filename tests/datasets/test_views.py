@@ -132,3 +132,34 @@ def test_view_resize_to_network_input_is_block_mean(tiny_db):
     assert torch.allclose(y, expect, atol=1e-6)
     with pytest.raises(ConfigError, match="size_px"):
         views.ViewDataset(tiny_db, "depth", size_px=4)
+
+
+def test_item_cache_matches_encode_and_is_bounded(tiny_db):
+    aug = T.AugmentConfig(shift_frac=0.1, rotate_deg=5, flip_p=0.5)
+    ds = views.ViewDataset(tiny_db, "depth", augment=aug, size_px=8)
+    first = ds.item(4, np.random.default_rng(1), flip=True)
+    again = ds.item(4, np.random.default_rng(1), flip=True)  # from the cache
+    assert torch.equal(first, again)
+    assert torch.equal(first, ds.encode(ds.read_raw(4), np.random.default_rng(1), flip=True))
+    plain = ds.item(4)
+    plain += 100.0  # callers may modify what they get; the cache keeps its own copy
+    assert torch.equal(ds.item(4), ds.plain(ds.read_raw(4)))
+    one = 3 * 8 * 8 * 4  # bytes of one cached (3, 8, 8) float32 input
+    small = views.ViewDataset(tiny_db, "depth", size_px=8, cache_bytes=2 * one)
+    for i in (0, 1, 0, 2):  # 0 used again before 2 arrives: 1 is the least recently used
+        small.item(i)
+    assert sorted(small._cache._items) == [0, 2] and small._cache.nbytes == 2 * one
+    assert len(views.ViewDataset(tiny_db, "depth", cache_bytes=0)._cache) == 0
+
+
+def test_query_augmentation_leaves_padding_alone(tmp_path):
+    _write_png(tmp_path / "q.png", np.full((60, 80, 3), 200, np.uint8))
+    q = Query(str(tmp_path / "q.png"), Pose(lon=7.0, lat=46.0, alt_m=2000.0, yaw_deg=0.0, fov_deg=30.0))
+    aug = T.AugmentConfig(brightness=0.5, noise_std=20.0, blur_p=1.0)
+    ds = views.QueryDataset([q], size_px=64, augment=aug)
+    img = ds.image(0, np.random.default_rng(0))
+    assert ds.photo(0).shape == (22, 30, 3)  # 64 tan 15 / tan 30 = 29.7 px wide
+    assert tuple(img[0, 0]) == T.QUERY_FILL_RGB and tuple(img[-1, -1]) == T.QUERY_FILL_RGB
+    centre = img[32 - 5 : 32 + 5, 32 - 8 : 32 + 8].astype(float)
+    assert centre.std() > 2.0  # noise reached the photo
+    assert np.array_equal(ds.image(0, np.random.default_rng(0)), img)
