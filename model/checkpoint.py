@@ -3,14 +3,16 @@
 API
 ---
 - ``save_checkpoint(path, net, *, optimizer=None, epoch=0, meta=None) -> Path``: writes
-  ``{"magic", "format_version", "model_state", "optimizer_state", "epoch", "net_config", "meta"}``
+  ``{"magic", "format_version", "input_encoding", "model_state", "optimizer_state", "epoch",
+  "net_config", "meta"}``
   to a temp file in the same folder, fsyncs, then ``os.replace`` (a crash never leaves a partial
   file under ``path``). ``net_config`` (JSON) is ``net.config.to_dict()`` when the net has one;
   ``meta`` is any JSON-able dict (resolved configs, init, metrics), stored as JSON text.
 - ``read_checkpoint(path, map_location="cpu") -> dict``: the validated raw content with ``meta``
   and ``net_config`` decoded; :class:`~crosslocate.errors.CheckpointError` naming the path for
   missing, corrupt (random bytes, truncated) or foreign files (no magic, e.g. a plain state_dict)
-  and for a newer format version.
+  for a newer format version, and for weights trained on another input encoding
+  (:data:`crosslocate.datasets.transforms.INPUT_ENCODING`; files without the key are version 1).
 - ``load_checkpoint(path, net=None, *, optimizer=None, map_location="cpu") -> dict``: as
   ``read_checkpoint`` and loads the weights (strictly) and the optimizer state; a wrong
   architecture raises CheckpointError. Returns ``{"epoch", "meta", "net_config", "format_version"}``.
@@ -54,9 +56,12 @@ def save_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = getattr(net, "config", None)
     to_dict = getattr(cfg, "to_dict", None)
+    from crosslocate.datasets.transforms import INPUT_ENCODING
+
     state = {
         "magic": MAGIC,
         "format_version": FORMAT_VERSION,
+        "input_encoding": INPUT_ENCODING,
         "model_state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "epoch": int(epoch),
@@ -99,6 +104,15 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     version = obj["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{p}: checkpoint format {version!r} is newer than this crosslocate ({FORMAT_VERSION})")
+    from crosslocate.datasets.transforms import INPUT_ENCODING
+
+    encoding = obj.get("input_encoding", 1)
+    if encoding != INPUT_ENCODING:
+        raise CheckpointError(
+            f"{p}: the network was trained on input encoding {encoding!r}, this crosslocate encodes inputs as "
+            f"version {INPUT_ENCODING} (see crosslocate.datasets.transforms); its descriptors would be meaningless. "
+            "Retrain: delete the run folder (or pick another --work) and run `make train`"
+        )
     try:
         obj["meta"] = json.loads(obj.get("meta") or "{}")
         obj["net_config"] = json.loads(obj["net_config"]) if obj.get("net_config") else None

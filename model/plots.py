@@ -202,7 +202,7 @@ def plot_retrieval_mosaic(
     query_images : Q arrays (H, W, 3) uint8 or (H, W) float
         Query photos (as fed to the network, e.g. FOV-scaled).
     retrieved_images : Q sequences of K arrays (H, W[, 3])
-        Retrieved database views (e.g. ``depth_to_unit`` of depth; sky is -1, shown dark).
+        Retrieved database views (e.g. ``depth_to_rgb`` of depth).
     labels : Q sequences of K strings or None
         Captions of the retrieved views (e.g. "1.2 km, 30 deg").
     """

@@ -162,6 +162,7 @@ def run_benchmark(
     from crosslocate.model.net import build_net
     from crosslocate.pipelines import train as flow
     from crosslocate.pipelines.presets import get_preset
+    from crosslocate.datasets.transforms import INPUT_ENCODING
     from crosslocate.pipelines.queries import ensure_query_set
 
     t_start = time.perf_counter()
@@ -198,12 +199,13 @@ def run_benchmark(
     untrained = build_net(preset.net).to(dev)
     init = getattr(untrained, "init_source", None)
     key = "untrained-" + hashlib.sha256(json.dumps(_cfg_dict(preset.net), sort_keys=True).encode()).hexdigest()[:12]
+    key += f"-enc{INPUT_ENCODING}"  # the cached descriptors depend on how inputs are encoded
     desc_dir = paths.run / "descriptors"
     u_db = cached_descriptors(untrained, pool, dev, desc_dir / f"db-{key}.npy", batch_size=bs)
     u_q = cached_descriptors(untrained, qset.dataset, dev, desc_dir / f"queries-{key}.npy", batch_size=bs)
     net = build_net(preset.net).to(dev)
     state = checkpoint.load_checkpoint(ckpt, net, optimizer=None, map_location=dev)
-    ckey = file_sha256(ckpt)[:12]
+    ckey = f"{file_sha256(ckpt)[:12]}-enc{INPUT_ENCODING}"
     db_desc = cached_descriptors(net, pool, dev, desc_dir / f"db-{ckey}.npy", batch_size=bs)
     q_desc = cached_descriptors(net, qset.dataset, dev, desc_dir / f"queries-{ckey}.npy", batch_size=bs)
     timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
@@ -233,6 +235,7 @@ def run_benchmark(
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
         "n_database": len(pool),
         "modality": paths.modality,
+        "input_encoding": INPUT_ENCODING,
         "preset": preset_name,
         "region": paths.region,
         "checkpoint": {

@@ -70,11 +70,11 @@ def test_depth_encoding_keeps_sky_distinguishable():
     enc = T.encode_depth(depth)
     assert enc.shape == (3, 1, 4) and enc.dtype.is_floating_point
     v = enc[0, 0].numpy()
-    # log-inverse depth: 10 m -> 1, 1 km -> 1 - 2/4 = 0.5, 60 km -> 1 - log10(6000)/4
-    assert v[1] == pytest.approx(1.0)
-    assert v[2] == pytest.approx(0.5, abs=1e-6)
-    assert v[3] == pytest.approx(1 - math.log10(6000) / 4, abs=1e-6)
-    assert v[0] == T.SKY_ENCODED and v[0] < v[3]
+    # log distance over 10 m .. 100 km (4 decades): 10 m -> -1, 1 km -> 2 * 2/4 - 1 = 0, 60 km -> 2 log10(6000)/4 - 1
+    assert v[1] == pytest.approx(-1.0)
+    assert v[2] == pytest.approx(0.0, abs=1e-6)
+    assert v[3] == pytest.approx(2 * math.log10(6000) / 4 - 1, abs=1e-6)
+    assert v[0] == T.SKY_ENCODED and v[0] > v[3] + 0.5  # sky brighter than any terrain, as in photos
     assert (enc[0] == enc[2]).all()
 
 

@@ -61,8 +61,8 @@ def tiny_db(tmp_path, monkeypatch):
 
 
 def _decode_index(x: torch.Tensor) -> int:
-    v = float(x[0, -1, 0])  # terrain row; v = 1 - log10(d/10)/4 with log10(d/10) = 3 i / N
-    return round((1 - v) * 4 / 3 * N_VIEWS)
+    v = float(x[0, -1, 0])  # terrain row; v = 2 log10(d/10)/4 - 1 with log10(d/10) = 3 i / N
+    return round((v + 1) / 2 * 4 / 3 * N_VIEWS)
 
 
 def test_view_items_and_meta(tiny_db):

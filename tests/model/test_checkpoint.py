@@ -126,6 +126,22 @@ def test_newer_format_and_missing_keys_refused(tmp_path):
         checkpoint.read_checkpoint(tmp_path / "part.pt")
 
 
+def test_weights_for_another_input_encoding_are_refused(tmp_path):
+    from crosslocate.datasets.transforms import INPUT_ENCODING
+
+    net, _, _ = _trained()
+    path = checkpoint.save_checkpoint(tmp_path / "c.pt", net)
+    obj = torch.load(path, weights_only=True)
+    assert obj["input_encoding"] == INPUT_ENCODING
+    # a checkpoint from before encodings were recorded (version 1: inverse depth, sky -1)
+    torch.save({k: v for k, v in obj.items() if k != "input_encoding"}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"old\.pt: the network was trained on input encoding 1.*Retrain"):
+        checkpoint.load_network(tmp_path / "old.pt")
+    torch.save({**obj, "input_encoding": INPUT_ENCODING + 1}, tmp_path / "next.pt")
+    with pytest.raises(CheckpointError, match="input encoding"):
+        checkpoint.load_checkpoint(tmp_path / "next.pt", build_net(net.config))
+
+
 def test_architecture_mismatch_and_missing_optimizer_state(tmp_path):
     net, _, _ = _trained()
     path = checkpoint.save_checkpoint(tmp_path / "c.pt", net, epoch=1)  # no optimizer
