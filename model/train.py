@@ -161,6 +161,29 @@ class _Indexed(Dataset[torch.Tensor]):
         return self.source.encode(i)
 
 
+def _is_two_branch(net: nn.Module) -> bool:
+    return bool(getattr(getattr(net, "config", None), "two_branch", False))
+
+
+def forward_branch(net: nn.Module, x: torch.Tensor, branch: str) -> torch.Tensor:
+    """``net(x)``, through the ``branch`` ("query" / "database") weights when the net has two branches."""
+    return net(x, branch=branch) if _is_two_branch(net) else net(x)
+
+
+def embed_tuples(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """(B, M, 3, H, W) tuples (query first, then database views) -> (B, M, D) descriptors.
+
+    One forward pass over all B * M images for a shared network (BatchNorm sees the whole batch);
+    with two branches the queries go through the query weights, the views through the database ones.
+    """
+    b, m = batch.shape[:2]
+    if not _is_two_branch(net):
+        return net(batch.reshape(b * m, *batch.shape[2:])).reshape(b, m, -1)
+    q = net(batch[:, 0], branch="query")
+    v = net(batch[:, 1:].reshape(b * (m - 1), *batch.shape[2:]), branch="database")
+    return torch.cat([q[:, None], v.reshape(b, m - 1, -1)], dim=1)
+
+
 @torch.no_grad()
 def extract_descriptors(
     net: nn.Module,
@@ -178,10 +201,12 @@ def extract_descriptors(
     -------
     (N, D) float32, C-contiguous
         L2-normalised descriptors in item order (the network's output, normalised again here so a
-        network without final normalisation still yields unit vectors).
+        network without final normalisation still yields unit vectors). A two-branch network
+        embeds queries with its query branch and views with its database branch.
     """
     if isinstance(source, ViewDataset):
         source = ViewPool.of([source])
+    branch = "query" if isinstance(source, QueryDataset) else "database"
     was_training = net.training
     net.eval()
     sel = None if indices is None else np.asarray(indices, np.int64).reshape(-1)
@@ -192,7 +217,7 @@ def extract_descriptors(
 
         with Progress(len(loader), desc, "batch", logger=logger) as bar:
             for batch in loader:
-                d = net(batch.to(device))
+                d = forward_branch(net, batch.to(device), branch)
                 d = torch.nn.functional.normalize(d.float(), dim=1)
                 out.append(d.cpu().numpy())
                 bar.update()
@@ -554,8 +579,8 @@ def _run_epoch(
     losses: list[float] = []
     start = 0
     for batch in loader:
-        b, m = batch.shape[:2]
-        desc = net(batch.reshape(b * m, *batch.shape[2:]).to(device)).reshape(b, m, -1)
+        b = batch.shape[0]
+        desc = embed_tuples(net, batch.to(device))
         if batch_negatives:
             sl = slice(start, start + b)
             neg, mask = batch_negative_mask(desc[:, 1:], queries.xy[q_idx[sl]], view_xy[sl], cfg.neg_min_dist_m)
@@ -608,8 +633,10 @@ __all__ = [
     "TrainResult",
     "ViewPool",
     "batch_negative_mask",
+    "embed_tuples",
     "epoch_lr",
     "extract_descriptors",
+    "forward_branch",
     "train",
     "validation_recall",
     "write_metrics",

@@ -317,3 +317,27 @@ def test_epoch_lr_decays_geometrically():
     cfg = types.SimpleNamespace(lr=1e-3, lr_decay=0.5)
     assert [T.epoch_lr(cfg, e) for e in (1, 2, 3)] == pytest.approx([1e-3, 5e-4, 2.5e-4])
     assert T.epoch_lr(types.SimpleNamespace(lr=2e-5), 9) == pytest.approx(2e-5)  # no lr_decay: constant
+
+
+def test_two_branch_net_routes_queries_and_views_through_their_own_weights(world, tmp_path):
+    from crosslocate.model.config import NetConfig
+    from crosslocate.model.net import build_net
+
+    net = build_net(NetConfig(width=0.0625, input_size_px=SIZE, two_branch=True))
+    x = torch.randn(2, 3, 3, SIZE, SIZE)  # two tuples: query, positive, negative
+    desc = T.embed_tuples(net.eval(), x)
+    assert desc.shape == (2, 3, net.out_dim)
+    assert torch.allclose(desc[:, 0], net(x[:, 0], branch="query"), atol=1e-6)
+    assert torch.allclose(desc[:, 2], net(x[:, 2], branch="database"), atol=1e-6)
+    assert not torch.allclose(desc[:, 1], net(x[:, 1], branch="query"), atol=1e-3)
+    trainq = _queryset(world, np.arange(len(world.queries)) < 8)
+    pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
+    dev = torch.device("cpu")
+    qd = T.extract_descriptors(net, trainq.dataset, dev, batch_size=4)
+    q0 = net(trainq.dataset.encode(0)[None], branch="query")
+    assert np.allclose(qd[0], torch.nn.functional.normalize(q0, dim=1)[0].detach().numpy(), atol=1e-5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    res = T.train(net, trainq, pool, _cfg(epochs=1, neg_min_dist_m=500.0), tmp_path / "run", dev)
+    assert np.isfinite(res.history[0]["loss"])
+    for name in ("branches.query.", "branches.database."):  # both branches were optimised
+        assert any(not torch.equal(v, before[k]) for k, v in net.state_dict().items() if k.startswith(name))
