@@ -143,9 +143,7 @@ def fov_resize(image: npt.NDArray[Any], fov_deg: float, canvas_px: int, db_fov_d
     return resized
 
 
-def place_centered(
-    image: npt.NDArray[Any], canvas_px: int, fill: float | tuple[float, ...] = 0
-) -> npt.NDArray[Any]:
+def place_centered(image: npt.NDArray[Any], canvas_px: int, fill: float | tuple[float, ...] = 0) -> npt.NDArray[Any]:
     """An (h, w[, C]) image (h, w <= canvas_px) centred on a (canvas_px, canvas_px[, C]) canvas of ``fill``."""
     out_h, out_w = image.shape[:2]
     if out_h > canvas_px or out_w > canvas_px:
@@ -343,7 +341,9 @@ def augment_query(
     return photometric_jitter(random_affine(img, rng, cfg), rng, cfg)
 
 
-def photometric_jitter(rgb: npt.NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig) -> npt.NDArray[np.uint8]:
+def photometric_jitter(
+    rgb: npt.NDArray[np.uint8], rng: np.random.Generator, cfg: AugmentConfig
+) -> npt.NDArray[np.uint8]:
     """Colour jitter (brightness, contrast, saturation), optional Gaussian blur and noise of an (H, W, 3) uint8 photo.
 
     Blur sigma and noise are in pixels / 0..255 units of the image given.
@@ -401,8 +401,8 @@ __all__ = [
     "encode_semantic",
     "encode_silhouette",
     "encode_view",
-    "fov_scale",
     "fov_resize",
+    "fov_scale",
     "fov_scaled_width",
     "photometric_jitter",
     "place_centered",

@@ -156,13 +156,13 @@ def run_benchmark(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark end to end; returns the summary (``results`` path included). See the module docstring."""
+    from crosslocate.datasets.transforms import INPUT_ENCODING
     from crosslocate.dem.regions import get_region
     from crosslocate.model import checkpoint, evaluate
     from crosslocate.model.device import resolve_device, seed_everything
     from crosslocate.model.net import build_net
     from crosslocate.pipelines import train as flow
     from crosslocate.pipelines.presets import get_preset
-    from crosslocate.datasets.transforms import INPUT_ENCODING
     from crosslocate.pipelines.queries import ensure_query_set
 
     t_start = time.perf_counter()
