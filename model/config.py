@@ -406,7 +406,7 @@ NET_PRESETS: dict[str, NetConfig] = {
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
     "cpu": TrainConfig(
-        epochs=8,
+        epochs=12,
         batch_size=16,
         lr=1e-3,
         n_negatives=2,
