@@ -90,6 +90,12 @@ class _LRUCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __getstate__(self) -> dict[str, int]:
+        return {"max_bytes": self.max_bytes}  # pickles empty: each DataLoader worker fills its own
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.max_bytes, self.nbytes, self._items = int(state["max_bytes"]), 0, OrderedDict()
+
 
 class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     """Views of one modality of a database, optionally a subset, as model input.
@@ -250,7 +256,6 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_db"], state["_pid"] = None, None
-        state["_cache"] = _LRUCache(self.cache_bytes)  # each worker fills its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -316,14 +321,6 @@ class QueryDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     def __len__(self) -> int:
         return len(self.queries)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = _LRUCache(self.cache_bytes)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draw of this epoch."""
         self.epoch = int(epoch)
@@ -359,8 +356,6 @@ class QueryDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
             rgb = T.augment_query(rgb, rng, self.augment, flip=flip)
         elif flip:
             rgb = np.ascontiguousarray(rgb[:, ::-1])
-        if rgb.shape[:2] == (self.size_px, self.size_px):
-            return np.array(rgb, copy=True)
         return T.place_centered(rgb, self.size_px, fill=T.QUERY_FILL_RGB)
 
     def encode(self, i: int, rng: np.random.Generator | None = None, *, flip: bool = False) -> torch.Tensor:

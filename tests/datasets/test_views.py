@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -149,6 +150,8 @@ def test_item_cache_matches_encode_and_is_bounded(tiny_db):
     for i in (0, 1, 0, 2):  # 0 used again before 2 arrives: 1 is the least recently used
         small.item(i)
     assert sorted(small._cache._items) == [0, 2] and small._cache.nbytes == 2 * one
+    copy = pickle.loads(pickle.dumps(small))  # what a DataLoader worker gets: an empty cache
+    assert len(copy._cache) == 0 and copy._cache.max_bytes == 2 * one and torch.equal(copy.item(2), small.item(2))
     assert len(views.ViewDataset(tiny_db, "depth", cache_bytes=0)._cache) == 0
 
 
