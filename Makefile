@@ -16,6 +16,9 @@ DEM ?= $(if $(filter demo,$(REGION)),,$(wildcard $(SRTM)))
 CLIP ?= $(if $(filter demo,$(REGION)),,1)
 DEM_ARG := $(if $(DEM),--dem $(DEM),)
 CLIP_ARG := $(if $(CLIP),--clip-to-dem,)
+# Network choices on top of the preset for train/benchmark, e.g.
+# NET_ARGS="--backbone efficientnet_lite0 --imagenet-weights builtin" or NET_ARGS="--imagenet-weights vgg16.pth"
+NET_ARGS ?=
 
 .PHONY: setup test test-all lint demo render-sparse render-uniform render-compact train benchmark \
         bench-render bench-build bench-search clean
@@ -53,10 +56,10 @@ render-compact: setup
 	$(CL) build compact --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(ARGS)
 
 train: setup
-	$(CL) train --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+	$(CL) train --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(NET_ARGS)
 
 benchmark: setup
-	$(CL) benchmark --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
+	$(CL) benchmark --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(NET_ARGS)
 
 bench-render: setup
 	$(CL) bench render --srtm $(SRTM) --out bench/render.json

@@ -154,8 +154,13 @@ def run_benchmark(
     *,
     modality: str = "depth",
     device: str | None = None,
+    net_options: Any = None,
 ) -> dict[str, Any]:
-    """Run the benchmark end to end; returns the summary (``results`` path included). See the module docstring."""
+    """Run the benchmark end to end; returns the summary (``results`` path included). See the module docstring.
+
+    ``net_options`` (:class:`crosslocate.pipelines.presets.NetOptions`): backbone / ImageNet weights on
+    top of the preset, as for :func:`crosslocate.pipelines.train.run_train` (same run folder).
+    """
     from crosslocate.datasets.transforms import INPUT_ENCODING
     from crosslocate.dem.regions import get_region
     from crosslocate.model import checkpoint, evaluate
@@ -166,14 +171,14 @@ def run_benchmark(
     from crosslocate.pipelines.queries import ensure_query_set
 
     t_start = time.perf_counter()
-    preset = get_preset(preset_name)
+    preset, run_name = flow.resolve_net_options(get_preset(preset_name), preset_name, net_options)
     dem_src = flow._default_dem(region, dem_src)
-    paths = flow.flow_paths(work, region, preset_name, modality)
+    paths = flow.flow_paths(work, region, run_name, modality)
     ckpt = paths.run / "checkpoint.pt"
     timings: dict[str, float] = {}
     if not ckpt.exists():
         logger.info("no checkpoint at %s: training first", ckpt)
-        flow.run_train(region, dem_src, preset_name, work, modality=modality, device=device)
+        flow.run_train(region, dem_src, preset_name, work, modality=modality, device=device, net_options=net_options)
         timings["train_s"] = round(time.perf_counter() - t_start, 2)
     best = paths.run / "best.pt"  # selected on validation recall (train.BEST_NAME); else the last epoch
     if best.exists():

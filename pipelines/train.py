@@ -196,6 +196,7 @@ def run_train(
     modality: str = "depth",
     resume: bool = False,
     device: str | None = None,
+    net_options: Any = None,
 ) -> dict[str, Any]:
     """Ensure queries and databases, then train; returns a summary with the checkpoint path.
 
@@ -215,6 +216,9 @@ def run_train(
         Continue an existing checkpoint (otherwise an existing one is refused).
     device : str or None
         ``auto`` / ``cpu`` / ``cuda:N`` (None: the preset's).
+    net_options : NetOptions or None
+        Backbone / ImageNet weights on top of the preset
+        (:class:`crosslocate.pipelines.presets.NetOptions`); the run folder is named after them.
     """
     from crosslocate.dem.regions import get_region
     from crosslocate.model.device import resolve_device, seed_everything
@@ -223,9 +227,9 @@ def run_train(
     from crosslocate.pipelines.presets import get_preset
     from crosslocate.pipelines.queries import ensure_query_set
 
-    preset = get_preset(preset_name)
+    preset, run_name = resolve_net_options(get_preset(preset_name), preset_name, net_options)
     dem_src = _default_dem(region, dem_src)
-    paths = flow_paths(work, region, preset_name, modality)
+    paths = flow_paths(work, region, run_name, modality)
     reg = get_region(region)
     queries = ensure_query_set(region, dem_src, preset, paths.work)
     tcfg = preset.train
@@ -295,6 +299,13 @@ def run_train(
     return summary
 
 
+def resolve_net_options(preset: Any, preset_name: str, net_options: Any) -> tuple[Any, str]:
+    """(preset with ``net_options`` applied, run folder name); unchanged for None or empty options."""
+    if net_options is None or net_options.empty:
+        return preset, preset_name
+    return net_options.apply(preset), net_options.run_name(preset_name)
+
+
 def _default_dem(region: str, dem_src: Any) -> Any:
     if dem_src:
         return dem_src
@@ -320,6 +331,7 @@ __all__ = [
     "net_input",
     "query_splits",
     "query_xy",
+    "resolve_net_options",
     "run_train",
     "split_indices",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from crosslocate.pipelines.commands.train import add_flow_arguments
+from crosslocate.pipelines.commands.train import add_flow_arguments, net_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,7 +16,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.benchmark import run_benchmark
 
-    out = run_benchmark(args.region, args.dem, args.preset, args.work, modality=args.modality, device=args.device)
+    out = run_benchmark(
+        args.region,
+        args.dem,
+        args.preset,
+        args.work,
+        modality=args.modality,
+        device=args.device,
+        net_options=net_options(args),
+    )
     print(out["table"])
     print(out["results"])
     return 0

@@ -16,6 +16,27 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="work", help="work folder (queries, databases, runs)")
     p.add_argument("--modality", default="depth", help="database modality: depth, silhouette or semantic")
     p.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: the preset's)")
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="network backbone instead of the preset's: vgg16, alexnet, resnet18, resnet34, efficientnet_lite0",
+    )
+    p.add_argument(
+        "--imagenet-weights",
+        default=None,
+        metavar="PATH",
+        help="ImageNet init: a torchvision VGG16 state_dict file, or 'builtin' with --backbone efficientnet_lite0 "
+        "(weights shipped by a pinned package); sets width 1. Runs go to runs/<preset>[-<backbone>]-imagenet",
+    )
+
+
+def net_options(args: argparse.Namespace) -> object | None:
+    """``--backbone`` / ``--imagenet-weights`` as a :class:`~crosslocate.pipelines.presets.NetOptions` (None if unset)."""
+    if args.backbone is None and args.imagenet_weights is None:
+        return None
+    from crosslocate.pipelines.presets import NetOptions
+
+    return NetOptions(backbone=args.backbone, imagenet_weights=args.imagenet_weights)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,7 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.train import run_train
 
     summary = run_train(
-        args.region, args.dem, args.preset, args.work, modality=args.modality, resume=args.resume, device=args.device
+        args.region,
+        args.dem,
+        args.preset,
+        args.work,
+        modality=args.modality,
+        resume=args.resume,
+        device=args.device,
+        net_options=net_options(args),
     )
     print(json.dumps(summary.get("last_epoch"), default=str))
     print(summary["checkpoint"])

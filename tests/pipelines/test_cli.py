@@ -39,3 +39,15 @@ def test_errors_become_exit_code_2(capsys):
     else:
         err = capsys.readouterr().err
         assert "no-such-region-xyz" in err
+
+
+def test_imagenet_weights_flag_fails_fast_on_a_missing_file(tmp_path, capsys):
+    """`train --imagenet-weights PATH` reaches the net config; a missing file fails before anything is built."""
+    work = tmp_path / "work"
+    missing = tmp_path / "vgg16.pth"
+    code = main(["train", "--preset", "tiny", "--work", str(work), "--imagenet-weights", str(missing)])
+    assert code == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not work.exists()
+    args = build_parser().parse_args(["benchmark", "--backbone", "efficientnet_lite0", "--imagenet-weights", "builtin"])
+    assert (args.backbone, args.imagenet_weights) == ("efficientnet_lite0", "builtin")

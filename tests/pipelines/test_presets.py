@@ -46,3 +46,37 @@ def test_to_dict_is_json():
     assert d["name"] == "cpu" and d["render"]["size_px"] == 256 and "views_per_shard" in text
     for section in ("net", "train", "eval"):
         assert section in d  # None (with a 'missing' note) when the model configs are not built
+
+
+def test_net_options_apply_backbone_and_imagenet_weights(tmp_path):
+    from crosslocate.pipelines.presets import NetOptions
+
+    cpu = get_preset("cpu")
+    assert NetOptions().apply(cpu) is cpu and NetOptions().run_name("cpu") == "cpu"
+    eff = NetOptions(backbone="efficientnet_lite0", imagenet_weights="builtin")
+    p = eff.apply(cpu)
+    assert (p.net.backbone, p.net.width, p.net.batch_norm, p.net.imagenet_weights) == (
+        "efficientnet_lite0",
+        1.0,
+        False,
+        "builtin",
+    )
+    assert p.net.input_size_px == cpu.net.input_size_px and p.train == cpu.train  # the rest of the preset stays
+    assert eff.run_name("cpu") == "cpu-efficientnet_lite0-imagenet"
+    weights = tmp_path / "vgg16.pth"
+    weights.write_bytes(b"x")  # existence is checked here; the content when the net is built
+    v = NetOptions(imagenet_weights=str(weights))
+    p = v.apply(cpu)
+    assert (p.net.backbone, p.net.width, p.net.batch_norm, p.net.imagenet_weights) == (
+        "vgg16",
+        1.0,
+        False,
+        str(weights),
+    )
+    assert v.run_name("cpu") == "cpu-imagenet"
+    r = NetOptions(backbone="resnet18").apply(cpu)
+    assert (r.net.backbone, r.net.width, r.net.batch_norm) == ("resnet18", 0.25, False)
+    with pytest.raises(ConfigError, match="no such file"):
+        NetOptions(imagenet_weights=str(tmp_path / "missing.pth")).apply(cpu)
+    with pytest.raises(ConfigError, match="builtin"):
+        NetOptions(imagenet_weights="builtin").apply(cpu)  # vgg16 has no shipped weights
