@@ -224,18 +224,32 @@ def run_benchmark(
     chance = _table(evaluate.chance_recall(qset.xy, pool.xy, THRESHOLDS_M, tuple(n for n in NS if n <= k)))
     t0 = time.perf_counter()
     baselines = {"untrained": untrained_eval["recall"]}
+    sky = None
     try:
-        h_idx, h_info = horizon_ranking(qset, pool, k, db_fov, preset.eval)
+        from crosslocate.pipelines.refine import load_skylines
+
+        sky = load_skylines(qset, pool)
+        h_idx, h_info = horizon_ranking(qset, pool, k, db_fov, preset.eval, sky)
         baselines["horizon"] = evaluate_ranking(h_idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)["recall"]
     except ShardCorruptError as exc:  # e.g. a database rendered without the depth modality
         logger.warning("horizon baseline skipped: %s", exc)
         h_info = {"skipped": str(exc)}
     timings["horizon_s"] = round(time.perf_counter() - t0, 2)
+    # --- skyline re-ranking of the top K and position voting (pipelines/refine.py) ---
+    t0 = time.perf_counter()
+    refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
+    if sky is not None:
+        from crosslocate.pipelines.refine import refine_ranking
+
+        refined = refine_ranking(idx, q_desc, db_desc, qset.xy, qset.yaw_deg, q_fov, pool, sky, db_fov, spots=spots)
+    timings["refine_s"] = round(time.perf_counter() - t0, 2)
+    # --- end of re-ranking / voting ---
     results: dict[str, Any] = {
         **ours,
         "chance": chance,
         "baselines": baselines,
         "baseline_info": {"untrained": {"init": init}, "horizon": h_info},
+        "refined": refined,
         "n_queries": len(qset.dataset),
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
         "n_database": len(pool),
@@ -275,53 +289,38 @@ def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
 
 
 def horizon_ranking(
-    qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any
+    qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any, sky: Any = None
 ) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
     """(Q, k) database indices ranked by the HLoc-style horizon baseline, and its settings.
 
-    Database curves come from the views' depth (:func:`crosslocate.datasets.derived.horizon_line`,
-    read view by view whatever modality the network uses); query curves from the original photos
-    (:func:`crosslocate.model.baselines.photo_horizon_rows`), with the query's FOV and its known
-    gravity (pose pitch/roll, as a phone's IMU gives; yaw and position stay unknown). The shift
-    search covers ``max(EvalConfig.horizon_max_shift_deg, half the database yaw spacing)`` so every
-    query can align with the nearest database yaw.
+    Database curves come from the views' depth, query curves from the original photos
+    (:func:`crosslocate.pipelines.refine.load_skylines`; ``sky`` when already loaded), with the
+    query's FOV and its known gravity (pose pitch/roll, as a phone's IMU gives; yaw and position
+    stay unknown). The shift search covers ``max(EvalConfig.horizon_max_shift_deg, half the
+    database yaw spacing)`` so every query can align with the nearest database yaw.
     """
-    from crosslocate.datasets.derived import horizon_line
-    from crosslocate.datasets.views import ViewDataset, load_rgb
-    from crosslocate.model.baselines import horizon_baseline, photo_horizon_rows
+    from crosslocate.model.baselines import horizon_baseline
+    from crosslocate.pipelines.refine import load_skylines
 
-    db_rows, pitch, roll, height = [], [], [], None
-    for ds in pool.datasets:
-        depth_ds = ds if ds.modality.value == "depth" else ViewDataset(ds.db_dir, "depth", indices=ds.indices)
-        for i in range(len(depth_ds)):
-            d = depth_ds.read_raw(i)
-            height = d.shape[-2]
-            db_rows.append(horizon_line(d))
-        pitch.append(np.asarray(ds.table["pitch_deg"], np.float64))
-        roll.append(np.asarray(ds.table["roll_deg"], np.float64))
+    sky = sky if sky is not None else load_skylines(qset, pool)
     poses = [q.pose for q in qset.dataset.queries]
-    q_rows, q_height = [], []
-    for q in qset.dataset.queries:
-        photo = load_rgb(q.image)
-        q_rows.append(photo_horizon_rows(photo))
-        q_height.append(photo.shape[0])
     step = float(getattr(eval_cfg, "horizon_grid_step_deg", 0.5))
     cfg_shift = float(getattr(eval_cfg, "horizon_max_shift_deg", 5.0))
     shift = max(cfg_shift, 0.5 * _yaw_spacing_deg(pool.yaw_deg))
     res = horizon_baseline(
-        q_rows,
+        sky.q_rows,
         np.array([p.fov_deg for p in poses]),
-        np.array(q_height),
+        sky.q_height,
         k,
-        db_rows=np.stack(db_rows),
+        db_rows=sky.db_rows,
         db_fov_deg=db_fov_deg,
-        db_height_px=height,
+        db_height_px=sky.db_height,
         step_deg=step,
         max_shift_deg=shift,
         q_pitch_deg=np.array([p.pitch_deg for p in poses]),
         q_roll_deg=np.array([p.roll_deg for p in poses]),
-        db_pitch_deg=np.concatenate(pitch),
-        db_roll_deg=np.concatenate(roll),
+        db_pitch_deg=sky.db_pitch,
+        db_roll_deg=sky.db_roll,
     )
     info = {**res.info, "config_max_shift_deg": cfg_shift, "gravity": "query pose pitch/roll (IMU-like)"}
     logger.info("horizon baseline: %s", info)
@@ -405,6 +404,13 @@ def summary_table(results: dict[str, Any]) -> str:
     lines.append(f"{'ours (' + results['modality'] + ')':34s} {100 * ours1:8.2f}% {100 * ours100:9.2f}%")
     for name, table in results["baselines"].items():
         lines.append(f"{name:34s} {100 * get(table, 1):8.2f}% {100 * get(table, 100):9.2f}%")
+    refined = results.get("refined", {})
+    if "reranked" in refined:  # skyline re-ranking of the top K (views), then places with and without voting
+        rr = refined["reranked"]["recall"]
+        lines.append(f"{'ours + skyline re-ranking':34s} {100 * get(rr, 1):8.2f}% {100 * get(rr, 100):9.2f}%")
+        for name in ("plain_views_as_places", "plain_voting", "reranked_voting"):
+            t = refined["place"][name]
+            lines.append(f"{'places: ' + name.replace('_', ' '):34s} {100 * get(t, 1):8.2f}% {100 * get(t, 100):9.2f}%")
     lines.append(f"{'chance (analytic)':34s} {100 * ch1:8.2f}% {100 * ch100:9.2f}%")
     r1 = ours1 / ch1 if ch1 > 0 else float("inf")
     r100 = ours100 / ch100 if ch100 > 0 else float("inf")

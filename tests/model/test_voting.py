@@ -33,21 +33,23 @@ def test_position_ids_group_the_yaws_of_a_position():
 
 def test_votes_by_hand():
     ids, centres = position_ids(VIEW_XY)
-    # weights 1, 1/2, 1/3, 1/4, 1/5 -> own: P3 1, P0 1/2, P1 7/12, P2 1/5; neighbours (1.5 km): P0-P1, P1-P2
-    places, votes = vote_places(RANKING, ids, centres, VoteConfig(neighbour_weight=0.5))
-    assert places[0].tolist() == [3, 1, 0, 2]
-    np.testing.assert_allclose(votes[0], [1.0, 7 / 12 + 0.5 * (0.5 + 0.2), 0.5 + 0.5 * 7 / 12, 0.2 + 0.5 * 7 / 12])
-    places, votes = vote_places(RANKING, ids, centres, VoteConfig(neighbour_weight=1.0))
-    assert places[0].tolist() == [1, 0, 3, 2]  # 1.2833, 1.0833, 1, 0.7833
+    # weights 1, 1/2, 1/3, 1/4, 1/5 -> best view: P3 1, P0 1/2, P1 1/3, P2 1/5;
+    # neighbours within 1.5 km: P0: {P1}, P1: {P0, P2}, P2: {P1}, P3: none
+    cfg = VoteConfig(rank_offset=1.0, neighbour_weight=0.5)
+    places, votes = vote_places(RANKING, ids, centres, cfg)
+    assert places[0].tolist() == [3, 0, 1, 2]
+    np.testing.assert_allclose(votes[0], [1.0, 1 / 2 + 0.5 / 3, 1 / 3 + 0.5 * (1 / 2 + 1 / 5) / 2, 1 / 5 + 0.5 / 3])
+    places, votes = vote_places(RANKING, ids, centres, VoteConfig(rank_offset=1.0, neighbour_weight=2.0))
+    assert places[0].tolist() == [0, 1, 3, 2]  # 1.1667, 1.0333, 1, 0.8667
     places, _ = vote_places(RANKING, ids, centres, VoteConfig(neighbour_weight=0.0))
-    assert places[0].tolist() == [3, 1, 0, 2]  # own evidence only: 1, 7/12, 1/2, 1/5
+    assert places[0].tolist() == first_occurrence_places(RANKING, ids)[0].tolist() == [3, 0, 1, 2]
 
 
 def test_place_recall_with_and_without_voting():
     ids, centres = position_ids(VIEW_XY)
     first = first_occurrence_places(RANKING, ids)
     assert first[0].tolist() == [3, 0, 1, 2]
-    voted, _ = vote_places(RANKING, ids, centres, VoteConfig(neighbour_weight=1.0))
+    voted, _ = vote_places(RANKING, ids, centres, VoteConfig(rank_offset=1.0, neighbour_weight=2.0))
     before = place_recall(first, QUERY_XY, centres, [600.0], [1, 2])
     after = place_recall(voted, QUERY_XY, centres, [600.0], [1, 2])
     assert before == {600.0: {1: 0.0, 2: 1.0}} and after == {600.0: {1: 1.0, 2: 1.0}}
@@ -56,7 +58,7 @@ def test_place_recall_with_and_without_voting():
 def test_padding_and_validation():
     ids, centres = position_ids(VIEW_XY)
     places, votes = vote_places(np.array([[0, 1, -1], [6, -1, -1]]), ids, centres, VoteConfig())
-    assert places.tolist() == [[0], [3]] and votes[1, 0] == pytest.approx(1.0)
+    assert places.tolist() == [[0], [3]] and votes[1, 0] == pytest.approx(1 / 5)  # rank 0, offset 5
     with pytest.raises(ConfigError, match="neighbour_weight"):
         VoteConfig(neighbour_weight=-1.0)
     with pytest.raises(ConfigError, match="centres"):

@@ -237,6 +237,13 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert horizon["1000"]["1"] >= 0.9 and horizon["1000"]["1"] > res["chance"]["1000"]["1"]
     assert "horizon" in res["baseline_info"] and res["baseline_info"]["horizon"]["queries_without_horizon"] == 0
     assert "horizon" in out  # the summary table lists it
+    refined = res["refined"]  # skyline re-ranking of the top K and place voting
+    assert set(refined["reranked"]["recall"]) == set(res["recall"])
+    # the fake photos show the depth views' exact skyline: re-ranking puts the right position first
+    assert refined["reranked"]["recall"]["1000"]["1"] == 1.0 >= res["recall"]["1000"]["1"]
+    assert refined["place"]["reranked_voting"]["1000"]["1"] == 1.0
+    assert refined["place"]["n_places"] == 4 and refined["cost_s_per_query"]["rerank"] > 0
+    assert "skyline re-ranking" in out and "places: plain voting" in out
     assert len(list((run / "descriptors").glob("*.npy"))) == 4
     for png in res["plots"]:
         assert png.endswith(".png")
