@@ -128,10 +128,12 @@ def _arch_mismatch(stored: dict[str, Any] | None, net: nn.Module) -> list[str]:
         return []
     now = cfg.to_dict()  # type: ignore[union-attr]
     ignore = {"imagenet_weights", "init_seed", "input_size_px", "fov_scaling", "gem_p"}
+    # a field newer than the checkpoint (absent there) had its default value when it was saved
+    defaults = type(cfg)().to_dict()  # type: ignore[union-attr]
     return [
-        f"{k}: checkpoint {stored.get(k)!r} vs net {now[k]!r}"
+        f"{k}: checkpoint {stored.get(k, defaults.get(k))!r} vs net {now[k]!r}"
         for k in now
-        if k not in ignore and stored.get(k) != now[k]
+        if k not in ignore and stored.get(k, defaults.get(k)) != now[k]
     ]
 
 

@@ -31,7 +31,7 @@ IMAGENET_BACKBONES: tuple[str, ...] = ("vgg16", "efficientnet_lite0")
 #: ``NetConfig.imagenet_weights`` value naming the weights shipped by a dependency (efficientnet_lite0).
 BUILTIN_WEIGHTS = "builtin"
 #: Names accepted by ``NetConfig.pooling`` (modules in :data:`crosslocate.model.layers.POOLING`).
-POOLING_NAMES: tuple[str, ...] = ("mac", "spoc", "gem")
+POOLING_NAMES: tuple[str, ...] = ("mac", "spoc", "gem", "netvlad", "mixvpr")
 #: faiss index kinds of :mod:`crosslocate.model.search`.
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 #: Descriptor distances of the search: squared L2 or inner product (equal ranking on unit vectors).
@@ -110,12 +110,18 @@ class NetConfig:
     prepool_l2 : bool
         L2-normalise every spatial location across channels before pooling (paper: True).
     pooling : str
-        ``mac`` (global max, paper), ``spoc`` (average) or ``gem`` (generalised mean).
+        ``mac`` (global max, paper), ``spoc`` (average), ``gem`` (generalised mean), ``netvlad``
+        (D = vlad_clusters x channels) or ``mixvpr`` (MixVPR-style feature mixer, D = mix_rows x channels).
     gem_p : float
         Initial GeM exponent (learnable), used only with ``pooling="gem"``.
     out_dim : int or None
         Descriptor size D. None = the backbone's channel count (512 for VGG16 at width 1); a
         different value adds a learnable linear projection after pooling (then L2 again).
+    vlad_clusters : int
+        NetVLAD clusters (``pooling="netvlad"``).
+    mix_grid, mix_depth, mix_rows : int
+        MixVPR-style mixer (``pooling="mixvpr"``): spatial grid side the map is pooled to, mixer
+        blocks, output rows.
     two_branch : bool
         Separate weights for queries and database views (``net(x, branch="query"|"database")``).
     input_size_px : int
@@ -144,6 +150,10 @@ class NetConfig:
     pooling: str = "mac"
     gem_p: float = 3.0
     out_dim: int | None = None
+    vlad_clusters: int = 16
+    mix_grid: int = 4
+    mix_depth: int = 2
+    mix_rows: int = 4
     two_branch: bool = False
     input_size_px: int = 500
     fov_scaling: bool = True
@@ -163,6 +173,10 @@ class NetConfig:
         _positive("NetConfig.gem_p", self.gem_p)
         if self.out_dim is not None and (not _is_int(self.out_dim) or self.out_dim < 1):
             raise ConfigError(f"NetConfig.out_dim must be None or a positive int, got {self.out_dim!r}")
+        for name in ("vlad_clusters", "mix_grid", "mix_depth", "mix_rows"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1:
+                raise ConfigError(f"NetConfig.{name} must be an int >= 1, got {v!r}")
         if not _is_int(self.input_size_px) or self.input_size_px < 16:
             raise ConfigError(f"NetConfig.input_size_px must be an int >= 16, got {self.input_size_px!r}")
         _bools(self, "final_relu", "prepool_l2", "two_branch", "fov_scaling", "batch_norm")

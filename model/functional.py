@@ -4,6 +4,8 @@ API
 ---
 - ``l2n(x, dim=1, eps)``: L2 normalisation along ``dim`` (across channels for (B, C, H, W) maps).
 - ``mac(x)``, ``spoc(x)``, ``gem(x, p, eps)``: global pooling (B, C, H, W) -> (B, C).
+- ``netvlad(x, logits, centroids)``: NetVLAD aggregation (B, C, H, W) -> (B, K*C), soft-assigned
+  residuals per cluster, intra-normalised, then L2 over the whole vector.
 - ``triplet_loss(q, p, n, margin=0.1, reduction="mean", mask=None)``: per tuple
   ``sum_k max(d^2(q, p) + margin - d^2(q, n_k), 0)`` (over the negatives ``mask`` keeps), then
   mean (or sum / none) over the batch.
@@ -53,6 +55,32 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
     if isinstance(p, torch.Tensor):
         p = p.to(dtype=x.dtype)
     return torch.mean(x.clamp(min=eps).pow(p), dim=(-2, -1)).pow(1.0 / p)
+
+
+def netvlad(x: torch.Tensor, logits: torch.Tensor, centroids: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """NetVLAD (Arandjelovic et al. 2016): (B, C, H, W) -> (B, K*C).
+
+    Parameters
+    ----------
+    x : (B, C, H, W) float tensor
+        Local descriptors (usually L2-normalised per location).
+    logits : (B, K, H, W) float tensor
+        Cluster assignment scores of every location (softmax over K is taken here).
+    centroids : (K, C) float tensor
+        Cluster centres.
+
+    Returns
+    -------
+    (B, K*C): ``V[k] = sum_i a_k(x_i) (x_i - c_k)``, each ``V[k]`` L2-normalised (intra-normalisation),
+    then the concatenation L2-normalised; cluster-major order (``V[0]``, ``V[1]``, ...).
+    """
+    b = x.shape[0]
+    a = torch.softmax(logits.flatten(2), dim=1)  # (B, K, N)
+    xf = x.flatten(2)  # (B, C, N)
+    # sum_i a_ki x_i - c_k sum_i a_ki
+    v = torch.einsum("bkn,bcn->bkc", a, xf) - a.sum(dim=2).unsqueeze(2) * centroids.unsqueeze(0)
+    v = l2n(v, dim=2, eps=eps)
+    return l2n(v.reshape(b, -1), dim=1, eps=eps)
 
 
 def triplet_loss(
@@ -110,4 +138,4 @@ def triplet_loss(
     return per_tuple
 
 
-__all__ = ["DEFAULT_MARGIN", "gem", "l2n", "mac", "spoc", "triplet_loss"]
+__all__ = ["DEFAULT_MARGIN", "gem", "l2n", "mac", "netvlad", "spoc", "triplet_loss"]

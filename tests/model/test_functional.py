@@ -54,5 +54,18 @@ def test_pooling_and_l2n_by_hand():
     n = F.l2n(x, dim=1)
     # location (1, 1): (4, 2) / sqrt(20)
     torch.testing.assert_close(n[0, :, 1, 1], torch.tensor([4.0, 2.0]) / 20**0.5, atol=1e-5, rtol=0)
-    assert set(POOLING) == {"mac", "spoc", "gem"}
+    assert set(POOLING) == {"mac", "spoc", "gem", "netvlad", "mixvpr"}
     assert "p=3.0000" in repr(GeM()) and "dim=1" in repr(L2N())
+
+
+def test_netvlad_by_hand():
+    """Two locations x1 = (1, 0), x2 = (0, 1); centroids c1 = (0.5, 0), c2 = (0, 0)."""
+    x = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # (1, C=2, 1, 2)
+    c = torch.tensor([[0.5, 0.0], [0.0, 0.0]])
+    hard = torch.tensor([[[[50.0, -50.0]], [[-50.0, 50.0]]]])  # x1 -> cluster 0, x2 -> cluster 1
+    # V0 = x1 - c1 = (0.5, 0) -> (1, 0); V1 = x2 - c2 = (0, 1); concatenation / sqrt(2)
+    torch.testing.assert_close(F.netvlad(x, hard, c), torch.tensor([[1.0, 0.0, 0.0, 1.0]]) / 2**0.5, atol=1e-5, rtol=0)
+    # equal assignment 1/2: V0 = (x1 + x2)/2 - c1 = (0, 0.5) -> (0, 1); V1 = (0.5, 0.5) -> (1, 1)/sqrt(2)
+    soft = torch.zeros(1, 2, 1, 2)
+    want = torch.tensor([[0.0, 1.0, 2**-0.5, 2**-0.5]]) / 2**0.5
+    torch.testing.assert_close(F.netvlad(x, soft, c), want, atol=1e-5, rtol=0)

@@ -122,3 +122,30 @@ def test_configs_roundtrip_and_validate():
         TrainConfig(neg_min_dist_m=10.0)
     with pytest.raises(ConfigError):
         NetConfig.from_dict({"colour": 1})
+
+
+@pytest.mark.parametrize(("pooling", "dim"), [("netvlad", 8 * 16), ("mixvpr", 8 * 4)])
+def test_netvlad_and_mixvpr_heads(pooling, dim):
+    """Aggregator ablations: D = clusters x C (NetVLAD) or rows x C (MixVPR) at width 1/64 (C = 8)."""
+    from crosslocate.model.layers import NetVLAD
+
+    cfg = NetConfig(width=1 / 64, pooling=pooling, input_size_px=64)
+    net = build_net(cfg)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    d = net(x)
+    assert d.shape == (3, dim) and net.out_dim == dim
+    torch.testing.assert_close(d.norm(dim=1), torch.ones(3), atol=1e-5, rtol=0)
+    assert torch.equal(build_net(cfg)(x), d)  # seeded init, including NetVLAD's centroids
+    d.sum().backward()
+    assert all(p.grad is not None for p in net.branches["shared"].pool.parameters())
+    if pooling == "netvlad":
+        v = net.branches["shared"].pool
+        assert isinstance(v, NetVLAD)
+        torch.testing.assert_close(v.centroids.norm(dim=1), torch.ones(16))
+        # init: the assignment scores 2 alpha c.x - alpha |c|^2 pick the nearest centroid
+        c = v.centroids.detach()
+        pts = c[:3] + 0.01  # points next to centroids 0, 1, 2
+        scores = v.assign(pts[:, :, None, None])[:, :, 0, 0]
+        assert scores.argmax(dim=1).tolist() == [0, 1, 2]
+    # a different input size works (MixVPR pools to a fixed grid first)
+    assert net(torch.randn(1, 3, 96, 80)).shape == (1, dim)

@@ -76,6 +76,11 @@ def test_net_options_apply_backbone_and_imagenet_weights(tmp_path):
     assert v.run_name("cpu") == "cpu-imagenet"
     r = NetOptions(backbone="resnet18").apply(cpu)
     assert (r.net.backbone, r.net.width, r.net.batch_norm) == ("resnet18", 0.25, False)
+    vlad = NetOptions(pooling="netvlad")
+    assert vlad.apply(cpu).net.pooling == "netvlad" and vlad.apply(cpu).net.batch_norm  # vgg16-BN stays
+    assert vlad.run_name("cpu") == "cpu-netvlad"
+    with pytest.raises(ConfigError, match="pooling"):
+        NetOptions(pooling="vlad").apply(cpu)
     with pytest.raises(ConfigError, match="no such file"):
         NetOptions(imagenet_weights=str(tmp_path / "missing.pth")).apply(cpu)
     with pytest.raises(ConfigError, match="builtin"):
