@@ -8,6 +8,7 @@ API
   negatives >= 2 km, 4000 candidates -> hardest 100 -> keep d^2(n) < d^2(p) + 0.2, 10 per tuple).
 - ``EvalConfig``: recall thresholds (20 m, 100 m, 1 km), N up to 100, orientation limit 30 deg,
   FOV bins, faiss index kind / metric / GPU use, horizon-baseline shift search.
+- ``RerankConfig`` / ``VoteConfig``: skyline re-ranking of the top K and position voting.
 - ``NET_PRESETS`` / ``TRAIN_PRESETS`` / ``EVAL_PRESETS``: ``{"paper", "cpu", "tiny"}``.
 - Every config: frozen, validated in ``__post_init__`` (:class:`~crosslocate.errors.ConfigError`),
   ``to_dict()`` (JSON-able) and ``from_dict(d)`` (unknown keys refused; lists become tuples).
@@ -418,6 +419,94 @@ class EvalConfig:
         return _from_dict(cls, data)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RerankConfig:
+    """Settings of the skyline re-ranking (:mod:`crosslocate.model.rerank`).
+
+    Attributes
+    ----------
+    k : int
+        Candidates re-ranked per query (the first ``k`` of the descriptor ranking).
+    weight : float
+        Weight of the standardised geometric cost against the standardised descriptor distance
+        (0: the descriptor order).
+    max_pitch_deg, pitch_step_deg, max_roll_deg, roll_step_deg : float
+        Query pitch and roll hypotheses ``-max..max`` in steps, degrees (the synthetic photos have
+        pitch within +-10 and roll within +-5 degrees).
+    max_shift_deg : float
+        Yaw refinement: azimuth shifts searched, +- degrees (half the database's 30 degree yaw spacing).
+    step_deg : float
+        Azimuth grid step of the curves, degrees.
+    min_overlap : float
+        Fraction of the query's valid grid points a candidate curve must overlap.
+    cost_floor_deg2 : float
+        Added to the cost before the log (deg^2): costs far below it count as equally good.
+    """
+
+    k: int = 100
+    weight: float = 1.0
+    max_pitch_deg: float = 10.0
+    pitch_step_deg: float = 2.0
+    max_roll_deg: float = 5.0
+    roll_step_deg: float = 2.5
+    max_shift_deg: float = 15.0
+    step_deg: float = 1.0
+    min_overlap: float = 0.5
+    cost_floor_deg2: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.k) or self.k < 1:
+            raise ConfigError(f"RerankConfig.k must be an int >= 1, got {self.k!r}")
+        for name in ("weight", "max_pitch_deg", "max_roll_deg", "max_shift_deg"):
+            _positive(f"RerankConfig.{name}", getattr(self, name), allow_zero=True)
+        for name in ("pitch_step_deg", "roll_step_deg", "step_deg", "cost_floor_deg2"):
+            _positive(f"RerankConfig.{name}", getattr(self, name))
+        if not (_is_number(self.min_overlap) and 0.0 < self.min_overlap <= 1.0):
+            raise ConfigError(f"RerankConfig.min_overlap must be in (0, 1], got {self.min_overlap!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RerankConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VoteConfig:
+    """Position voting weights (:mod:`crosslocate.model.voting`).
+
+    Attributes
+    ----------
+    rank_offset : float
+        ``w(r) = 1 / (r + rank_offset)``; larger flattens the weights over the top K.
+    neighbour_weight : float
+        Share of each neighbouring position's own evidence added to a position (0: none).
+    neighbour_spacings : float
+        Neighbour radius in grid spacings (1.5: the 8 surrounding positions of a square grid).
+    """
+
+    rank_offset: float = 5.0
+    neighbour_weight: float = 0.5
+    neighbour_spacings: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name in ("rank_offset", "neighbour_spacings"):
+            _positive(f"VoteConfig.{name}", getattr(self, name))
+        _positive("VoteConfig.neighbour_weight", self.neighbour_weight, allow_zero=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VoteConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return _from_dict(cls, data)
+
+
 #: ``paper``: VGG16 at full width, 500 px input, D=512. ``cpu``: VGG16-BN at 1/4 width (D=128), 96 px,
 #: trains from random weights in minutes on 2 cores. ``tiny``: VGG16 at 1/16 width (D=32), 64 px, for
 #: tests and smoke runs.
@@ -465,5 +554,7 @@ __all__ = [
     "TRAIN_PRESETS",
     "EvalConfig",
     "NetConfig",
+    "RerankConfig",
     "TrainConfig",
+    "VoteConfig",
 ]

@@ -19,7 +19,7 @@ descriptor order.
 
 API
 ---
-- ``RerankConfig``: K, fusion weight, pitch/roll grids, yaw-shift half range, azimuth step.
+- ``RerankConfig`` (in :mod:`crosslocate.model.config`): K, fusion weight, pitch/roll grids, yaw-shift half range, azimuth step.
 - ``pose_grid(cfg) -> (P, 2)``: the (pitch, roll) hypotheses, degrees.
 - ``skyline_costs(q_rows, q_fov_deg, q_height_px, cand_curves, cfg, grid_deg) -> (costs (K,), best (K, 2))``:
   one query against its candidates' resampled curves; ``best`` = the (pitch, roll) of each minimum.
@@ -32,7 +32,6 @@ API
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,62 +42,9 @@ import numpy.typing as npt
 
 from crosslocate.errors import ConfigError
 from crosslocate.model.baselines import horizon_distances, horizon_grid, resample_horizon
+from crosslocate.model.config import RerankConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RerankConfig:
-    """Settings of the skyline re-ranking.
-
-    Attributes
-    ----------
-    k : int
-        Candidates re-ranked per query (the first ``k`` of the descriptor ranking).
-    weight : float
-        Weight of the standardised geometric cost against the standardised descriptor distance
-        (0: the descriptor order).
-    max_pitch_deg, pitch_step_deg, max_roll_deg, roll_step_deg : float
-        Query pitch and roll hypotheses ``-max..max`` in steps, degrees (the synthetic photos have
-        pitch within +-10 and roll within +-5 degrees).
-    max_shift_deg : float
-        Yaw refinement: azimuth shifts searched, +- degrees (half the database's 30 degree yaw spacing).
-    step_deg : float
-        Azimuth grid step of the curves, degrees.
-    min_overlap : float
-        Fraction of the query's valid grid points a candidate curve must overlap.
-    cost_floor_deg2 : float
-        Added to the cost before the log (deg^2): costs far below it count as equally good.
-    """
-
-    k: int = 100
-    weight: float = 1.0
-    max_pitch_deg: float = 10.0
-    pitch_step_deg: float = 2.0
-    max_roll_deg: float = 5.0
-    roll_step_deg: float = 2.5
-    max_shift_deg: float = 15.0
-    step_deg: float = 1.0
-    min_overlap: float = 0.5
-    cost_floor_deg2: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
-            raise ConfigError(f"RerankConfig.k must be an int >= 1, got {self.k!r}")
-        for name in ("weight", "max_pitch_deg", "max_roll_deg", "max_shift_deg"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ConfigError(f"RerankConfig.{name} must be >= 0 and finite, got {v!r}")
-        for name in ("pitch_step_deg", "roll_step_deg", "step_deg", "cost_floor_deg2"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise ConfigError(f"RerankConfig.{name} must be > 0, got {v!r}")
-        if not 0.0 < self.min_overlap <= 1.0:
-            raise ConfigError(f"RerankConfig.min_overlap must be in (0, 1], got {self.min_overlap!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ The defaults (``rank_offset`` 5, ``neighbour_weight`` 0.5) are not tuned on data
 
 API
 ---
-- ``VoteConfig``: ``rank_offset``, ``neighbour_weight``, ``neighbour_spacings`` (radius in grid
+- ``VoteConfig`` (in :mod:`crosslocate.model.config`): ``rank_offset``, ``neighbour_weight``, ``neighbour_spacings`` (radius in grid
   spacings).
 - ``position_ids(xy, tol_m=1.0) -> (ids (N,), centres (P, 2))``: views sharing a position.
 - ``grid_spacing_m(centres) -> float``: the median nearest-neighbour distance of the positions.
@@ -37,46 +37,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from crosslocate.errors import ConfigError
+from crosslocate.model.config import VoteConfig
 from crosslocate.model.evaluate import RecallTable, recall_from_indices
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class VoteConfig:
-    """Voting weights (module docstring).
-
-    Attributes
-    ----------
-    rank_offset : float
-        ``w(r) = 1 / (r + rank_offset)``; larger flattens the weights over the top K.
-    neighbour_weight : float
-        Share of each neighbouring position's own evidence added to a position (0: none).
-    neighbour_spacings : float
-        Neighbour radius in grid spacings (1.5: the 8 surrounding positions of a square grid).
-    """
-
-    rank_offset: float = 5.0
-    neighbour_weight: float = 0.5
-    neighbour_spacings: float = 1.5
-
-    def __post_init__(self) -> None:
-        for name in ("rank_offset", "neighbour_spacings"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise ConfigError(f"VoteConfig.{name} must be > 0, got {v!r}")
-        v = self.neighbour_weight
-        if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-            raise ConfigError(f"VoteConfig.neighbour_weight must be >= 0, got {v!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
 def position_ids(xy: npt.ArrayLike, tol_m: float = 1.0) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:

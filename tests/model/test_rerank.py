@@ -120,6 +120,8 @@ def test_fuse_scores_by_hand():
 def test_pose_grid_and_config_validation():
     g = pose_grid(RerankConfig(max_pitch_deg=2.0, pitch_step_deg=1.0, max_roll_deg=0.0))
     assert sorted(map(tuple, g)) == [(-2.0, 0.0), (-1.0, 0.0), (0.0, 0.0), (1.0, 0.0), (2.0, 0.0)]
+    cfg = RerankConfig(k=7, weight=0.5)
+    assert RerankConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="RerankConfig.k"):
         RerankConfig(k=0)
     with pytest.raises(ConfigError, match="step_deg"):

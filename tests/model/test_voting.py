@@ -59,6 +59,7 @@ def test_padding_and_validation():
     ids, centres = position_ids(VIEW_XY)
     places, votes = vote_places(np.array([[0, 1, -1], [6, -1, -1]]), ids, centres, VoteConfig())
     assert places.tolist() == [[0], [3]] and votes[1, 0] == pytest.approx(1 / 5)  # rank 0, offset 5
+    assert VoteConfig.from_dict(VoteConfig(neighbour_weight=0.2).to_dict()) == VoteConfig(neighbour_weight=0.2)
     with pytest.raises(ConfigError, match="neighbour_weight"):
         VoteConfig(neighbour_weight=-1.0)
     with pytest.raises(ConfigError, match="centres"):
