@@ -62,7 +62,7 @@ bench-render: setup
 	$(CL) bench render --srtm $(SRTM) --out bench/render.json
 
 bench-build: setup
-	$(CL) bench build --out bench/build.json
+	$(CL) bench build --dem $(SRTM) --out bench/build.json $(ARGS)
 
 bench-search: setup
 	$(CL) bench search --out bench/search.json

@@ -256,6 +256,11 @@ class ShardReader:
         """(N,) VIEW_DTYPE per-view table."""
         return np.asarray(self._file()["views"][...], dtype=VIEW_DTYPE)
 
+    def storage_bytes(self) -> dict[str, int]:
+        """Compressed bytes each modality's dataset occupies in the file (chunks only, no metadata)."""
+        h5 = self._file()
+        return {m.value: int(h5[m.value].id.get_storage_size()) for m in self.modalities}
+
     def read_stored(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
         """(n, H, W) stored (encoded) arrays of the given view indices, in the given order."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -134,11 +134,13 @@ def geodesic_area_km2(polygon_lonlat: Any) -> float:
     return abs(float(area)) / 1e6
 
 
+@lru_cache(maxsize=256)
 def aeqd_crs_wkt(lon0: float, lat0: float) -> str:
     """WKT of an azimuthal-equidistant CRS (WGS84, metres) centred at ``(lon0, lat0)``."""
     return CRS.from_proj4(f"+proj=aeqd +lat_0={float(lat0)!r} +lon_0={float(lon0)!r} +datum=WGS84 +units=m").to_wkt()
 
 
+@lru_cache(maxsize=64)
 def equal_area_crs_wkt(lon0: float, lat0: float) -> str:
     """WKT of a Lambert azimuthal equal-area CRS (WGS84, metres) centred at ``(lon0, lat0)``."""
     return CRS.from_proj4(f"+proj=laea +lat_0={float(lat0)!r} +lon_0={float(lon0)!r} +datum=WGS84 +units=m").to_wkt()

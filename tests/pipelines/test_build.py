@@ -158,7 +158,11 @@ def test_dry_run_writes_nothing(tiny_world, tmp_path):
     assert not (tmp_path / "db").exists()
     assert (summary["n_positions"], summary["n_views"], summary["n_shards"]) == (16, 64, 8)
     assert summary["estimated_bytes"] > 0 and summary["estimated_s"] > 0
-    assert summary["calibration"]["views"] == 4  # second position timed, first was the warm-up
+    cal = summary["calibration"]
+    # 9 positions spread over the plan: the first is a warm-up, 8 x 4 yaws are timed end to end
+    assert cal["views"] == 8 * len(YAWS)
+    assert abs(sum(cal["shares"].values()) - 1.0) < 1e-9 and cal["shares"]["render"] > 0
+    assert summary["terrain"]["atlases"] == 1 and "calibration" in summary["assumptions"]
 
 
 def test_sparse_and_compact_from_given_queries(tiny_world, tmp_path):
