@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,81 +10,15 @@ import pytest
 from PIL import Image
 from pyproj import Transformer
 
-from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.crosslocate_meta import load_meta_npy
 from crosslocate.datasets.export import log16_to_depth
-from crosslocate.datasets.manifest import Manifest, ShardRecord, shard_name
-from crosslocate.datasets.queries import Query, load_query_csv, write_query_csv
-from crosslocate.datasets.schema import ALL_MODALITIES, VIEW_DTYPE, Modality
-from crosslocate.datasets.shards import ShardWriter, open_database
-from crosslocate.dem.config import GridConfig
-from crosslocate.dem.poses import Pose
+from crosslocate.datasets.queries import load_query_csv
+from crosslocate.datasets.shards import open_database
 from crosslocate.dem.splits import assign_splits
 from crosslocate.pipelines.cli import main
 
-SIZE = 8
+SIZE = 8  # the export_data fixture's view side and yaws (tests/pipelines/conftest.py)
 YAWS = (0.0, 90.0, 180.0, 270.0)
-LON0, LAT0 = 7.5, 46.5  # UTM zone 32, band T
-GRID = GridConfig(
-    split_method="blocks", split_block_m=4000.0, split_buffer_m=0.0, split_fractions=(0.4, 0.3, 0.3), yaws_deg=YAWS
-)
-
-
-def _region(tmp: Path) -> Path:
-    w, s, e, n = LON0 - 0.2, LAT0 - 0.15, LON0 + 0.2, LAT0 + 0.15
-    ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
-    path = tmp / "testregion.geojson"
-    path.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
-    return path
-
-
-def build_db(tmp: Path) -> Path:
-    """16 positions x 4 yaws in 2 shards; depth = 100 m * (view index + 1), two sky rows."""
-    region = _region(tmp)
-    gx, gy = np.meshgrid(np.linspace(-0.15, 0.15, 4), np.linspace(-0.1, 0.1, 4))
-    lon, lat = LON0 + gx.ravel(), LAT0 + gy.ravel()
-    split = assign_splits(lon, lat, str(region), GRID)
-    db = tmp / "db"
-    db.mkdir()
-    records = []
-    for sid, pids in enumerate((range(0, 8), range(8, 16))):
-        rows = np.zeros(4 * len(pids), VIEW_DTYPE)
-        for k, (p, y) in enumerate((p, y) for p in pids for y in range(4)):
-            rows[k] = (4 * p + y, p, lon[p], lat[p], 1500.0 + p, 0, 0, YAWS[y], 0, 0, 60, split[p], 0)
-        depth = np.repeat((100.0 * (rows["view_id"] + 1)).astype(np.float32)[:, None, None], SIZE, 1).repeat(SIZE, 2)
-        depth[:, :2] = -1.0
-        sil = (depth < 0).astype(np.uint8)
-        sem = np.where(depth < 0, 0, 1 + rows["view_id"][:, None, None] % 5).astype(np.uint8)
-        with ShardWriter(db / shard_name(sid), ALL_MODALITIES, SIZE, ShardConfig()) as w:
-            w.add({Modality.DEPTH: depth, Modality.SILHOUETTE: sil, Modality.SEMANTIC: sem}, rows)
-            sha, size, n = w.commit()
-        records.append(ShardRecord(shard_id=sid, path=shard_name(sid), n_views=n, n_positions=len(pids),
-                                   position_ids=(min(pids), max(pids)), sha256=sha, bytes=size))  # fmt: skip
-    Manifest(
-        kind="uniform", region={"name": str(region)}, dem={}, crs_wkt="EPSG:3035", grid=GRID.to_dict(), shard={},
-        codecs={}, split={}, render={"size_px": SIZE, "modalities": [m.value for m in ALL_MODALITIES]},
-        layout={"n_shards": 2, "views_per_position": 4}, shards=tuple(records),
-    ).save(db)  # fmt: skip
-    return db
-
-
-def build_queries(tmp: Path, n: int = 12) -> Path:
-    rng = np.random.default_rng(3)
-    photos = tmp / "photos"
-    photos.mkdir()
-    queries = []
-    for k in range(n):
-        path = photos / f"p{k:02d}.png"
-        Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(path)
-        pose = Pose(lon=LON0 + rng.uniform(-0.15, 0.15), lat=LAT0 + rng.uniform(-0.1, 0.1), alt_m=rng.uniform(800, 3000),
-                    yaw_deg=rng.uniform(0, 360), pitch_deg=rng.uniform(-9, 9), roll_deg=rng.uniform(-5, 5), fov_deg=rng.uniform(30, 70))  # fmt: skip
-        queries.append(Query(image=str(path), pose=pose))
-    return write_query_csv(tmp / "queries.csv", queries)
-
-
-@pytest.fixture
-def data(tmp_path):
-    return build_db(tmp_path), build_queries(tmp_path), tmp_path
 
 
 def _framework_parse(folder: Path) -> tuple[list[str], np.ndarray]:
@@ -94,8 +27,8 @@ def _framework_parse(folder: Path) -> tuple[list[str], np.ndarray]:
     return paths, np.array([(p.split("@")[1], p.split("@")[2]) for p in paths]).astype(float)
 
 
-def test_vpr_eval_names_match_the_manifest(data):
-    db, qcsv, tmp = data
+def test_vpr_eval_names_match_the_manifest(export_data):
+    db, qcsv, tmp, grid = export_data
     out = tmp / "vpr"
     assert (
         main(["export", str(db), "--format", "vpr-eval", "--split", "test", "--queries", str(qcsv), "-o", str(out)])
@@ -125,7 +58,7 @@ def test_vpr_eval_names_match_the_manifest(data):
     qpaths, qutm = _framework_parse(out / "queries")
     queries = load_query_csv(qcsv)
     lon, lat = np.array([q.pose.lon for q in queries]), np.array([q.pose.lat for q in queries])
-    in_test = assign_splits(lon, lat, str(tmp / "testregion.geojson"), GRID) == 2
+    in_test = assign_splits(lon, lat, str(tmp / "testregion.geojson"), grid) == 2
     assert len(qpaths) == in_test.sum() > 0
     for path, (east, north) in zip(qpaths, qutm, strict=True):
         f = Path(path).name.split("@")
@@ -145,8 +78,8 @@ def test_vpr_eval_names_match_the_manifest(data):
     assert dist.min() > 25  # random query spots are not on the 4 km grid
 
 
-def test_vpr_eval_resume_overwrite_and_other_modalities(data):
-    db, _, tmp = data
+def test_vpr_eval_resume_overwrite_and_other_modalities(export_data):
+    db, _, tmp, _ = export_data
     out = tmp / "vpr"
     args = ["export", str(db), "--format", "vpr-eval", "--split", "all", "-o", str(out), "--modality", "semantic"]
     assert main(args) == 0
@@ -165,15 +98,15 @@ def test_vpr_eval_resume_overwrite_and_other_modalities(data):
     assert len(names) == 64 and all(n.endswith("@silhouette@.png") for n in names)
 
 
-def test_crosslocate_meta_round_trip(data, capsys):
-    db, qcsv, tmp = data
+def test_crosslocate_meta_round_trip(export_data, capsys):
+    db, qcsv, tmp, grid = export_data
     out = tmp / "cl"
     assert (
         main(["export", str(db), "--format", "crosslocate", "--queries", str(qcsv), "-o", str(out), "--name", "T"]) == 0
     )
     queries = load_query_csv(qcsv)
     lon, lat = np.array([q.pose.lon for q in queries]), np.array([q.pose.lat for q in queries])
-    codes = assign_splits(lon, lat, str(tmp / "testregion.geojson"), GRID)
+    codes = assign_splits(lon, lat, str(tmp / "testregion.geojson"), grid)
     images = out / "datasets" / "T" / "query_photos"
     for code, set_name in enumerate(("train", "val", "test")):
         meta_path = out / "datasets_meta" / "T" / f"photos_to_depth_{set_name}.npy"
@@ -218,8 +151,8 @@ def test_crosslocate_meta_round_trip(data, capsys):
     assert load_meta_npy(out / "datasets_meta" / "T" / "photos_to_depth_test.npy")["utmEPSG"] == 32632
 
 
-def test_foreign_or_bad_meta_gives_one_line_errors(data, capsys):
-    _, _, tmp = data
+def test_foreign_or_bad_meta_gives_one_line_errors(export_data, capsys):
+    _, _, tmp, _ = export_data
     images = tmp / "photos"
 
     def run(meta_obj, name):
