@@ -53,7 +53,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.atomic import atomic_path, write_bytes_atomic
+from crosslocate.datasets.atomic import atomic_path, atomic_write, write_bytes_atomic
 from crosslocate.datasets.schema import Modality, semantic_palette
 from crosslocate.errors import ConfigError
 from crosslocate.progress import Progress
@@ -195,14 +195,15 @@ class ImageJobs:
     ----------
     view_index : (n,) int64
         Database view indices (global, as :meth:`Database.read_batch` takes them).
-    view_dst : list of Path
-        Destination of each view, same order.
+    view_path : callable
+        ``view_path(k)`` is the destination of view ``view_index[k]``; called per chunk, so the
+        names of a multi-million-view export never sit in memory together.
     photo_src, photo_dst : list of Path
         Query photos and their destinations.
     """
 
     view_index: npt.NDArray[np.int64]
-    view_dst: list[Path]
+    view_path: Callable[[int], Path]
     photo_src: list[Path]
     photo_dst: list[Path]
 
@@ -212,28 +213,35 @@ def write_images(
 ) -> dict[str, int]:
     """Write every missing file of ``jobs`` (existing names are complete: they were written atomically).
 
-    Views are read in storage order, :data:`CHUNK_VIEWS` at a time, so memory stays flat for any
-    database size; progress is reported per file. Returns ``{"written": n, "skipped": n}``.
+    Views go in storage order, :data:`CHUNK_VIEWS` at a time (only the missing ones are read), so
+    memory stays flat for any database size; progress counts every file, skipped ones included.
+    Returns ``{"written": n, "skipped": n}``.
     """
-    if len(jobs.view_index) != len(jobs.view_dst) or len(jobs.photo_src) != len(jobs.photo_dst):
-        raise ConfigError("write_images: sources and destinations differ in length")
-    todo = [k for k, p in enumerate(jobs.view_dst) if not p.exists()]
-    photos = [k for k, p in enumerate(jobs.photo_dst) if not p.exists()]
-    skipped = len(jobs.view_dst) - len(todo) + len(jobs.photo_dst) - len(photos)
+    if len(jobs.photo_src) != len(jobs.photo_dst):
+        raise ConfigError("write_images: photo sources and destinations differ in length")
+    order = np.argsort(jobs.view_index, kind="stable")
+    written = skipped = 0
+    with Progress(len(order) + len(jobs.photo_dst), desc, "file") as bar:
+        for start in range(0, len(order), CHUNK_VIEWS):
+            chunk = [(int(k), jobs.view_path(int(k))) for k in order[start : start + CHUNK_VIEWS]]
+            todo = [(k, dst) for k, dst in chunk if not dst.exists()]
+            skipped += len(chunk) - len(todo)
+            if todo:
+                arrays = db.read_batch(modality, np.array([jobs.view_index[k] for k, _ in todo], np.int64))
+                for (_, dst), arr in zip(todo, arrays, strict=True):
+                    write_bytes_atomic(dst, view_png(modality, arr, depth_png))
+                written += len(todo)
+            bar.update(len(chunk))
+        for src, dst in zip(jobs.photo_src, jobs.photo_dst, strict=True):
+            if dst.exists():
+                skipped += 1
+            else:
+                copy_photo(src, dst)
+                written += 1
+            bar.update()
     if skipped:
         logger.info("%s: %d file(s) already complete, skipped", desc, skipped)
-    order = sorted(todo, key=lambda k: int(jobs.view_index[k]))
-    with Progress(len(order) + len(photos), desc, "file") as bar:
-        for start in range(0, len(order), CHUNK_VIEWS):
-            chunk = order[start : start + CHUNK_VIEWS]
-            arrays = db.read_batch(modality, np.array([jobs.view_index[k] for k in chunk], np.int64))
-            for k, arr in zip(chunk, arrays, strict=True):
-                write_bytes_atomic(jobs.view_dst[k], view_png(modality, arr, depth_png))
-                bar.update()
-        for k in photos:
-            copy_photo(jobs.photo_src[k], jobs.photo_dst[k])
-            bar.update()
-    return {"written": len(order) + len(photos), "skipped": skipped}
+    return {"written": written, "skipped": skipped}
 
 
 def photo_suffix(src: str | os.PathLike[str]) -> str:
@@ -268,9 +276,12 @@ def remove_named(folder: Path, pattern: str) -> int:
     return n
 
 
-def write_lines(path: Path, lines: Sequence[str]) -> Path:
-    """A text file of ``lines`` (one per line), written atomically."""
-    return write_bytes_atomic(path, ("\n".join(lines) + "\n").encode() if lines else b"")
+def write_lines(path: Path, lines: Iterable[str]) -> Path:
+    """A text file of ``lines`` (one per line, streamed), written atomically."""
+    with atomic_write(path, "w") as fh:
+        for line in lines:
+            fh.write(line + "\n")
+    return path
 
 
 __all__ = [

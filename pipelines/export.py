@@ -190,12 +190,14 @@ def export_vpr(
         rows = table[idx]
         en = _utm(rows["lon"], rows["lat"], epsg)
         n_yaws = int(db.manifest.layout.get("views_per_position") or 1)
-        db_names = [
-            vpr_name(east_m=e, north_m=n, zone=zone, band=utm_zone(r["lon"], r["lat"])[1], lat=r["lat"], lon=r["lon"],
-                     pano_id=str(int(r["position_id"])), tile_num=int(r["view_id"]) % n_yaws, yaw_deg=r["yaw_deg"],
-                     pitch_deg=r["pitch_deg"], roll_deg=r["roll_deg"], alt_m=r["alt_m"], note=Modality(modality).value)
-            for r, (e, n) in zip(rows, en, strict=True)
-        ]  # fmt: skip
+        note = Modality(modality).value
+
+        def db_name(k: int) -> str:
+            r = rows[k]
+            return vpr_name(east_m=en[k, 0], north_m=en[k, 1], zone=zone, band=utm_zone(r["lon"], r["lat"])[1],
+                            lat=r["lat"], lon=r["lon"], pano_id=str(int(r["position_id"])), tile_num=int(r["view_id"]) % n_yaws,
+                            yaw_deg=r["yaw_deg"], pitch_deg=r["pitch_deg"], roll_deg=r["roll_deg"], alt_m=r["alt_m"], note=note)  # fmt: skip
+
         qen = _utm([q.pose.lon for q in queries], [q.pose.lat for q in queries], epsg)
         q_names = [
             vpr_name(east_m=e, north_m=n, zone=zone, band=utm_zone(q.pose.lon, q.pose.lat)[1], lat=q.pose.lat,
@@ -203,13 +205,13 @@ def export_vpr(
                      roll_deg=q.pose.roll_deg, alt_m=q.pose.alt_m, note="photo", ext=photo_suffix(q.image))
             for k, q, (e, n) in zip(rows_q, queries, qen, strict=True)
         ]  # fmt: skip
-        jobs = ImageJobs(idx.astype(np.int64), [db_folder / nm for nm in db_names],
+        jobs = ImageJobs(idx.astype(np.int64), lambda k: db_folder / db_name(k),
                          [Path(q.image) for q in queries], [q_folder / nm for nm in q_names])  # fmt: skip
         stats = write_images(db, modality, jobs, depth_png=depth_png, desc="export vpr-eval")
-    write_lines(out / "database_images_paths.txt", sorted(db_names))
+        write_lines(out / "database_images_paths.txt", (db_name(k) for k in range(len(rows))))
     if queries:
-        write_lines(out / "queries_images_paths.txt", sorted(q_names))
-    summary = {"database": len(db_names), "queries": len(q_names), "utm_epsg": epsg, **stats}
+        write_lines(out / "queries_images_paths.txt", q_names)
+    summary = {"database": len(rows), "queries": len(q_names), "utm_epsg": epsg, **stats}
     write_json_atomic(
         out / STATE_NAME, {"settings": json.loads(json.dumps(settings, sort_keys=True)), "complete": True, **summary}
     )
@@ -266,7 +268,7 @@ def export_crosslocate(
             counts[set_name] = {"database": int(d.size), "queries": int(qk.size)}
         in_sets = np.flatnonzero(np.isin(table["split"], [SPLIT_CODES[s] for s in META_SETS]))
         q_in = np.flatnonzero(np.isin(q_codes, [SPLIT_CODES[s] for s in META_SETS]))
-        jobs = ImageJobs(in_sets.astype(np.int64), [db_folder / db_fns[i] for i in in_sets],
+        jobs = ImageJobs(in_sets.astype(np.int64), lambda k: db_folder / db_fns[in_sets[k]],
                          [Path(queries[i].image) for i in q_in], [q_folder / q_fns[i] for i in q_in])  # fmt: skip
         stats = write_images(db, modality, jobs, depth_png=depth_png, desc="export crosslocate")
     summary = {"sets": counts, "utm_epsg": epsg, "meta_dir": str(meta_dir), "images": str(data_dir), **stats}
