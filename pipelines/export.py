@@ -20,7 +20,6 @@ not resolve (e.g. a region file that moved).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,14 +40,6 @@ logger = logging.getLogger(__name__)
 STATE_NAME = "export.json"
 #: ``--split`` choices: one split or every view.
 SPLIT_CHOICES: tuple[str, ...] = ("train", "val", "test", "all")
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def prepare_output(
@@ -91,13 +82,22 @@ def prepare_output(
     write_json_atomic(state_path, {"settings": settings, "complete": False})
 
 
+def finish_output(out: Path, settings: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Mark the export in ``out`` complete (``export.json`` with the summary); returns the summary with ``out``."""
+    write_json_atomic(
+        out / STATE_NAME, {"settings": json.loads(json.dumps(settings, sort_keys=True)), "complete": True, **summary}
+    )
+    return {"out": str(out), **summary}
+
+
 def _load_queries(queries_csv: str | os.PathLike[str] | None) -> tuple[list[Any], dict[str, Any]]:
+    from crosslocate.datasets.manifest import file_sha256
     from crosslocate.datasets.queries import load_query_csv
 
     if queries_csv is None:
         return [], {"queries": None}
     path = Path(queries_csv)
-    return load_query_csv(path), {"queries": str(path.resolve()), "queries_sha256": _digest(path)}
+    return load_query_csv(path), {"queries": str(path.resolve()), "queries_sha256": file_sha256(path)}
 
 
 def query_split_codes(manifest: Any, queries: list[Any], region: str | None = None) -> npt.NDArray[np.uint8]:
@@ -212,10 +212,7 @@ def export_vpr(
     if queries:
         write_lines(out / "queries_images_paths.txt", q_names)
     summary = {"database": len(rows), "queries": len(q_names), "utm_epsg": epsg, **stats}
-    write_json_atomic(
-        out / STATE_NAME, {"settings": json.loads(json.dumps(settings, sort_keys=True)), "complete": True, **summary}
-    )
-    return {"out": str(out), **summary}
+    return finish_output(out, settings, summary)
 
 
 def export_crosslocate(
@@ -272,10 +269,7 @@ def export_crosslocate(
                          [Path(queries[i].image) for i in q_in], [q_folder / q_fns[i] for i in q_in])  # fmt: skip
         stats = write_images(db, modality, jobs, depth_png=depth_png, desc="export crosslocate")
     summary = {"sets": counts, "utm_epsg": epsg, "meta_dir": str(meta_dir), "images": str(data_dir), **stats}
-    write_json_atomic(
-        out / STATE_NAME, {"settings": json.loads(json.dumps(settings, sort_keys=True)), "complete": True, **summary}
-    )
-    return {"out": str(out), **summary}
+    return finish_output(out, settings, summary)
 
 
 def import_crosslocate_queries(
