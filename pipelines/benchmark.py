@@ -280,7 +280,7 @@ def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], 
     Arrays: ``ranking`` (Q, K) int64 pool indices, best first; ``distance_m`` (Q, K) float64 metres
     to the query; ``query_image`` (Q,) str; ``query_xy`` (Q, 2) and ``db_xy`` (N, 2) metres in
     the region's CRS; ``query_yaw_deg`` (Q,), ``query_fov_deg`` (Q,), ``spot`` (Q,) int64;
-    ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders; ``db_part`` (N,) int64 index into
+    ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
     ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str.
     """
     from crosslocate.datasets.atomic import atomic_path
@@ -298,7 +298,7 @@ def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], 
             spot=spots,
             db_xy=pool.xy,
             db_yaw_deg=pool.yaw_deg,
-            db_dirs=np.array([str(d.db_dir) for d in pool.datasets], dtype=str),
+            db_dirs=np.array([str(Path(d.db_dir).resolve()) for d in pool.datasets], dtype=str),
             db_part=parts,
             db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
             modality=np.array(pool.datasets[0].modality.value),

@@ -41,6 +41,9 @@ TOP_SHOW: int = 5
 PHOTO_PX, VIEW_PX = 200, 110
 #: Largest number of per-query rows (one photo per spot first, then the rest).
 MAX_ROWS: int = 250
+#: Arrays the report reads from ``rankings.npz`` (:func:`crosslocate.pipelines.benchmark.save_rankings`).
+RANKINGS_KEYS: tuple[str, ...] = ("ranking", "distance_m", "query_image", "query_xy", "query_yaw_deg", "query_fov_deg",
+                                  "spot", "db_xy", "db_yaw_deg", "db_dirs", "db_part", "db_index", "modality")  # fmt: skip
 _COLOURS = ("#1f6fb4", "#d9480f", "#2b8a3e", "#862e9c", "#5c940d", "#e8590c")
 
 _CSS = """
@@ -280,8 +283,15 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     rk_path = run_dir / str(results.get("rankings", "rankings.npz"))
     if not rk_path.is_file():
         return results, None
-    with np.load(rk_path, allow_pickle=False) as z:
-        return results, {k: z[k] for k in z.files}
+    try:
+        with np.load(rk_path, allow_pickle=False) as z:
+            rk = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{rk_path}: unreadable ({exc}); re-run `crosslocate benchmark`") from exc
+    missing = sorted(set(RANKINGS_KEYS) - set(rk))
+    if missing:
+        raise ConfigError(f"{rk_path}: missing {', '.join(missing)}; re-run `crosslocate benchmark`")
+    return results, rk
 
 
 def _plots(results: dict[str, Any], run_dir: Path) -> str:

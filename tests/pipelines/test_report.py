@@ -77,9 +77,15 @@ def test_report_content(export_data, capsys):
     assert "cfg-marker-123" in page and "cpu_count" in page
 
 
-def test_report_without_results_is_a_clear_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path)]) == 2
+def test_report_without_results_is_a_clear_error(export_data, capsys):
+    db, qcsv, tmp, _ = export_data
+    assert main(["report", str(tmp)]) == 2
     assert "no results.json" in capsys.readouterr().err
+    run = make_run(tmp, db, qcsv)
+    with np.load(run / "rankings.npz") as z:
+        np.savez(run / "rankings.npz", **{k: z[k] for k in z.files if k != "db_index"})
+    assert main(["report", str(run)]) == 2
+    assert "rankings.npz: missing db_index" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run does it)")
