@@ -65,6 +65,10 @@ class DependencyError(CrosslocateError, ImportError):
     """An optional dependency is missing; the message gives the exact install command."""
 
 
+class ForeignFormatError(CrosslocateError, ValueError):
+    """A file in another tool's format (e.g. CrossLocate's datasets_meta ``.npy``) is foreign, unsafe or inconsistent."""
+
+
 class NotBuiltError(CrosslocateError, RuntimeError):
     """A pipeline stage that the requested command needs has not been built yet."""
 

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.errors import ConfigError, ShardCorruptError
+from crosslocate.pipelines.benchinfo import environment_info
 
 logger = logging.getLogger(__name__)
 
@@ -254,13 +255,55 @@ def run_benchmark(
         },
     }
     results["plots"] = _plots(results, qset, pool, idx, paths.run, spots)
+    results["rankings"] = save_rankings(paths.run / RANKINGS_NAME, qset, pool, idx, spots).name
+    results["environment"] = environment_info()
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
     out = paths.run / "results.json"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
     os.replace(tmp, out)
-    return {"results": str(out), "table": summary_table(results)}
+    summary = {"results": str(out), "table": summary_table(results)}
+    from crosslocate.pipelines.report import write_report
+
+    summary["report"] = str(write_report(paths.run))
+    return summary
+
+
+#: Per-query rankings of a benchmark run, for ``crosslocate report`` (see :func:`save_rankings`).
+RANKINGS_NAME = "rankings.npz"
+
+
+def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], spots: npt.NDArray[np.int64]) -> Path:
+    """Write the network's ranking with what is needed to show it (``np.savez``, no pickle; atomic).
+
+    Arrays: ``ranking`` (Q, K) int64 pool indices, best first; ``distance_m`` (Q, K) float64 metres
+    to the query; ``query_image`` (Q,) str; ``query_xy`` (Q, 2) and ``db_xy`` (N, 2) metres in
+    the region's CRS; ``query_yaw_deg`` (Q,), ``query_fov_deg`` (Q,), ``spot`` (Q,) int64;
+    ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
+    ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str.
+    """
+    from crosslocate.datasets.atomic import atomic_path
+
+    parts = np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(pool.datasets)])
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            ranking=idx.astype(np.int64),
+            distance_m=np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2),
+            query_image=np.array([q.image for q in qset.dataset.queries], dtype=str),
+            query_xy=qset.xy,
+            query_yaw_deg=qset.yaw_deg,
+            query_fov_deg=np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64),
+            spot=spots,
+            db_xy=pool.xy,
+            db_yaw_deg=pool.yaw_deg,
+            db_dirs=np.array([str(Path(d.db_dir).resolve()) for d in pool.datasets], dtype=str),
+            db_part=parts,
+            db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
+            modality=np.array(pool.datasets[0].modality.value),
+        )
+    return path
 
 
 def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
@@ -325,15 +368,10 @@ def horizon_ranking(
 
 def _view_rgb(pool: Any, j: int) -> npt.NDArray[np.uint8]:
     """(H, W, 3) uint8 preview of pool view ``j`` in the network's modality."""
-    from crosslocate.datasets.derived import depth_to_rgb, semantic_to_rgb
+    from crosslocate.datasets.derived import view_to_rgb
 
     ds, i = pool.locate(int(j))
-    arr = ds.read_raw(i)
-    if ds.modality.value == "depth":
-        return depth_to_rgb(arr)
-    if ds.modality.value == "semantic":
-        return semantic_to_rgb(arr)
-    return np.repeat((np.asarray(arr) > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
+    return view_to_rgb(ds.modality.value, ds.read_raw(i))
 
 
 def _cfg_dict(cfg: Any) -> Any:
@@ -426,6 +464,7 @@ __all__ = [
     "horizon_ranking",
     "recall_ci95",
     "run_benchmark",
+    "save_rankings",
     "spot_ids",
     "summary_table",
 ]

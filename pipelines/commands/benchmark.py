@@ -19,4 +19,5 @@ def run(args: argparse.Namespace) -> int:
     out = run_benchmark(args.region, args.dem, args.preset, args.work, modality=args.modality, device=args.device)
     print(out["table"])
     print(out["results"])
+    print(out["report"])
     return 0

@@ -237,6 +237,10 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert horizon["1000"]["1"] >= 0.9 and horizon["1000"]["1"] > res["chance"]["1000"]["1"]
     assert "horizon" in res["baseline_info"] and res["baseline_info"]["horizon"]["queries_without_horizon"] == 0
     assert "horizon" in out  # the summary table lists it
+    assert str(run / "report.html") in out and "hit@" in (run / "report.html").read_text()  # crosslocate report
+    with np.load(run / res["rankings"]) as rk:  # per-query rankings for the report, consistent with the recall
+        assert rk["ranking"].shape == (12, 48) and rk["db_index"].shape == (48,)
+        assert (rk["distance_m"][:, 0] <= 1000).mean() == pytest.approx(res["recall"]["1000"]["1"])
     assert len(list((run / "descriptors").glob("*.npy"))) == 4
     for png in res["plots"]:
         assert png.endswith(".png")
