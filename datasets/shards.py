@@ -13,6 +13,12 @@ a reader decodes it without the manifest. Only the modalities the database was r
 
 Readers open their HDF5 handle on first use and reopen it in a new process: the handle is never
 pickled (dask workers and ``DataLoader`` workers each open their own).
+
+Integrity at read time: a reader given its manifest record (every reader of :class:`Database`)
+checks the file's size and sha256 before it first opens it, once per file per process (a forked
+worker inherits the result), and every decoded batch is checked against physical bounds
+(:func:`~crosslocate.datasets.schema.invalid_values`). Either failure raises
+:class:`~crosslocate.errors.ShardCorruptError` naming the shard.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ import numpy.typing as npt
 from crosslocate.datasets import codecs
 from crosslocate.datasets.atomic import atomic_path
 from crosslocate.datasets.config import ShardConfig
-from crosslocate.datasets.manifest import Manifest, file_sha256
-from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality
+from crosslocate.datasets.manifest import Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality, first_invalid
 from crosslocate.errors import ConfigError, NotBuiltError, ShardCorruptError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +52,46 @@ _SHUFFLE_CODES = {
     "byte": hdf5plugin.Blosc.SHUFFLE,
     "bit": hdf5plugin.Blosc.BITSHUFFLE,
 }
+
+
+#: Shard files whose bytes this process has checked: (resolved path, size, mtime_ns, sha256).
+_CHECKED: set[tuple[str, int, int, str]] = set()
+
+
+def shard_file_problem(path: str | os.PathLike[str], record: ShardRecord) -> str | None:
+    """Why ``path`` does not hold the shard ``record`` describes (missing, size, sha256), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return "listed in the manifest but the file does not exist"
+    size = path.stat().st_size
+    if size != record.bytes:
+        return f"file has {size} bytes, manifest says {record.bytes} (truncated or replaced)"
+    digest = file_sha256(path)
+    if digest != record.sha256:
+        return f"sha256 {digest[:16]}... differs from the manifest's {record.sha256[:16]}... (corrupt)"
+    return None
+
+
+def check_shard_file(path: str | os.PathLike[str], record: ShardRecord) -> None:
+    """Raise :class:`ShardCorruptError` naming the shard unless ``path`` matches ``record`` (size, sha256).
+
+    The file is hashed once per process (again only when its size or mtime changes).
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, record.sha256)
+    except OSError:
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+    why = shard_file_problem(path, record)
+    if why is not None:
+        raise ShardCorruptError(
+            f"{path}: shard {record.shard_id}: {why}; run `crosslocate verify` and rerun `crosslocate build` to redo it"
+        )
+    if key is not None:
+        _CHECKED.add(key)
 
 
 def blosc_filter(spec: codecs.CodecSpec) -> hdf5plugin.Blosc:
@@ -192,16 +238,22 @@ class ShardReader:
     ----------
     path : path
         Shard file.
+    record : ShardRecord, optional
+        Its manifest entry: the file's size and sha256 are checked before the first open in a
+        process (:func:`check_shard_file`).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], record: ShardRecord | None = None) -> None:
         self.path = Path(path)
+        self.record = record
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._specs: dict[Modality, codecs.CodecSpec] = {}
 
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
+            if self.record is not None:
+                check_shard_file(self.path, self.record)
             try:
                 h5 = h5py.File(self.path, "r")
             except (OSError, ValueError) as exc:
@@ -253,8 +305,17 @@ class ShardReader:
         return self._specs[m]
 
     def table(self) -> npt.NDArray[np.void]:
-        """(N,) VIEW_DTYPE per-view table."""
-        return np.asarray(self._file()["views"][...], dtype=VIEW_DTYPE)
+        """(N,) VIEW_DTYPE per-view table (columns of older shards, e.g. ``render_time_s``, dropped)."""
+        raw = self._file()["views"][...]
+        if raw.dtype == VIEW_DTYPE:
+            return np.asarray(raw)
+        out = np.zeros(raw.shape, VIEW_DTYPE)
+        try:
+            for name in VIEW_DTYPE.names:
+                out[name] = raw[name]
+        except (KeyError, ValueError) as exc:
+            raise ShardCorruptError(f"{self.path}: /views table lacks column {exc}; rebuild this shard") from exc
+        return out
 
     def read_stored(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
         """(n, H, W) stored (encoded) arrays of the given view indices, in the given order."""
@@ -275,9 +336,19 @@ class ShardReader:
         """(H, W) decoded view ``index``: depth float32 metres (sky ``SKY_DEPTH_M``), else uint8."""
         return self.read_batch(modality, [index])[0]
 
-    def read_batch(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
-        """(n, H, W) decoded views, in the order of ``indices``."""
-        return codecs.decode(self.spec(modality), self.read_stored(modality, indices))
+    def read_batch(self, modality: Modality | str, indices: npt.ArrayLike, *, check: bool = True) -> npt.NDArray[Any]:
+        """(n, H, W) decoded views, in the order of ``indices``.
+
+        With ``check`` (default) a value outside physical bounds raises :class:`ShardCorruptError`.
+        """
+        decoded = codecs.decode(self.spec(modality), self.read_stored(modality, indices))
+        if check:
+            bad = first_invalid(modality, decoded, np.asarray(indices, dtype=np.int64).reshape(-1))
+            if bad is not None:
+                raise ShardCorruptError(
+                    f"{self.path}: corrupt shard: {bad}; run `crosslocate verify` and rerun `crosslocate build`"
+                )
+        return decoded
 
     def close(self) -> None:
         """Close the handle (a later read reopens it). Idempotent."""
@@ -294,10 +365,10 @@ class ShardReader:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "record": self.record}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(state["path"], state.get("record"))  # type: ignore[misc]
 
 
 class Database:
@@ -309,7 +380,7 @@ class Database:
     def __init__(self, db_dir: str | os.PathLike[str], manifest: Manifest) -> None:
         self.db_dir = Path(db_dir)
         self.manifest = manifest
-        self.readers = [ShardReader(self.db_dir / s.path) for s in manifest.shards]
+        self.readers = [ShardReader(self.db_dir / s.path, s) for s in manifest.shards]
         counts = np.array([s.n_views for s in manifest.shards], dtype=np.int64)
         #: (n_shards + 1,) int64 view offsets of the shards.
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -408,4 +479,14 @@ def stored_bytes(spec: codecs.CodecSpec, arrays: npt.NDArray[Any], depth_max_m: 
         return int(ds.id.get_storage_size())
 
 
-__all__ = ["SHARD_FORMAT", "Database", "ShardReader", "ShardWriter", "blosc_filter", "open_database", "stored_bytes"]
+__all__ = [
+    "SHARD_FORMAT",
+    "Database",
+    "ShardReader",
+    "ShardWriter",
+    "blosc_filter",
+    "check_shard_file",
+    "open_database",
+    "shard_file_problem",
+    "stored_bytes",
+]

@@ -382,8 +382,9 @@ def build_database(
             workers = 1 if scheduler == "sync" else int(n_workers or _cores())
             return dry_run_summary(kind, preset, reg, src, positions, plan, workers)
         manifest = prepare_db_dir(db_dir, make_manifest(kind, preset, reg, dem, positions, plan), overwrite)
-    if not (db_dir / POSITIONS_NAME).is_file():
-        positions.to_npz(db_dir / POSITIONS_NAME)
+    positions.to_npz(db_dir / POSITIONS_NAME)  # same bytes on every run; its checksum goes to the manifest
+    manifest = manifest.with_positions_file(db_dir)
+    manifest.save(db_dir)
     done = {s.shard_id for s in manifest.shards}
     todo = [sid for sid in range(plan.n_shards) if sid not in done]
     if not todo:

@@ -105,8 +105,7 @@ def test_build_verify_resume_and_repair(tiny_world, tmp_path):
     table2, arrays2 = arrays_of(out)
     for m in Modality:
         assert np.array_equal(arrays2[m], arrays[m])
-    same = [n for n in table.dtype.names if n != "render_time_s"]
-    assert np.array_equal(table2[same], table[same])
+    assert np.array_equal(table2, table)
 
 
 def test_other_config_refused_unless_overwrite(tiny_world, tmp_path):
@@ -117,13 +116,23 @@ def test_other_config_refused_unless_overwrite(tiny_world, tmp_path):
     assert Manifest.load(out).render["size_px"] == 32 and verify_database(out).ok
 
 
-def test_same_config_gives_identical_arrays(tiny_world, tmp_path):
-    t1, a1 = arrays_of(build(tiny_world, tmp_path / "a"))
-    t2, a2 = arrays_of(build(tiny_world, tmp_path / "b"))
+def database_bytes(db_dir):
+    """{file name: bytes} of a database's manifest, positions and shards."""
+    names = ["manifest.json", "positions.npz", *sorted(p.name for p in Path(db_dir).glob("shard-*.h5"))]
+    return {n: (Path(db_dir) / n).read_bytes() for n in names}
+
+
+def test_same_config_gives_identical_bytes(tiny_world, tmp_path):
+    a, b = build(tiny_world, tmp_path / "a"), build(tiny_world, tmp_path / "b")
+    t1, a1 = arrays_of(a)
+    t2, a2 = arrays_of(b)
     for m in Modality:
         assert np.array_equal(a1[m], a2[m])
-    same = [n for n in t1.dtype.names if n != "render_time_s"]
-    assert np.array_equal(t1[same], t2[same])
+    assert np.array_equal(t1, t2)
+    bytes_a, bytes_b = database_bytes(a), database_bytes(b)
+    assert len(bytes_a) == 2 + 8
+    different = sorted(n for n in bytes_a if bytes_a[n] != bytes_b.get(n))
+    assert different == [], f"rebuilt files differ: {different}"
 
 
 def test_coverage_error_and_clip(tiny_world, tmp_path, caplog):
@@ -236,8 +245,4 @@ def test_kill_and_resume_equals_uninterrupted(tiny_world, tmp_path):
     assert verify_database(out).ok
     ref = tmp_path / "ref"
     assert subprocess.run([*cmd[:-1], str(ref)], timeout=300, check=False).returncode == 0
-    (t1, a1), (t2, a2) = arrays_of(out), arrays_of(ref)
-    for m in Modality:
-        assert np.array_equal(a1[m], a2[m])
-    same = [n for n in t1.dtype.names if n != "render_time_s"]
-    assert np.array_equal(t1[same], t2[same])
+    assert database_bytes(out) == database_bytes(ref)  # byte-identical, shards and manifest alike
