@@ -356,6 +356,10 @@ def build_database(
 
     if kind not in DB_KINDS:
         raise ConfigError(f"unknown database kind {kind!r}; choose one of {', '.join(DB_KINDS)}")
+    if client is None and not dry_run:  # a bogus scheduler is refused before anything is written
+        from crosslocate.pipelines.cluster import check_scheduler
+
+        check_scheduler(scheduler)
     preset = get_preset(preset) if isinstance(preset, str) else preset
     reg = get_region(region)
     db_dir = Path(out_dir)
