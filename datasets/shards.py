@@ -23,6 +23,7 @@ worker inherits the result), and every decoded batch is checked against physical
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets import codecs
-from crosslocate.datasets.atomic import atomic_path
+from crosslocate.datasets.atomic import require_free_space, write_bytes_atomic
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.manifest import Manifest, ShardRecord, file_sha256
 from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality, first_invalid
@@ -100,12 +101,16 @@ def blosc_filter(spec: codecs.CodecSpec) -> hdf5plugin.Blosc:
 
 
 class ShardWriter:
-    """Writes one shard to a temporary file and moves it into place only when complete.
+    """Builds one shard in memory and writes it atomically only when complete.
 
-    Use as a context manager: views are appended with :meth:`add`; :meth:`commit` closes the file,
-    fsyncs it, renames it to ``path`` and returns ``(sha256, bytes, n_views)``. Leaving the block
-    without :meth:`commit` (or with an exception) deletes the temporary file, so ``path`` never
-    holds a partial shard.
+    Use as a context manager: views are appended with :meth:`add` to an in-memory HDF5 file (a
+    shard is a few MB); :meth:`commit` checks the free space, writes the file image with
+    :func:`~crosslocate.datasets.atomic.write_bytes_atomic` and returns ``(sha256, bytes, n_views)``.
+    HDF5 itself never writes to disk, so a full disk is one clean
+    :class:`~crosslocate.errors.DiskFullError` (never an HDF5 crash), and ``path`` never holds a
+    partial shard. Entering the block already refuses when the folder has less free space than a
+    shard is expected to take (the mean size of the shards this process or earlier runs wrote
+    there).
 
     Parameters
     ----------
@@ -136,14 +141,14 @@ class ShardWriter:
         self.attrs = dict(attrs or {})
         self.specs = {m: codecs.codec_spec(m, cfg) for m in self.modalities}
         self.n_views = 0
-        self._ctx: Any = None
         self._h5: h5py.File | None = None
         self._committed = False
 
     def __enter__(self) -> Self:
-        self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._h5 = h5py.File(tmp, "w")
+        expected = _expected_shard_bytes(self.path.parent)
+        if expected:
+            require_free_space(self.path, expected, "a shard (the mean size so far)")
+        self._h5 = h5py.File(f"{self.path}.{id(self)}", "w", driver="core", backing_store=False)
         s = self.size_px
         for m, spec in self.specs.items():
             ds = self._h5.create_dataset(
@@ -195,8 +200,11 @@ class ShardWriter:
         self.n_views += n
 
     def commit(self) -> tuple[str, int, int]:
-        """Finish the file and move it into place; returns ``(sha256, bytes, n_views)``."""
-        if self._h5 is None or self._ctx is None:
+        """Finish the file and write it into place; returns ``(sha256, bytes, n_views)``.
+
+        Raises :class:`~crosslocate.errors.DiskFullError` (nothing written) when it does not fit.
+        """
+        if self._h5 is None:
             raise ShardCorruptError(f"{self.path}: ShardWriter.commit outside its `with` block")
         h5 = self._h5
         h5.attrs["format"] = SHARD_FORMAT
@@ -206,29 +214,43 @@ class ShardWriter:
         h5.attrs["modalities"] = json.dumps([m.value for m in self.modalities])
         for key, value in self.attrs.items():
             h5.attrs[key] = value
+        h5.flush()
+        image = h5.id.get_file_image()
         h5.close()
         self._h5 = None
-        ctx, self._ctx = self._ctx, None
-        ctx.__exit__(None, None, None)
+        require_free_space(self.path, len(image), "this shard")
+        write_bytes_atomic(self.path, image)
         self._committed = True
-        return file_sha256(self.path), self.path.stat().st_size, self.n_views
+        _record_shard_bytes(self.path.parent, len(image))
+        return hashlib.sha256(image).hexdigest(), len(image), self.n_views
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._h5 is not None:
+        if self._h5 is not None:  # not committed: the in-memory file is discarded, nothing was written
             self._h5.close()
             self._h5 = None
-        if self._ctx is not None:  # not committed: discard the temporary file
-            ctx, self._ctx = self._ctx, None
-            err = exc if exc is not None else ShardCorruptError(f"{self.path}: shard not committed")
-            try:
-                ctx.__exit__(type(err), err, tb)
-            except BaseException as raised:  # atomic_path re-raises what it is given
-                if raised is not err:
-                    raise
             if exc is None:
                 logger.warning("%s: ShardWriter closed without commit; nothing written", self.path)
+
+
+#: Per folder: (bytes, count) of the shards this process wrote or found there (expected shard size).
+_SHARD_SIZES: dict[str, tuple[int, int]] = {}
+
+
+def _expected_shard_bytes(folder: Path) -> int:
+    """Mean size of the shards in ``folder`` (0 when none is known yet); the folder is listed once per process."""
+    key = str(folder.absolute())
+    if key not in _SHARD_SIZES:
+        sizes = [p.stat().st_size for p in folder.glob("shard-*.h5") if p.is_file()] if folder.is_dir() else []
+        _SHARD_SIZES[key] = (sum(sizes), len(sizes))
+    total, count = _SHARD_SIZES[key]
+    return total // count if count else 0
+
+
+def _record_shard_bytes(folder: Path, size: int) -> None:
+    total, count = _SHARD_SIZES.get(str(folder.absolute()), (0, 0))
+    _SHARD_SIZES[str(folder.absolute())] = (total + size, count + 1)
 
 
 class ShardReader:

@@ -33,6 +33,7 @@ from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifes
 from crosslocate.datasets.schema import SCHEMA_VERSION, SPLIT_CODES
 from crosslocate.errors import (
     ConfigError,
+    DiskFullError,
     FileOverwriteError,
     ManifestMismatchError,
     NotBuiltError,
@@ -238,6 +239,8 @@ def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_v
     with _progress(total_views, desc) as bar:
         for job, record, error in runner.map_unordered(render_shard, jobs):
             if error is not None:
+                if isinstance(error, DiskFullError):  # every later shard would fail alike: stop, one message
+                    raise error
                 logger.error("shard %d failed: %s: %s", job.shard_id, type(error).__name__, error)
                 failures.append((job.shard_id, error))
                 continue

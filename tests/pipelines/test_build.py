@@ -246,3 +246,59 @@ def test_kill_and_resume_equals_uninterrupted(tiny_world, tmp_path):
     ref = tmp_path / "ref"
     assert subprocess.run([*cmd[:-1], str(ref)], timeout=300, check=False).returncode == 0
     assert database_bytes(out) == database_bytes(ref)  # byte-identical, shards and manifest alike
+
+
+def _cli_build(world, out, *extra):
+    dem, region, _ = world
+    return ["build", "uniform", "--region", region, "--dem", dem, "--preset", "tiny", "--spacing-m", "1500",
+            "--size-px", "32", "--views-per-shard", "12", "--scheduler", "sync", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_disk_full_mid_write_is_one_error_and_resumes(tiny_world, tmp_path, monkeypatch, capsys):
+    """ENOSPC while the third shard is written: exit 2, one message, no temp file, built shards verify, rerun finishes."""
+    import errno
+    import re
+
+    from crosslocate.datasets import atomic
+
+    out = tmp_path / "db"
+    real, shards = atomic.fsync_file, []
+
+    def full_from_the_third_shard(path):
+        if Path(path).name.startswith(".shard-"):
+            shards.append(path)
+            if len(shards) >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(path)
+
+    monkeypatch.setattr(atomic, "fsync_file", full_from_the_third_shard)
+    assert main(_cli_build(tiny_world, out)) == 2
+    err = capsys.readouterr().err
+    m = re.search(r"error: \S+shard-00002\.h5: disk full: [\d,]+ bytes left on its file system \(No space left on "
+                  r"device\); 2 of (\d+) shards complete and kept; free space and rerun the same command to resume",
+                  err)  # fmt: skip
+    assert m, err
+    assert "Traceback" not in err and list(out.glob(".*.tmp")) == [] and not (out / shard_name(2)).exists()
+    report = verify_database(out)
+    assert report.problems == [] and report.n_ok == 2 and report.exit_code == 3  # incomplete, not corrupt
+    monkeypatch.setattr(atomic, "fsync_file", real)
+    assert main(_cli_build(tiny_world, out)) == 0 and verify_database(out).ok
+    assert len(Manifest.load(out).shards) == int(m[1])
+
+
+def test_free_space_checked_before_each_shard(tiny_world, tmp_path, monkeypatch, capsys):
+    """Less room than a shard needs: refused before it is written (the check, not the write, fails)."""
+    from collections import namedtuple
+
+    from crosslocate.datasets import atomic
+
+    out = tmp_path / "db"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(4 << 20, 3 << 20, 1 << 20))  # 1 MiB free
+    writes = []
+    monkeypatch.setattr(atomic, "fsync_file", lambda p: writes.append(Path(p).name))
+    assert main(_cli_build(tiny_world, out)) == 2
+    err = capsys.readouterr().err
+    assert "shard-00000.h5: disk full: 1,048,576 bytes left, this shard needs about" in err
+    assert "0 of " in err and "free space and rerun" in err
+    assert not [w for w in writes if w.startswith(".shard-")]  # no shard byte was written
