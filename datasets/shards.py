@@ -142,7 +142,6 @@ class ShardWriter:
         self.specs = {m: codecs.codec_spec(m, cfg) for m in self.modalities}
         self.n_views = 0
         self._h5: h5py.File | None = None
-        self._committed = False
 
     def __enter__(self) -> Self:
         expected = _expected_shard_bytes(self.path.parent)
@@ -220,7 +219,6 @@ class ShardWriter:
         self._h5 = None
         require_free_space(self.path, len(image), "this shard")
         write_bytes_atomic(self.path, image)
-        self._committed = True
         _record_shard_bytes(self.path.parent, len(image))
         return hashlib.sha256(image).hexdigest(), len(image), self.n_views
 

@@ -12,7 +12,6 @@ descriptors) and ``localize_map.png`` (candidates in the region's metric frame).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -37,6 +36,7 @@ def localize(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Retrieve the top-``k`` database views of ``photo``; returns candidates and output paths."""
+    from crosslocate.datasets.atomic import write_json_atomic
     from crosslocate.datasets.manifest import file_sha256
     from crosslocate.datasets.queries import Query
     from crosslocate.datasets.views import QueryDataset, ViewDataset
@@ -111,7 +111,7 @@ def localize(
         "map": str(map_png),
     }
     js = out / "localize.json"
-    js.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(js, result)
     result["json"] = str(js)
     return result
 
