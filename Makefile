@@ -17,7 +17,7 @@ CLIP ?= $(if $(filter demo,$(REGION)),,1)
 DEM_ARG := $(if $(DEM),--dem $(DEM),)
 CLIP_ARG := $(if $(CLIP),--clip-to-dem,)
 
-.PHONY: setup test test-all lint demo render-sparse render-uniform render-compact train benchmark \
+.PHONY: setup test test-all probe lint demo render-sparse render-uniform render-compact train benchmark \
         bench-render bench-build bench-search clean
 
 setup: $(STAMP)
@@ -36,6 +36,10 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m ""
+
+# Issue 15's "nothing silently wrong" cases (full disk, flipped bits, bad photos, impossible cameras, ...).
+probe: setup
+	$(PY) -m pytest -v tests/pipelines/test_probe.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -49,6 +49,10 @@ class ShardCorruptError(CrosslocateError, OSError):
     """A shard file is unreadable, truncated, or does not match its manifest checksum."""
 
 
+class DiskFullError(CrosslocateError, OSError):
+    """An output did not fit on its file system; the message gives the path, the space left and how to resume."""
+
+
 class ManifestMismatchError(CrosslocateError, ValueError):
     """An existing database was built with a different configuration than the one requested."""
 

@@ -2,8 +2,8 @@
 
 Steps: the training flow (:func:`crosslocate.pipelines.train.run_train`) when the run has no
 checkpoint; the ``uniform`` database; descriptors of the test-split queries and the test-split
-uniform views (batched, cached as ``.npy`` under ``<run>/descriptors/`` keyed by the checkpoint's
-sha256); exact search (:mod:`crosslocate.model.search`); recall@N for N = 1..100 at 20 m / 100 m /
+uniform views (batched, cached under ``<run>/descriptors/`` keyed by content: checkpoint, database,
+modality, input settings and encoding, :mod:`crosslocate.pipelines.descriptors`); exact search (:mod:`crosslocate.model.search`); recall@N for N = 1..100 at 20 m / 100 m /
 1 km (:mod:`crosslocate.model.evaluate`), orientation-restricted recall, per-FOV recall, analytic
 chance, the untrained-network baseline (same architecture and init, no training) and the HLoc-style
 horizon-line baseline (:func:`horizon_ranking`). Writes ``<run>/results.json`` (``baselines`` holds
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from crosslocate.datasets.manifest import file_sha256
 from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.errors import ConfigError, ShardCorruptError
 from crosslocate.pipelines.benchinfo import environment_info
@@ -42,35 +43,6 @@ ORIENTED_MAX_YAW_DEG: float = 30.0
 #: The paper's numbers (CrossLocate, WACV 2022, Switzerland uniform test database, 1 km).
 PAPER_R1_1KM: float = 0.3866
 PAPER_R100_1KM: float = 0.7262
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def cached_descriptors(
-    net: Any, source: Any, device: Any, path: Path, *, batch_size: int, num_workers: int = 0
-) -> npt.NDArray[np.float32]:
-    """(N, D) float32 descriptors of ``source``, loaded from ``path`` (.npy) or computed and saved atomically."""
-    from crosslocate.model.train import extract_descriptors
-
-    if path.exists():
-        arr = np.load(path)
-        if arr.ndim == 2 and len(arr) == len(source):
-            logger.info("descriptors from cache %s", path)
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        logger.warning("ignoring stale descriptor cache %s (shape %s, expected %d rows)", path, arr.shape, len(source))
-    arr = extract_descriptors(net, source, device, batch_size=batch_size, num_workers=num_workers, desc=path.stem)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-    return arr
 
 
 def _table(recall: dict[Any, dict[Any, float]]) -> dict[str, dict[str, float]]:
@@ -163,6 +135,7 @@ def run_benchmark(
     from crosslocate.model.device import resolve_device, seed_everything
     from crosslocate.model.net import build_net
     from crosslocate.pipelines import train as flow
+    from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
     from crosslocate.pipelines.presets import get_preset
     from crosslocate.pipelines.queries import ensure_query_set
 
@@ -199,16 +172,15 @@ def run_benchmark(
     t0 = time.perf_counter()
     untrained = build_net(preset.net).to(dev)
     init = getattr(untrained, "init_source", None)
-    key = "untrained-" + hashlib.sha256(json.dumps(_cfg_dict(preset.net), sort_keys=True).encode()).hexdigest()[:12]
-    key += f"-enc{INPUT_ENCODING}"  # the cached descriptors depend on how inputs are encoded
-    desc_dir = paths.run / "descriptors"
-    u_db = cached_descriptors(untrained, pool, dev, desc_dir / f"db-{key}.npy", batch_size=bs)
-    u_q = cached_descriptors(untrained, qset.dataset, dev, desc_dir / f"queries-{key}.npy", batch_size=bs)
+    key = "untrained-" + hashlib.sha256(json.dumps(_cfg_dict(preset.net), sort_keys=True).encode()).hexdigest()
+    desc_dir = paths.run / DESCRIPTORS_DIR
+    u_db = cached_descriptors(untrained, pool, dev, desc_dir, "db", key, batch_size=bs)
+    u_q = cached_descriptors(untrained, qset.dataset, dev, desc_dir, "queries", key, batch_size=bs)
     net = build_net(preset.net).to(dev)
     state = checkpoint.load_checkpoint(ckpt, net, optimizer=None, map_location=dev)
-    ckey = f"{file_sha256(ckpt)[:12]}-enc{INPUT_ENCODING}"
-    db_desc = cached_descriptors(net, pool, dev, desc_dir / f"db-{ckey}.npy", batch_size=bs)
-    q_desc = cached_descriptors(net, qset.dataset, dev, desc_dir / f"queries-{ckey}.npy", batch_size=bs)
+    ckey = file_sha256(ckpt)
+    db_desc = cached_descriptors(net, pool, dev, desc_dir, "db", ckey, batch_size=bs)
+    q_desc = cached_descriptors(net, qset.dataset, dev, desc_dir, "queries", ckey, batch_size=bs)
     timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
@@ -459,7 +431,6 @@ def summary_table(results: dict[str, Any]) -> str:
 __all__ = [
     "NS",
     "THRESHOLDS_M",
-    "cached_descriptors",
     "evaluate_ranking",
     "horizon_ranking",
     "recall_ci95",

@@ -34,6 +34,7 @@ from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifes
 from crosslocate.datasets.schema import SCHEMA_VERSION, SPLIT_CODES
 from crosslocate.errors import (
     ConfigError,
+    DiskFullError,
     FileOverwriteError,
     ManifestMismatchError,
     NotBuiltError,
@@ -291,6 +292,8 @@ def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_v
     with _progress(total_views, desc) as bar:
         for job, record, error in runner.map_unordered(render_shard, jobs):
             if error is not None:
+                if isinstance(error, DiskFullError):  # every later shard would fail alike: stop, one message
+                    raise error
                 logger.error("shard %d failed: %s: %s", job.shard_id, type(error).__name__, error)
                 failures.append((job.shard_id, error))
                 continue
@@ -440,6 +443,10 @@ def build_database(
 
     if kind not in DB_KINDS:
         raise ConfigError(f"unknown database kind {kind!r}; choose one of {', '.join(DB_KINDS)}")
+    if client is None and not dry_run:  # a bogus scheduler is refused before anything is written
+        from crosslocate.pipelines.cluster import check_scheduler
+
+        check_scheduler(scheduler)
     preset = get_preset(preset) if isinstance(preset, str) else preset
     reg = get_region(region)
     db_dir = Path(out_dir)
@@ -470,8 +477,9 @@ def build_database(
         specs = plan_terrain(preset, dem, positions) if len(manifest.shards) < plan.n_shards else ()
         if specs:
             prepare_terrain(dem, specs, preset)
-    if not (db_dir / POSITIONS_NAME).is_file():
-        positions.to_npz(db_dir / POSITIONS_NAME)
+    positions.to_npz(db_dir / POSITIONS_NAME)  # same bytes on every run; its checksum goes to the manifest
+    manifest = manifest.with_positions_file(db_dir)
+    manifest.save(db_dir)
     done = {s.shard_id for s in manifest.shards}
     todo = [sid for sid in range(plan.n_shards) if sid not in done]
     if not todo:

@@ -5,8 +5,9 @@ atlas specs and the shard's own position arrays) and opens the DEM, the atlas (m
 the machine's cache, built there first if a worker on another machine has none) and the render
 backend inside the worker, so no file handle or GL context is ever pickled. Views are rendered
 position by position (12 yaws at a time) and appended to a
-:class:`~crosslocate.datasets.shards.ShardWriter`, so a worker holds at most one position's arrays. Output arrays depend only on the job (configs, DEM, positions): a
-rerun writes the same decoded arrays and table, except the measured ``render_time_s`` column.
+:class:`~crosslocate.datasets.shards.ShardWriter`, so a worker holds at most one position's arrays.
+A shard depends only on the job (configs, DEM, positions, atlas specs): a rerun writes a
+byte-identical file (render timings go to the build log, never into the shard).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def position_poses(lon: float, lat: float, alt_m: float, yaws_deg: Sequence[floa
     return [Pose(lon=lon, lat=lat, alt_m=alt_m, yaw_deg=float(y), fov_deg=fov_deg) for y in yaws_deg]
 
 
-def view_rows(job: ShardJob, p: int, render_time_s: npt.NDArray[np.float32]) -> npt.NDArray[np.void]:
+def view_rows(job: ShardJob, p: int) -> npt.NDArray[np.void]:
     """(len(yaws),) VIEW_DTYPE rows of position ``p`` of the job.
 
     ``view_id = position_id * len(yaws) + yaw index``: unique and deterministic in the database.
@@ -174,7 +175,6 @@ def view_rows(job: ShardJob, p: int, render_time_s: npt.NDArray[np.float32]) -> 
     rows["yaw_deg"] = np.asarray(job.yaws_deg, np.float32)
     rows["fov_deg"] = job.fov_deg
     rows["split"] = pos["split"][p]
-    rows["render_time_s"] = render_time_s
     return rows
 
 
@@ -220,7 +220,7 @@ def render_shard_timed(job: ShardJob) -> tuple[ShardRecord, dict[str, float]]:
                 t1 = time.perf_counter()
                 batch = renderer.render(poses)
                 t2 = time.perf_counter()
-                writer.add(batch.arrays, view_rows(job, p, batch.render_time_s))
+                writer.add(batch.arrays, view_rows(job, p))
                 timings["write"] += time.perf_counter() - t2
                 timings["terrain"] += renderer.last_setup_s
                 timings["render"] += (t2 - t1) - renderer.last_setup_s

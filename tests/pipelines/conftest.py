@@ -1,4 +1,5 @@
-"""Fixtures of the pipeline tests: a tiny hand-written 64-view database with a GeoJSON region and query photos."""
+"""Fixtures of the pipeline tests: a tiny synthetic world to build databases in, and a tiny hand-written
+64-view database with a GeoJSON region and query photos."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def build_db(tmp: Path) -> Path:
     for sid, pids in enumerate((range(0, 8), range(8, 16))):
         rows = np.zeros(4 * len(pids), VIEW_DTYPE)
         for k, (p, y) in enumerate((p, y) for p in pids for y in range(4)):
-            rows[k] = (4 * p + y, p, lon[p], lat[p], 1500.0 + p, 0, 0, YAWS[y], 0, 0, 60, split[p], 0)
+            rows[k] = (4 * p + y, p, lon[p], lat[p], 1500.0 + p, 0, 0, YAWS[y], 0, 0, 60, split[p])
         depth = np.repeat((100.0 * (rows["view_id"] + 1)).astype(np.float32)[:, None, None], SIZE, 1).repeat(SIZE, 2)
         depth[:, :2] = -1.0
         sil = (depth < 0).astype(np.uint8)
@@ -82,3 +83,30 @@ def build_queries(tmp: Path, n: int = 12) -> Path:
 def export_data(tmp_path):
     """(database folder, query CSV, tmp folder, the database's GridConfig); the region is tmp/testregion.geojson."""
     return build_db(tmp_path), build_queries(tmp_path), tmp_path, GRID
+
+
+def _region_file(path: Path, w, s, e, n) -> str:
+    poly = [[[w, s], [e, s], [e, n], [w, n], [w, s]]]
+    path.write_text(
+        json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": poly}})
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """(dem path, region path inside the DEM, region path half outside the DEM)."""
+    from crosslocate.dem.sources import open_dem
+    from crosslocate.dem.sources.geotiff import write_geotiff
+    from crosslocate.dem.sources.synthetic import AlpineParams, generate_alpine
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    p = AlpineParams(extent_m=8000.0, spacing_m=100.0, erosion_iterations=2)
+    z, transform, tags = generate_alpine(p)
+    dem_path = write_geotiff(root / "dem.tif", z, transform, p.crs, tags=tags)
+    with open_dem(str(dem_path)) as dem:
+        w, s, e, n = dem.bounds_lonlat
+    dx, dy = 0.1 * (e - w), 0.1 * (n - s)
+    inside = _region_file(root / "tinyreg.geojson", w + dx, s + dy, e - dx, n - dy)
+    outside = _region_file(root / "halfout.geojson", w + dx, s + dy, e + 5 * dx, n - dy)
+    return str(dem_path), inside, outside

@@ -138,3 +138,22 @@ def test_tcp_build_equals_sync_build(dask_pair, tmp_path):
         idx = np.arange(a.n_views)
         for m in ("depth", "silhouette", "semantic"):
             assert np.array_equal(a.read_batch(m, idx), b.read_batch(m, idx))
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [
+        ("mycluster", "tcp://host:8786"),
+        ("tcp://", "not a dask scheduler address"),
+        ("tcp://host-without-port", "not a dask scheduler address"),
+        ("http://127.0.0.1:8786", "not a dask scheduler address"),
+        ("tcp://127.0.0.1:1", "cannot reach the dask scheduler"),  # nothing listens on port 1
+    ],
+)
+def test_check_scheduler_refuses_bogus_addresses(address, needle):
+    from crosslocate.pipelines.cluster import check_scheduler
+
+    with pytest.raises(ConfigError, match=needle):
+        check_scheduler(address)
+    for fine in (None, "sync", "local"):
+        check_scheduler(fine)

@@ -46,7 +46,11 @@ class _Db:
     store: ClassVar[dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 
     def __init__(self, d):
+        from crosslocate.datasets.manifest import Manifest
+
         self._t, self._a = self.store[str(d)]
+        self.manifest = Manifest(kind="uniform", region={"name": str(d)}, dem={}, crs_wkt=CRS, grid={}, render={},
+                                 shard={}, codecs={}, split={}, layout={"n_shards": 0})  # fmt: skip
 
     def table(self):
         return self._t.copy()
@@ -65,10 +69,11 @@ def _make_db(d):
     for i in range(len(table)):
         p, yaw = i // 12, 30.0 * (i % 12)
         lon, lat = _lonlat(p)
-        table[i] = (i, p, lon, lat, 1000.0, 0, 0, yaw, 0, 0, 60.0, _split_of(p), 0)
+        table[i] = (i, p, lon, lat, 1000.0, 0, 0, yaw, 0, 0, 60.0, _split_of(p))
         hz = _horizon(p, yaw)[None]
         arr[i] = np.where(rows > hz, 20_000.0 / (1 + rows - hz), SKY_DEPTH_M)
     _Db.store[str(d)] = (table, arr)
+    d.mkdir(parents=True, exist_ok=True)  # localize caches descriptors beside the database
     return d
 
 
@@ -190,7 +195,7 @@ def world(tmp_path, monkeypatch):
     return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work")
 
 
-def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
+def test_train_then_benchmark_then_localize(world, capsys, tmp_path, monkeypatch):
     work = str(world.work)
     assert main(["train", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
     run = world.work / "demo" / "runs" / "tiny"
@@ -275,6 +280,21 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert [c["rank"] for c in loc["candidates"]] == [1, 2, 3, 4, 5]
     d = [c["descriptor_distance"] for c in loc["candidates"]]
     assert d == sorted(d) and (tmp_path / "loc" / "localize_map.png").exists()
+    # the database descriptors live beside the database: a second photo, another --out, reuses them
+    db_cache = world.work / "demo" / "db" / "uniform" / "descriptors"
+    assert len(list(db_cache.glob("db-*.npy"))) == 1
+    calls = []
+    import crosslocate.model.train as model_train
+
+    real = model_train.extract_descriptors
+    monkeypatch.setattr(model_train, "extract_descriptors", lambda *a, **k: calls.append(k) or real(*a, **k))
+    args = ["localize", world.queries[5].image, "--db", str(db_cache.parent), "--checkpoint",
+            str(run / "checkpoint.pt"), "--fov", "50", "-k", "3", "--out", str(tmp_path / "loc2")]  # fmt: skip
+    assert main(args) == 0
+    assert len(calls) == 1  # only the photo was embedded (the database came from the cache)
+    (tmp_path / "afile").write_text("x")
+    assert main([*args[:-1], str(tmp_path / "afile")]) == 2  # -o on an existing file: refused up front
+    assert "is an existing file" in capsys.readouterr().err
 
 
 def test_bench_search_overlap_recall_by_hand():
