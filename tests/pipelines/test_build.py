@@ -195,13 +195,12 @@ def test_cli_build_and_verify(tiny_world, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tiny_world, tmp_path):
     """A CLI build killed with SIGKILL mid-build, rerun, verifies and equals an uninterrupted build."""
     dem, region, _ = tiny_world
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "crosslocate.pipelines.cli", "-q", "build", "uniform", "--region", region,
-           "--dem", dem, "--preset", "tiny", "--spacing-m", "500", "--views-per-shard", "12",
+           "--dem", dem, "--preset", "tiny", "--spacing-m", "1000", "--size-px", "32", "--views-per-shard", "12",
            "--scheduler", "sync", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
