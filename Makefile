@@ -18,7 +18,7 @@ DEM_ARG := $(if $(DEM),--dem $(DEM),)
 CLIP_ARG := $(if $(CLIP),--clip-to-dem,)
 
 .PHONY: setup test test-all probe lint demo render-sparse render-uniform render-compact train benchmark \
-        bench-render bench-build bench-search clean
+        bench-render bench-terrain bench-build bench-search clean
 
 setup: $(STAMP)
 
@@ -62,8 +62,13 @@ train: setup
 benchmark: setup
 	$(CL) benchmark --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK)
 
+# render-only backends, then the atlas vs the per-position pyramid (accuracy, cost per position)
 bench-render: setup
 	$(CL) bench render --srtm $(SRTM) --out bench/render.json
+	$(CL) bench terrain --srtm $(SRTM) --out bench/terrain.json
+
+bench-terrain: setup
+	$(CL) bench terrain --srtm $(SRTM) --out bench/terrain.json
 
 bench-build: setup
 	$(CL) bench build --dem $(SRTM) --out bench/build.json $(ARGS)

@@ -46,6 +46,8 @@ from crosslocate.errors import ConfigError, NotBuiltError, ShardCorruptError
 
 logger = logging.getLogger(__name__)
 
+#: Growth step of the in-memory HDF5 image a shard is built in, bytes.
+CORE_BLOCK_BYTES: int = 4 << 20
 #: ``format`` attribute of every shard file.
 SHARD_FORMAT = "crosslocate-shard"
 _SHUFFLE_CODES = {
@@ -147,7 +149,11 @@ class ShardWriter:
         expected = _expected_shard_bytes(self.path.parent)
         if expected:
             require_free_space(self.path, expected, "a shard (the mean size so far)")
-        self._h5 = h5py.File(f"{self.path}.{id(self)}", "w", driver="core", backing_store=False)
+        # the file image grows in 4 MiB steps (h5py's default of 64 KiB re-allocates and copies a
+        # multi-MB image hundreds of times per shard)
+        self._h5 = h5py.File(
+            f"{self.path}.{id(self)}", "w", driver="core", backing_store=False, block_size=CORE_BLOCK_BYTES
+        )
         s = self.size_px
         for m, spec in self.specs.items():
             ds = self._h5.create_dataset(

@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "render": "crosslocate.pipelines.bench_render",
     "build": "crosslocate.pipelines.bench_build",
     "search": "crosslocate.pipelines.bench_search",
+    "terrain": "crosslocate.pipelines.bench_terrain",
 }
 
 
@@ -36,7 +37,7 @@ def _load(name: str) -> ModuleType | None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``bench`` with one sub-subcommand per entry of :data:`BENCHES`."""
-    p = sub.add_parser("bench", help="benchmarks that write bench/*.json (render, build, search)")
+    p = sub.add_parser("bench", help="benchmarks that write bench/*.json (render, build, search, terrain)")
     benches = p.add_subparsers(dest="bench", metavar="BENCH")
     benches.required = True
     for name in BENCHES:
