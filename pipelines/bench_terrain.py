@@ -68,7 +68,7 @@ def pick_positions(dem: Any, per_kind: int, seed: int = 0) -> list[tuple[str, fl
     ring = dem.sample((lon[:, None] + dlon).ravel(), (lat[:, None] + dlat[None, :]).ravel()).reshape(-1, 8)
     good = np.isfinite(ring).all(axis=1)
     rel = h - np.nanmean(ring, axis=1)
-    ridge = np.minimum(h - ring[:, :4], h - ring[:, 4:]).max(axis=1)  # drops on two opposite sides
+    ridge = np.minimum(h[:, None] - ring[:, :4], h[:, None] - ring[:, 4:]).max(axis=1)  # drops on two opposite sides
     ridge = np.where(rel > 0, ridge, -np.inf)
     out: list[tuple[str, float, float]] = []
     used: set[int] = set()

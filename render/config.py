@@ -113,8 +113,10 @@ class RenderConfig:
         return cls(**kw)  # type: ignore[arg-type]
 
 
+#: Named render settings, complete (the end-to-end presets of :mod:`crosslocate.pipelines.presets`
+#: use them as they are).
 RENDER_PRESETS: dict[str, RenderConfig] = {
     "paper": RenderConfig(),
-    "cpu": RenderConfig(size_px=500, range_m=40_000.0),
-    "tiny": RenderConfig(size_px=64, range_m=20_000.0),
+    "cpu": RenderConfig(size_px=256, range_m=35_000.0, lod_cells=128),
+    "tiny": RenderConfig(size_px=64, range_m=20_000.0, lod_cells=64),
 }
