@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-kind", type=int, default=PER_KIND, help=f"positions per kind (default {PER_KIND})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the candidate positions")
     parser.add_argument("--size-px", type=int, default=None, help="override the view size")
+    parser.add_argument("--near-patch-cells", type=int, default=None, help="override RenderConfig.near_patch_cells")
 
 
 def pick_positions(dem: Any, per_kind: int, seed: int = 0) -> list[tuple[str, float, float]]:
@@ -90,13 +91,27 @@ def pick_positions(dem: Any, per_kind: int, seed: int = 0) -> list[tuple[str, fl
     lons = np.arange(np.ceil(w), np.floor(e) + 1)
     lats = np.arange(np.ceil(s), np.floor(n) + 1)
     corners = [(float(a), float(b)) for a in lons for b in lats]
-    for a, b in [corners[i] for i in rng.permutation(len(corners))[:per_kind]]:
-        out.append(("tile_corner", a + rng.uniform(-0.003, 0.003), b + rng.uniform(-0.003, 0.003)))
-    for _ in range(per_kind):
-        if rng.random() < 0.5 and lons.size:
-            out.append(("tile_border", float(rng.choice(lons)) + rng.uniform(-0.003, 0.003), float(rng.uniform(s, n))))
-        elif lats.size:
-            out.append(("tile_border", float(rng.uniform(w, e)), float(rng.choice(lats)) + rng.uniform(-0.003, 0.003)))
+
+    def covered(lo: float, la: float) -> bool:
+        return bool(np.isfinite(dem.sample([lo], [la])[0]))
+
+    k = 0
+    for i in rng.permutation(len(corners)):
+        a, b = corners[i]
+        lo, la = a + rng.uniform(-0.003, 0.003), b + rng.uniform(-0.003, 0.003)
+        if k < per_kind and covered(lo, la):
+            out.append(("tile_corner", lo, la))
+            k += 1
+    k = tries = 0
+    while k < per_kind and tries < 1000 and (lons.size or lats.size):
+        tries += 1
+        if (rng.random() < 0.5 and lons.size) or not lats.size:
+            lo, la = float(rng.choice(lons)) + rng.uniform(-0.003, 0.003), float(rng.uniform(s, n))
+        else:
+            lo, la = float(rng.uniform(w, e)), float(rng.choice(lats)) + rng.uniform(-0.003, 0.003)
+        if covered(lo, la):
+            out.append(("tile_border", lo, la))
+            k += 1
     return out
 
 
@@ -142,7 +157,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not Path(args.srtm).is_dir():
         raise NotBuiltError(f"no SRTM folder at {args.srtm}; pass --srtm DIR (e.g. ../shared/data/srtm3)")
     preset = get_preset(args.preset)
-    cfg = preset.render if not args.size_px else preset.with_overrides(render={"size_px": int(args.size_px)}).render
+    overrides: dict[str, Any] = {}
+    if args.size_px:
+        overrides["size_px"] = int(args.size_px)
+    if args.near_patch_cells is not None:
+        overrides["near_patch_cells"] = int(args.near_patch_cells)
+    cfg = preset.with_overrides(render=overrides).render if overrides else preset.render
     yaws, fov = preset.grid.yaws_deg, preset.grid.fov_deg
     with open_dem(str(args.srtm)) as dem:
         picks = pick_positions(dem, int(args.per_kind), int(args.seed))

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 PRESET_NAMES: tuple[str, ...] = ("paper", "cpu", "tiny")
 
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Preset:
     """Every setting of one run.

@@ -82,6 +82,7 @@ from crosslocate.render.terrain import (
     _index_range,
     _sample_heights,
     grid_transform,
+    lattice_map,
     level_distances_m,
     level_offset_m,
 )
@@ -662,8 +663,15 @@ def near_patch(dem: DEM, lon: float, lat: float, cells: int, spacing_m: float, r
     offs = np.arange(-n, n + 1, dtype=np.float64) * spacing_m
     xx, yy = np.meshgrid(offs, offs[::-1])
     dist = np.hypot(xx, yy)
-    az = np.degrees(np.arctan2(xx, yy))
-    plon, plat, _ = geodesy.WGS84_GEOD.fwd(np.full(xx.size, lon), np.full(xx.size, lat), az.ravel(), dist.ravel())
+
+    def geodesic(gx: npt.NDArray[np.float64], gy: npt.NDArray[np.float64]) -> tuple[Any, Any]:
+        az = np.degrees(np.arctan2(gx, gy)).ravel()
+        lo, la, _ = geodesy.WGS84_GEOD.fwd(np.full(az.size, lon), np.full(az.size, lat), az, np.hypot(gx, gy).ravel())
+        return np.reshape(lo, gx.shape), np.reshape(la, gx.shape)
+
+    # the same sub-lattice interpolation as the per-position pyramid (grid_transform), so the nodes agree
+    plon2, plat2 = lattice_map(offs, offs[::-1], geodesic)
+    plon, plat = plon2.ravel(), plat2.ravel()
     h = np.asarray(dem.sample(plon, plat), np.float64)
     valid = np.isfinite(h)
     z = np.full(h.shape, NODATA_Z_M, np.float64)

@@ -63,7 +63,7 @@ class RenderConfig:
     silhouette_rel_jump: float = 0.15
     modalities: tuple[Modality, ...] = field(default=ALL_MODALITIES)
     lod_cells: int = 256
-    near_patch_cells: int = 32
+    near_patch_cells: int = 64
     atlas: bool = True
 
     def __post_init__(self) -> None:

@@ -69,7 +69,7 @@ def render(backend_name, dem, poses, cfg, mods=ALL):
         from crosslocate.render.atlas import build_atlas, plan_atlas
         from crosslocate.render.views import ViewRenderer
 
-        cfg = replace(cfg, backend="cpu", modalities=mods, near_patch_cells=0 if backend_name == "cpu-atlas0" else 32)
+        cfg = replace(cfg, backend="cpu", modalities=mods, near_patch_cells=0 if backend_name == "cpu-atlas0" else 64)
         spec = plan_atlas([poses[0].lon], [poses[0].lat], dem.resolution_m, cfg.range_m, cfg.lod_cells)[0]
         atlas = build_atlas(dem, spec, cfg.refraction_k)
         with ViewRenderer(dem, cfg, atlases=[atlas]) as renderer:
