@@ -319,15 +319,23 @@ def plan_atlas(
     if lo.size == 0:
         raise RenderError("no camera positions to plan a terrain atlas for")
     lon_c, lat_c = _centre(lo, la)
-    x, y = geodesy.transform_xy(lo, la, WGS84_LONLAT, geodesy.aeqd_crs_wkt(lon_c, lat_c))
+    frame = geodesy.aeqd_crs_wkt(lon_c, lat_c)
+    x, y = geodesy.transform_xy(lo, la, WGS84_LONLAT, frame)
     nbx = max(1, math.ceil((x.max() - x.min()) / max_block_m))
     nby = max(1, math.ceil((y.max() - y.min()) / max_block_m))
-    bx = np.minimum(((x - x.min()) / max(x.max() - x.min(), 1e-9) * nbx).astype(int), nbx - 1)
-    by = np.minimum(((y - y.min()) / max(y.max() - y.min(), 1e-9) * nby).astype(int), nby - 1)
+    if nbx == nby == 1:
+        return [_spec_for(lo, la, spacing_m, range_m, lod_cells)]
+    ex = np.linspace(x.min(), x.max(), nbx + 1)
+    ey = np.linspace(y.min(), y.max(), nby + 1)
+    bx = np.clip(np.searchsorted(ex, x, side="right") - 1, 0, nbx - 1)
+    by = np.clip(np.searchsorted(ey, y, side="right") - 1, 0, nby - 1)
     specs = []
     for b in sorted(set(zip(bx.tolist(), by.tolist(), strict=True))):
         sel = (bx == b[0]) & (by == b[1])
-        specs.append(_spec_for(lo[sel], la[sel], spacing_m, range_m, lod_cells))
+        # the whole bin rectangle, so neighbouring blocks leave no gap between their camera boxes
+        gx, gy = np.meshgrid(np.linspace(ex[b[0]], ex[b[0] + 1], 5), np.linspace(ey[b[1]], ey[b[1] + 1], 5))
+        rlon, rlat = geodesy.transform_xy(gx.ravel(), gy.ravel(), frame, WGS84_LONLAT)
+        specs.append(_spec_for(np.r_[lo[sel], rlon], np.r_[la[sel], rlat], spacing_m, range_m, lod_cells))
     return specs
 
 

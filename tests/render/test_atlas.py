@@ -70,6 +70,13 @@ def test_plan_splits_wide_areas_into_blocks_that_hold_every_camera():
         xmin, ymin, xmax, ymax = spec.camera_box
         assert xmax - xmin <= 400_000.0 + 2.0 and ymax - ymin <= 400_000.0 + 2.0
     assert held.all()
+    # cameras between the planned ones (anywhere in their hull) are held too: blocks leave no gaps
+    i, j, t = rng.integers(0, 500, 3000), rng.integers(0, 500, 3000), rng.random(3000)
+    mlon, mlat = lon[i] + t * (lon[j] - lon[i]), lat[i] + t * (lat[j] - lat[i])
+    held = np.zeros(mlon.size, bool)
+    for spec in specs:
+        held |= spec.contains(*geodesy.transform_xy(mlon, mlat, "EPSG:4326", spec.crs_wkt))
+    assert held.all()
     assert len(plan_atlas(lon[:3] * 0 + 9.0, lat[:3] * 0 + 46.0, 90.0, 60_000.0, 256)) == 1
 
 
