@@ -460,10 +460,9 @@ def _screen_init(dem: Any, cfg: QuerySetConfig, atlas_specs: tuple[Any, ...] = (
 def screening_atlases(region: Any, dem: Any, cfg: QuerySetConfig) -> tuple[Any, ...]:
     """Terrain atlas specs covering ``region`` for the screening renders (prepared here, once per
     DEM and settings; ``()`` when the screening backend renders a pyramid per pose)."""
+    from crosslocate.dem.regions import get_region
     from crosslocate.render.atlas import ensure_atlas, plan_atlas
     from crosslocate.render.backends import uses_atlas
-
-    from crosslocate.dem.regions import get_region
 
     rc = cfg.screen_config()
     if not uses_atlas(rc):
