@@ -35,7 +35,7 @@ import shapely
 
 from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
 from crosslocate.dem.poses import Pose
-from crosslocate.dem.regions import Region, get_region, xy_to_lonlat
+from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, xy_to_lonlat
 from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,12 @@ class Query:
 
 
 def load_query_csv(
-    path: str | os.PathLike[str], *, dem: Any | None = None, height_m: float = QUERY_HEIGHT_M
+    path: str | os.PathLike[str],
+    *,
+    dem: Any | None = None,
+    height_m: float = QUERY_HEIGHT_M,
+    region: Region | str | None = None,
+    require_images: bool = False,
 ) -> list[Query]:
     """Read a query CSV.
 
@@ -72,15 +77,22 @@ def load_query_csv(
     path : path
         The CSV file.
     dem : DEM or None
-        Used only for rows with an empty ``alt_m``: altitude = DEM elevation + ``height_m``.
+        Used for rows with an empty ``alt_m``: altitude = DEM elevation + ``height_m``; with
+        ``region``, every row must also lie inside the DEM's coverage.
     height_m : float
         Camera height above the DEM for rows without ``alt_m``, metres.
+    region : Region, name or None
+        When given, every row's position must lie inside the region polygon (a query set for
+        training or evaluation in that region).
+    require_images : bool
+        Every image must exist and open as an image (PIL reads its header only).
 
     Raises
     ------
     QueryCSVError
-        Missing file/header/column, non-numeric or out-of-range value, or an empty ``alt_m``
-        that cannot be filled (no DEM, or outside its coverage); names the path and 1-based line.
+        Missing file/header/column, non-numeric or out-of-range value, an empty ``alt_m``
+        that cannot be filled (no DEM, or outside its coverage), and, as asked, a position
+        outside the region or DEM, or a missing or unreadable image; names the path and 1-based line.
     """
     path = Path(path)
     try:
@@ -106,7 +118,59 @@ def load_query_csv(
         if len(row) < len(header):
             raise QueryCSVError(path, line, f"{len(row)} fields, the header has {len(header)}")
         rows.append((line, row[col["image"]].strip(), _parse_numbers(path, line, row, col)))
-    return _make_queries(path, rows, dem, height_m)
+    queries = _make_queries(path, rows, dem, height_m)
+    lines = [line for line, _, _ in rows]
+    if region is not None:
+        _check_inside(path, lines, queries, get_region(region), dem)
+    if require_images:
+        for line, q in zip(lines, queries, strict=True):
+            _check_image(path, line, q.image)
+    return queries
+
+
+def _check_inside(path: Path, lines: list[int], queries: list[Query], region: Region, dem: Any | None) -> None:
+    """QueryCSVError at the first row outside ``region`` (or outside the DEM coverage, when a DEM is given)."""
+    lon, lat = queries_to_lonlat(queries)
+    x, y = lonlat_to_xy(lon, lat, region.crs_wkt)
+    outside = ~shapely.intersects_xy(region.polygon_xy(region.crs_wkt), x, y)
+    where = f"region {region.name!r}"
+    if not outside.any() and dem is not None:
+        outside, where = ~np.asarray(dem.covers(lon, lat), bool), f"the DEM coverage {tuple(dem.bounds_lonlat)}"
+    if outside.any():
+        k = int(np.flatnonzero(outside)[0])
+        raise QueryCSVError(
+            path, lines[k], f"lon {lon[k]!r}, lat {lat[k]!r} lies outside {where} ({int(outside.sum())} row(s) do)"
+        )
+
+
+def _check_image(path: Path, line: int, image: str) -> None:
+    """QueryCSVError when ``image`` is missing or does not open as an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(image).is_file():
+        raise QueryCSVError(path, line, f"image {image} does not exist")
+    try:
+        with Image.open(image) as im:
+            w, h = im.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise QueryCSVError(path, line, f"image {image} cannot be read as an image ({exc})") from exc
+    if w < 1 or h < 1:
+        raise QueryCSVError(path, line, f"image {image} is empty ({w} x {h} px)")
+
+
+def query_set_digest(queries: Sequence[Query], extra: bytes = b"") -> str:
+    """Hex sha256 identifying a query set: every pose (all seven numbers) and the bytes of every
+    image, in order, plus ``extra`` (e.g. the split codes). Independent of where the files lie."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for q in queries:
+        p = q.pose
+        h.update(np.array([p.lon, p.lat, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg], "<f8").tobytes())
+        with open(q.image, "rb") as fh:
+            h.update(hashlib.sha256(fh.read()).digest())
+    h.update(extra)
+    return h.hexdigest()
 
 
 def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -> dict[str, float]:
@@ -357,6 +421,7 @@ __all__ = [
     "Query",
     "load_query_csv",
     "queries_to_lonlat",
+    "query_set_digest",
     "sample_orientations",
     "sample_synthetic_poses",
     "write_query_csv",

@@ -475,11 +475,11 @@ def _query_curves(
 __all__ = [
     "BaselineResult",
     "chance_baseline",
+    "gravity_grid",
     "horizon_angles",
     "horizon_baseline",
     "horizon_distances",
     "horizon_elevation",
-    "gravity_grid",
     "horizon_grid",
     "photo_horizon_rows",
     "resample_horizon",

@@ -343,6 +343,10 @@ class EvalConfig:
         Approximate index parameters.
     horizon_max_shift_deg, horizon_grid_step_deg : float
         Horizon baseline: azimuth shift search half-range and angular grid step, degrees.
+    horizon_search_pitch_deg, horizon_search_roll_deg, horizon_search_step_deg : float
+        The horizon baseline without gravity (what a photo without IMU data gives): pitch and roll
+        are searched on a grid over ``[-pitch, pitch] x [-roll, roll]`` in steps of ``step``,
+        degrees (:func:`crosslocate.model.baselines.gravity_grid`; the synthetic photos' ranges).
     """
 
     thresholds_m: tuple[float, ...] = (20.0, 100.0, 1000.0)
@@ -359,6 +363,9 @@ class EvalConfig:
     hnsw_ef_search: int = 128
     horizon_max_shift_deg: float = 5.0
     horizon_grid_step_deg: float = 0.5
+    horizon_search_pitch_deg: float = 10.0
+    horizon_search_roll_deg: float = 5.0
+    horizon_search_step_deg: float = 2.0
 
     def __post_init__(self) -> None:
         thr = _numbers("EvalConfig.thresholds_m", self.thresholds_m)
@@ -380,6 +387,9 @@ class EvalConfig:
         _bools(self, "use_gpu")
         _positive("EvalConfig.horizon_max_shift_deg", self.horizon_max_shift_deg, allow_zero=True)
         _positive("EvalConfig.horizon_grid_step_deg", self.horizon_grid_step_deg)
+        _positive("EvalConfig.horizon_search_pitch_deg", self.horizon_search_pitch_deg, allow_zero=True)
+        _positive("EvalConfig.horizon_search_roll_deg", self.horizon_search_roll_deg, allow_zero=True)
+        _positive("EvalConfig.horizon_search_step_deg", self.horizon_search_step_deg)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field (tuples as lists)."""

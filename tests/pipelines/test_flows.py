@@ -19,6 +19,8 @@ from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, SPLIT_CODES, VIEW_DTYPE
 from crosslocate.dem.geodesy import aeqd_crs_wkt, transform_xy
 from crosslocate.dem.poses import Pose
+from crosslocate.model.checkpoint import check_run_record
+from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines import train as flow
 from crosslocate.pipelines.cli import main
 
@@ -100,8 +102,13 @@ def _save(path, net, *, optimizer, epoch, meta):
     )
 
 
-def _load(path, net, *, optimizer, map_location):
+def _read(path, map_location="cpu"):
     s = torch.load(path, map_location=map_location, weights_only=True)
+    return {**s, "meta": json.loads(s["meta"])}
+
+
+def _load(path, net, *, optimizer, map_location):
+    s = _read(path, map_location)
     net.load_state_dict(s["state"])
     if optimizer is not None:
         optimizer.load_state_dict(s["opt"])
@@ -111,7 +118,7 @@ def _load(path, net, *, optimizer, map_location):
 def _load_network(path, map_location):
     net = _Net()
     s = _load(path, net, optimizer=None, map_location=map_location)
-    return net, json.loads(s["meta"])
+    return net, s["meta"]
 
 
 @pytest.fixture
@@ -155,7 +162,7 @@ def world(tmp_path, monkeypatch):
         render=types.SimpleNamespace(size_px=SIZE, fov_deg=60.0),
         net=types.SimpleNamespace(),
         train=train_cfg,
-        eval=types.SimpleNamespace(batch_size=32),
+        eval=EvalConfig(batch_size=32),
     )
     built = []
 
@@ -182,7 +189,14 @@ def world(tmp_path, monkeypatch):
     )
     monkeypatch.setitem(sys.modules, "crosslocate.model.net", _fake("n", build_net=lambda cfg: _Net(cfg)))
     # the network is a fake, so its checkpoints are too (the real ones rebuild a RetrievalNet)
-    fake_ckpt = _fake("c", save_checkpoint=_save, load_checkpoint=_load, load_network=_load_network)
+    fake_ckpt = _fake(
+        "c",
+        save_checkpoint=_save,
+        load_checkpoint=_load,
+        load_network=_load_network,
+        read_checkpoint=_read,
+        check_run_record=check_run_record,
+    )
     monkeypatch.setitem(sys.modules, "crosslocate.model.checkpoint", fake_ckpt)
     import crosslocate.model
 
@@ -236,7 +250,21 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     # baseline finds the right position (3 km from the others) for (nearly) every test query
     assert horizon["1000"]["1"] >= 0.9 and horizon["1000"]["1"] > res["chance"]["1000"]["1"]
     assert "horizon" in res["baseline_info"] and res["baseline_info"]["horizon"]["queries_without_horizon"] == 0
-    assert "horizon" in out  # the summary table lists it
+    assert "horizon, true pitch/roll (IMU)" in out  # the summary table lists it
+    # the photos are level (pitch = roll = 0, on the search grid); searching 55 tilts on 16-px skylines
+    # lets a few wrong places fit too, but most test photos still find their place
+    searched = res["baselines"]["horizon_searched"]
+    assert 0.75 <= searched["1000"]["1"] <= horizon["1000"]["1"] and "horizon, pitch/roll searched" in out
+    info = res["baseline_info"]["horizon_searched"]
+    assert (
+        info["gravity_candidates"] == 11 * 5
+    )  # pitch -10..10, roll -4..4, step 2 and info["median_abs_pitch_error_deg"] <= 1.0
+    assert set(res["baselines_oriented"]) == set(res["baselines"]) and "chance_oriented" in res
+    # oriented chance by hand: the 12 views of the right position lie 0..330 deg; a query's yaw has
+    # 2 or 3 of them within 30 deg (3 only at exactly a multiple of 30), so 2/48 for these queries
+    assert res["chance_oriented"]["1000"]["1"] == pytest.approx(2 / 48)
+    assert "orientation-restricted" in out
+    assert res["query_set"]["source"] == "synthetic" and res["query_set"]["n_queries"] == len(world.queries)
     assert len(list((run / "descriptors").glob("*.npy"))) == 4
     for png in res["plots"]:
         assert png.endswith(".png")
@@ -271,6 +299,39 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert [c["rank"] for c in loc["candidates"]] == [1, 2, 3, 4, 5]
     d = [c["descriptor_distance"] for c in loc["candidates"]]
     assert d == sorted(d) and (tmp_path / "loc" / "localize_map.png").exists()
+
+
+def test_benchmark_refuses_an_unfinished_run_and_another_query_set(world, capsys):
+    work = str(world.work)
+    args = ["--region", "demo", "--preset", "tiny", "--work", work]
+    assert main(["train", *args]) == 0
+    run = world.work / "demo" / "runs" / "tiny"
+    ckpt = run / "checkpoint.pt"
+    saved = torch.load(ckpt, weights_only=True)
+    meta = json.loads(saved["meta"])
+    assert meta["finished"] is True and meta["epochs_planned"] == 3 and meta["query_set"]["n_queries"] == 48
+
+    def rewrite(**changes):
+        torch.save({**saved, "meta": json.dumps({**meta, **changes})}, ckpt)
+
+    rewrite(finished=False)  # as if killed after epoch 2 of 3
+    assert main(["benchmark", *args]) == 2
+    assert "stopped after epoch" in capsys.readouterr().err and not (run / "results.json").exists()
+    rewrite(query_set={**meta["query_set"], "id": "0" * 64})
+    assert main(["benchmark", *args]) == 2
+    assert "another query set" in capsys.readouterr().err
+    rewrite(run_id="another run")  # best.pt no longer belongs to checkpoint.pt's run
+    assert main(["benchmark", *args]) == 2
+    assert "another training run" in capsys.readouterr().err
+    rewrite()
+    assert main(["benchmark", *args]) == 0 and (run / "results.json").is_file()
+    # one photo changes: the query set is another one, the trained run is refused
+    photo = world.queries[0].image
+    from PIL import Image
+
+    Image.new("RGB", (SIZE, SIZE), (1, 2, 3)).save(photo)
+    assert main(["benchmark", *args]) == 2
+    assert "another query set" in capsys.readouterr().err
 
 
 def test_bench_search_overlap_recall_by_hand():
