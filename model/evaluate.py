@@ -265,7 +265,8 @@ def chance_recall_from_counts(counts: npt.ArrayLike, n_db: int, ns: Sequence[int
             + gammaln(n_db - nn + 1),
             -np.inf,
         )
-        out[int(n)] = float(np.mean(1.0 - np.exp(log_ratio)))
+        # c_q = 0 gives exactly 0 (the log-gamma terms cancel only up to rounding)
+        out[int(n)] = float(np.mean(np.where(c > 0, np.clip(1.0 - np.exp(log_ratio), 0.0, 1.0), 0.0)))
     return out
 
 

@@ -215,3 +215,12 @@ def test_recall_interval_matches_the_binomial_and_widens_with_groups():
     assert sure == {1: (1.0, 1.0), 5: (1.0, 1.0)}
     with pytest.raises(ConfigError, match="groups"):
         recall_interval(dist, np.arange(3), 1000.0, [1])
+
+
+def test_chance_recall_is_exactly_zero_without_a_correct_view():
+    """No view within the threshold: chance is 0 at every N, not +-1e-15 from log-gamma rounding."""
+    db_xy = np.stack([5000.0 + 100.0 * np.arange(36), np.zeros(36)], axis=1)
+    q_xy = np.array([[0.0, 0.0], [5000.0, 0.0]])  # q1 has exactly one correct view (c = 1)
+    got = evaluate.chance_recall(q_xy, db_xy, (20.0,), range(1, 37))[20.0]
+    assert got == {n: pytest.approx((0.0 + n / 36) / 2, abs=1e-12) for n in range(1, 37)}
+    assert evaluate.chance_recall(q_xy[:1], db_xy, (20.0,), range(1, 37))[20.0] == dict.fromkeys(range(1, 37), 0.0)
