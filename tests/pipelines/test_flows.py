@@ -201,7 +201,7 @@ def world(tmp_path, monkeypatch):
     import crosslocate.model
 
     monkeypatch.setattr(crosslocate.model, "checkpoint", fake_ckpt, raising=False)
-    return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work")
+    return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work", preset=preset)
 
 
 def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
@@ -332,6 +332,41 @@ def test_benchmark_refuses_an_unfinished_run_and_another_query_set(world, capsys
     Image.new("RGB", (SIZE, SIZE), (1, 2, 3)).save(photo)
     assert main(["benchmark", *args]) == 2
     assert "another query set" in capsys.readouterr().err
+
+
+def test_benchmark_evaluates_with_the_presets_eval_config(world, monkeypatch, capsys):
+    """Thresholds, N, yaw limit, FOV bins and the index kind of EvalConfig reach every table."""
+    from crosslocate.model import search
+
+    kinds = []
+    real = search.build_index
+
+    def spy(db, kind="flat", *args, **kwargs):
+        kinds.append(kind)
+        return real(db, kind, *args, **kwargs)
+
+    monkeypatch.setattr(search, "build_index", spy)
+    world.preset.eval = EvalConfig(
+        batch_size=32, thresholds_m=(500.0, 4000.0), max_n=7, orient_max_yaw_deg=10.0, fov_bins_deg=(0.0, 90.0),
+        index="hnsw",
+    )  # fmt: skip
+    assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", str(world.work)]) == 0
+    res = json.loads((world.work / "demo" / "runs" / "tiny" / "results.json").read_text())
+    assert kinds and set(kinds) == {"hnsw"}  # the network's and the untrained network's searches
+    tables = [res["recall"], res["recall_oriented"], res["chance"], res["chance_oriented"]]
+    tables += [*res["baselines"].values(), *res["baselines_oriented"].values()]
+    for table in tables:
+        assert set(table) == {"500", "4000"} and set(table["500"]) == {str(n) for n in range(1, 8)}
+    assert set(res["per_fov"]) == {"0-90"} and res["oriented_max_yaw_deg"] == 10.0
+    assert set(res["recall_ci95"]["4000"]) == {"1", "5"}  # the interval N values up to K = 7
+    # 4 test positions 3 km apart on a line, 12 yaws each, 3 queries each: within 4 km a query's own
+    # position and its neighbours count, 24 of 48 views at the line's 2 ends, 36 at the 2 middle ones
+    assert res["chance"]["4000"]["1"] == pytest.approx((6 * 24 + 6 * 36) / 12 / 48)
+    # oriented: a query's yaw is within 8 deg of one database yaw, so within 10 deg one view per
+    # counted position: (6 * 2 + 6 * 3) / 12 / 48 at 4 km, 1/48 at 500 m (its own position only)
+    assert res["chance_oriented"]["4000"]["1"] == pytest.approx((6 * 2 + 6 * 3) / 12 / 48)
+    assert res["chance_oriented"]["500"]["1"] == pytest.approx(1 / 48)
+    assert "R@1 4km" in capsys.readouterr().out  # no 1 km threshold: the table uses the largest
 
 
 def test_bench_search_overlap_recall_by_hand():
