@@ -7,13 +7,11 @@ shard (16 positions, 64 views of 64 px, 8 shards) and run in-process (``sync``).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,30 +34,13 @@ def tiny_preset(**render):
     )
 
 
-def _region_file(path: Path, w, s, e, n) -> str:
-    poly = [[[w, s], [e, s], [e, n], [w, n], [w, s]]]
-    path.write_text(
-        json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": poly}})
-    )
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
+def tiny_world(tiny_dem, region_file):
     """(dem path, region path inside the DEM, region path half outside the DEM)."""
-    from crosslocate.dem.sources import open_dem
-    from crosslocate.dem.sources.geotiff import write_geotiff
-    from crosslocate.dem.sources.synthetic import AlpineParams, generate_alpine
-
-    root = tmp_path_factory.mktemp("tiny_world")
-    p = AlpineParams(extent_m=8000.0, spacing_m=100.0, erosion_iterations=2)
-    z, transform, tags = generate_alpine(p)
-    dem_path = write_geotiff(root / "dem.tif", z, transform, p.crs, tags=tags)
-    with open_dem(str(dem_path)) as dem:
-        w, s, e, n = dem.bounds_lonlat
+    dem_path, (w, s, e, n), root = tiny_dem
     dx, dy = 0.1 * (e - w), 0.1 * (n - s)
-    inside = _region_file(root / "tinyreg.geojson", w + dx, s + dy, e - dx, n - dy)
-    outside = _region_file(root / "halfout.geojson", w + dx, s + dy, e + 5 * dx, n - dy)
+    inside = region_file(root / "tinyreg.geojson", w + dx, s + dy, e - dx, n - dy)
+    outside = region_file(root / "halfout.geojson", w + dx, s + dy, e + 5 * dx, n - dy)
     return str(dem_path), inside, outside
 
 

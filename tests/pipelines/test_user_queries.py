@@ -30,31 +30,15 @@ YAWS = (0.0, 90.0, 180.0, 270.0)
 HEADER = "image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg\n"
 
 
-def _region_file(path: Path, w: float, s: float, e: float, n: float) -> str:
-    poly = [[[w, s], [e, s], [e, n], [w, n], [w, s]]]
-    path.write_text(
-        json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": poly}})
-    )
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def photo_world(tmp_path_factory):
+def photo_world(tiny_dem, region_file, tmp_path_factory):
     """(dem path, region path, csv path, lon/lat of the photos, preset)."""
     from PIL import Image
 
-    from crosslocate.dem.sources import open_dem
-    from crosslocate.dem.sources.geotiff import write_geotiff
-    from crosslocate.dem.sources.synthetic import AlpineParams, generate_alpine
-
+    dem_path, (w, s, e, n), _ = tiny_dem
     root = tmp_path_factory.mktemp("photo_world")
-    p = AlpineParams(extent_m=8000.0, spacing_m=100.0, erosion_iterations=2)
-    z, transform, tags = generate_alpine(p)
-    dem_path = write_geotiff(root / "dem.tif", z, transform, p.crs, tags=tags)
-    with open_dem(str(dem_path)) as dem:
-        w, s, e, n = dem.bounds_lonlat
     dx, dy = 0.1 * (e - w), 0.1 * (n - s)
-    region = _region_file(root / "valley.geojson", w + dx, s + dy, e - dx, n - dy)
+    region = region_file(root / "valley.geojson", w + dx, s + dy, e - dx, n - dy)
     (root / "photos").mkdir()
     rows, lonlat = [], []
     rng = np.random.default_rng(0)
@@ -77,7 +61,7 @@ def photo_world(tmp_path_factory):
         grid={"spacing_m": 1500.0, "split_block_m": 2000.0, "split_buffer_m": 200.0, "yaws_deg": YAWS},
         train={"epochs": 1, "max_tuples": 8},
     )
-    return str(dem_path), region, csv, np.array(lonlat), preset
+    return dem_path, region, csv, np.array(lonlat), preset
 
 
 def test_photo_csv_trains_and_benchmarks_with_its_own_splits(photo_world, tmp_path, monkeypatch):
