@@ -19,7 +19,10 @@ API
   from database depth (via :func:`crosslocate.datasets.derived.horizon_line`);
   ``horizon_angles(rows, fov_deg, height_px, pitch_deg, roll_deg)`` the same for a camera of known
   gravity (resample/baseline take per-view pitch/roll); ``photo_horizon_rows(rgb) -> (W,)`` the
-  sky/terrain boundary of an RGB photo (:func:`sky_mask_rgb` + a per-column best split).
+  sky/terrain boundary of an RGB photo (:func:`sky_mask_rgb` + a per-column best split);
+  ``gravity_grid(pitch_max, roll_max, step) -> (P, 2)`` candidate tilts for
+  ``horizon_baseline(..., gravity_search=...)``, which searches pitch/roll per (query, view) pair
+  for photos without a gravity sensor.
 
 ``BaselineResult.indices`` is (M, K) int64 best first, like a descriptor search, so
 :mod:`crosslocate.model.evaluate` scores every baseline the same way.

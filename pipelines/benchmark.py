@@ -154,9 +154,8 @@ def prepare_benchmark(
     choose the checkpoint to evaluate; a checkpoint of an unfinished run, of another query set or
     of another run is refused (:func:`crosslocate.model.checkpoint.check_run_record`)."""
     from crosslocate.dem.regions import get_region
-    from crosslocate.model import checkpoint
     from crosslocate.model.device import resolve_device
-    from crosslocate.model.train import BEST_NAME, CHECKPOINT_NAME
+    from crosslocate.model.train import CHECKPOINT_NAME
     from crosslocate.pipelines import train as flow
 
     t0 = time.perf_counter()
@@ -175,14 +174,7 @@ def prepare_benchmark(
     queries = flow.flow_queries(region, dem_src, preset, paths)
     splits = flow.query_splits(queries, reg, preset.grid)
     record = flow.query_set_record(queries, splits, paths)
-    last = checkpoint.read_checkpoint(ckpt)["meta"]
-    checkpoint.check_run_record(ckpt, last, query_set_id=record["id"])
-    best = paths.run / BEST_NAME  # selected on validation recall (train.BEST_NAME); else the last epoch
-    if best.exists():
-        meta = checkpoint.read_checkpoint(best)["meta"]
-        checkpoint.check_run_record(best, meta, query_set_id=record["id"], finished=False, run_id=last["run_id"])
-        logger.info("evaluating %s (best validation epoch) rather than the last epoch", best)
-        ckpt = best
+    ckpt = checkpoint_to_evaluate(paths.run, record["id"])
     dbs = flow.ensure_databases(("uniform",), preset, region, dem_src, paths, queries)
     test = splits == SPLIT_CODES["test"]
     if not test.any():
@@ -194,6 +186,25 @@ def prepare_benchmark(
     return BenchmarkInputs(
         preset=preset, paths=paths, qset=qset, pool=pool, checkpoint=ckpt, query_set=record, device=dev
     )
+
+
+def checkpoint_to_evaluate(run: Path, query_set_id: str) -> Path:
+    """``best.pt`` of the run folder (chosen on validation, :data:`crosslocate.model.train.BEST_NAME`)
+    when present, else ``checkpoint.pt``; :class:`~crosslocate.errors.CheckpointError` when the run
+    did not finish, was trained on another query set, or ``best.pt`` is another run's."""
+    from crosslocate.model import checkpoint
+    from crosslocate.model.train import BEST_NAME, CHECKPOINT_NAME
+
+    last = run / CHECKPOINT_NAME
+    meta = checkpoint.read_checkpoint(last)["meta"]
+    checkpoint.check_run_record(last, meta, query_set_id=query_set_id)
+    best = run / BEST_NAME
+    if not best.exists():
+        return last
+    best_meta = checkpoint.read_checkpoint(best)["meta"]
+    checkpoint.check_run_record(best, best_meta, query_set_id=query_set_id, finished=False, run_id=meta["run_id"])
+    logger.info("evaluating %s (best validation epoch) rather than the last epoch", best)
+    return best
 
 
 def _descriptors(inp: BenchmarkInputs, net: Any, key: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
@@ -523,6 +534,7 @@ __all__ = [
     "BenchmarkInputs",
     "benchmark_results",
     "cached_descriptors",
+    "checkpoint_to_evaluate",
     "horizon_rankings",
     "prepare_benchmark",
     "run_benchmark",
