@@ -335,6 +335,8 @@ def run_train(
         "init": getattr(net, "init_source", None),
         "device": str(dev),
     }
+    if resume:
+        _check_resumable(paths.run, meta["query_set"]["id"])
     paths.run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = train(net, trainq, pool, tcfg, paths.run, dev, val=val, resume=resume, meta=meta)
@@ -352,6 +354,17 @@ def run_train(
     }
     (paths.run / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _check_resumable(run: Path, query_set_id: str) -> None:
+    """Refuse ``--resume`` of a run trained on another query set (or one without run records)."""
+    from crosslocate.model import checkpoint
+    from crosslocate.model.train import CHECKPOINT_NAME
+
+    ckpt = run / CHECKPOINT_NAME
+    if ckpt.exists():
+        meta = checkpoint.read_checkpoint(ckpt)["meta"]
+        checkpoint.check_run_record(ckpt, meta, query_set_id=query_set_id, finished=False)
 
 
 def resolve_preset(preset: Any) -> Any:

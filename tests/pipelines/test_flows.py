@@ -332,6 +332,8 @@ def test_benchmark_refuses_an_unfinished_run_and_another_query_set(world, capsys
     Image.new("RGB", (SIZE, SIZE), (1, 2, 3)).save(photo)
     assert main(["benchmark", *args]) == 2
     assert "another query set" in capsys.readouterr().err
+    assert main(["train", *args, "--resume"]) == 2  # nor is it continued on the new photos
+    assert "another query set" in capsys.readouterr().err
 
 
 def test_benchmark_evaluates_with_the_presets_eval_config(world, monkeypatch, capsys):
