@@ -46,6 +46,8 @@ from crosslocate.model.config import EvalConfig
 
 logger = logging.getLogger(__name__)
 
+#: Key of the trained network's ranking among :func:`benchmark_results`' rankings.
+NETWORK = "network"
 #: The paper's numbers (CrossLocate, WACV 2022, Switzerland uniform test database, 1 km).
 PAPER_R1_1KM: float = 0.3866
 PAPER_R100_1KM: float = 0.7262
@@ -219,12 +221,14 @@ def _descriptors(inp: BenchmarkInputs, net: Any, key: str) -> tuple[npt.NDArray[
     return db, cached_descriptors(net, inp.qset.dataset, inp.device, qfile, batch_size=bs)
 
 
-def benchmark_results(inp: BenchmarkInputs, timings: dict[str, float]) -> tuple[dict[str, Any], npt.NDArray[np.int64]]:
+def benchmark_results(
+    inp: BenchmarkInputs, timings: dict[str, float]
+) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.int64]]]:
     """Descriptors, search and every recall table of the network and the baselines, all through
     :func:`crosslocate.model.evaluate.evaluate_retrieval` with the preset's EvalConfig.
 
-    Returns the ``results.json`` content (plots and total time not yet added) and the network's
-    (Q, k) ranking of pool rows.
+    Returns the ``results.json`` content (plots and total time not yet added) and the (Q, k)
+    rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name.
     """
     from crosslocate.datasets.transforms import INPUT_ENCODING
     from crosslocate.model import checkpoint, evaluate
@@ -250,7 +254,7 @@ def benchmark_results(inp: BenchmarkInputs, timings: dict[str, float]) -> tuple[
     spots = spot_ids(qset.dataset.queries)
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     ours = evaluate.evaluate_retrieval(idx, *geometry, cfg, groups=spots)
-    rankings = {"untrained": _ranking(u_db, u_q, k, cfg)}
+    rankings = {NETWORK: idx, "untrained": _ranking(u_db, u_q, k, cfg)}
     info: dict[str, Any] = {"untrained": {"init": init}}
     t0 = time.perf_counter()
     try:
@@ -260,7 +264,11 @@ def benchmark_results(inp: BenchmarkInputs, timings: dict[str, float]) -> tuple[
         logger.warning("horizon baselines skipped: %s", exc)
         info["horizon"] = {"skipped": str(exc)}
     timings["horizon_s"] = round(time.perf_counter() - t0, 2)
-    baselines = {name: evaluate.evaluate_retrieval(r, *geometry, cfg, chance=False) for name, r in rankings.items()}
+    baselines = {
+        name: evaluate.evaluate_retrieval(r, *geometry, cfg, chance=False)
+        for name, r in rankings.items()
+        if name != NETWORK
+    }
     results: dict[str, Any] = {
         **ours,
         "baselines": {name: b["recall"] for name, b in baselines.items()},
@@ -289,7 +297,7 @@ def benchmark_results(inp: BenchmarkInputs, timings: dict[str, float]) -> tuple[
             "recall@100_1km": PAPER_R100_1KM,
         },
     }
-    return results, idx
+    return results, rankings
 
 
 def run_benchmark(
@@ -308,8 +316,9 @@ def run_benchmark(
     inp = prepare_benchmark(
         region, dem_src, preset_name, work, modality=modality, device=device, queries_csv=queries_csv, timings=timings
     )
-    results, idx = benchmark_results(inp, timings)
-    results["plots"] = _plots(results, inp.qset, inp.pool, idx, inp.paths.run, spot_ids(inp.qset.dataset.queries))
+    results, rankings = benchmark_results(inp, timings)
+    spots = spot_ids(inp.qset.dataset.queries)
+    results["plots"] = _plots(results, inp.qset, inp.pool, rankings[NETWORK], inp.paths.run, spots)
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
     out = inp.paths.run / "results.json"
@@ -531,6 +540,7 @@ def summary_table(results: dict[str, Any]) -> str:
 
 __all__ = [
     "BASELINE_LABELS",
+    "NETWORK",
     "BenchmarkInputs",
     "benchmark_results",
     "cached_descriptors",
