@@ -20,7 +20,7 @@ API
   ``horizon_angles(rows, fov_deg, height_px, pitch_deg, roll_deg)`` the same for a camera of known
   gravity (resample/baseline take per-view pitch/roll); ``photo_horizon_rows(rgb) -> (W,)`` the
   sky/terrain boundary of an RGB photo (:func:`sky_mask_rgb` + a per-column best split);
-  ``gravity_grid(pitch_max, roll_max, step) -> (P, 2)`` candidate tilts for
+  ``gravity_grid(pitch_max, roll_max, pitch_step, roll_step) -> (P, 2)`` candidate tilts for
   ``horizon_baseline(..., gravity_search=...)``, which searches pitch/roll per (query, view) pair
   for photos without a gravity sensor.
 
@@ -227,23 +227,30 @@ def horizon_grid(db_fov_deg: float = 60.0, step_deg: float = 0.5) -> npt.NDArray
     return np.arange(-half, half + 1) * float(step_deg)
 
 
-def gravity_grid(pitch_max_deg: float, roll_max_deg: float, step_deg: float) -> npt.NDArray[np.float64]:
-    """(P, 2) float64 candidate (pitch, roll) pairs, degrees: every multiple of ``step_deg`` within
-    ``[-pitch_max_deg, pitch_max_deg] x [-roll_max_deg, roll_max_deg]`` (0 included), pitch-major.
+def gravity_grid(
+    pitch_max_deg: float, roll_max_deg: float, pitch_step_deg: float, roll_step_deg: float | None = None
+) -> npt.NDArray[np.float64]:
+    """(P, 2) float64 candidate (pitch, roll) pairs, degrees: the multiples of ``pitch_step_deg``
+    within ``[-pitch_max_deg, pitch_max_deg]`` times those of ``roll_step_deg`` (default: the pitch
+    step) within ``[-roll_max_deg, roll_max_deg]``, 0 included, pitch-major.
 
-    The camera gravity a horizon match searches when the photo has none (no IMU): a search
-    step ``s`` leaves at most ``s / 2`` of pitch and of roll unexplained.
+    The camera gravity a horizon match searches when the photo has none (no IMU): a step ``s``
+    leaves at most ``s / 2`` of that angle unexplained. A pitch error moves a skyline mostly up or
+    down as a whole, which ``horizon_baseline(..., subtract_mean=True)`` removes exactly, so with
+    it the pitch step can be coarse; a roll error tilts the skyline and needs a fine step.
     """
-    if step_deg <= 0 or pitch_max_deg < 0 or roll_max_deg < 0:
+    roll_step = pitch_step_deg if roll_step_deg is None else roll_step_deg
+    if pitch_step_deg <= 0 or roll_step <= 0 or pitch_max_deg < 0 or roll_max_deg < 0:
         raise ConfigError(
-            f"gravity_grid needs step_deg > 0 and non-negative ranges, got {step_deg}, {pitch_max_deg}, {roll_max_deg}"
+            f"gravity_grid needs positive steps and non-negative ranges, got steps {pitch_step_deg}, {roll_step} "
+            f"and ranges {pitch_max_deg}, {roll_max_deg}"
         )
 
-    def axis(half: float) -> npt.NDArray[np.float64]:
-        n = int(np.floor(half / step_deg + 1e-9))
-        return np.arange(-n, n + 1) * float(step_deg)
+    def axis(half: float, step: float) -> npt.NDArray[np.float64]:
+        n = int(np.floor(half / step + 1e-9))
+        return np.arange(-n, n + 1) * float(step)
 
-    pitch, roll = np.meshgrid(axis(pitch_max_deg), axis(roll_max_deg), indexing="ij")
+    pitch, roll = np.meshgrid(axis(pitch_max_deg, pitch_step_deg), axis(roll_max_deg, roll_step), indexing="ij")
     return np.stack([pitch.ravel(), roll.ravel()], axis=1)
 
 

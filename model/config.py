@@ -343,10 +343,19 @@ class EvalConfig:
         Approximate index parameters.
     horizon_max_shift_deg, horizon_grid_step_deg : float
         Horizon baseline: azimuth shift search half-range and angular grid step, degrees.
-    horizon_search_pitch_deg, horizon_search_roll_deg, horizon_search_step_deg : float
+    horizon_search_pitch_deg, horizon_search_roll_deg : float
         The horizon baseline without gravity (what a photo without IMU data gives): pitch and roll
-        are searched on a grid over ``[-pitch, pitch] x [-roll, roll]`` in steps of ``step``,
-        degrees (:func:`crosslocate.model.baselines.gravity_grid`; the synthetic photos' ranges).
+        are searched within ``[-pitch, pitch] x [-roll, roll]``, degrees (the synthetic photos'
+        ranges; :func:`crosslocate.model.baselines.gravity_grid`).
+    horizon_search_pitch_step_deg, horizon_search_roll_step_deg : float
+        Grid steps of that search, degrees.
+    horizon_search_subtract_mean : bool
+        Remove the mean elevation offset of each skyline pair in that search, so the pitch left
+        between pitch grid points costs nothing. On depth-rendered skylines of 40 random demo-DEM
+        photo spots (pitch within 10, roll within 5 deg) against 12 views at each spot
+        (2026-12-02): true gravity R@1 75%; assumed level 10%; 2 x 2 deg grid 42.5%; 1 x 1 deg
+        (231 candidates) 60%; these defaults (5 deg pitch, 1 deg roll, mean removed; 55
+        candidates) 75%.
     """
 
     thresholds_m: tuple[float, ...] = (20.0, 100.0, 1000.0)
@@ -365,7 +374,9 @@ class EvalConfig:
     horizon_grid_step_deg: float = 0.5
     horizon_search_pitch_deg: float = 10.0
     horizon_search_roll_deg: float = 5.0
-    horizon_search_step_deg: float = 2.0
+    horizon_search_pitch_step_deg: float = 5.0
+    horizon_search_roll_step_deg: float = 1.0
+    horizon_search_subtract_mean: bool = True
 
     def __post_init__(self) -> None:
         thr = _numbers("EvalConfig.thresholds_m", self.thresholds_m)
@@ -389,7 +400,9 @@ class EvalConfig:
         _positive("EvalConfig.horizon_grid_step_deg", self.horizon_grid_step_deg)
         _positive("EvalConfig.horizon_search_pitch_deg", self.horizon_search_pitch_deg, allow_zero=True)
         _positive("EvalConfig.horizon_search_roll_deg", self.horizon_search_roll_deg, allow_zero=True)
-        _positive("EvalConfig.horizon_search_step_deg", self.horizon_search_step_deg)
+        _positive("EvalConfig.horizon_search_pitch_step_deg", self.horizon_search_pitch_step_deg)
+        _positive("EvalConfig.horizon_search_roll_step_deg", self.horizon_search_roll_step_deg)
+        _bools(self, "horizon_search_subtract_mean")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field (tuples as lists)."""

@@ -344,8 +344,9 @@ def horizon_rankings(
     ``horizon``: the query's known gravity (pose pitch/roll, as a phone's IMU gives; yaw and
     position stay unknown), an upper bound. ``horizon_searched``: no gravity; pitch and roll are
     searched per (query, view) pair on :func:`crosslocate.model.baselines.gravity_grid` of
-    ``EvalConfig.horizon_search_*`` (what a photo without sensor data gives); its info adds the
-    median error of the chosen pitch/roll against the truth.
+    ``EvalConfig.horizon_search_*``, the mean elevation offset removed (what a photo without sensor
+    data gives); its info adds the median error of the chosen pitch (grid-coarse when the mean is
+    removed) and roll against the truth.
 
     Database curves come from the views' depth (:func:`crosslocate.datasets.derived.horizon_line`,
     read view by view whatever modality the network uses); query curves from the original photos
@@ -389,9 +390,12 @@ def horizon_rankings(
     true_pr = np.array([[p.pitch_deg, p.roll_deg] for p in poses], np.float64).reshape(-1, 2)
     known = horizon_baseline(**common, q_pitch_deg=true_pr[:, 0], q_roll_deg=true_pr[:, 1])
     grid = gravity_grid(
-        eval_cfg.horizon_search_pitch_deg, eval_cfg.horizon_search_roll_deg, eval_cfg.horizon_search_step_deg
+        eval_cfg.horizon_search_pitch_deg,
+        eval_cfg.horizon_search_roll_deg,
+        eval_cfg.horizon_search_pitch_step_deg,
+        eval_cfg.horizon_search_roll_step_deg,
     )
-    searched = horizon_baseline(**common, gravity_search=grid)
+    searched = horizon_baseline(**common, gravity_search=grid, subtract_mean=eval_cfg.horizon_search_subtract_mean)
     err = np.abs(searched.gravity_deg - true_pr) if searched.gravity_deg is not None else np.full((0, 2), np.nan)
     ok = np.isfinite(err).all(axis=1)
     out = {
@@ -408,7 +412,8 @@ def horizon_rankings(
                 "gravity_grid_deg": {
                     "pitch_max": eval_cfg.horizon_search_pitch_deg,
                     "roll_max": eval_cfg.horizon_search_roll_deg,
-                    "step": eval_cfg.horizon_search_step_deg,
+                    "pitch_step": eval_cfg.horizon_search_pitch_step_deg,
+                    "roll_step": eval_cfg.horizon_search_roll_step_deg,
                 },
                 "median_abs_pitch_error_deg": float(np.median(err[ok, 0])) if ok.any() else None,
                 "median_abs_roll_error_deg": float(np.median(err[ok, 1])) if ok.any() else None,

@@ -259,8 +259,12 @@ def test_gravity_grid_covers_the_ranges():
     g = B.gravity_grid(4.0, 2.0, 2.0)
     assert g.shape == (5 * 3, 2) and [0.0, 0.0] in g.tolist()  # pitch -4..4, roll -2..2, step 2
     assert g[:, 0].min() == -4.0 and g[:, 1].max() == 2.0
+    g = B.gravity_grid(10.0, 5.0, 5.0, 1.0)
+    assert sorted(set(g[:, 0])) == [-10.0, -5.0, 0.0, 5.0, 10.0] and sorted(set(g[:, 1])) == list(range(-5, 6))
     with pytest.raises(ConfigError):
         B.gravity_grid(4.0, 2.0, 0.0)
+    with pytest.raises(ConfigError):
+        B.gravity_grid(4.0, 2.0, 1.0, -1.0)
 
 
 def test_horizon_baseline_gravity_search_recovers_an_unknown_pitch_and_roll():
@@ -282,3 +286,11 @@ def test_horizon_baseline_gravity_search_recovers_an_unknown_pitch_and_roll():
     coarse = B.horizon_baseline(q_rows, 40.0, 60, 3, gravity_search=B.gravity_grid(10.0, 5.0, 2.0), **common)
     assert coarse.indices[:, 0].tolist() == list(range(n_places))
     assert np.abs(coarse.gravity_deg - [pitch, roll]).max() <= 1.0 + 1e-9
+    # pitch on a 5 deg grid (6 deg is 1 deg off it), roll on 1 deg, the mean offset removed: the
+    # pitch left over is almost a uniform shift of the skyline, and the places are found near-exactly
+    mean = B.horizon_baseline(
+        q_rows, 40.0, 60, 3, gravity_search=B.gravity_grid(10.0, 5.0, 5.0, 1.0), subtract_mean=True, **common
+    )
+    assert mean.indices[:, 0].tolist() == list(range(n_places)) and mean.distances[:, 0].max() < 0.01
+    np.testing.assert_allclose(mean.gravity_deg[:, 1], roll)  # roll is on the grid
+    assert np.abs(mean.gravity_deg[:, 0] - pitch).max() <= 2.5  # pitch only to the grid's half step
