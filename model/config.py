@@ -351,12 +351,11 @@ class EvalConfig:
         Grid steps of that search, degrees.
     horizon_search_subtract_mean : bool
         Remove the mean elevation offset of each skyline pair in that search, so the pitch left
-        between pitch grid points costs nothing. On depth-rendered skylines of 40 random demo-DEM
-        photo spots (pitch within 10, roll within 5 deg) against 12 views at each spot
-        (2026-12-02): true gravity R@1 75%; assumed level 10%; 2 x 2 deg grid 42.5%; 1 x 1 deg
-        (231 candidates) 60%; these defaults (5 deg pitch, 1 deg roll, mean removed; 55
-        candidates) 75%. Checked on 60 other spots: true 53%, these defaults 52%, 2 x 2 deg 25%,
-        level 5%.
+        between pitch grid points costs nothing. ``crosslocate bench gravity`` (depth-rendered
+        skylines of random demo-DEM photo spots, pitch within 10 and roll within 5 deg, against 12
+        views at each spot; docs/bench/gravity*.json, 2026-12-02), R@1 at 40 spots: true gravity
+        75%, these defaults (5 deg pitch, 1 deg roll, mean removed; 55 candidates) 75%, a 2 x 2 deg
+        grid without it 42.5%, assumed level 10%; at 60 other spots: 53%, 52%, 25%, 5%.
     """
 
     thresholds_m: tuple[float, ...] = (20.0, 100.0, 1000.0)
