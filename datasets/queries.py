@@ -10,11 +10,14 @@ CSV format (UTF-8, header row required, extra columns ignored, column order free
 * ``lat``/``lon``: degrees, EPSG:4326. ``alt_m``: camera altitude in metres above the DEM datum;
   may be empty, then the camera is placed ``height_m`` (1.7 m) above the DEM at load time
   (a DEM is needed then).
-* ``yaw_deg`` (clockwise from north), ``pitch_deg``, ``roll_deg``, ``fov_deg`` (horizontal, in
-  (0, 180)): see :mod:`crosslocate.dem.poses`.
+* ``yaw_deg`` (clockwise from north), ``pitch_deg``, ``roll_deg``, ``fov_deg`` (horizontal, within
+  :data:`QUERY_FOV_RANGE_DEG`): see :mod:`crosslocate.dem.poses`.
 
 Every malformed row raises :class:`~crosslocate.errors.QueryCSVError` with the path and the
-1-based line number (the header is line 1).
+1-based line number (the header is line 1). With ``check_images`` (the default) every image is
+opened (header only) and must be a readable image of at least :data:`MIN_IMAGE_SIDE_PX` pixels on
+each side; its EXIF orientation is applied when it is read for the network
+(:func:`crosslocate.datasets.views.load_rgb`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ logger = logging.getLogger(__name__)
 QUERY_COLUMNS: tuple[str, ...] = ("image", "lat", "lon", "alt_m", "yaw_deg", "pitch_deg", "roll_deg", "fov_deg")
 #: Default height of a query camera above the DEM when ``alt_m`` is empty, metres (eye height).
 QUERY_HEIGHT_M: float = 1.7
+#: Accepted horizontal FOV of a query photo, degrees: narrower shrinks the photo to a few pixels of
+#: the database view's canvas, wider is not a pinhole camera.
+QUERY_FOV_RANGE_DEG: tuple[float, float] = (5.0, 150.0)
+#: Smallest accepted side of a query image, pixels (a 1x1 or 4x4 "photo" shows nothing to match).
+MIN_IMAGE_SIDE_PX: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +76,7 @@ def load_query_csv(
     dem: Any | None = None,
     height_m: float = QUERY_HEIGHT_M,
     region: Region | str | None = None,
-    require_images: bool = False,
+    check_images: bool = True,
 ) -> list[Query]:
     """Read a query CSV.
 
@@ -83,16 +91,17 @@ def load_query_csv(
         Camera height above the DEM for rows without ``alt_m``, metres.
     region : Region, name or None
         When given, every row's position must lie inside the region polygon (a query set for
-        training or evaluation in that region).
-    require_images : bool
-        Every image must exist and open as an image (PIL reads its header only).
+        training or evaluation in that region), and inside the DEM's coverage when ``dem`` is given.
+    check_images : bool
+        Open every image (header only) and refuse missing, unreadable or tiny ones.
 
     Raises
     ------
     QueryCSVError
         Missing file/header/column, non-numeric or out-of-range value, an empty ``alt_m``
-        that cannot be filled (no DEM, or outside its coverage), and, as asked, a position
-        outside the region or DEM, or a missing or unreadable image; names the path and 1-based line.
+        that cannot be filled (no DEM, or outside its coverage), a position outside ``region`` (or
+        its DEM), or (``check_images``) a missing, unreadable or too small image; names the path
+        and 1-based line.
     """
     path = Path(path)
     try:
@@ -122,7 +131,7 @@ def load_query_csv(
     lines = [line for line, _, _ in rows]
     if region is not None:
         _check_inside(path, lines, queries, get_region(region), dem)
-    if require_images:
+    if check_images:
         for line, q in zip(lines, queries, strict=True):
             _check_image(path, line, q.image)
     return queries
@@ -144,18 +153,20 @@ def _check_inside(path: Path, lines: list[int], queries: list[Query], region: Re
 
 
 def _check_image(path: Path, line: int, image: str) -> None:
-    """QueryCSVError when ``image`` is missing or does not open as an image."""
+    """Raise :class:`QueryCSVError` unless ``image`` opens as an image of at least MIN_IMAGE_SIDE_PX a side."""
     from PIL import Image, UnidentifiedImageError
 
-    if not Path(image).is_file():
-        raise QueryCSVError(path, line, f"image {image} does not exist")
     try:
         with Image.open(image) as im:
             w, h = im.size
-    except (OSError, UnidentifiedImageError) as exc:
-        raise QueryCSVError(path, line, f"image {image} cannot be read as an image ({exc})") from exc
-    if w < 1 or h < 1:
-        raise QueryCSVError(path, line, f"image {image} is empty ({w} x {h} px)")
+    except FileNotFoundError:
+        raise QueryCSVError(path, line, f"image {image} does not exist") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise QueryCSVError(path, line, f"image {image} is not a readable image ({exc})") from exc
+    if min(w, h) < MIN_IMAGE_SIDE_PX:
+        raise QueryCSVError(
+            path, line, f"image {image} is {w}x{h} px; a query photo needs at least {MIN_IMAGE_SIDE_PX} px a side"
+        )
 
 
 def query_set_digest(queries: Sequence[Query], extra: bytes = b"") -> str:
@@ -190,7 +201,11 @@ def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -
     checks = (
         ("lat", -90.0 <= values["lat"] <= 90.0, "must be within [-90, 90] degrees"),
         ("lon", -180.0 <= values["lon"] <= 180.0, "must be within [-180, 180] degrees"),
-        ("fov_deg", 0.0 < values["fov_deg"] < 180.0, "must be in (0, 180) degrees (horizontal FOV)"),
+        (
+            "fov_deg",
+            QUERY_FOV_RANGE_DEG[0] <= values["fov_deg"] <= QUERY_FOV_RANGE_DEG[1],
+            "must be within [{:g}, {:g}] degrees (horizontal FOV of the photo)".format(*QUERY_FOV_RANGE_DEG),
+        ),
         ("pitch_deg", -90.0 <= values["pitch_deg"] <= 90.0, "must be within [-90, 90] degrees"),
     )
     for name, ok, why in checks:
@@ -417,7 +432,9 @@ def queries_to_lonlat(queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray]
 
 
 __all__ = [
+    "MIN_IMAGE_SIDE_PX",
     "QUERY_COLUMNS",
+    "QUERY_FOV_RANGE_DEG",
     "Query",
     "load_query_csv",
     "queries_to_lonlat",

@@ -11,15 +11,16 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
    when its run did not finish, was trained on another query set or is another run's
    (:func:`crosslocate.model.checkpoint.check_run_record`).
 2. :func:`benchmark_results`: descriptors of the test-split queries and the test-split uniform
-   views (batched, cached as ``.npy`` under ``<run>/descriptors/`` keyed by the weights and the
-   query set), the search, and the recall tables of the network (with spot-resampled intervals and
+   views (batched, cached under ``<run>/descriptors/`` keyed by content: weights, database,
+   photos, input settings, encoding; :mod:`crosslocate.pipelines.descriptors`), the search, and the recall tables of the network (with spot-resampled intervals and
    the analytic chance, plain and orientation-restricted) and of the baselines: the untrained
    network (same architecture and init) and the HLoc-style horizon line, once with the photos' true
    pitch/roll and once with pitch/roll searched (:func:`horizon_rankings`). Returns the
    ``results.json`` content.
 3. :func:`run_benchmark`: plots (recall curves, recall vs distance, retrieval map, query-vs-retrieved
-   mosaic), ``<run>/results.json`` (``baselines`` / ``baselines_oriented`` hold one table per
-   baseline, laid out like ``recall``), and a summary table vs the paper.
+   mosaic), the network's per-query ranking (``rankings.npz``, :func:`save_rankings`),
+   ``<run>/results.json`` (``baselines`` / ``baselines_oriented`` hold one table per baseline,
+   laid out like ``recall``), the HTML report (``crosslocate report``) and a summary table vs the paper.
 
 The uniform database is built for the whole region (the build layer has no split filter); only its
 test-split views are searched. For the demo region that is a few thousand views.
@@ -40,9 +41,11 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets.atomic import write_bytes_atomic
+from crosslocate.datasets.manifest import file_sha256
 from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.errors import ConfigError, ShardCorruptError
 from crosslocate.model.config import EvalConfig
+from crosslocate.pipelines.benchinfo import environment_info
 
 logger = logging.getLogger(__name__)
 
@@ -51,35 +54,6 @@ NETWORK = "network"
 #: The paper's numbers (CrossLocate, WACV 2022, Switzerland uniform test database, 1 km).
 PAPER_R1_1KM: float = 0.3866
 PAPER_R100_1KM: float = 0.7262
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def cached_descriptors(
-    net: Any, source: Any, device: Any, path: Path, *, batch_size: int, num_workers: int = 0
-) -> npt.NDArray[np.float32]:
-    """(N, D) float32 descriptors of ``source``, loaded from ``path`` (.npy) or computed and saved atomically."""
-    from crosslocate.model.train import extract_descriptors
-
-    if path.exists():
-        arr = np.load(path)
-        if arr.ndim == 2 and len(arr) == len(source):
-            logger.info("descriptors from cache %s", path)
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        logger.warning("ignoring stale descriptor cache %s (shape %s, expected %d rows)", path, arr.shape, len(source))
-    arr = extract_descriptors(net, source, device, batch_size=batch_size, num_workers=num_workers, desc=path.stem)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-    return arr
 
 
 def _ranking(
@@ -209,16 +183,16 @@ def checkpoint_to_evaluate(run: Path, query_set_id: str) -> Path:
     return best
 
 
-def _descriptors(inp: BenchmarkInputs, net: Any, key: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """(database (N, D), queries (M, D)) descriptors of ``net``, cached under ``<run>/descriptors``
-    (``key`` names the weights; the query file also names the query set)."""
-    from crosslocate.datasets.transforms import INPUT_ENCODING
+def _descriptors(
+    inp: BenchmarkInputs, net: Any, network: str
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(database (N, D), queries (M, D)) descriptors of ``net`` (identity ``network``), cached under
+    ``<run>/descriptors`` by content (:func:`crosslocate.pipelines.descriptors.cached_descriptors`)."""
+    from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
 
-    desc_dir, bs = inp.paths.run / "descriptors", int(inp.eval.batch_size)
-    key = f"{key}-enc{INPUT_ENCODING}"  # the cached descriptors depend on how inputs are encoded
-    db = cached_descriptors(net, inp.pool, inp.device, desc_dir / f"db-{key}.npy", batch_size=bs)
-    qfile = desc_dir / f"queries-{key}-{inp.query_set['id'][:12]}.npy"
-    return db, cached_descriptors(net, inp.qset.dataset, inp.device, qfile, batch_size=bs)
+    desc_dir, bs = inp.paths.run / DESCRIPTORS_DIR, int(inp.eval.batch_size)
+    db = cached_descriptors(net, inp.pool, inp.device, desc_dir, "db", network, batch_size=bs)
+    return db, cached_descriptors(net, inp.qset.dataset, inp.device, desc_dir, "queries", network, batch_size=bs)
 
 
 def benchmark_results(
@@ -245,7 +219,7 @@ def benchmark_results(
     net = build_net(preset.net).to(inp.device)
     state = checkpoint.load_checkpoint(inp.checkpoint, net, optimizer=None, map_location=inp.device)
     ckpt_sha = file_sha256(inp.checkpoint)
-    db_desc, q_desc = _descriptors(inp, net, ckpt_sha[:12])
+    db_desc, q_desc = _descriptors(inp, net, ckpt_sha)
     timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
@@ -318,16 +292,59 @@ def run_benchmark(
     )
     results, rankings = benchmark_results(inp, timings)
     spots = spot_ids(inp.qset.dataset.queries)
-    results["plots"] = _plots(results, inp.qset, inp.pool, rankings[NETWORK], inp.paths.run, spots)
+    run = inp.paths.run
+    results["plots"] = _plots(results, inp.qset, inp.pool, rankings[NETWORK], run, spots)
+    results["rankings"] = save_rankings(run / RANKINGS_NAME, inp.qset, inp.pool, rankings[NETWORK], spots).name
+    results["environment"] = environment_info()
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
-    out = inp.paths.run / "results.json"
+    out = run / "results.json"
     write_bytes_atomic(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
-    return {"results": str(out), "table": summary_table(results)}
+    summary = {"results": str(out), "table": summary_table(results)}
+    from crosslocate.pipelines.report import write_report
+
+    summary["report"] = str(write_report(run))
+    return summary
+
+
+#: Per-query rankings of a benchmark run, for ``crosslocate report`` (see :func:`save_rankings`).
+RANKINGS_NAME = "rankings.npz"
+
+
+def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], spots: npt.NDArray[np.int64]) -> Path:
+    """Write the network's ranking with what is needed to show it (``np.savez``, no pickle; atomic).
+
+    Arrays: ``ranking`` (Q, K) int64 pool indices, best first; ``distance_m`` (Q, K) float64 metres
+    to the query; ``query_image`` (Q,) str; ``query_xy`` (Q, 2) and ``db_xy`` (N, 2) metres in
+    the region's CRS; ``query_yaw_deg`` (Q,), ``query_fov_deg`` (Q,), ``spot`` (Q,) int64;
+    ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
+    ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str.
+    """
+    from crosslocate.datasets.atomic import atomic_path
+
+    parts = np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(pool.datasets)])
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            ranking=idx.astype(np.int64),
+            distance_m=np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2),
+            query_image=np.array([q.image for q in qset.dataset.queries], dtype=str),
+            query_xy=qset.xy,
+            query_yaw_deg=qset.yaw_deg,
+            query_fov_deg=np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64),
+            spot=spots,
+            db_xy=pool.xy,
+            db_yaw_deg=pool.yaw_deg,
+            db_dirs=np.array([str(Path(d.db_dir).resolve()) for d in pool.datasets], dtype=str),
+            db_part=parts,
+            db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
+            modality=np.array(pool.datasets[0].modality.value),
+        )
+    return path
 
 
 def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
@@ -427,15 +444,10 @@ def horizon_rankings(
 
 def _view_rgb(pool: Any, j: int) -> npt.NDArray[np.uint8]:
     """(H, W, 3) uint8 preview of pool view ``j`` in the network's modality."""
-    from crosslocate.datasets.derived import depth_to_rgb, semantic_to_rgb
+    from crosslocate.datasets.derived import view_to_rgb
 
     ds, i = pool.locate(int(j))
-    arr = ds.read_raw(i)
-    if ds.modality.value == "depth":
-        return depth_to_rgb(arr)
-    if ds.modality.value == "semantic":
-        return semantic_to_rgb(arr)
-    return np.repeat((np.asarray(arr) > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
+    return view_to_rgb(ds.modality.value, ds.read_raw(i))
 
 
 def _cfg_dict(cfg: Any) -> Any:
@@ -548,11 +560,11 @@ __all__ = [
     "NETWORK",
     "BenchmarkInputs",
     "benchmark_results",
-    "cached_descriptors",
     "checkpoint_to_evaluate",
     "horizon_rankings",
     "prepare_benchmark",
     "run_benchmark",
+    "save_rankings",
     "spot_ids",
     "summary_table",
 ]

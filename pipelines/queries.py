@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets.queries import (
+    MIN_IMAGE_SIDE_PX,
     Query,
     load_query_csv,
     sample_orientations,
@@ -133,9 +134,10 @@ class QuerySetConfig:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"QuerySetConfig.{name} must be a non-negative integer, got {value!r}")
-        if self.width_px < 8 or self.height_px < 8:
+        if min(self.width_px, self.height_px) < MIN_IMAGE_SIDE_PX:
             raise ConfigError(
-                f"QuerySetConfig photo size must be at least 8x8 px, got {self.width_px}x{self.height_px}"
+                f"QuerySetConfig photo size must be at least {MIN_IMAGE_SIDE_PX}x{MIN_IMAGE_SIDE_PX} px, "
+                f"got {self.width_px}x{self.height_px}"
             )
         for f in fields(self):
             value = getattr(self, f.name)

@@ -27,4 +27,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(out["table"])
     print(out["results"])
+    print(out["report"])
     return 0

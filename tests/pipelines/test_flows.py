@@ -48,7 +48,11 @@ class _Db:
     store: ClassVar[dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 
     def __init__(self, d):
+        from crosslocate.datasets.manifest import Manifest
+
         self._t, self._a = self.store[str(d)]
+        self.manifest = Manifest(kind="uniform", region={"name": str(d)}, dem={}, crs_wkt=CRS, grid={}, render={},
+                                 shard={}, codecs={}, split={}, layout={"n_shards": 0})  # fmt: skip
 
     def table(self):
         return self._t.copy()
@@ -67,10 +71,11 @@ def _make_db(d):
     for i in range(len(table)):
         p, yaw = i // 12, 30.0 * (i % 12)
         lon, lat = _lonlat(p)
-        table[i] = (i, p, lon, lat, 1000.0, 0, 0, yaw, 0, 0, 60.0, _split_of(p), 0)
+        table[i] = (i, p, lon, lat, 1000.0, 0, 0, yaw, 0, 0, 60.0, _split_of(p))
         hz = _horizon(p, yaw)[None]
         arr[i] = np.where(rows > hz, 20_000.0 / (1 + rows - hz), SKY_DEPTH_M)
     _Db.store[str(d)] = (table, arr)
+    d.mkdir(parents=True, exist_ok=True)  # localize caches descriptors beside the database
     return d
 
 
@@ -204,7 +209,7 @@ def world(tmp_path, monkeypatch):
     return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work", preset=preset)
 
 
-def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
+def test_train_then_benchmark_then_localize(world, capsys, tmp_path, monkeypatch):
     work = str(world.work)
     assert main(["train", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
     run = world.work / "demo" / "runs" / "tiny"
@@ -268,6 +273,10 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert res["chance_oriented"]["1000"]["1"] == pytest.approx(2 / 48)
     assert "orientation-restricted" in out
     assert res["query_set"]["source"] == "synthetic" and res["query_set"]["n_queries"] == len(world.queries)
+    assert str(run / "report.html") in out and "hit@" in (run / "report.html").read_text()  # crosslocate report
+    with np.load(run / res["rankings"]) as rk:  # per-query rankings for the report, consistent with the recall
+        assert rk["ranking"].shape == (12, 48) and rk["db_index"].shape == (48,)
+        assert (rk["distance_m"][:, 0] <= 1000).mean() == pytest.approx(res["recall"]["1000"]["1"])
     assert len(list((run / "descriptors").glob("*.npy"))) == 4
     for png in res["plots"]:
         assert png.endswith(".png")
@@ -302,6 +311,21 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert [c["rank"] for c in loc["candidates"]] == [1, 2, 3, 4, 5]
     d = [c["descriptor_distance"] for c in loc["candidates"]]
     assert d == sorted(d) and (tmp_path / "loc" / "localize_map.png").exists()
+    # the database descriptors live beside the database: a second photo, another --out, reuses them
+    db_cache = world.work / "demo" / "db" / "uniform" / "descriptors"
+    assert len(list(db_cache.glob("db-*.npy"))) == 1
+    calls = []
+    import crosslocate.model.train as model_train
+
+    real = model_train.extract_descriptors
+    monkeypatch.setattr(model_train, "extract_descriptors", lambda *a, **k: calls.append(k) or real(*a, **k))
+    args = ["localize", world.queries[5].image, "--db", str(db_cache.parent), "--checkpoint",
+            str(run / "checkpoint.pt"), "--fov", "50", "-k", "3", "--out", str(tmp_path / "loc2")]  # fmt: skip
+    assert main(args) == 0
+    assert len(calls) == 1  # only the photo was embedded (the database came from the cache)
+    (tmp_path / "afile").write_text("x")
+    assert main([*args[:-1], str(tmp_path / "afile")]) == 2  # -o on an existing file: refused up front
+    assert "is an existing file" in capsys.readouterr().err
 
 
 def test_benchmark_refuses_an_unfinished_run_and_another_query_set(world, capsys):

@@ -46,3 +46,15 @@ def test_to_dict_is_json():
     assert d["name"] == "cpu" and d["render"]["size_px"] == 256 and "views_per_shard" in text
     for section in ("net", "train", "eval"):
         assert section in d  # None (with a 'missing' note) when the model configs are not built
+
+
+@pytest.mark.parametrize("name", ["paper", "cpu", "tiny"])
+def test_one_preset_tier_grid_and_render_match_the_layer_presets(name):
+    """`crosslocate grid --preset X` (the layer preset) and `build --preset X` (the end-to-end preset)
+    read the same settings: there is no second tier of overrides."""
+    from crosslocate.dem.config import GRID_PRESETS
+    from crosslocate.render.config import RENDER_PRESETS
+
+    preset = get_preset(name)
+    assert preset.grid == GRID_PRESETS[name] and preset.render == RENDER_PRESETS[name]
+    assert get_preset("cpu").grid.spacing_m == 1000.0  # the demo's uniform grid at 1 km
