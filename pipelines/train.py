@@ -107,7 +107,7 @@ def flow_queries(region: str, dem_src: Any, preset: Any, paths: FlowPaths) -> li
     from crosslocate.dem.sources import open_dem
 
     with open_dem(dem_src) as dem:
-        queries = load_query_csv(paths.queries_csv, dem=dem, region=region, require_images=True)
+        queries = load_query_csv(paths.queries_csv, dem=dem, region=region)
     if not queries:
         raise ConfigError(f"{paths.queries_csv}: the query CSV has no rows")
     logger.info("query set %s: %d photos", paths.queries_csv, len(queries))

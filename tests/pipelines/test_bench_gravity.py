@@ -7,11 +7,8 @@ import json
 from crosslocate.pipelines.cli import main
 
 
-def test_bench_gravity_writes_recall_per_variant(tiny_dem, region_file, tmp_path):
-    dem, (w, s, e, n), _ = tiny_dem
-    region = region_file(
-        tmp_path / "r.geojson", w + 0.3 * (e - w), s + 0.3 * (n - s), e - 0.3 * (e - w), n - 0.3 * (n - s)
-    )
+def test_bench_gravity_writes_recall_per_variant(tiny_world, tmp_path):
+    dem, region, _ = tiny_world
     out = tmp_path / "gravity.json"
     args = ["bench", "gravity", "--region", region, "--dem", dem, "--n-spots", "4", "--size-px", "48"]
     assert main([*args, "--range-m", "8000", "--seed", "1", "--out", str(out)]) == 0

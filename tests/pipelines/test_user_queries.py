@@ -1,6 +1,6 @@
 """Your own photos as the query set: a query CSV of image files on disk through train -> benchmark.
 
-A tiny world built while the tests run: an 8 km x 8 km seeded alpine DEM at 100 m, the region its
+The tiny world of conftest.py: an 8 km x 8 km seeded alpine DEM at 100 m, the region its
 central 80 %, the ``tiny`` preset on a 1.5 km grid with 4 yaws and 2 km split blocks; 24 PNG "photos"
 (sky over a wavy skyline, written with PIL) at known positions with empty ``alt_m`` (DEM + 1.7 m).
 """
@@ -31,14 +31,16 @@ HEADER = "image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg\n"
 
 
 @pytest.fixture(scope="module")
-def photo_world(tiny_dem, region_file, tmp_path_factory):
+def photo_world(tiny_world, tmp_path_factory):
     """(dem path, region path, csv path, lon/lat of the photos, preset)."""
     from PIL import Image
 
-    dem_path, (w, s, e, n), _ = tiny_dem
+    from crosslocate.dem.sources import open_dem
+
+    dem_path, region, _ = tiny_world
+    with open_dem(dem_path) as dem:
+        w, s, e, n = dem.bounds_lonlat
     root = tmp_path_factory.mktemp("photo_world")
-    dx, dy = 0.1 * (e - w), 0.1 * (n - s)
-    region = region_file(root / "valley.geojson", w + dx, s + dy, e - dx, n - dy)
     (root / "photos").mkdir()
     rows, lonlat = [], []
     rng = np.random.default_rng(0)
@@ -76,7 +78,7 @@ def test_photo_csv_trains_and_benchmarks_with_its_own_splits(photo_world, tmp_pa
     summary = run_train(region, dem, preset, work, queries_csv=csv)
     assert summary["n_train_queries"] == n_train and summary["query_set"]["source"] == str(csv)
     assert summary["query_set"]["n_test"] == n_test
-    region_dir = work / "valley"
+    region_dir = work / "tinyreg"
     # the photo set has its own sparse/compact databases and run folder; the uniform one is shared
     assert (region_dir / "db" / "sparse-myphotos" / "manifest.json").is_file()
     assert (region_dir / "runs" / "tiny-myphotos" / "checkpoint.pt").is_file()
@@ -119,5 +121,5 @@ def test_bad_photo_rows_are_named_by_file_and_line(photo_world, tmp_path, capsys
     # an unreadable image (text in a .png)
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "p00_0.png").write_text("not a png")
-    with pytest.raises(QueryCSVError, match="cannot be read as an image"):
-        load_query_csv(tmp_path / "bad.csv", require_images=True)
+    with pytest.raises(QueryCSVError, match="not a readable image"):
+        load_query_csv(tmp_path / "bad.csv")
