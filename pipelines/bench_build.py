@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -59,14 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="local workers (default: one per core)")
     parser.add_argument("--reuse-atlas", action="store_true", help="use the cached atlas instead of timing a build")
     parser.add_argument("--size-px", type=int, default=None, help="override the preset's view size")
-
-
-def timed_task(job: Any) -> tuple[Any, dict[str, float]]:
-    """A build task that also returns its timings and the worker's peak RSS (bytes)."""
-    from crosslocate.pipelines.tasks import render_shard_timed
-
-    record, timings = render_shard_timed(job)
-    return record, {**timings, "peak_rss_bytes": float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
 
 
 def _codec_bytes(dem: Any, preset: Any, pos: dict[str, np.ndarray], atlases: list[Any]) -> dict[str, dict[str, float]]:
@@ -106,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from crosslocate.pipelines.cluster import open_runner
     from crosslocate.pipelines.plan import plan_shards
     from crosslocate.pipelines.presets import get_preset
-    from crosslocate.pipelines.tasks import opened_atlases, opened_dem
+    from crosslocate.pipelines.tasks import opened_atlases, opened_dem, timed_shard_task
     from crosslocate.progress import Progress
     from crosslocate.render.atlas import build_atlas, save_atlas
 
@@ -162,13 +153,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 for i in range(runner.n_workers)
             ]
-            for _ in runner.map_unordered(timed_task, warm):
+            for _ in runner.map_unordered(timed_shard_task, warm):
                 pass
             views = sum(j.n_views for j in jobs)
             t1 = time.perf_counter()
             results = []
             with Progress(views, "bench build", "view") as bar:
-                for job, out, err in runner.map_unordered(timed_task, jobs):
+                for job, out, err in runner.map_unordered(timed_shard_task, jobs):
                     if err is not None:
                         raise err
                     results.append(out)
@@ -241,4 +232,4 @@ def _write(path: Path, result: dict[str, Any]) -> Path:
     return benchinfo.write_json(path, {**result, "environment": benchinfo.environment_info()})
 
 
-__all__ = ["CODEC_VARIANTS", "add_arguments", "run", "timed_task"]
+__all__ = ["CODEC_VARIANTS", "add_arguments", "run"]

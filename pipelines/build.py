@@ -331,9 +331,8 @@ def _default_work(out_dir: Path) -> Path:
     return out_dir.parents[2] if len(out_dir.parents) >= 3 else out_dir.parent
 
 
-#: Positions a dry run renders and writes to calibrate (spread over the whole plan; the first is a
-#: warm-up).
-CALIBRATION_POSITIONS: int = 9
+#: Positions per worker a dry run renders and writes to calibrate (spread over the whole plan).
+CALIBRATION_POSITIONS: int = 8
 
 
 def dry_run_summary(
@@ -344,35 +343,54 @@ def dry_run_summary(
     dem_src: Any,
     positions: Any,
     plan: ShardPlan,
-    n_workers: int,
-    threads: int,
+    target: Any,
+    n_workers: int | None,
+    memory_limit: str | int,
+    scratch_parent: Path,
 ) -> dict[str, Any]:
-    """Counts plus bytes and time estimated from a calibration build.
+    """Counts plus bytes and time estimated from a calibration build on the build's own runner.
 
     The terrain atlases are prepared (a one-off, cached for the real build and reported apart as
-    ``terrain``); then :data:`CALIBRATION_POSITIONS` positions spread over the plan are rendered,
-    encoded, compressed and written as a scratch shard with the real build's worker threads
-    (:func:`~crosslocate.pipelines.tasks.calibrate`), and the measured end-to-end rate per worker,
-    times the workers, gives ``estimated_s``. Assumed: workers as busy as the calibrating process and
-    no slower disk; ``assumptions`` in the result says so.
+    ``terrain``); then every worker of the runner the build would use (``target``: ``sync``,
+    ``local`` or a scheduler) writes a scratch shard of ``CALIBRATION_POSITIONS`` positions spread
+    over the region, all at once (:func:`~crosslocate.pipelines.tasks.calibrate`), into a temporary
+    folder beside the database that is removed afterwards. The measured rate of all workers
+    together gives ``estimated_s`` (plus the runner's start, ``calibration.start_s``). Assumed: the
+    rest of the region renders like the sampled positions; ``assumptions`` in the result says so.
     """
+    import shutil
     import tempfile
+
+    from crosslocate.pipelines.cluster import open_runner
 
     summary: dict[str, Any] = {"kind": kind, "region": region.name, "preset": preset.name}
     if plan.n_positions == 0:
-        return {**summary, **estimate(plan, 0.0, 1.0, n_workers), "calibration": None}
+        return {**summary, **estimate(plan, 0.0, 1.0, 1), "calibration": None}
     specs = plan_terrain(preset, dem, positions)
     terrain = prepare_terrain(dem, specs, preset) if specs else {"atlases": 0, "atlas_bytes": 0, "atlas_s": 0.0}
-    k = min(CALIBRATION_POSITIONS, plan.n_positions)
-    sample = np.asarray(plan.order)[np.unique(np.linspace(0, plan.n_positions - 1, k).round().astype(int))]
-    with tempfile.TemporaryDirectory(prefix="crosslocate-calibrate-") as tmp:
-        job = next(iter(shard_jobs(plan, positions, [0], Path(tmp), dem_src, preset, "dry-run", specs, threads)))
-        job = dataclasses.replace(
-            job, positions={name: np.ascontiguousarray(getattr(positions, name)) for name in POSITION_FIELDS}
-        )
-        cal = calibrate(job, sample)
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".crosslocate-calibrate-", dir=scratch_parent))
+    try:
+        t0 = time.perf_counter()
+        with open_runner(target, n_workers, memory_limit) as runner:
+            start_s = time.perf_counter() - t0
+            workers = runner.n_workers
+            threads = worker_threads(target, n_workers)
+            k = min(CALIBRATION_POSITIONS * workers, plan.n_positions)
+            picks = np.asarray(plan.order)[np.unique(np.linspace(0, plan.n_positions - 1, k).round().astype(int))]
+            samples = [picks[i::workers] for i in range(workers) if picks[i::workers].size]
+            job = next(iter(shard_jobs(plan, positions, [0], tmp, dem_src, preset, "dry-run", specs, threads)))
+            job = dataclasses.replace(
+                job, positions={name: np.ascontiguousarray(getattr(positions, name)) for name in POSITION_FIELDS}
+            )
+            cal = calibrate(runner, job, samples)
+            cal["start_s"] = round(start_s, 2)
+            cal["runner"] = runner.description
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     splits = {name: int(np.count_nonzero(positions.split == code)) for name, code in SPLIT_CODES.items()}
-    est = estimate(plan, cal["bytes_per_view"], cal["views_per_s"], n_workers)
+    est = estimate(plan, cal["bytes_per_view"], cal["views_per_s_per_worker"], cal["workers"])
+    est["estimated_s"] = round(est["estimated_s"] + cal["start_s"], 1)
     return {
         **summary,
         **est,
@@ -380,9 +398,10 @@ def dry_run_summary(
         "terrain": terrain,
         "calibration": cal,
         "assumptions": (
-            f"{n_workers} worker(s) x {threads or 'all'} render thread(s), each as fast as the calibration "
-            f"({cal['views']} views over {k - 1} positions spread over the region, end to end incl. encoding, "
-            "compression and writes); the terrain atlas is prepared once (terrain.atlas_s, cached)"
+            f"{cal['runner']}, {threads or 'all'} render thread(s) per worker; the rate is that of "
+            f"{cal['views']} views at {k} positions spread over the region, rendered by all workers at once "
+            "end to end (render, encoding, compression, writes); the terrain atlas is prepared once "
+            "(terrain.atlas_s, then cached)"
         ),
     }
 
@@ -470,9 +489,10 @@ def build_database(
             "%s database: %d positions, %d views, %d shards", kind, plan.n_positions, plan.n_views, plan.n_shards
         )
         if dry_run:
-            workers = 1 if scheduler == "sync" else int(n_workers or _cores())
-            threads = worker_threads(scheduler if scheduler in ("sync", "local") else "remote", n_workers)
-            return dry_run_summary(kind, preset, reg, dem, src, positions, plan, workers, threads)
+            target = client if client is not None else scheduler
+            return dry_run_summary(
+                kind, preset, reg, dem, src, positions, plan, target, n_workers, memory_limit, db_dir.parent
+            )
         manifest = prepare_db_dir(db_dir, make_manifest(kind, preset, reg, dem, positions, plan), overwrite)
         specs = plan_terrain(preset, dem, positions) if len(manifest.shards) < plan.n_shards else ()
         if specs:

@@ -275,51 +275,76 @@ def render_shard_timed(job: ShardJob) -> tuple[ShardRecord, dict[str, float]]:
     return record, timings
 
 
-def calibrate(job: ShardJob, sample: npt.NDArray[np.intp]) -> dict[str, Any]:
-    """Measure a real build on ``sample`` positions of ``job``: everything a shard task pays.
+def timed_shard_task(job: ShardJob) -> tuple[ShardRecord, dict[str, float]]:
+    """A build task that also returns its timings (:func:`render_shard_timed`), the worker's peak RSS
+    (``peak_rss_bytes``) and the stored bytes per modality (``bytes_<modality>``)."""
+    import resource
 
-    ``job`` is a shard job holding (at least) the sampled positions, with the build's atlas specs and
-    worker threads; its ``db_dir`` must be a scratch folder. The first sampled position is a warm-up
-    (JIT compilation, atlas and DEM opening; timed apart as ``warmup_s``); the rest are written as one
-    shard, exactly like a build task (render, encode, compress, HDF5 writes, fsync, rename, sha256).
+    from crosslocate.datasets.shards import ShardReader
+
+    record, timings = render_shard_timed(job)
+    with ShardReader(job.path) as reader:
+        stored = {f"bytes_{m}": float(b) for m, b in reader.storage_bytes().items()}
+    rss = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return record, {**timings, **stored, "peak_rss_bytes": rss}
+
+
+def calibrate(runner: Any, job: ShardJob, samples: Sequence[npt.NDArray[np.intp]]) -> dict[str, Any]:
+    """Measure a real build on ``runner``: one scratch shard per worker, all at once.
+
+    ``job`` holds (at least) the sampled positions, with the build's atlas specs and worker threads;
+    its ``db_dir`` must be a scratch folder the workers can write. Each worker first renders a
+    one-position warm-up shard (JIT compilation, DEM and atlas opening; ``warmup_s``), then every
+    ``samples[i]`` becomes one shard, all submitted together, so the measured rate includes
+    everything a build task pays (render, encode, compress, HDF5, fsync, rename, sha256) and the
+    workers' contention for the machine.
 
     Returns
     -------
     dict
-        ``views`` timed, ``views_per_s`` (end to end, one worker), ``bytes_per_view`` (shard file),
-        ``bytes_per_view_by_modality`` (stored chunks), ``shares`` (fractions of the timed wall time:
-        terrain, render, write, other), ``warmup_s``, ``threads``.
+        ``views`` timed, ``views_per_s`` (all workers together, wall clock), ``views_per_s_per_worker``,
+        ``bytes_per_view`` (shard files), ``bytes_per_view_by_modality``, ``shares`` (of the workers'
+        time: terrain, render, write, other), ``warmup_s``, ``threads``, ``workers``.
     """
     import dataclasses
-
-    from crosslocate.datasets.shards import ShardReader
 
     def sub(idx: npt.NDArray[np.intp], sid: int) -> ShardJob:
         return dataclasses.replace(
             job, shard_id=sid, positions={k: np.ascontiguousarray(v[idx]) for k, v in job.positions.items()}
         )
 
+    first = np.asarray(samples[0])[:1]
     t0 = time.perf_counter()
-    render_shard(sub(sample[:1], 990_001))
+    for _, _, err in runner.map_unordered(render_shard, [sub(first, 990_000 + i) for i in range(len(samples))]):
+        if err is not None:
+            raise err
     warmup = time.perf_counter() - t0
-    timed_job = sub(sample[1:] if len(sample) > 1 else sample, 990_002)
-    record, t = render_shard_timed(timed_job)
-    views = record.n_views
-    with ShardReader(timed_job.path) as reader:
-        by_mod = {m: b / max(views, 1) for m, b in reader.storage_bytes().items()}
-    for f in Path(job.db_dir).glob("shard-99000*.h5"):
+    t1 = time.perf_counter()
+    out = []
+    for _, res, err in runner.map_unordered(
+        timed_shard_task, [sub(np.asarray(s), 991_000 + i) for i, s in enumerate(samples)]
+    ):
+        if err is not None:
+            raise err
+        out.append(res)
+    wall = time.perf_counter() - t1
+    for f in Path(job.db_dir).glob("shard-99*.h5"):
         f.unlink()
-    total = max(t["total"], 1e-9)
-    shares = {k: t[k] / total for k in ("terrain", "render", "write")}
+    views = sum(r.n_views for r, _ in out)
+    work = {k: sum(t[k] for _, t in out) for k in ("terrain", "render", "write", "total")}
+    shares = {k: work[k] / max(work["total"], 1e-9) for k in ("terrain", "render", "write")}
     shares["other"] = max(0.0, 1.0 - sum(shares.values()))
+    mods = sorted({k[6:] for _, t in out for k in t if k.startswith("bytes_")})
     return {
         "views": views,
-        "views_per_s": views / total,
-        "bytes_per_view": record.bytes / max(views, 1),
-        "bytes_per_view_by_modality": by_mod,
+        "views_per_s": views / max(wall, 1e-9),
+        "views_per_s_per_worker": views / max(wall, 1e-9) / len(samples),
+        "bytes_per_view": sum(r.bytes for r, _ in out) / max(views, 1),
+        "bytes_per_view_by_modality": {m: sum(t[f"bytes_{m}"] for _, t in out) / max(views, 1) for m in mods},
         "shares": shares,
         "warmup_s": round(warmup, 2),
         "threads": job.threads,
+        "workers": len(samples),
     }
 
 
@@ -332,5 +357,6 @@ __all__ = [
     "position_poses",
     "render_shard",
     "render_shard_timed",
+    "timed_shard_task",
     "view_rows",
 ]

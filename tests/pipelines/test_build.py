@@ -136,14 +136,15 @@ def test_coverage_error_and_clip(tiny_world, tmp_path, caplog):
 
 def test_dry_run_writes_nothing(tiny_world, tmp_path):
     summary = build(tiny_world, tmp_path / "db", dry_run=True)
-    assert not (tmp_path / "db").exists()
+    assert not (tmp_path / "db").exists() and list(tmp_path.iterdir()) == []  # the scratch shards are gone
     assert (summary["n_positions"], summary["n_views"], summary["n_shards"]) == (16, 64, 8)
     assert summary["estimated_bytes"] > 0 and summary["estimated_s"] > 0
     cal = summary["calibration"]
-    # 9 positions spread over the plan: the first is a warm-up, 8 x 4 yaws are timed end to end
-    assert cal["views"] == 8 * len(YAWS)
+    # the sync runner has one worker: 8 positions spread over the plan, x 4 yaws, timed end to end
+    assert cal["workers"] == 1 and cal["views"] == 8 * len(YAWS)
     assert abs(sum(cal["shares"].values()) - 1.0) < 1e-9 and cal["shares"]["render"] > 0
-    assert summary["terrain"]["atlases"] == 1 and "calibration" in summary["assumptions"]
+    assert summary["estimated_s"] == pytest.approx(64 / cal["views_per_s"] + cal["start_s"], abs=0.1)
+    assert summary["terrain"]["atlases"] == 1 and "spread over the region" in summary["assumptions"]
 
 
 def test_sparse_and_compact_from_given_queries(tiny_world, tmp_path):
