@@ -38,7 +38,7 @@ import shapely
 
 from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
 from crosslocate.dem.poses import Pose
-from crosslocate.dem.regions import Region, get_region, xy_to_lonlat
+from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, xy_to_lonlat
 from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def load_query_csv(
     *,
     dem: Any | None = None,
     height_m: float = QUERY_HEIGHT_M,
+    region: Region | str | None = None,
     check_images: bool = True,
 ) -> list[Query]:
     """Read a query CSV.
@@ -84,9 +85,13 @@ def load_query_csv(
     path : path
         The CSV file.
     dem : DEM or None
-        Used only for rows with an empty ``alt_m``: altitude = DEM elevation + ``height_m``.
+        Used for rows with an empty ``alt_m``: altitude = DEM elevation + ``height_m``; with
+        ``region``, every row must also lie inside the DEM's coverage.
     height_m : float
         Camera height above the DEM for rows without ``alt_m``, metres.
+    region : Region, name or None
+        When given, every row's position must lie inside the region polygon (a query set for
+        training or evaluation in that region), and inside the DEM's coverage when ``dem`` is given.
     check_images : bool
         Open every image (header only) and refuse missing, unreadable or tiny ones.
 
@@ -94,8 +99,9 @@ def load_query_csv(
     ------
     QueryCSVError
         Missing file/header/column, non-numeric or out-of-range value, an empty ``alt_m``
-        that cannot be filled (no DEM, or outside its coverage), or (``check_images``) a missing,
-        unreadable or too small image; names the path and 1-based line.
+        that cannot be filled (no DEM, or outside its coverage), a position outside ``region`` (or
+        its DEM), or (``check_images``) a missing, unreadable or too small image; names the path
+        and 1-based line.
     """
     path = Path(path)
     try:
@@ -122,10 +128,28 @@ def load_query_csv(
             raise QueryCSVError(path, line, f"{len(row)} fields, the header has {len(header)}")
         rows.append((line, row[col["image"]].strip(), _parse_numbers(path, line, row, col)))
     queries = _make_queries(path, rows, dem, height_m)
+    lines = [line for line, _, _ in rows]
+    if region is not None:
+        _check_inside(path, lines, queries, get_region(region), dem)
     if check_images:
-        for (line, _, _), q in zip(rows, queries, strict=True):
+        for line, q in zip(lines, queries, strict=True):
             _check_image(path, line, q.image)
     return queries
+
+
+def _check_inside(path: Path, lines: list[int], queries: list[Query], region: Region, dem: Any | None) -> None:
+    """QueryCSVError at the first row outside ``region`` (or outside the DEM coverage, when a DEM is given)."""
+    lon, lat = queries_to_lonlat(queries)
+    x, y = lonlat_to_xy(lon, lat, region.crs_wkt)
+    outside = ~shapely.intersects_xy(region.polygon_xy(region.crs_wkt), x, y)
+    where = f"region {region.name!r}"
+    if not outside.any() and dem is not None:
+        outside, where = ~np.asarray(dem.covers(lon, lat), bool), f"the DEM coverage {tuple(dem.bounds_lonlat)}"
+    if outside.any():
+        k = int(np.flatnonzero(outside)[0])
+        raise QueryCSVError(
+            path, lines[k], f"lon {lon[k]!r}, lat {lat[k]!r} lies outside {where} ({int(outside.sum())} row(s) do)"
+        )
 
 
 def _check_image(path: Path, line: int, image: str) -> None:
@@ -143,6 +167,21 @@ def _check_image(path: Path, line: int, image: str) -> None:
         raise QueryCSVError(
             path, line, f"image {image} is {w}x{h} px; a query photo needs at least {MIN_IMAGE_SIDE_PX} px a side"
         )
+
+
+def query_set_digest(queries: Sequence[Query], extra: bytes = b"") -> str:
+    """Hex sha256 identifying a query set: every pose (all seven numbers) and the bytes of every
+    image, in order, plus ``extra`` (e.g. the split codes). Independent of where the files lie."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for q in queries:
+        p = q.pose
+        h.update(np.array([p.lon, p.lat, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg], "<f8").tobytes())
+        with open(q.image, "rb") as fh:
+            h.update(hashlib.sha256(fh.read()).digest())
+    h.update(extra)
+    return h.hexdigest()
 
 
 def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -> dict[str, float]:
@@ -399,6 +438,7 @@ __all__ = [
     "Query",
     "load_query_csv",
     "queries_to_lonlat",
+    "query_set_digest",
     "sample_orientations",
     "sample_synthetic_poses",
     "write_query_csv",

@@ -16,7 +16,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.benchmark import run_benchmark
 
-    out = run_benchmark(args.region, args.dem, args.preset, args.work, modality=args.modality, device=args.device)
+    out = run_benchmark(
+        args.region,
+        args.dem,
+        args.preset,
+        args.work,
+        modality=args.modality,
+        device=args.device,
+        queries_csv=args.queries,
+    )
     print(out["table"])
     print(out["results"])
     print(out["report"])

@@ -16,6 +16,13 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="work", help="work folder (queries, databases, runs)")
     p.add_argument("--modality", default="depth", help="database modality: depth, silhouette or semantic")
     p.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: the preset's)")
+    p.add_argument(
+        "--queries",
+        default=None,
+        metavar="CSV",
+        help="your own photos as the query set: a query CSV (image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg; "
+        "see `crosslocate queries --help`) instead of the synthetic photos; split by position like them",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,7 +36,14 @@ def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.train import run_train
 
     summary = run_train(
-        args.region, args.dem, args.preset, args.work, modality=args.modality, resume=args.resume, device=args.device
+        args.region,
+        args.dem,
+        args.preset,
+        args.work,
+        modality=args.modality,
+        resume=args.resume,
+        device=args.device,
+        queries_csv=args.queries,
     )
     print(json.dumps(summary.get("last_epoch"), default=str))
     print(summary["checkpoint"])

@@ -233,3 +233,22 @@ def test_exif_orientation_is_applied(tmp_path):
     upright = load_rgb(tmp_path / "phone.png")
     assert upright.shape == (60, 40, 3)  # portrait, as the photographer saw it
     assert upright[:10].min() == 255 and upright[10:].max() == 0  # the left band is now the top
+
+
+def test_query_set_digest_follows_poses_image_bytes_and_extra_not_paths(tmp_path):
+    import dataclasses
+
+    from crosslocate.datasets.queries import query_set_digest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "p.png").write_bytes(b"same bytes")
+    pose = Pose(lon=7.5, lat=46.5, alt_m=2000.0, yaw_deg=10.0, fov_deg=50.0)
+    qa, qb = Query(str(tmp_path / "a" / "p.png"), pose), Query(str(tmp_path / "b" / "p.png"), pose)
+    d = query_set_digest([qa])
+    assert len(d) == 64 and d == query_set_digest([qb])  # the same photo moved elsewhere: same set
+    assert d != query_set_digest([dataclasses.replace(qa, pose=dataclasses.replace(pose, roll_deg=0.5))])
+    assert d != query_set_digest([qa], extra=b"\x00")  # e.g. other split codes
+    (tmp_path / "b" / "p.png").write_bytes(b"other bytes")
+    assert d != query_set_digest([qb])
