@@ -20,8 +20,8 @@ CLIP_ARG := $(if $(CLIP),--clip-to-dem,)
 # NET_ARGS="--backbone efficientnet_lite0 --imagenet-weights builtin" or NET_ARGS="--imagenet-weights vgg16.pth"
 NET_ARGS ?=
 
-.PHONY: setup test test-all lint demo render-sparse render-uniform render-compact train benchmark \
-        bench-render bench-build bench-search clean
+.PHONY: setup test test-all probe lint demo render-sparse render-uniform render-compact train benchmark \
+        bench-render bench-terrain bench-build bench-search clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m ""
+
+# Issue 15's "nothing silently wrong" cases (full disk, flipped bits, bad photos, impossible cameras, ...).
+probe: setup
+	$(PY) -m pytest -v tests/pipelines/test_probe.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -61,11 +65,16 @@ train: setup
 benchmark: setup
 	$(CL) benchmark --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(NET_ARGS)
 
+# render-only backends, then the atlas vs the per-position pyramid (accuracy, cost per position)
 bench-render: setup
 	$(CL) bench render --srtm $(SRTM) --out bench/render.json
+	$(CL) bench terrain --srtm $(SRTM) --out bench/terrain.json
+
+bench-terrain: setup
+	$(CL) bench terrain --srtm $(SRTM) --out bench/terrain.json
 
 bench-build: setup
-	$(CL) bench build --out bench/build.json
+	$(CL) bench build --dem $(SRTM) --out bench/build.json $(ARGS)
 
 bench-search: setup
 	$(CL) bench search --out bench/search.json

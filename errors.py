@@ -49,6 +49,10 @@ class ShardCorruptError(CrosslocateError, OSError):
     """A shard file is unreadable, truncated, or does not match its manifest checksum."""
 
 
+class DiskFullError(CrosslocateError, OSError):
+    """An output did not fit on its file system; the message gives the path, the space left and how to resume."""
+
+
 class ManifestMismatchError(CrosslocateError, ValueError):
     """An existing database was built with a different configuration than the one requested."""
 
@@ -63,6 +67,10 @@ class CheckpointError(CrosslocateError, ValueError):
 
 class DependencyError(CrosslocateError, ImportError):
     """An optional dependency is missing; the message gives the exact install command."""
+
+
+class ForeignFormatError(CrosslocateError, ValueError):
+    """A file in another tool's format (e.g. CrossLocate's datasets_meta ``.npy``) is foreign, unsafe or inconsistent."""
 
 
 class NotBuiltError(CrosslocateError, RuntimeError):

@@ -5,18 +5,26 @@ fsyncs it, moves it over the destination with :func:`os.replace` (atomic on POSI
 folder so the rename itself survives a power loss. On any exception (or ``KeyboardInterrupt``) the
 temporary file is removed and the destination is left untouched. A process killed with SIGKILL may
 leave a temporary file named ``.<name>.<random>.tmp``; :func:`remove_stale_temps` clears them.
+
+A full disk (``ENOSPC``, ``EDQUOT``, ``EFBIG``) while writing becomes
+:class:`~crosslocate.errors.DiskFullError` naming the destination and the space left (the
+temporary file removed); :func:`require_free_space` refuses a write that cannot fit before it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from crosslocate.errors import DiskFullError
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +32,32 @@ logger = logging.getLogger(__name__)
 TEMP_SUFFIX = ".tmp"
 #: Permissions of written files (mkstemp's 0600 would make databases unreadable to other users).
 FILE_MODE = 0o644
+#: errno values that mean "no room for this file".
+DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: Free space kept in reserve by :func:`require_free_space` (file system metadata, the manifest), bytes.
+RESERVE_BYTES: int = 1 << 20
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes available to this user on the file system of ``path`` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return int(shutil.disk_usage(p).free)
+
+
+def require_free_space(path: str | os.PathLike[str], needed: int, what: str = "") -> None:
+    """Raise :class:`DiskFullError` when fewer than ``needed`` + :data:`RESERVE_BYTES` bytes are free at ``path``."""
+    free = free_bytes(path)
+    if free < needed + RESERVE_BYTES:
+        raise DiskFullError(
+            f"{path}: disk full: {free:,} bytes left, {what or 'this write'} needs about {needed + RESERVE_BYTES:,}"
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError meaning the file system (or quota) is full."""
+    return isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS)
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -72,8 +106,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            why = getattr(exc, "strerror", None) or exc
+            raise DiskFullError(
+                f"{dst}: disk full: {free_bytes(dst.parent):,} bytes left on its file system ({why})"
+            ) from exc
         raise
     fsync_dir(dst.parent)
 

@@ -151,6 +151,16 @@ def semantic_to_rgb(semantic: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     return semantic_palette()[s.astype(np.uint8)]
 
 
+def view_to_rgb(modality: str, view: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+    """(H, W, 3) uint8 preview of one stored view: :func:`depth_to_rgb`, :func:`semantic_to_rgb`, or a
+    silhouette as white edges on black."""
+    if modality == "depth":
+        return depth_to_rgb(view)
+    if modality == "semantic":
+        return semantic_to_rgb(view)
+    return np.repeat((np.asarray(view) > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
+
+
 __all__ = [
     "SKY_DEPTH_M",
     "depth_to_rgb",
@@ -159,4 +169,5 @@ __all__ = [
     "relative_depth",
     "semantic_to_rgb",
     "silhouette_from_depth",
+    "view_to_rgb",
 ]

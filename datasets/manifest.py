@@ -147,7 +147,10 @@ class Manifest:
     shards : tuple of ShardRecord
         Complete shards, sorted by ``shard_id``.
     info : dict
-        Free-form, not fingerprinted (crosslocate version, build timings).
+        Free-form, not fingerprinted (preset, schema version).
+    positions : dict or None
+        The written ``positions.npz``: ``path``, ``sha256`` (file bytes), ``bytes``; None in
+        manifests written before it was recorded. Not fingerprinted.
     """
 
     kind: str
@@ -162,6 +165,7 @@ class Manifest:
     layout: dict[str, Any]
     shards: tuple[ShardRecord, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    positions: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT
 
@@ -216,11 +220,19 @@ class Manifest:
         """A copy without the given shard ids."""
         return replace(self, shards=tuple(s for s in self.shards if s.shard_id not in shard_ids))
 
+    def with_positions_file(self, db_dir: str | os.PathLike[str]) -> Manifest:
+        """A copy recording the size and sha256 of ``<db_dir>/positions.npz`` (which must exist)."""
+        path = Path(db_dir) / POSITIONS_NAME
+        record = {"path": POSITIONS_NAME, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+        return replace(self, positions=record)
+
     # -- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (configuration keys, then ``fingerprint``, ``shards`` and ``info``)."""
+        """JSON-friendly dict (configuration keys, then ``fingerprint``, ``positions``, ``shards``, ``info``)."""
         out = self.config_dict()
         out["fingerprint"] = self.fingerprint()
+        if self.positions is not None:
+            out["positions"] = dict(self.positions)
         out["shards"] = [s.to_dict() for s in self.shards]
         out["info"] = dict(self.info)
         return out
@@ -238,7 +250,10 @@ class Manifest:
         try:
             kw = {key: data[key] for key in CONFIG_KEYS}
             shards = tuple(sorted((ShardRecord.from_dict(s) for s in data.get("shards", [])), key=lambda s: s.shard_id))
-            return cls(**kw, shards=shards, info=dict(data.get("info", {})))
+            positions = data.get("positions")
+            if positions is not None and not {"path", "sha256", "bytes"} <= set(positions):
+                raise ValueError(f"positions record {positions!r} lacks path, sha256 or bytes")
+            return cls(**kw, shards=shards, info=dict(data.get("info", {})), positions=positions)
         except (KeyError, TypeError, ValueError) as exc:
             raise ShardCorruptError(
                 f"{where}: invalid manifest ({exc!r}); rebuild the database with --overwrite"

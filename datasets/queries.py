@@ -10,11 +10,14 @@ CSV format (UTF-8, header row required, extra columns ignored, column order free
 * ``lat``/``lon``: degrees, EPSG:4326. ``alt_m``: camera altitude in metres above the DEM datum;
   may be empty, then the camera is placed ``height_m`` (1.7 m) above the DEM at load time
   (a DEM is needed then).
-* ``yaw_deg`` (clockwise from north), ``pitch_deg``, ``roll_deg``, ``fov_deg`` (horizontal, in
-  (0, 180)): see :mod:`crosslocate.dem.poses`.
+* ``yaw_deg`` (clockwise from north), ``pitch_deg``, ``roll_deg``, ``fov_deg`` (horizontal, within
+  :data:`QUERY_FOV_RANGE_DEG`): see :mod:`crosslocate.dem.poses`.
 
 Every malformed row raises :class:`~crosslocate.errors.QueryCSVError` with the path and the
-1-based line number (the header is line 1).
+1-based line number (the header is line 1). With ``check_images`` (the default) every image is
+opened (header only) and must be a readable image of at least :data:`MIN_IMAGE_SIDE_PX` pixels on
+each side; its EXIF orientation is applied when it is read for the network
+(:func:`crosslocate.datasets.views.load_rgb`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import shapely
 
 from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
 from crosslocate.dem.poses import Pose
-from crosslocate.dem.regions import Region, get_region, xy_to_lonlat
+from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, xy_to_lonlat
 from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,11 @@ logger = logging.getLogger(__name__)
 QUERY_COLUMNS: tuple[str, ...] = ("image", "lat", "lon", "alt_m", "yaw_deg", "pitch_deg", "roll_deg", "fov_deg")
 #: Default height of a query camera above the DEM when ``alt_m`` is empty, metres (eye height).
 QUERY_HEIGHT_M: float = 1.7
+#: Accepted horizontal FOV of a query photo, degrees: narrower shrinks the photo to a few pixels of
+#: the database view's canvas, wider is not a pinhole camera.
+QUERY_FOV_RANGE_DEG: tuple[float, float] = (5.0, 150.0)
+#: Smallest accepted side of a query image, pixels (a 1x1 or 4x4 "photo" shows nothing to match).
+MIN_IMAGE_SIDE_PX: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +71,12 @@ class Query:
 
 
 def load_query_csv(
-    path: str | os.PathLike[str], *, dem: Any | None = None, height_m: float = QUERY_HEIGHT_M
+    path: str | os.PathLike[str],
+    *,
+    dem: Any | None = None,
+    height_m: float = QUERY_HEIGHT_M,
+    region: Region | str | None = None,
+    check_images: bool = True,
 ) -> list[Query]:
     """Read a query CSV.
 
@@ -72,15 +85,23 @@ def load_query_csv(
     path : path
         The CSV file.
     dem : DEM or None
-        Used only for rows with an empty ``alt_m``: altitude = DEM elevation + ``height_m``.
+        Used for rows with an empty ``alt_m``: altitude = DEM elevation + ``height_m``; with
+        ``region``, every row must also lie inside the DEM's coverage.
     height_m : float
         Camera height above the DEM for rows without ``alt_m``, metres.
+    region : Region, name or None
+        When given, every row's position must lie inside the region polygon (a query set for
+        training or evaluation in that region), and inside the DEM's coverage when ``dem`` is given.
+    check_images : bool
+        Open every image (header only) and refuse missing, unreadable or tiny ones.
 
     Raises
     ------
     QueryCSVError
-        Missing file/header/column, non-numeric or out-of-range value, or an empty ``alt_m``
-        that cannot be filled (no DEM, or outside its coverage); names the path and 1-based line.
+        Missing file/header/column, non-numeric or out-of-range value, an empty ``alt_m``
+        that cannot be filled (no DEM, or outside its coverage), a position outside ``region`` (or
+        its DEM), or (``check_images``) a missing, unreadable or too small image; names the path
+        and 1-based line.
     """
     path = Path(path)
     try:
@@ -106,7 +127,61 @@ def load_query_csv(
         if len(row) < len(header):
             raise QueryCSVError(path, line, f"{len(row)} fields, the header has {len(header)}")
         rows.append((line, row[col["image"]].strip(), _parse_numbers(path, line, row, col)))
-    return _make_queries(path, rows, dem, height_m)
+    queries = _make_queries(path, rows, dem, height_m)
+    lines = [line for line, _, _ in rows]
+    if region is not None:
+        _check_inside(path, lines, queries, get_region(region), dem)
+    if check_images:
+        for line, q in zip(lines, queries, strict=True):
+            _check_image(path, line, q.image)
+    return queries
+
+
+def _check_inside(path: Path, lines: list[int], queries: list[Query], region: Region, dem: Any | None) -> None:
+    """QueryCSVError at the first row outside ``region`` (or outside the DEM coverage, when a DEM is given)."""
+    lon, lat = queries_to_lonlat(queries)
+    x, y = lonlat_to_xy(lon, lat, region.crs_wkt)
+    outside = ~shapely.intersects_xy(region.polygon_xy(region.crs_wkt), x, y)
+    where = f"region {region.name!r}"
+    if not outside.any() and dem is not None:
+        outside, where = ~np.asarray(dem.covers(lon, lat), bool), f"the DEM coverage {tuple(dem.bounds_lonlat)}"
+    if outside.any():
+        k = int(np.flatnonzero(outside)[0])
+        raise QueryCSVError(
+            path, lines[k], f"lon {lon[k]!r}, lat {lat[k]!r} lies outside {where} ({int(outside.sum())} row(s) do)"
+        )
+
+
+def _check_image(path: Path, line: int, image: str) -> None:
+    """Raise :class:`QueryCSVError` unless ``image`` opens as an image of at least MIN_IMAGE_SIDE_PX a side."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise QueryCSVError(path, line, f"image {image} does not exist") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise QueryCSVError(path, line, f"image {image} is not a readable image ({exc})") from exc
+    if min(w, h) < MIN_IMAGE_SIDE_PX:
+        raise QueryCSVError(
+            path, line, f"image {image} is {w}x{h} px; a query photo needs at least {MIN_IMAGE_SIDE_PX} px a side"
+        )
+
+
+def query_set_digest(queries: Sequence[Query], extra: bytes = b"") -> str:
+    """Hex sha256 identifying a query set: every pose (all seven numbers) and the bytes of every
+    image, in order, plus ``extra`` (e.g. the split codes). Independent of where the files lie."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for q in queries:
+        p = q.pose
+        h.update(np.array([p.lon, p.lat, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg], "<f8").tobytes())
+        with open(q.image, "rb") as fh:
+            h.update(hashlib.sha256(fh.read()).digest())
+    h.update(extra)
+    return h.hexdigest()
 
 
 def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -> dict[str, float]:
@@ -126,7 +201,11 @@ def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -
     checks = (
         ("lat", -90.0 <= values["lat"] <= 90.0, "must be within [-90, 90] degrees"),
         ("lon", -180.0 <= values["lon"] <= 180.0, "must be within [-180, 180] degrees"),
-        ("fov_deg", 0.0 < values["fov_deg"] < 180.0, "must be in (0, 180) degrees (horizontal FOV)"),
+        (
+            "fov_deg",
+            QUERY_FOV_RANGE_DEG[0] <= values["fov_deg"] <= QUERY_FOV_RANGE_DEG[1],
+            "must be within [{:g}, {:g}] degrees (horizontal FOV of the photo)".format(*QUERY_FOV_RANGE_DEG),
+        ),
         ("pitch_deg", -90.0 <= values["pitch_deg"] <= 90.0, "must be within [-90, 90] degrees"),
     )
     for name, ok, why in checks:
@@ -353,10 +432,13 @@ def queries_to_lonlat(queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray]
 
 
 __all__ = [
+    "MIN_IMAGE_SIDE_PX",
     "QUERY_COLUMNS",
+    "QUERY_FOV_RANGE_DEG",
     "Query",
     "load_query_csv",
     "queries_to_lonlat",
+    "query_set_digest",
     "sample_orientations",
     "sample_synthetic_poses",
     "write_query_csv",

@@ -17,6 +17,7 @@ Derived on demand (never stored): horizon line, relative depth, RGB previews
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 import numpy as np
@@ -31,6 +32,10 @@ SKY_DEPTH_M: float = -1.0
 
 #: Semantic id of sky pixels.
 SKY_CLASS: int = int(LandCover.SKY)
+
+#: Largest plausible decoded depth, metres: no terrain on Earth is visible this far (the horizon
+#: from Everest is ~370 km), so a larger value can only come from corrupted bytes.
+MAX_DEPTH_M: float = 1_000_000.0
 
 
 class Modality(StrEnum):
@@ -53,7 +58,8 @@ ALL_MODALITIES: tuple[Modality, ...] = (Modality.DEPTH, Modality.SILHOUETTE, Mod
 #: Split codes in the per-view table.
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2, "none": 255}
 
-#: Per-view table columns (HDF5 compound dataset ``views``) and their dtypes.
+#: Per-view table columns (HDF5 compound dataset ``views``) and their dtypes. Every column is a pure
+#: function of the build configuration (no timings), so rebuilt shards are byte-identical.
 VIEW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("view_id", "<i8"),  # unique within the database, deterministic
     ("position_id", "<i8"),  # index into the database's position list
@@ -67,9 +73,38 @@ VIEW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("roll_deg", "<f4"),
     ("fov_deg", "<f4"),  # horizontal
     ("split", "u1"),  # SPLIT_CODES
-    ("render_time_s", "<f4"),  # wall time spent rendering this view
 )
+#: Columns of shards written before the table became deterministic; readers drop them.
+LEGACY_VIEW_COLUMNS: tuple[str, ...] = ("render_time_s",)
 VIEW_DTYPE: np.dtype = np.dtype(list(VIEW_COLUMNS))
+
+
+def invalid_values(modality: Modality | str, decoded: np.ndarray) -> np.ndarray:
+    """Bool mask (same shape) of decoded values no renderer can produce, i.e. corruption.
+
+    depth: NaN, +-inf, negatives other than ``SKY_DEPTH_M``, or above :data:`MAX_DEPTH_M`;
+    silhouette: not in {0, 1}; semantic: not a :class:`LandCover` id.
+    """
+    m = Modality(modality)
+    a = np.asarray(decoded)
+    if m is Modality.DEPTH:
+        return ~((np.isfinite(a) & (a >= 0) & (a <= MAX_DEPTH_M)) | (a == SKY_DEPTH_M))
+    if m is Modality.SILHOUETTE:
+        return a > 1
+    return ~np.isin(a, np.array([int(c) for c in LandCover], dtype=a.dtype))
+
+
+def first_invalid(modality: Modality | str, decoded: np.ndarray, indices: Sequence[int] | None = None) -> str | None:
+    """``"<modality> view V pixel (R, C) has invalid value X"`` for the first invalid value, or None.
+
+    ``decoded`` is (n, H, W); ``indices`` (n,) names the views (default ``0..n-1``).
+    """
+    bad = invalid_values(modality, decoded)
+    if not bad.any():
+        return None
+    v, r, c = (int(i) for i in np.argwhere(bad)[0])
+    view = v if indices is None else int(indices[v])
+    return f"{Modality(modality).value} view {view} pixel ({r}, {c}) has invalid value {decoded[v, r, c].item()!r}"
 
 
 def parse_modalities(names: str | list[str] | tuple[str, ...]) -> tuple[Modality, ...]:

@@ -13,10 +13,17 @@ a reader decodes it without the manifest. Only the modalities the database was r
 
 Readers open their HDF5 handle on first use and reopen it in a new process: the handle is never
 pickled (dask workers and ``DataLoader`` workers each open their own).
+
+Integrity at read time: a reader given its manifest record (every reader of :class:`Database`)
+checks the file's size and sha256 before it first opens it, once per file per process (a forked
+worker inherits the result), and every decoded batch is checked against physical bounds
+(:func:`~crosslocate.datasets.schema.invalid_values`). Either failure raises
+:class:`~crosslocate.errors.ShardCorruptError` naming the shard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,14 +38,16 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets import codecs
-from crosslocate.datasets.atomic import atomic_path
+from crosslocate.datasets.atomic import require_free_space, write_bytes_atomic
 from crosslocate.datasets.config import ShardConfig
-from crosslocate.datasets.manifest import Manifest, file_sha256
-from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality
+from crosslocate.datasets.manifest import Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality, first_invalid
 from crosslocate.errors import ConfigError, NotBuiltError, ShardCorruptError
 
 logger = logging.getLogger(__name__)
 
+#: Growth step of the in-memory HDF5 image a shard is built in, bytes.
+CORE_BLOCK_BYTES: int = 4 << 20
 #: ``format`` attribute of every shard file.
 SHARD_FORMAT = "crosslocate-shard"
 _SHUFFLE_CODES = {
@@ -48,18 +57,62 @@ _SHUFFLE_CODES = {
 }
 
 
+#: Shard files whose bytes this process has checked: (resolved path, size, mtime_ns, sha256).
+_CHECKED: set[tuple[str, int, int, str]] = set()
+
+
+def shard_file_problem(path: str | os.PathLike[str], record: ShardRecord) -> str | None:
+    """Why ``path`` does not hold the shard ``record`` describes (missing, size, sha256), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return "listed in the manifest but the file does not exist"
+    size = path.stat().st_size
+    if size != record.bytes:
+        return f"file has {size} bytes, manifest says {record.bytes} (truncated or replaced)"
+    digest = file_sha256(path)
+    if digest != record.sha256:
+        return f"sha256 {digest[:16]}... differs from the manifest's {record.sha256[:16]}... (corrupt)"
+    return None
+
+
+def check_shard_file(path: str | os.PathLike[str], record: ShardRecord) -> None:
+    """Raise :class:`ShardCorruptError` naming the shard unless ``path`` matches ``record`` (size, sha256).
+
+    The file is hashed once per process (again only when its size or mtime changes).
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, record.sha256)
+    except OSError:
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+    why = shard_file_problem(path, record)
+    if why is not None:
+        raise ShardCorruptError(
+            f"{path}: shard {record.shard_id}: {why}; run `crosslocate verify` and rerun `crosslocate build` to redo it"
+        )
+    if key is not None:
+        _CHECKED.add(key)
+
+
 def blosc_filter(spec: codecs.CodecSpec) -> hdf5plugin.Blosc:
     """The hdf5plugin Blosc filter of a dataset (``create_dataset(**blosc_filter(spec))``)."""
     return hdf5plugin.Blosc(cname=spec.compressor, clevel=spec.clevel, shuffle=_SHUFFLE_CODES[spec.shuffle])
 
 
 class ShardWriter:
-    """Writes one shard to a temporary file and moves it into place only when complete.
+    """Builds one shard in memory and writes it atomically only when complete.
 
-    Use as a context manager: views are appended with :meth:`add`; :meth:`commit` closes the file,
-    fsyncs it, renames it to ``path`` and returns ``(sha256, bytes, n_views)``. Leaving the block
-    without :meth:`commit` (or with an exception) deletes the temporary file, so ``path`` never
-    holds a partial shard.
+    Use as a context manager: views are appended with :meth:`add` to an in-memory HDF5 file (a
+    shard is a few MB); :meth:`commit` checks the free space, writes the file image with
+    :func:`~crosslocate.datasets.atomic.write_bytes_atomic` and returns ``(sha256, bytes, n_views)``.
+    HDF5 itself never writes to disk, so a full disk is one clean
+    :class:`~crosslocate.errors.DiskFullError` (never an HDF5 crash), and ``path`` never holds a
+    partial shard. Entering the block already refuses when the folder has less free space than a
+    shard is expected to take (the mean size of the shards this process or earlier runs wrote
+    there).
 
     Parameters
     ----------
@@ -90,14 +143,17 @@ class ShardWriter:
         self.attrs = dict(attrs or {})
         self.specs = {m: codecs.codec_spec(m, cfg) for m in self.modalities}
         self.n_views = 0
-        self._ctx: Any = None
         self._h5: h5py.File | None = None
-        self._committed = False
 
     def __enter__(self) -> Self:
-        self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._h5 = h5py.File(tmp, "w")
+        expected = _expected_shard_bytes(self.path.parent)
+        if expected:
+            require_free_space(self.path, expected, "a shard (the mean size so far)")
+        # the file image grows in 4 MiB steps (h5py's default of 64 KiB re-allocates and copies a
+        # multi-MB image hundreds of times per shard)
+        self._h5 = h5py.File(
+            f"{self.path}.{id(self)}", "w", driver="core", backing_store=False, block_size=CORE_BLOCK_BYTES
+        )
         s = self.size_px
         for m, spec in self.specs.items():
             ds = self._h5.create_dataset(
@@ -149,8 +205,11 @@ class ShardWriter:
         self.n_views += n
 
     def commit(self) -> tuple[str, int, int]:
-        """Finish the file and move it into place; returns ``(sha256, bytes, n_views)``."""
-        if self._h5 is None or self._ctx is None:
+        """Finish the file and write it into place; returns ``(sha256, bytes, n_views)``.
+
+        Raises :class:`~crosslocate.errors.DiskFullError` (nothing written) when it does not fit.
+        """
+        if self._h5 is None:
             raise ShardCorruptError(f"{self.path}: ShardWriter.commit outside its `with` block")
         h5 = self._h5
         h5.attrs["format"] = SHARD_FORMAT
@@ -160,29 +219,42 @@ class ShardWriter:
         h5.attrs["modalities"] = json.dumps([m.value for m in self.modalities])
         for key, value in self.attrs.items():
             h5.attrs[key] = value
+        h5.flush()
+        image = h5.id.get_file_image()
         h5.close()
         self._h5 = None
-        ctx, self._ctx = self._ctx, None
-        ctx.__exit__(None, None, None)
-        self._committed = True
-        return file_sha256(self.path), self.path.stat().st_size, self.n_views
+        require_free_space(self.path, len(image), "this shard")
+        write_bytes_atomic(self.path, image)
+        _record_shard_bytes(self.path.parent, len(image))
+        return hashlib.sha256(image).hexdigest(), len(image), self.n_views
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._h5 is not None:
+        if self._h5 is not None:  # not committed: the in-memory file is discarded, nothing was written
             self._h5.close()
             self._h5 = None
-        if self._ctx is not None:  # not committed: discard the temporary file
-            ctx, self._ctx = self._ctx, None
-            err = exc if exc is not None else ShardCorruptError(f"{self.path}: shard not committed")
-            try:
-                ctx.__exit__(type(err), err, tb)
-            except BaseException as raised:  # atomic_path re-raises what it is given
-                if raised is not err:
-                    raise
             if exc is None:
                 logger.warning("%s: ShardWriter closed without commit; nothing written", self.path)
+
+
+#: Per folder: (bytes, count) of the shards this process wrote or found there (expected shard size).
+_SHARD_SIZES: dict[str, tuple[int, int]] = {}
+
+
+def _expected_shard_bytes(folder: Path) -> int:
+    """Mean size of the shards in ``folder`` (0 when none is known yet); the folder is listed once per process."""
+    key = str(folder.absolute())
+    if key not in _SHARD_SIZES:
+        sizes = [p.stat().st_size for p in folder.glob("shard-*.h5") if p.is_file()] if folder.is_dir() else []
+        _SHARD_SIZES[key] = (sum(sizes), len(sizes))
+    total, count = _SHARD_SIZES[key]
+    return total // count if count else 0
+
+
+def _record_shard_bytes(folder: Path, size: int) -> None:
+    total, count = _SHARD_SIZES.get(str(folder.absolute()), (0, 0))
+    _SHARD_SIZES[str(folder.absolute())] = (total + size, count + 1)
 
 
 class ShardReader:
@@ -192,16 +264,22 @@ class ShardReader:
     ----------
     path : path
         Shard file.
+    record : ShardRecord, optional
+        Its manifest entry: the file's size and sha256 are checked before the first open in a
+        process (:func:`check_shard_file`).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], record: ShardRecord | None = None) -> None:
         self.path = Path(path)
+        self.record = record
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._specs: dict[Modality, codecs.CodecSpec] = {}
 
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
+            if self.record is not None:
+                check_shard_file(self.path, self.record)
             try:
                 h5 = h5py.File(self.path, "r")
             except (OSError, ValueError) as exc:
@@ -253,8 +331,22 @@ class ShardReader:
         return self._specs[m]
 
     def table(self) -> npt.NDArray[np.void]:
-        """(N,) VIEW_DTYPE per-view table."""
-        return np.asarray(self._file()["views"][...], dtype=VIEW_DTYPE)
+        """(N,) VIEW_DTYPE per-view table (columns of older shards, e.g. ``render_time_s``, dropped)."""
+        raw = self._file()["views"][...]
+        if raw.dtype == VIEW_DTYPE:
+            return np.asarray(raw)
+        out = np.zeros(raw.shape, VIEW_DTYPE)
+        try:
+            for name in VIEW_DTYPE.names:
+                out[name] = raw[name]
+        except (KeyError, ValueError) as exc:
+            raise ShardCorruptError(f"{self.path}: /views table lacks column {exc}; rebuild this shard") from exc
+        return out
+
+    def storage_bytes(self) -> dict[str, int]:
+        """Compressed bytes each modality's dataset occupies in the file (chunks only, no metadata)."""
+        h5 = self._file()
+        return {m.value: int(h5[m.value].id.get_storage_size()) for m in self.modalities}
 
     def read_stored(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
         """(n, H, W) stored (encoded) arrays of the given view indices, in the given order."""
@@ -275,9 +367,19 @@ class ShardReader:
         """(H, W) decoded view ``index``: depth float32 metres (sky ``SKY_DEPTH_M``), else uint8."""
         return self.read_batch(modality, [index])[0]
 
-    def read_batch(self, modality: Modality | str, indices: npt.ArrayLike) -> npt.NDArray[Any]:
-        """(n, H, W) decoded views, in the order of ``indices``."""
-        return codecs.decode(self.spec(modality), self.read_stored(modality, indices))
+    def read_batch(self, modality: Modality | str, indices: npt.ArrayLike, *, check: bool = True) -> npt.NDArray[Any]:
+        """(n, H, W) decoded views, in the order of ``indices``.
+
+        With ``check`` (default) a value outside physical bounds raises :class:`ShardCorruptError`.
+        """
+        decoded = codecs.decode(self.spec(modality), self.read_stored(modality, indices))
+        if check:
+            bad = first_invalid(modality, decoded, np.asarray(indices, dtype=np.int64).reshape(-1))
+            if bad is not None:
+                raise ShardCorruptError(
+                    f"{self.path}: corrupt shard: {bad}; run `crosslocate verify` and rerun `crosslocate build`"
+                )
+        return decoded
 
     def close(self) -> None:
         """Close the handle (a later read reopens it). Idempotent."""
@@ -294,10 +396,10 @@ class ShardReader:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "record": self.record}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(state["path"], state.get("record"))  # type: ignore[misc]
 
 
 class Database:
@@ -309,7 +411,7 @@ class Database:
     def __init__(self, db_dir: str | os.PathLike[str], manifest: Manifest) -> None:
         self.db_dir = Path(db_dir)
         self.manifest = manifest
-        self.readers = [ShardReader(self.db_dir / s.path) for s in manifest.shards]
+        self.readers = [ShardReader(self.db_dir / s.path, s) for s in manifest.shards]
         counts = np.array([s.n_views for s in manifest.shards], dtype=np.int64)
         #: (n_shards + 1,) int64 view offsets of the shards.
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -408,4 +510,14 @@ def stored_bytes(spec: codecs.CodecSpec, arrays: npt.NDArray[Any], depth_max_m: 
         return int(ds.id.get_storage_size())
 
 
-__all__ = ["SHARD_FORMAT", "Database", "ShardReader", "ShardWriter", "blosc_filter", "open_database", "stored_bytes"]
+__all__ = [
+    "SHARD_FORMAT",
+    "Database",
+    "ShardReader",
+    "ShardWriter",
+    "blosc_filter",
+    "check_shard_file",
+    "open_database",
+    "shard_file_problem",
+    "stored_bytes",
+]

@@ -2,38 +2,46 @@
 
 Per shard listed in the manifest: the file exists, its size and sha256 match, HDF5 opens it, the
 view count and array shapes agree with the manifest, and (unless ``check_values=False``) every
-decoded value is in range: depth finite and >= 0 or exactly ``SKY_DEPTH_M``, semantic ids in
-:class:`~crosslocate.dem.landcover.LandCover`, silhouette in {0, 1}, and table rows with
-``position_id`` inside the recorded range. Planned shards not yet recorded are reported as
-missing. Shard files on disk that the manifest does not list (left by a killed build between the
-rename and the manifest update) are reported as warnings: a rerun of the build redoes them.
+decoded value is physically possible (:func:`~crosslocate.datasets.schema.invalid_values`) and
+table rows have ``position_id`` inside the recorded range. ``positions.npz`` must exist and match
+the size and sha256 the manifest records (older manifests without the record: it must load and
+hold ``layout.n_positions`` rows). Planned shards not listed yet are counted as *not yet built*,
+which is not corruption: an interrupted build resumes them. Shard files on disk that the manifest
+does not list (left by a killed build between the rename and the manifest update) are warnings.
+
+Outcomes and the exit codes of ``crosslocate verify``: :data:`EXIT_OK` (complete and sound),
+:data:`EXIT_CORRUPT` (anything listed is missing, damaged or implausible, or the manifest is
+unreadable), :data:`EXIT_INCOMPLETE` (everything built so far is sound, some shards are not built
+yet). Code 2 stays the CLI's "bad input" code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crosslocate.datasets.manifest import Manifest, ShardRecord, file_sha256, shard_name
-from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
-from crosslocate.datasets.shards import ShardReader
-from crosslocate.dem.landcover import LandCover
+from crosslocate.datasets.manifest import POSITIONS_NAME, Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.schema import Modality, first_invalid
+from crosslocate.datasets.shards import ShardReader, shard_file_problem
 from crosslocate.errors import CrosslocateError
 
 logger = logging.getLogger(__name__)
 
 #: Views decoded per read while checking values (bounds memory: 16 x 500 x 500 x 4 B = 16 MB).
 _BATCH = 16
+#: Exit codes of ``crosslocate verify``.
+EXIT_OK, EXIT_CORRUPT, EXIT_INCOMPLETE = 0, 1, 3
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One finding. ``kind``: missing, checksum, unreadable, count, values, incomplete, manifest, unlisted."""
+    """One finding. ``kind``: missing, checksum, unreadable, count, values, positions, manifest, unlisted."""
 
     kind: str
     path: str
@@ -43,6 +51,23 @@ class Problem:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
         return {"kind": self.kind, "path": self.path, "shard_id": self.shard_id, "message": self.message}
+
+    def line(self) -> str:
+        """One human-readable line."""
+        return f"{self.kind}: {self.path}: {self.message}"
+
+
+def id_ranges(ids: list[int]) -> str:
+    """Sorted ids as ranges: ``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
+    parts: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ", ".join(parts)
 
 
 @dataclass(slots=True)
@@ -54,11 +79,13 @@ class VerifyReport:
     db_dir : str
         The database folder.
     n_planned, n_listed, n_ok : int
-        Planned shards, shards listed in the manifest, listed shards that passed every check.
+        Planned shards, shards listed in the manifest (built), listed shards that passed every check.
     n_views : int
         Views in the shards that passed.
+    not_built : list of int
+        Planned shard ids not listed yet (an unfinished build, not corruption).
     problems : list of Problem
-        Failures (any makes :attr:`ok` false).
+        Corruption: damaged or missing listed shards, bad ``positions.npz``, unreadable manifest.
     warnings : list of Problem
         Harmless findings (unlisted shard files).
     """
@@ -68,16 +95,27 @@ class VerifyReport:
     n_listed: int = 0
     n_ok: int = 0
     n_views: int = 0
+    not_built: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when there is no problem (warnings allowed)."""
-        return not self.problems
+        """True when the database is complete and nothing is corrupt (warnings allowed)."""
+        return not self.problems and not self.not_built
+
+    @property
+    def corrupt(self) -> bool:
+        """True when anything built is damaged (or the manifest is unreadable)."""
+        return bool(self.problems)
+
+    @property
+    def exit_code(self) -> int:
+        """:data:`EXIT_OK`, :data:`EXIT_CORRUPT` or :data:`EXIT_INCOMPLETE` (corruption wins)."""
+        return EXIT_CORRUPT if self.corrupt else EXIT_INCOMPLETE if self.not_built else EXIT_OK
 
     def bad_shards(self) -> list[int]:
-        """Shard ids with a problem (missing, corrupt or incomplete), sorted."""
+        """Ids of listed shards that failed a check (missing file, checksum, unreadable, values), sorted."""
         return sorted({p.shard_id for p in self.problems if p.shard_id is not None})
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,10 +123,13 @@ class VerifyReport:
         return {
             "db_dir": self.db_dir,
             "ok": self.ok,
+            "exit_code": self.exit_code,
             "n_planned": self.n_planned,
-            "n_listed": self.n_listed,
-            "n_ok": self.n_ok,
+            "n_complete": self.n_ok,
+            "n_corrupt": len(self.bad_shards()),
+            "n_not_built": len(self.not_built),
             "n_views": self.n_views,
+            "not_built": id_ranges(self.not_built),
             "bad_shards": self.bad_shards(),
             "problems": [p.to_dict() for p in self.problems],
             "warnings": [p.to_dict() for p in self.warnings],
@@ -98,21 +139,13 @@ class VerifyReport:
 def _check_values(reader: ShardReader, record: ShardRecord, modalities: tuple[Modality, ...]) -> list[str]:
     """Range checks of every decoded view; returns messages (empty when all is well)."""
     msgs: list[str] = []
-    valid_ids = np.array([int(c) for c in LandCover], dtype=np.int64)
     n = record.n_views
     for m in modalities:
         for start in range(0, n, _BATCH):
             idx = np.arange(start, min(n, start + _BATCH))
-            a = reader.read_batch(m, idx)
-            if m is Modality.DEPTH:
-                bad = ~((np.isfinite(a) & (a >= 0)) | (a == SKY_DEPTH_M))
-            elif m is Modality.SILHOUETTE:
-                bad = a > 1
-            else:
-                bad = ~np.isin(a, valid_ids)
-            if bad.any():
-                v, r, c = (int(i) for i in np.argwhere(bad)[0])
-                msgs.append(f"{m.value} view {start + v} pixel ({r}, {c}) has invalid value {a[v, r, c]!r}")
+            bad = first_invalid(m, reader.read_batch(m, idx, check=False), idx)
+            if bad is not None:
+                msgs.append(bad)
                 break
     table = reader.table()
     lo, hi = record.position_ids
@@ -133,14 +166,9 @@ def verify_shard(
     def problem(kind: str, msg: str) -> list[Problem]:
         return [Problem(kind, where, msg, record.shard_id)]
 
-    if not path.is_file():
-        return problem("missing", "listed in the manifest but the file does not exist")
-    size = path.stat().st_size
-    if size != record.bytes:
-        return problem("checksum", f"file has {size} bytes, manifest says {record.bytes} (truncated or replaced)")
-    digest = file_sha256(path)
-    if digest != record.sha256:
-        return problem("checksum", f"sha256 {digest[:16]}... differs from the manifest's {record.sha256[:16]}...")
+    why = shard_file_problem(path, record)
+    if why is not None:
+        return problem("checksum" if path.is_file() else "missing", why)
     reader = ShardReader(path)
     try:
         if reader.n_views != record.n_views or len(reader.table()) != record.n_views:
@@ -161,6 +189,39 @@ def verify_shard(
     return []
 
 
+def verify_positions(db_dir: Path, manifest: Manifest) -> list[Problem]:
+    """Problems of ``positions.npz`` (missing, checksum, unreadable, wrong row count); empty when sound."""
+    path = db_dir / POSITIONS_NAME
+    rec = manifest.positions
+    built_by_crosslocate = rec is not None or "positions_sha256" in manifest.layout
+    if not path.is_file():
+        if built_by_crosslocate:
+            return [Problem("positions", str(path), "missing; rerun `crosslocate build` to rewrite it")]
+        return []
+    if rec is not None:
+        size = path.stat().st_size
+        if size != int(rec["bytes"]) or file_sha256(path) != rec["sha256"]:
+            return [
+                Problem(
+                    "positions",
+                    str(path),
+                    f"size or sha256 differs from the manifest's ({size} vs {rec['bytes']} bytes); "
+                    "rerun `crosslocate build` to rewrite it",
+                )
+            ]
+    try:  # reading every member checks the zip CRCs (the only check for older manifests)
+        with np.load(path, allow_pickle=False) as data:
+            n = len(data["position_id"])
+            for name in data.files:
+                data[name]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        return [Problem("positions", str(path), f"unreadable ({type(exc).__name__}: {exc}); rerun `crosslocate build`")]
+    expected = manifest.layout.get("n_positions")
+    if expected is not None and n != int(expected):
+        return [Problem("positions", str(path), f"{n} positions, the manifest plans {expected}")]
+    return []
+
+
 def verify_database(db_dir: str | os.PathLike[str], *, check_values: bool = True) -> VerifyReport:
     """Check every shard of the database in ``db_dir`` against its manifest (see the module docstring).
 
@@ -178,17 +239,17 @@ def verify_database(db_dir: str | os.PathLike[str], *, check_values: bool = True
     size_px = int(manifest.render.get("size_px", 0))
     report.n_planned = manifest.n_planned_shards
     report.n_listed = len(manifest.shards)
+    report.problems.extend(verify_positions(db, manifest))
     for record in manifest.shards:
         found = verify_shard(db, record, modalities, size_px, check_values)
         if found:
             report.problems.extend(found)
-            logger.warning("%s", found[0].path + ": " + found[0].message)
+            logger.debug("%s", found[0].line())
         else:
             report.n_ok += 1
             report.n_views += record.n_views
     listed = {s.shard_id for s in manifest.shards}
-    for sid in sorted(set(range(report.n_planned)) - listed):
-        report.problems.append(Problem("incomplete", str(db / shard_name(sid)), "planned shard not built yet", sid))
+    report.not_built = sorted(set(range(report.n_planned)) - listed)
     listed_names = {s.path for s in manifest.shards}
     for path in sorted(db.glob("shard-*.h5")):
         if path.name not in listed_names:
@@ -196,4 +257,14 @@ def verify_database(db_dir: str | os.PathLike[str], *, check_values: bool = True
     return report
 
 
-__all__ = ["Problem", "VerifyReport", "verify_database", "verify_shard"]
+__all__ = [
+    "EXIT_CORRUPT",
+    "EXIT_INCOMPLETE",
+    "EXIT_OK",
+    "Problem",
+    "VerifyReport",
+    "id_ranges",
+    "verify_database",
+    "verify_positions",
+    "verify_shard",
+]

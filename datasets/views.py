@@ -263,12 +263,15 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
 
 
 def load_rgb(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
-    """Read an image file as (H, W, 3) uint8 RGB; raises ``ConfigError`` naming the file when unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image file as (H, W, 3) uint8 RGB, upright: its EXIF orientation applied (a phone
+    photo taken sideways comes back as it was seen). Raises ``ConfigError`` naming the file when
+    unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            upright = ImageOps.exif_transpose(im)
+            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as exc:
         raise ConfigError(f"cannot read query image {path}: {exc}; check the path in the query CSV") from exc
 

@@ -134,21 +134,35 @@ def geodesic_area_km2(polygon_lonlat: Any) -> float:
     return abs(float(area)) / 1e6
 
 
+@lru_cache(maxsize=256)
 def aeqd_crs_wkt(lon0: float, lat0: float) -> str:
     """WKT of an azimuthal-equidistant CRS (WGS84, metres) centred at ``(lon0, lat0)``."""
     return CRS.from_proj4(f"+proj=aeqd +lat_0={float(lat0)!r} +lon_0={float(lon0)!r} +datum=WGS84 +units=m").to_wkt()
 
 
+@lru_cache(maxsize=64)
 def equal_area_crs_wkt(lon0: float, lat0: float) -> str:
     """WKT of a Lambert azimuthal equal-area CRS (WGS84, metres) centred at ``(lon0, lat0)``."""
     return CRS.from_proj4(f"+proj=laea +lat_0={float(lat0)!r} +lon_0={float(lon0)!r} +datum=WGS84 +units=m").to_wkt()
 
 
+#: UTM latitude band letters, 8 degrees each from 80 S (X spans 72-84 N).
+UTM_BANDS: str = "CDEFGHJKLMNPQRSTUVWX"
+
+
+def utm_zone(lon: float, lat: float) -> tuple[int, str, int]:
+    """``(zone number 1..60, latitude band letter, EPSG code)`` of the WGS84 UTM zone holding ``(lon, lat)``.
+
+    Plain 6-degree zones (no Norway/Svalbard exceptions); EPSG 326zz north of the equator, 327zz south.
+    """
+    zone = int(np.floor((float(lon) + 180.0) / 6.0)) % 60 + 1
+    band = UTM_BANDS[int(np.clip(np.floor((float(lat) + 80.0) / 8.0), 0, len(UTM_BANDS) - 1))]
+    return zone, band, (32600 if lat >= 0 else 32700) + zone
+
+
 def utm_crs_wkt(lon: float, lat: float) -> str:
     """WKT of the WGS84 UTM zone containing ``(lon, lat)`` (e.g. EPSG:32632 for the central Alps)."""
-    zone = int(np.floor((float(lon) + 180.0) / 6.0)) % 60 + 1
-    epsg = (32600 if lat >= 0 else 32700) + zone
-    return CRS.from_epsg(epsg).to_wkt()
+    return CRS.from_epsg(utm_zone(lon, lat)[2]).to_wkt()
 
 
 def transform_xy(x: Any, y: Any, src_crs: Any, dst_crs: Any) -> tuple[FloatArray, FloatArray]:

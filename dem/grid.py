@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,17 +123,23 @@ class Positions:
         return dataclasses.replace(self, position_id=np.arange(len(self), dtype=np.int64))
 
     def to_npz(self, path: str | os.PathLike[str]) -> Path:
-        """Write all arrays and ``crs_wkt`` to ``path`` (``.npz``) atomically (temp file + ``os.replace``)."""
+        """Write all arrays and ``crs_wkt`` to ``path`` (``.npz``) atomically (temp file + ``os.replace``).
+
+        The bytes depend only on the positions (the zip members carry a fixed timestamp), so two
+        builds of the same configuration write identical files.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(
+                _savez_deterministic(
                     fh,
-                    version=np.int64(_NPZ_VERSION),
-                    crs_wkt=np.str_(self.crs_wkt),
-                    **{name: getattr(self, name) for name in _ARRAY_FIELDS},
+                    {
+                        "version": np.int64(_NPZ_VERSION),
+                        "crs_wkt": np.str_(self.crs_wkt),
+                        **{name: getattr(self, name) for name in _ARRAY_FIELDS},
+                    },
                 )
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -162,6 +169,17 @@ class Positions:
 
 
 _ARRAY_FIELDS = ("position_id", *_FLOAT_FIELDS, "split")
+#: Timestamp of every member of a positions ``.npz`` (``np.savez`` would store the current time).
+_NPZ_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _savez_deterministic(fh: Any, arrays: dict[str, Any]) -> None:
+    """``np.savez`` (uncompressed, no pickle) with fixed member timestamps: same arrays, same bytes."""
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_NPZ_DATE_TIME)
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def empty_positions(crs_wkt: str) -> Positions:

@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from crosslocate.errors import ConfigError
+from crosslocate.errors import ConfigError, RenderError
 
 #: The 12 database yaws of the paper, degrees clockwise from north.
 DB_YAWS_DEG: tuple[float, ...] = tuple(float(30 * i) for i in range(12))
@@ -26,6 +26,9 @@ DB_YAWS_DEG: tuple[float, ...] = tuple(float(30 * i) for i in range(12))
 DB_FOV_DEG: float = 60.0
 #: Default image size (square), pixels.
 DB_SIZE_PX: int = 500
+#: Least height of a camera above the DEM surface, metres: a lower camera sits inside the rendered
+#: terrain (every depth ~0, no sky) because the render mesh and the bilinear DEM differ slightly.
+MIN_CAMERA_CLEARANCE_M: float = 0.5
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -89,3 +92,18 @@ def yaw_difference_deg(a_deg: Any, b_deg: Any) -> Any:
     """Smallest absolute angular difference between azimuths, degrees in [0, 180] (numpy-friendly)."""
     d = (a_deg - b_deg) % 360.0
     return abs(((d + 180.0) % 360.0) - 180.0)
+
+
+def check_camera_clearance(
+    lon: float, lat: float, alt_m: float, ground_m: float, clearance_m: float = MIN_CAMERA_CLEARANCE_M
+) -> None:
+    """Raise :class:`~crosslocate.errors.RenderError` naming the terrain height when the camera at
+    ``alt_m`` (metres, DEM datum) is less than ``clearance_m`` above the ground ``ground_m`` at
+    (``lon``, ``lat``) degrees EPSG:4326."""
+    if not alt_m >= ground_m + clearance_m:
+        where = "below" if alt_m < ground_m else "inside"
+        raise RenderError(
+            f"camera at lon {lon:.5f}, lat {lat:.5f}, altitude {alt_m:.1f} m is {where} the terrain, which is at "
+            f"{ground_m:.1f} m there; give an altitude of at least {ground_m + clearance_m:.1f} m "
+            "(or omit --alt to stand 1.7 m above the ground)"
+        )

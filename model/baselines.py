@@ -19,7 +19,10 @@ API
   from database depth (via :func:`crosslocate.datasets.derived.horizon_line`);
   ``horizon_angles(rows, fov_deg, height_px, pitch_deg, roll_deg)`` the same for a camera of known
   gravity (resample/baseline take per-view pitch/roll); ``photo_horizon_rows(rgb) -> (W,)`` the
-  sky/terrain boundary of an RGB photo (:func:`sky_mask_rgb` + a per-column best split).
+  sky/terrain boundary of an RGB photo (:func:`sky_mask_rgb` + a per-column best split);
+  ``gravity_grid(pitch_max, roll_max, pitch_step, roll_step) -> (P, 2)`` candidate tilts for
+  ``horizon_baseline(..., gravity_search=...)``, which searches pitch/roll per (query, view) pair
+  for photos without a gravity sensor.
 
 ``BaselineResult.indices`` is (M, K) int64 best first, like a descriptor search, so
 :mod:`crosslocate.model.evaluate` scores every baseline the same way.
@@ -44,11 +47,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class BaselineResult:
-    """A baseline's ranking: ``indices`` (M, K) int64 best first, ``distances`` (M, K) float, and notes."""
+    """A baseline's ranking: ``indices`` (M, K) int64 best first, ``distances`` (M, K) float, and notes.
+
+    ``gravity_deg`` (M, 2) float64: for a horizon baseline with a gravity search, the (pitch, roll)
+    in degrees under which each query matched its best-ranked view (NaN without a match); else None.
+    """
 
     indices: npt.NDArray[np.int64]
     distances: npt.NDArray[np.float64]
     info: dict[str, Any] = field(default_factory=dict)
+    gravity_deg: npt.NDArray[np.float64] | None = None
 
 
 def chance_baseline(
@@ -219,6 +227,33 @@ def horizon_grid(db_fov_deg: float = 60.0, step_deg: float = 0.5) -> npt.NDArray
     return np.arange(-half, half + 1) * float(step_deg)
 
 
+def gravity_grid(
+    pitch_max_deg: float, roll_max_deg: float, pitch_step_deg: float, roll_step_deg: float | None = None
+) -> npt.NDArray[np.float64]:
+    """(P, 2) float64 candidate (pitch, roll) pairs, degrees: the multiples of ``pitch_step_deg``
+    within ``[-pitch_max_deg, pitch_max_deg]`` times those of ``roll_step_deg`` (default: the pitch
+    step) within ``[-roll_max_deg, roll_max_deg]``, 0 included, pitch-major.
+
+    The camera gravity a horizon match searches when the photo has none (no IMU): a step ``s``
+    leaves at most ``s / 2`` of that angle unexplained. A pitch error moves a skyline mostly up or
+    down as a whole, which ``horizon_baseline(..., subtract_mean=True)`` removes exactly, so with
+    it the pitch step can be coarse; a roll error tilts the skyline and needs a fine step.
+    """
+    roll_step = pitch_step_deg if roll_step_deg is None else roll_step_deg
+    if pitch_step_deg <= 0 or roll_step <= 0 or pitch_max_deg < 0 or roll_max_deg < 0:
+        raise ConfigError(
+            f"gravity_grid needs positive steps and non-negative ranges, got steps {pitch_step_deg}, {roll_step} "
+            f"and ranges {pitch_max_deg}, {roll_max_deg}"
+        )
+
+    def axis(half: float, step: float) -> npt.NDArray[np.float64]:
+        n = int(np.floor(half / step + 1e-9))
+        return np.arange(-n, n + 1) * float(step)
+
+    pitch, roll = np.meshgrid(axis(pitch_max_deg, pitch_step_deg), axis(roll_max_deg, roll_step), indexing="ij")
+    return np.stack([pitch.ravel(), roll.ravel()], axis=1)
+
+
 def resample_horizon(
     rows: npt.ArrayLike,
     fov_deg: float | npt.ArrayLike,
@@ -336,6 +371,7 @@ def horizon_baseline(
     db_roll_deg: float | npt.ArrayLike = 0.0,
     min_overlap: float = 0.5,
     tie_seed: int = 0,
+    gravity_search: npt.ArrayLike | None = None,
 ) -> BaselineResult:
     """Rank database views by horizon-curve distance to each query.
 
@@ -364,6 +400,12 @@ def horizon_baseline(
         Fraction of the query's valid grid points a database curve must overlap (else ``inf``).
     tie_seed : int
         Seed of the random order among equal distances (e.g. all ``inf`` for a photo without sky).
+    gravity_search : (P, 2) float, optional
+        Candidate (pitch, roll) offsets, degrees (:func:`gravity_grid`), added to the queries'
+        pitch/roll: the distance of a (query, view) pair is its minimum over the candidates, each
+        pair choosing the gravity that aligns its skylines best (for photos without a gravity
+        sensor: pass ``q_pitch_deg = q_roll_deg = 0``). ``gravity_deg`` of the result holds each
+        query's choice for its best-ranked view. Costs P times the plain search.
 
     Returns
     -------
@@ -381,22 +423,20 @@ def horizon_baseline(
     db_r = np.atleast_2d(np.asarray(db_rows, np.float64))
     h_db = int(db_height_px) if db_height_px is not None else db_r.shape[1]
     grid = horizon_grid(db_fov_deg, step_deg)
-    if isinstance(q_rows, list | tuple) and len({np.shape(r)[-1] for r in q_rows}) > 1:
-        # photos of different widths: resample one by one
-        m = len(q_rows)
-        per = [
-            np.broadcast_to(np.asarray(v, np.float64), (m,)) for v in (q_fov_deg, q_height_px, q_pitch_deg, q_roll_deg)
-        ]
-        qc = np.concatenate(
-            [
-                resample_horizon(q_rows[i], per[0][i], per[1][i], grid, pitch_deg=per[2][i], roll_deg=per[3][i])
-                for i in range(m)
-            ]
-        )
-    else:
-        qc = resample_horizon(q_rows, q_fov_deg, q_height_px, grid, pitch_deg=q_pitch_deg, roll_deg=q_roll_deg)
     dc = resample_horizon(db_r, db_fov_deg, h_db, grid, pitch_deg=db_pitch_deg, roll_deg=db_roll_deg)
-    dist = horizon_distances(qc, dc, step_deg, max_shift_deg, min_overlap=min_overlap, subtract_mean=subtract_mean)
+    m = len(q_rows) if isinstance(q_rows, list | tuple) else len(np.atleast_2d(np.asarray(q_rows)))
+    pitch0 = np.broadcast_to(np.asarray(q_pitch_deg, np.float64), (m,))
+    roll0 = np.broadcast_to(np.asarray(q_roll_deg, np.float64), (m,))
+    offsets = np.zeros((1, 2)) if gravity_search is None else np.asarray(gravity_search, np.float64).reshape(-1, 2)
+    dist = np.full((m, len(dc)), np.inf)
+    chosen = np.zeros((m, len(dc)), np.int64)  # which gravity candidate gave dist[q, n]
+    qc = np.zeros((m, len(grid)), np.float32)
+    for c, (dp, dr) in enumerate(offsets):
+        qc = _query_curves(q_rows, q_fov_deg, q_height_px, pitch0 + dp, roll0 + dr, grid)
+        d = horizon_distances(qc, dc, step_deg, max_shift_deg, min_overlap=min_overlap, subtract_mean=subtract_mean)
+        better = d < dist
+        dist = np.where(better, d, dist)
+        chosen[better] = c
     kk = min(int(k), dist.shape[1])
     # ties (above all the ``inf`` rows of queries without a usable horizon) are broken at random, so
     # an uninformative query gets a chance-level ranking rather than the database's storage order
@@ -407,15 +447,45 @@ def horizon_baseline(
         "max_shift_deg": max_shift_deg,
         "subtract_mean": subtract_mean,
         "grid_points": len(grid),
+        "gravity_candidates": len(offsets),
         "queries_without_horizon": int((~np.isfinite(qc)).all(axis=1).sum()),
         "queries_without_match": int((~np.isfinite(dist)).all(axis=1).sum()) if dist.shape[1] else len(dist),
     }
-    return BaselineResult(indices=order.astype(np.int64), distances=np.take_along_axis(dist, order, 1), info=info)
+    gravity = None
+    if gravity_search is not None and kk:
+        top = order[:, 0]
+        gravity = np.stack([pitch0, roll0], axis=1) + offsets[chosen[np.arange(m), top]]
+        gravity[~np.isfinite(dist[np.arange(m), top])] = np.nan
+    return BaselineResult(
+        indices=order.astype(np.int64), distances=np.take_along_axis(dist, order, 1), info=info, gravity_deg=gravity
+    )
+
+
+def _query_curves(
+    q_rows: Any,
+    q_fov_deg: npt.ArrayLike,
+    q_height_px: int | npt.ArrayLike,
+    pitch_deg: npt.NDArray[np.float64],
+    roll_deg: npt.NDArray[np.float64],
+    grid: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float32]:
+    """(M, G) elevation curves of the queries (:func:`resample_horizon`), photos of different widths one by one."""
+    if isinstance(q_rows, list | tuple) and len({np.shape(r)[-1] for r in q_rows}) > 1:
+        m = len(q_rows)
+        fov, hgt = (np.broadcast_to(np.asarray(v, np.float64), (m,)) for v in (q_fov_deg, q_height_px))
+        return np.concatenate(
+            [
+                resample_horizon(q_rows[i], fov[i], hgt[i], grid, pitch_deg=pitch_deg[i], roll_deg=roll_deg[i])
+                for i in range(m)
+            ]
+        )
+    return resample_horizon(q_rows, q_fov_deg, q_height_px, grid, pitch_deg=pitch_deg, roll_deg=roll_deg)
 
 
 __all__ = [
     "BaselineResult",
     "chance_baseline",
+    "gravity_grid",
     "horizon_angles",
     "horizon_baseline",
     "horizon_distances",

@@ -18,6 +18,12 @@ API
   architecture raises CheckpointError. Returns ``{"epoch", "meta", "net_config", "format_version"}``.
 - ``load_network(path, map_location="cpu") -> (RetrievalNet, meta)``: rebuilds the network from
   the stored ``net_config`` alone (cirtorch's ``meta`` idea) and loads its weights.
+- ``check_run_record(path, meta, *, query_set_id, finished=True, run_id=None)``: refuses (with
+  :class:`~crosslocate.errors.CheckpointError`) a checkpoint an evaluation must not score: one
+  whose run did not finish its planned epochs, one trained on another query set (``meta["query_set"]
+  ["id"]``), one from another run, or one without these records (written before they existed).
+  The training loop writes ``run_id``, ``epochs_planned`` and ``finished`` into every checkpoint's
+  meta; the training flow adds ``query_set``.
 """
 
 from __future__ import annotations
@@ -199,4 +205,66 @@ def load_network(path: str | os.PathLike[str], map_location: Any = "cpu") -> tup
     return net.to(map_location), obj["meta"]
 
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "load_checkpoint", "load_network", "read_checkpoint", "save_checkpoint"]
+def check_run_record(
+    path: str | os.PathLike[str],
+    meta: dict[str, Any],
+    *,
+    query_set_id: str,
+    finished: bool = True,
+    run_id: str | None = None,
+) -> None:
+    """Refuse a checkpoint that must not be evaluated on the query set ``query_set_id``.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint (for the messages).
+    meta : dict
+        Its decoded ``meta`` (:func:`read_checkpoint` / :func:`load_checkpoint`).
+    query_set_id : str
+        Identity of the query set being evaluated (the training flow's ``query_set["id"]``: poses,
+        image bytes and splits).
+    finished : bool
+        Require ``meta["finished"]`` (the run completed its planned epochs).
+    run_id : str or None
+        Require this ``meta["run_id"]`` (e.g. ``best.pt`` must come from the run of ``checkpoint.pt``).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the path, what differs and how to fix it.
+    """
+    p = Path(path)
+    record = meta.get("query_set") if isinstance(meta, dict) else None
+    if not isinstance(record, dict) or "finished" not in meta or "run_id" not in meta:
+        raise CheckpointError(
+            f"{p}: the checkpoint does not record its query set and whether its run finished (written by an older "
+            "crosslocate); retrain: delete the run folder (or pick another --work) and run `crosslocate train`"
+        )
+    if record.get("id") != query_set_id:
+        raise CheckpointError(
+            f"{p}: trained on another query set ({record.get('source', '?')}, {record.get('n_queries', '?')} queries, "
+            f"id {str(record.get('id'))[:12]}) than the one evaluated now (id {query_set_id[:12]}); its test split "
+            "may hold training photos. Retrain on this query set (another --work, or delete the run folder)"
+        )
+    if finished and not meta.get("finished"):
+        raise CheckpointError(
+            f"{p}: its training run stopped after epoch {(meta.get('metrics') or {}).get('epoch', '?')} of "
+            f"{meta.get('epochs_planned', '?')}; finish it with `crosslocate train --resume` (same flags) first"
+        )
+    if run_id is not None and meta.get("run_id") != run_id:
+        raise CheckpointError(
+            f"{p}: written by another training run (run {meta.get('run_id')!r}) than the folder's checkpoint.pt "
+            f"(run {run_id!r}); delete the stale file or retrain"
+        )
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "check_run_record",
+    "load_checkpoint",
+    "load_network",
+    "read_checkpoint",
+    "save_checkpoint",
+]

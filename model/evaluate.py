@@ -18,8 +18,10 @@ API
   would be correct for each query.
 - ``chance_recall(q_xy, db_xy, thresholds_m, ns, ...)``: the expected recall@N of a uniformly
   random ranking, ``mean_q [1 - C(N_db - c_q, N) / C(N_db, N)]`` (log-gamma, stable for millions).
-- ``evaluate_retrieval(indices, q_xy, q_yaw, q_fov_deg, db_xy, db_yaw, cfg)``: all of the above
-  with an :class:`~crosslocate.model.config.EvalConfig`.
+- ``evaluate_retrieval(indices, q_xy, q_yaw, q_fov_deg, db_xy, db_yaw, cfg, groups=None)``: all of
+  the above with the settings of an :class:`~crosslocate.model.config.EvalConfig` (thresholds, N,
+  yaw limit, FOV bins), in the results-file layout (``table_to_json``: string keys); the one
+  evaluation the benchmark and every baseline go through.
 
 Layouts: ``indices`` (M, K) int64, row q = database rows retrieved for query q, best first
 (0-based); ``q_xy`` (M, 2), ``db_xy`` (N, 2) float metres in one projected CRS; yaws (M,)/(N,)
@@ -263,7 +265,8 @@ def chance_recall_from_counts(counts: npt.ArrayLike, n_db: int, ns: Sequence[int
             + gammaln(n_db - nn + 1),
             -np.inf,
         )
-        out[int(n)] = float(np.mean(1.0 - np.exp(log_ratio)))
+        # c_q = 0 gives exactly 0 (the log-gamma terms cancel only up to rounding)
+        out[int(n)] = float(np.mean(np.where(c > 0, np.clip(1.0 - np.exp(log_ratio), 0.0, 1.0), 0.0)))
     return out
 
 
@@ -287,6 +290,20 @@ def chance_recall(
     }
 
 
+#: N values of the bootstrap intervals of a report (``recall_ci95``).
+CI_NS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+
+
+def table_to_json(table: RecallTable) -> dict[str, dict[str, float]]:
+    """The results-file layout of a table: ``{"<threshold_m>": {"<N>": fraction}}`` (thresholds as %g)."""
+    return {f"{float(t):g}": {str(int(n)): float(v) for n, v in row.items()} for t, row in table.items()}
+
+
+def report_ns(cfg: Any, k: int) -> tuple[int, ...]:
+    """N = 1 .. min(``cfg.max_n``, ``k``): the N values of a ranking of ``k`` views under an EvalConfig."""
+    return tuple(range(1, min(int(cfg.max_n), int(k)) + 1))
+
+
 def evaluate_retrieval(
     indices: npt.ArrayLike,
     q_xy: npt.ArrayLike,
@@ -295,25 +312,64 @@ def evaluate_retrieval(
     db_xy: npt.ArrayLike,
     db_yaw: npt.ArrayLike,
     cfg: Any,
+    *,
+    groups: npt.ArrayLike | None = None,
+    chance: bool = True,
 ) -> dict[str, Any]:
-    """``{"recall", "recall_oriented", "per_fov", "chance", "chance_oriented"}`` for an EvalConfig ``cfg``.
+    """Every recall table of one ranking under an :class:`~crosslocate.model.config.EvalConfig`.
 
-    N runs over 1..min(cfg.max_n, K).
+    The thresholds (``cfg.thresholds_m``), N = 1..min(``cfg.max_n``, K), the yaw limit of the
+    orientation-restricted recall (``cfg.orient_max_yaw_deg``) and the FOV bins
+    (``cfg.fov_bins_deg``) all come from ``cfg``.
+
+    Parameters
+    ----------
+    indices : (M, K) int
+        Database rows retrieved for each query, best first (-1 = no result).
+    q_xy, db_xy : (M, 2), (N, 2) float
+        Metres in one projected CRS.
+    q_yaw, db_yaw : (M,), (N,) float
+        Degrees clockwise from north.
+    q_fov_deg : (M,) float
+        Query horizontal FOV, degrees.
+    groups : (M,) array, optional
+        Group of each query (e.g. the photo spot); adds ``recall_ci95``, the bootstrap interval
+        resampling whole groups (:func:`recall_interval`) at N in :data:`CI_NS` (up to K).
+    chance : bool
+        Add ``chance`` and ``chance_oriented``, the analytic recall of a random ranking of the
+        whole database (:func:`chance_recall`), at the same N.
+
+    Returns
+    -------
+    dict
+        In the results-file layout (:func:`table_to_json`): ``recall``, ``recall_oriented``,
+        ``per_fov`` (``{"lo-hi": {"n", "recall"}}``), and ``recall_ci95``
+        (``{"<threshold_m>": {"<N>": [low, high]}}``), ``chance``, ``chance_oriented`` as asked.
     """
-    k = np.asarray(indices).shape[1]
-    ns = tuple(range(1, min(int(cfg.max_n), k) + 1))
-    thr = tuple(cfg.thresholds_m)
-    yaw = {"q_yaw": q_yaw, "db_yaw": db_yaw, "max_yaw_deg": cfg.orient_max_yaw_deg}
-    return {
-        "recall": recall_from_indices(indices, q_xy, db_xy, thr, ns),
-        "recall_oriented": recall_from_indices(indices, q_xy, db_xy, thr, ns, **yaw),
-        "per_fov": per_fov_recall(indices, q_xy, db_xy, q_fov_deg, cfg.fov_bins_deg, thr, ns),
-        "chance": chance_recall(q_xy, db_xy, thr, ns),
-        "chance_oriented": chance_recall(q_xy, db_xy, thr, ns, **yaw),
+    idx = np.asarray(indices, np.int64)
+    dist = retrieved_distances(idx, q_xy, db_xy)
+    ns, thr = report_ns(cfg, idx.shape[1]), tuple(float(t) for t in cfg.thresholds_m)
+    max_yaw = float(cfg.orient_max_yaw_deg)
+    per_fov = per_fov_recall(idx, q_xy, db_xy, q_fov_deg, cfg.fov_bins_deg, thr, ns)
+    out: dict[str, Any] = {
+        "recall": table_to_json(recall_at_n(dist, thr, ns)),
+        "recall_oriented": table_to_json(recall_at_n(_oriented(dist, idx, q_yaw, db_yaw, max_yaw), thr, ns)),
+        "per_fov": {key: {"n": v["n"], "recall": table_to_json(v["recall"])} for key, v in per_fov.items()},
     }
+    if groups is not None:
+        ci_ns = tuple(n for n in CI_NS if n <= max(idx.shape[1], 1))
+        out["recall_ci95"] = {
+            f"{t:g}": {str(n): list(v) for n, v in recall_interval(dist, groups, t, ci_ns).items()} for t in thr
+        }
+    if chance:
+        yaw = {"q_yaw": q_yaw, "db_yaw": db_yaw, "max_yaw_deg": max_yaw}
+        out["chance"] = table_to_json(chance_recall(q_xy, db_xy, thr, ns))
+        out["chance_oriented"] = table_to_json(chance_recall(q_xy, db_xy, thr, ns, **yaw))
+    return out
 
 
 __all__ = [
+    "CI_NS",
     "RecallTable",
     "chance_recall",
     "chance_recall_from_counts",
@@ -324,5 +380,7 @@ __all__ = [
     "recall_at_n",
     "recall_from_indices",
     "recall_interval",
+    "report_ns",
     "retrieved_distances",
+    "table_to_json",
 ]

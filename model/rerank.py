@@ -20,7 +20,7 @@ descriptor order.
 API
 ---
 - ``RerankConfig`` (in :mod:`crosslocate.model.config`): K, fusion weight, pitch/roll grids, yaw-shift half range, azimuth step.
-- ``pose_grid(cfg) -> (P, 2)``: the (pitch, roll) hypotheses, degrees.
+- ``pose_grid(cfg) -> (P, 2)``: the (pitch, roll) hypotheses, degrees (:func:`crosslocate.model.baselines.gravity_grid`).
 - ``skyline_costs(q_rows, q_fov_deg, q_height_px, cand_curves, cfg, grid_deg) -> (costs (K,), best (K, 2))``:
   one query against its candidates' resampled curves; ``best`` = the (pitch, roll) of each minimum.
 - ``fuse_scores(desc_dist (K,), costs (K,), weight, floor_deg2) -> (K,)``.
@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.errors import ConfigError
-from crosslocate.model.baselines import horizon_distances, horizon_grid, resample_horizon
+from crosslocate.model.baselines import gravity_grid, horizon_distances, horizon_grid, resample_horizon
 from crosslocate.model.config import RerankConfig
 
 logger = logging.getLogger(__name__)
@@ -57,17 +57,13 @@ class RerankResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _symmetric(max_v: float, step: float) -> npt.NDArray[np.float64]:
-    n = int(np.floor(max_v / step + 1e-9))
-    return np.arange(-n, n + 1) * float(step)
-
-
 def pose_grid(cfg: RerankConfig) -> npt.NDArray[np.float64]:
-    """(P, 2) float64 (pitch, roll) hypotheses of the query camera, degrees; (0, 0) is among them."""
-    p, r = np.meshgrid(
-        _symmetric(cfg.max_pitch_deg, cfg.pitch_step_deg), _symmetric(cfg.max_roll_deg, cfg.roll_step_deg)
-    )
-    return np.stack([p.ravel(), r.ravel()], axis=1)
+    """(P, 2) float64 (pitch, roll) hypotheses of the query camera, degrees; (0, 0) is among them.
+
+    The grid the horizon baseline searches without gravity
+    (:func:`crosslocate.model.baselines.gravity_grid`) with the ranges and steps of ``cfg``.
+    """
+    return gravity_grid(cfg.max_pitch_deg, cfg.max_roll_deg, cfg.pitch_step_deg, cfg.roll_step_deg)
 
 
 def skyline_costs(

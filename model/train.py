@@ -31,6 +31,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,12 +432,28 @@ def _save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, epo
     checkpoint.save_checkpoint(path, net, optimizer=opt, epoch=epoch, meta=meta)
 
 
-def _load_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> int:
-    """Load weights and optimizer state; return the number of completed epochs."""
+def _load_checkpoint(
+    path: Path, net: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+) -> tuple[int, str | None]:
+    """Load weights and optimizer state; return (completed epochs, the run's id if recorded)."""
     from crosslocate.model import checkpoint
 
     state = checkpoint.load_checkpoint(path, net, optimizer=opt, map_location=device)
-    return int(state["epoch"])
+    meta = state.get("meta")
+    run_id = meta.get("run_id") if isinstance(meta, dict) else None
+    return int(state["epoch"]), run_id if isinstance(run_id, str) else None
+
+
+def _run_meta(meta: dict[str, Any] | None, run_id: str, cfg: Any, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's meta: the caller's, the run's id, ``epochs_planned``, ``finished`` (the last
+    planned epoch is done) and the epoch's metrics (:func:`crosslocate.model.checkpoint.check_run_record`)."""
+    return {
+        **(meta or {}),
+        "run_id": run_id,
+        "epochs_planned": int(cfg.epochs),
+        "finished": int(epoch) >= int(cfg.epochs),
+        "metrics": row,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -484,16 +501,17 @@ def train(
     ckpt = out / CHECKPOINT_NAME
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=getattr(cfg, "weight_decay", 0.0))
     history: list[dict[str, Any]] = []
-    start = 0
+    start, run_id = 0, None
     if ckpt.exists():
         if not resume:
             raise FileOverwriteError(f"{ckpt} exists; pass --resume to continue it or choose another --work folder")
-        start = _load_checkpoint(ckpt, net, opt, device)
+        start, run_id = _load_checkpoint(ckpt, net, opt, device)
         if (out / METRICS_JSON).exists():
             history = [h for h in json.loads((out / METRICS_JSON).read_text()) if h["epoch"] <= start]
         logger.info("resuming %s after epoch %d", ckpt, start)
     elif resume:
         logger.info("--resume: no checkpoint at %s yet, starting from epoch 0", ckpt)
+    run_id = run_id or uuid.uuid4().hex  # ties best.pt to the run of checkpoint.pt
     best_path = out / BEST_NAME
     best = _best_score(history)
     if val is not None and start == 0:
@@ -501,7 +519,7 @@ def train(
         logger.info("epoch 0 (initial weights): %s", row0)
         history.append(row0)
         best = _score(row0)
-        _save_checkpoint(best_path, net, opt, 0, {**(meta or {}), "metrics": row0})
+        _save_checkpoint(best_path, net, opt, 0, _run_meta(meta, run_id, cfg, 0, row0))
     for epoch in range(start + 1, cfg.epochs + 1):
         lr = epoch_lr(cfg, epoch)
         for group in opt.param_groups:
@@ -512,9 +530,9 @@ def train(
             row.update(_validate(net, val, cfg, device))
             if _score(row) > best:
                 best = _score(row)
-                _save_checkpoint(best_path, net, opt, epoch, {**(meta or {}), "metrics": row})
+                _save_checkpoint(best_path, net, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row))
                 logger.info("epoch %d is the best on validation so far: %s", epoch, best_path)
-        _save_checkpoint(ckpt, net, opt, epoch, {**(meta or {}), "metrics": row})
+        _save_checkpoint(ckpt, net, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row))
         history.append(row)
         write_metrics(out, history)
         logger.info(

@@ -1,14 +1,27 @@
 """``crosslocate benchmark``: train if needed, then evaluate test queries against the test-area uniform DB.
 
-Steps: the training flow (:func:`crosslocate.pipelines.train.run_train`) when the run has no
-checkpoint; the ``uniform`` database; descriptors of the test-split queries and the test-split
-uniform views (batched, cached as ``.npy`` under ``<run>/descriptors/`` keyed by the checkpoint's
-sha256); exact search (:mod:`crosslocate.model.search`); recall@N for N = 1..100 at 20 m / 100 m /
-1 km (:mod:`crosslocate.model.evaluate`), orientation-restricted recall, per-FOV recall, analytic
-chance, the untrained-network baseline (same architecture and init, no training) and the HLoc-style
-horizon-line baseline (:func:`horizon_ranking`). Writes ``<run>/results.json`` (``baselines`` holds
-one recall table per baseline, laid out like ``recall``), PNG plots (recall curves, recall vs
-distance, retrieval map, query-vs-retrieved mosaic), and returns a summary table vs the paper.
+The flow only ensures its inputs, calls the model library and writes; every number comes from
+:func:`crosslocate.model.evaluate.evaluate_retrieval` under the preset's
+:class:`~crosslocate.model.config.EvalConfig` (thresholds, N = 1..``max_n``, orientation limit,
+FOV bins; the search index of :func:`crosslocate.model.search.search_with_config`).
+
+1. :func:`prepare_benchmark`: the training flow (:func:`crosslocate.pipelines.train.run_train`)
+   when the run has no checkpoint; the query set (synthetic, or the user's ``--queries`` CSV); the
+   ``uniform`` database; the checkpoint to score (``best.pt`` else ``checkpoint.pt``), refused
+   when its run did not finish, was trained on another query set or is another run's
+   (:func:`crosslocate.model.checkpoint.check_run_record`).
+2. :func:`benchmark_results`: descriptors of the test-split queries and the test-split uniform
+   views (batched, cached under ``<run>/descriptors/`` keyed by content: weights, database,
+   photos, input settings, encoding; :mod:`crosslocate.pipelines.descriptors`), the search, and the recall tables of the network (with spot-resampled intervals and
+   the analytic chance, plain and orientation-restricted) and of the baselines: the untrained
+   network (same architecture and init) and the HLoc-style horizon line, once with the photos' true
+   pitch/roll and once with pitch/roll searched (:func:`horizon_rankings`); then the network's top K
+   re-ranked by skyline agreement and its places voted (:func:`crosslocate.pipelines.refine.refine_ranking`,
+   ``refined``; the skylines are read once for both). Returns the ``results.json`` content.
+3. :func:`run_benchmark`: plots (recall curves, recall vs distance, retrieval map, query-vs-retrieved
+   mosaic), the network's per-query ranking (``rankings.npz``, :func:`save_rankings`),
+   ``<run>/results.json`` (``baselines`` / ``baselines_oriented`` hold one table per baseline,
+   laid out like ``recall``), the HTML report (``crosslocate report``) and a summary table vs the paper.
 
 The uniform database is built for the whole region (the build layer has no split filter); only its
 test-split views are searched. For the demo region that is a few thousand views.
@@ -17,108 +30,44 @@ test-split views are searched. For the demo region that is a few thousand views.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from crosslocate.datasets.atomic import write_bytes_atomic
+from crosslocate.datasets.manifest import file_sha256
 from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.errors import ConfigError, ShardCorruptError
+from crosslocate.model.config import EvalConfig
+from crosslocate.pipelines.benchinfo import environment_info
 
 logger = logging.getLogger(__name__)
 
-#: Distance thresholds (metres) and N values of the results.
-THRESHOLDS_M: tuple[float, ...] = (20.0, 100.0, 1000.0)
-NS: tuple[int, ...] = tuple(range(1, 101))
-#: Orientation-restricted recall: a match must also be within this yaw difference (degrees).
-ORIENTED_MAX_YAW_DEG: float = 30.0
+#: Key of the trained network's ranking among :func:`benchmark_results`' rankings.
+NETWORK = "network"
 #: The paper's numbers (CrossLocate, WACV 2022, Switzerland uniform test database, 1 km).
 PAPER_R1_1KM: float = 0.3866
 PAPER_R100_1KM: float = 0.7262
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _ranking(
+    db_desc: npt.NDArray[np.float32], q_desc: npt.NDArray[np.float32], k: int, cfg: Any = None
+) -> npt.NDArray[np.int64]:
+    """(M, k) database rows per query, best first: the index of an EvalConfig ``cfg`` (exact L2 when None)."""
+    from crosslocate.model import search
 
-
-def cached_descriptors(
-    net: Any, source: Any, device: Any, path: Path, *, batch_size: int, num_workers: int = 0
-) -> npt.NDArray[np.float32]:
-    """(N, D) float32 descriptors of ``source``, loaded from ``path`` (.npy) or computed and saved atomically."""
-    from crosslocate.model.train import extract_descriptors
-
-    if path.exists():
-        arr = np.load(path)
-        if arr.ndim == 2 and len(arr) == len(source):
-            logger.info("descriptors from cache %s", path)
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        logger.warning("ignoring stale descriptor cache %s (shape %s, expected %d rows)", path, arr.shape, len(source))
-    arr = extract_descriptors(net, source, device, batch_size=batch_size, num_workers=num_workers, desc=path.stem)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-    return arr
-
-
-def _table(recall: dict[Any, dict[Any, float]]) -> dict[str, dict[str, float]]:
-    """JSON layout ``{"<threshold_m>": {"<N>": fraction}}`` (thresholds printed with %g)."""
-    return {f"{float(t):g}": {str(int(n)): float(v) for n, v in row.items()} for t, row in recall.items()}
-
-
-def evaluate_ranking(
-    idx: npt.NDArray[np.int64],
-    q_xy: npt.NDArray[np.float64],
-    q_yaw: npt.NDArray[np.float64],
-    q_fov: npt.NDArray[np.float64],
-    db_xy: npt.NDArray[np.float64],
-    db_yaw: npt.NDArray[np.float64],
-    spots: npt.NDArray[np.int64] | None = None,
-) -> dict[str, Any]:
-    """Recall tables of one ranking (Q, K) of database indices, best first, via :mod:`crosslocate.model.evaluate`.
-
-    ``spots`` (Q,): the queries' spot ids (:func:`spot_ids`); when given, ``recall_ci95`` is added.
-    """
-    from crosslocate.dem.poses import yaw_difference_deg
-    from crosslocate.model import evaluate
-
-    dist = np.linalg.norm(db_xy[idx] - q_xy[:, None, :], axis=2)
-    dyaw = yaw_difference_deg(db_yaw[idx], q_yaw[:, None])
-    ns = tuple(n for n in NS if n <= idx.shape[1])
-    out: dict[str, Any] = {
-        "recall": _table(evaluate.recall_at_n(dist, THRESHOLDS_M, ns)),
-        "recall_oriented": _table(
-            evaluate.recall_at_n(np.where(dyaw <= ORIENTED_MAX_YAW_DEG, dist, np.inf), THRESHOLDS_M, ns)
-        ),
-    }
-    per_fov: dict[str, Any] = {}
-    edges = (0.0, 40.0, 50.0, 60.0, 180.0)
-    for lo, hi in itertools.pairwise(edges):
-        m = (q_fov >= lo) & (q_fov < hi)
-        if m.any():
-            per_fov[f"{lo:g}-{hi:g}"] = {
-                "n": int(m.sum()),
-                "recall": _table(evaluate.recall_at_n(dist[m], THRESHOLDS_M, ns)),
-            }
-    out["per_fov"] = per_fov
-    if spots is not None:
-        out["recall_ci95"] = recall_ci95(dist, spots)
-    return out
-
-
-#: N values of the bootstrap intervals in ``results.json`` (``recall_ci95``).
-CI_NS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+    if cfg is None:
+        _, idx = search.search(db_desc, q_desc, k)
+    else:
+        _, idx = search.search_with_config(db_desc, q_desc, k, cfg)
+    return np.asarray(idx, np.int64)
 
 
 def spot_ids(queries: list[Any]) -> npt.NDArray[np.int64]:
@@ -127,67 +76,98 @@ def spot_ids(queries: list[Any]) -> npt.NDArray[np.int64]:
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
-def recall_ci95(dist: npt.NDArray[np.float64], spots: npt.NDArray[np.int64]) -> dict[str, dict[str, list[float]]]:
-    """``{"<threshold_m>": {"<N>": [low, high]}}``: 95% bootstrap intervals resampling whole spots
-    (:func:`crosslocate.model.evaluate.recall_interval`; the photos of one spot are not independent)."""
-    from crosslocate.model import evaluate
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BenchmarkInputs:
+    """What an evaluation reads, resolved and checked once (:func:`prepare_benchmark`).
 
-    ns = tuple(n for n in CI_NS if n <= max(dist.shape[1], 1))
-    return {
-        f"{float(t):g}": {str(n): list(v) for n, v in evaluate.recall_interval(dist, spots, t, ns).items()}
-        for t in THRESHOLDS_M
-    }
+    Attributes
+    ----------
+    preset : Preset
+        Its ``eval`` (:class:`~crosslocate.model.config.EvalConfig`) is in force throughout.
+    paths : FlowPaths
+        Work, database and run folders.
+    qset : QuerySet
+        The test-split queries (true positions in the region's LAEA frame, metres).
+    pool : ViewPool
+        The test-split views of the uniform database (same frame).
+    checkpoint : Path
+        The evaluated weights: ``best.pt`` when the run has one, else ``checkpoint.pt``.
+    query_set : dict
+        :func:`crosslocate.pipelines.train.query_set_record` of the whole query set.
+    device : torch.device
+    """
+
+    preset: Any
+    paths: Any
+    qset: Any
+    pool: Any
+    checkpoint: Path
+    query_set: dict[str, Any]
+    device: Any
+
+    @property
+    def eval(self) -> Any:
+        """The EvalConfig in force."""
+        return self.preset.eval
+
+    @property
+    def k(self) -> int:
+        """Retrieved views per query: ``min(EvalConfig.max_n, database size)``."""
+        return min(int(self.eval.max_n), len(self.pool))
 
 
-def _ranking(db_desc: npt.NDArray[np.float32], q_desc: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
-    from crosslocate.model import search
-
-    _, idx = search.search(db_desc, q_desc, k)
-    return np.asarray(idx, np.int64)
-
-
-def run_benchmark(
+def prepare_benchmark(
     region: str,
     dem_src: Any,
-    preset_name: str,
+    preset_name: Any,
     work: str | os.PathLike[str],
     *,
     modality: str = "depth",
     device: str | None = None,
+    queries_csv: str | os.PathLike[str] | None = None,
+    timings: dict[str, float] | None = None,
     net_options: Any = None,
-) -> dict[str, Any]:
-    """Run the benchmark end to end; returns the summary (``results`` path included). See the module docstring.
+) -> BenchmarkInputs:
+    """Train when the run has no checkpoint, ensure the query set and the uniform database, and
+    choose the checkpoint to evaluate; a checkpoint of an unfinished run, of another query set or
+    of another run is refused (:func:`crosslocate.model.checkpoint.check_run_record`).
 
-    ``net_options`` (:class:`crosslocate.pipelines.presets.NetOptions`): backbone / ImageNet weights on
-    top of the preset, as for :func:`crosslocate.pipelines.train.run_train` (same run folder).
-    """
-    from crosslocate.datasets.transforms import INPUT_ENCODING
+    ``net_options`` (:class:`crosslocate.pipelines.presets.NetOptions`): backbone / pooling / ImageNet
+    weights on top of the preset, as for :func:`crosslocate.pipelines.train.run_train` (same run folder,
+    :func:`crosslocate.pipelines.train.resolve_net_options`)."""
     from crosslocate.dem.regions import get_region
-    from crosslocate.model import checkpoint, evaluate
-    from crosslocate.model.device import resolve_device, seed_everything
-    from crosslocate.model.net import build_net
+    from crosslocate.model.device import resolve_device
+    from crosslocate.model.train import CHECKPOINT_NAME
     from crosslocate.pipelines import train as flow
-    from crosslocate.pipelines.presets import get_preset
-    from crosslocate.pipelines.queries import ensure_query_set
 
-    t_start = time.perf_counter()
-    preset, run_name = flow.resolve_net_options(get_preset(preset_name), preset_name, net_options)
+    t0 = time.perf_counter()
+    base = flow.resolve_preset(preset_name)
+    preset, run_name = flow.resolve_net_options(base, net_options)
+    if not isinstance(preset.eval, EvalConfig):
+        raise ConfigError(f"preset {preset.name!r} has no EvalConfig ({preset.eval!r}); the benchmark needs one")
     dem_src = flow._default_dem(region, dem_src)
-    paths = flow.flow_paths(work, region, run_name, modality)
-    ckpt = paths.run / "checkpoint.pt"
-    timings: dict[str, float] = {}
+    paths = flow.flow_paths(work, region, run_name, modality, queries_csv)
+    ckpt = paths.run / CHECKPOINT_NAME
     if not ckpt.exists():
         logger.info("no checkpoint at %s: training first", ckpt)
-        flow.run_train(region, dem_src, preset_name, work, modality=modality, device=device, net_options=net_options)
-        timings["train_s"] = round(time.perf_counter() - t_start, 2)
-    best = paths.run / "best.pt"  # selected on validation recall (train.BEST_NAME); else the last epoch
-    if best.exists():
-        logger.info("evaluating %s (best validation epoch) rather than the last epoch", best)
-        ckpt = best
+        flow.run_train(
+            region,
+            dem_src,
+            base,
+            work,
+            modality=modality,
+            device=device,
+            queries_csv=queries_csv,
+            net_options=net_options,
+        )
+        if timings is not None:
+            timings["train_s"] = round(time.perf_counter() - t0, 2)
     reg = get_region(region)
-    queries = ensure_query_set(region, dem_src, preset, paths.work)
-    dbs = flow.ensure_databases(("uniform",), preset, region, dem_src, paths, queries)
+    queries = flow.flow_queries(region, dem_src, preset, paths)
     splits = flow.query_splits(queries, reg, preset.grid)
+    record = flow.query_set_record(queries, splits, paths)
+    ckpt = checkpoint_to_evaluate(paths.run, record["id"])
+    dbs = flow.ensure_databases(("uniform",), preset, region, dem_src, paths, queries)
     test = splits == SPLIT_CODES["test"]
     if not test.any():
         raise ConfigError(f"no test-split queries among {len(queries)}; check the grid preset's split settings")
@@ -195,91 +175,212 @@ def run_benchmark(
     qset = flow.make_queryset(queries, test, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling)
     pool = flow.make_pool([dbs["uniform"]], paths.modality, "test", reg.crs_wkt, size_px=size_px)
     dev = resolve_device(device or getattr(preset.train, "device", "auto"))
-    seed_everything(int(preset.train.seed))
-    bs = int(getattr(preset.eval, "batch_size", 32))
-    q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
-    k = min(max(NS), len(pool))
+    return BenchmarkInputs(
+        preset=preset, paths=paths, qset=qset, pool=pool, checkpoint=ckpt, query_set=record, device=dev
+    )
 
+
+def checkpoint_to_evaluate(run: Path, query_set_id: str) -> Path:
+    """``best.pt`` of the run folder (chosen on validation, :data:`crosslocate.model.train.BEST_NAME`)
+    when present, else ``checkpoint.pt``; :class:`~crosslocate.errors.CheckpointError` when the run
+    did not finish, was trained on another query set, or ``best.pt`` is another run's."""
+    from crosslocate.model import checkpoint
+    from crosslocate.model.train import BEST_NAME, CHECKPOINT_NAME
+
+    last = run / CHECKPOINT_NAME
+    meta = checkpoint.read_checkpoint(last)["meta"]
+    checkpoint.check_run_record(last, meta, query_set_id=query_set_id)
+    best = run / BEST_NAME
+    if not best.exists():
+        return last
+    best_meta = checkpoint.read_checkpoint(best)["meta"]
+    checkpoint.check_run_record(best, best_meta, query_set_id=query_set_id, finished=False, run_id=meta["run_id"])
+    logger.info("evaluating %s (best validation epoch) rather than the last epoch", best)
+    return best
+
+
+def _descriptors(
+    inp: BenchmarkInputs, net: Any, network: str
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(database (N, D), queries (M, D)) descriptors of ``net`` (identity ``network``), cached under
+    ``<run>/descriptors`` by content (:func:`crosslocate.pipelines.descriptors.cached_descriptors`)."""
+    from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
+
+    desc_dir, bs = inp.paths.run / DESCRIPTORS_DIR, int(inp.eval.batch_size)
+    db = cached_descriptors(net, inp.pool, inp.device, desc_dir, "db", network, batch_size=bs)
+    return db, cached_descriptors(net, inp.qset.dataset, inp.device, desc_dir, "queries", network, batch_size=bs)
+
+
+def benchmark_results(
+    inp: BenchmarkInputs, timings: dict[str, float]
+) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.int64]]]:
+    """Descriptors, search and every recall table of the network and the baselines, all through
+    :func:`crosslocate.model.evaluate.evaluate_retrieval` with the preset's EvalConfig.
+
+    Returns the ``results.json`` content (plots and total time not yet added) and the (Q, k)
+    rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name.
+    """
+    from crosslocate.datasets.transforms import INPUT_ENCODING
+    from crosslocate.model import checkpoint, evaluate
+    from crosslocate.model.device import seed_everything
+    from crosslocate.model.net import build_net
+    from crosslocate.pipelines.refine import load_skylines, refine_ranking
+
+    preset, cfg, qset, pool, k = inp.preset, inp.eval, inp.qset, inp.pool, inp.k
+    seed_everything(int(preset.train.seed))
+    q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
     t0 = time.perf_counter()
-    untrained = build_net(preset.net).to(dev)
+    untrained = build_net(preset.net).to(inp.device)
     init = getattr(untrained, "init_source", None)
-    key = "untrained-" + hashlib.sha256(json.dumps(_cfg_dict(preset.net), sort_keys=True).encode()).hexdigest()[:12]
-    key += f"-enc{INPUT_ENCODING}"  # the cached descriptors depend on how inputs are encoded
-    desc_dir = paths.run / "descriptors"
-    u_db = cached_descriptors(untrained, pool, dev, desc_dir / f"db-{key}.npy", batch_size=bs)
-    u_q = cached_descriptors(untrained, qset.dataset, dev, desc_dir / f"queries-{key}.npy", batch_size=bs)
-    net = build_net(preset.net).to(dev)
-    state = checkpoint.load_checkpoint(ckpt, net, optimizer=None, map_location=dev)
-    ckey = f"{file_sha256(ckpt)[:12]}-enc{INPUT_ENCODING}"
-    db_desc = cached_descriptors(net, pool, dev, desc_dir / f"db-{ckey}.npy", batch_size=bs)
-    q_desc = cached_descriptors(net, qset.dataset, dev, desc_dir / f"queries-{ckey}.npy", batch_size=bs)
+    u_db, u_q = _descriptors(inp, untrained, "untrained-" + _digest(_cfg_dict(preset.net)))
+    net = build_net(preset.net).to(inp.device)
+    state = checkpoint.load_checkpoint(inp.checkpoint, net, optimizer=None, map_location=inp.device)
+    ckpt_sha = file_sha256(inp.checkpoint)
+    db_desc, q_desc = _descriptors(inp, net, ckpt_sha)
     timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
-    idx = _ranking(db_desc, q_desc, k)
+    idx = _ranking(db_desc, q_desc, k, cfg)
     timings["search_s"] = round(time.perf_counter() - t0, 4)
     spots = spot_ids(qset.dataset.queries)
-    ours = evaluate_ranking(idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg, spots)
-    untrained_eval = evaluate_ranking(_ranking(u_db, u_q, k), qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
-    chance = _table(evaluate.chance_recall(qset.xy, pool.xy, THRESHOLDS_M, tuple(n for n in NS if n <= k)))
+    geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
+    ours = evaluate.evaluate_retrieval(idx, *geometry, cfg, groups=spots)
+    rankings = {NETWORK: idx, "untrained": _ranking(u_db, u_q, k, cfg)}
+    info: dict[str, Any] = {"untrained": {"init": init}}
     t0 = time.perf_counter()
-    baselines = {"untrained": untrained_eval["recall"]}
-    sky = None
+    db_fov, sky = float(preset.render.fov_deg), None
     try:
-        from crosslocate.pipelines.refine import load_skylines
-
         sky = load_skylines(qset, pool)
-        h_idx, h_info = horizon_ranking(qset, pool, k, db_fov, preset.eval, sky)
-        baselines["horizon"] = evaluate_ranking(h_idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)["recall"]
+        for name, (h_idx, h_info) in horizon_rankings(qset, pool, k, db_fov, cfg, sky).items():
+            rankings[name], info[name] = h_idx, h_info
     except ShardCorruptError as exc:  # e.g. a database rendered without the depth modality
-        logger.warning("horizon baseline skipped: %s", exc)
-        h_info = {"skipped": str(exc)}
+        logger.warning("horizon baselines skipped: %s", exc)
+        info["horizon"] = {"skipped": str(exc)}
     timings["horizon_s"] = round(time.perf_counter() - t0, 2)
-    # --- skyline re-ranking of the top K and position voting (pipelines/refine.py) ---
+    # skyline re-ranking of the network's top K and place voting (pipelines/refine.py)
     t0 = time.perf_counter()
     refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
     if sky is not None:
-        from crosslocate.pipelines.refine import refine_ranking
-
-        refined = refine_ranking(idx, q_desc, db_desc, qset.xy, qset.yaw_deg, q_fov, pool, sky, db_fov, spots=spots)
+        refined = refine_ranking(idx, q_desc, db_desc, *geometry, sky, db_fov, cfg, spots=spots)
     timings["refine_s"] = round(time.perf_counter() - t0, 2)
-    # --- end of re-ranking / voting ---
+    baselines = {
+        name: evaluate.evaluate_retrieval(r, *geometry, cfg, chance=False)
+        for name, r in rankings.items()
+        if name != NETWORK
+    }
     results: dict[str, Any] = {
         **ours,
-        "chance": chance,
-        "baselines": baselines,
-        "baseline_info": {"untrained": {"init": init}, "horizon": h_info},
+        "baselines": {name: b["recall"] for name, b in baselines.items()},
+        "baselines_oriented": {name: b["recall_oriented"] for name, b in baselines.items()},
+        "baseline_info": info,
         "refined": refined,
         "n_queries": len(qset.dataset),
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
         "n_database": len(pool),
-        "modality": paths.modality,
+        "query_set": inp.query_set,
+        "modality": inp.paths.modality,
         "input_encoding": INPUT_ENCODING,
-        "preset": preset_name,
-        "region": paths.region,
+        "preset": preset.name,
+        "region": inp.paths.region,
         "checkpoint": {
-            "path": str(ckpt),
-            "sha256": file_sha256(ckpt),
+            "path": str(inp.checkpoint),
+            "sha256": ckpt_sha,
             "epoch": int(state.get("epoch", -1)) if isinstance(state, dict) else None,
         },
         "config": {name: _cfg_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
         "init": init,
-        "device": str(dev),
-        "oriented_max_yaw_deg": ORIENTED_MAX_YAW_DEG,
+        "device": str(inp.device),
+        "oriented_max_yaw_deg": float(cfg.orient_max_yaw_deg),
         "paper": {
             "note": "CrossLocate paper, Switzerland uniform test DB: a different query set and database",
             "recall@1_1km": PAPER_R1_1KM,
             "recall@100_1km": PAPER_R100_1KM,
         },
     }
-    results["plots"] = _plots(results, qset, pool, idx, paths.run, spots)
+    return results, rankings
+
+
+def run_benchmark(
+    region: str,
+    dem_src: Any,
+    preset_name: Any,
+    work: str | os.PathLike[str],
+    *,
+    modality: str = "depth",
+    device: str | None = None,
+    queries_csv: str | os.PathLike[str] | None = None,
+    net_options: Any = None,
+) -> dict[str, Any]:
+    """Run the benchmark end to end; returns the summary (``results`` path included). See the module
+    docstring; ``net_options`` as for :func:`prepare_benchmark`."""
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    inp = prepare_benchmark(
+        region,
+        dem_src,
+        preset_name,
+        work,
+        modality=modality,
+        device=device,
+        queries_csv=queries_csv,
+        timings=timings,
+        net_options=net_options,
+    )
+    results, rankings = benchmark_results(inp, timings)
+    spots = spot_ids(inp.qset.dataset.queries)
+    run = inp.paths.run
+    results["plots"] = _plots(results, inp.qset, inp.pool, rankings[NETWORK], run, spots)
+    results["rankings"] = save_rankings(run / RANKINGS_NAME, inp.qset, inp.pool, rankings[NETWORK], spots).name
+    results["environment"] = environment_info()
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
-    out = paths.run / "results.json"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
-    return {"results": str(out), "table": summary_table(results)}
+    out = run / "results.json"
+    write_bytes_atomic(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
+    summary = {"results": str(out), "table": summary_table(results)}
+    from crosslocate.pipelines.report import write_report
+
+    summary["report"] = str(write_report(run))
+    return summary
+
+
+#: Per-query rankings of a benchmark run, for ``crosslocate report`` (see :func:`save_rankings`).
+RANKINGS_NAME = "rankings.npz"
+
+
+def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], spots: npt.NDArray[np.int64]) -> Path:
+    """Write the network's ranking with what is needed to show it (``np.savez``, no pickle; atomic).
+
+    Arrays: ``ranking`` (Q, K) int64 pool indices, best first; ``distance_m`` (Q, K) float64 metres
+    to the query; ``query_image`` (Q,) str; ``query_xy`` (Q, 2) and ``db_xy`` (N, 2) metres in
+    the region's CRS; ``query_yaw_deg`` (Q,), ``query_fov_deg`` (Q,), ``spot`` (Q,) int64;
+    ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
+    ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str.
+    """
+    from crosslocate.datasets.atomic import atomic_path
+
+    parts = np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(pool.datasets)])
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            ranking=idx.astype(np.int64),
+            distance_m=np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2),
+            query_image=np.array([q.image for q in qset.dataset.queries], dtype=str),
+            query_xy=qset.xy,
+            query_yaw_deg=qset.yaw_deg,
+            query_fov_deg=np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64),
+            spot=spots,
+            db_xy=pool.xy,
+            db_yaw_deg=pool.yaw_deg,
+            db_dirs=np.array([str(Path(d.db_dir).resolve()) for d in pool.datasets], dtype=str),
+            db_part=parts,
+            db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
+            modality=np.array(pool.datasets[0].modality.value),
+        )
+    return path
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
@@ -288,56 +389,86 @@ def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
     return float(np.diff(np.append(u, u[0] + 360.0)).min()) if len(u) > 1 else 360.0
 
 
-def horizon_ranking(
+def horizon_rankings(
     qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any, sky: Any = None
-) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
-    """(Q, k) database indices ranked by the HLoc-style horizon baseline, and its settings.
+) -> dict[str, tuple[npt.NDArray[np.int64], dict[str, Any]]]:
+    """(Q, k) database indices ranked by the HLoc-style horizon baseline, twice, with their settings.
 
-    Database curves come from the views' depth, query curves from the original photos
-    (:func:`crosslocate.pipelines.refine.load_skylines`; ``sky`` when already loaded), with the
-    query's FOV and its known gravity (pose pitch/roll, as a phone's IMU gives; yaw and position
-    stay unknown). The shift search covers ``max(EvalConfig.horizon_max_shift_deg, half the
-    database yaw spacing)`` so every query can align with the nearest database yaw.
+    ``horizon``: the query's known gravity (pose pitch/roll, as a phone's IMU gives; yaw and
+    position stay unknown), an upper bound. ``horizon_searched``: no gravity; pitch and roll are
+    searched per (query, view) pair on :func:`crosslocate.model.baselines.gravity_grid` of
+    ``EvalConfig.horizon_search_*``, the mean elevation offset removed (what a photo without sensor
+    data gives); its info adds the median error of the chosen pitch (grid-coarse when the mean is
+    removed) and roll against the truth.
+
+    Database curves come from the views' depth, query curves from the original photos, with the
+    query's FOV (:func:`crosslocate.pipelines.refine.load_skylines`; ``sky`` when already loaded).
+    The shift search covers ``max(EvalConfig.horizon_max_shift_deg, half the database yaw spacing)``
+    so every query can align with the nearest database yaw.
     """
-    from crosslocate.model.baselines import horizon_baseline
+    from crosslocate.model.baselines import gravity_grid, horizon_baseline
     from crosslocate.pipelines.refine import load_skylines
 
     sky = sky if sky is not None else load_skylines(qset, pool)
     poses = [q.pose for q in qset.dataset.queries]
-    step = float(getattr(eval_cfg, "horizon_grid_step_deg", 0.5))
-    cfg_shift = float(getattr(eval_cfg, "horizon_max_shift_deg", 5.0))
-    shift = max(cfg_shift, 0.5 * _yaw_spacing_deg(pool.yaw_deg))
-    res = horizon_baseline(
-        sky.q_rows,
-        np.array([p.fov_deg for p in poses]),
-        sky.q_height,
-        k,
+    cfg_shift = float(eval_cfg.horizon_max_shift_deg)
+    common = dict(
+        q_rows=sky.q_rows,
+        q_fov_deg=np.array([p.fov_deg for p in poses]),
+        q_height_px=sky.q_height,
+        k=k,
         db_rows=sky.db_rows,
         db_fov_deg=db_fov_deg,
         db_height_px=sky.db_height,
-        step_deg=step,
-        max_shift_deg=shift,
-        q_pitch_deg=np.array([p.pitch_deg for p in poses]),
-        q_roll_deg=np.array([p.roll_deg for p in poses]),
+        step_deg=float(eval_cfg.horizon_grid_step_deg),
+        max_shift_deg=max(cfg_shift, 0.5 * _yaw_spacing_deg(pool.yaw_deg)),
         db_pitch_deg=sky.db_pitch,
         db_roll_deg=sky.db_roll,
     )
-    info = {**res.info, "config_max_shift_deg": cfg_shift, "gravity": "query pose pitch/roll (IMU-like)"}
-    logger.info("horizon baseline: %s", info)
-    return res.indices, info
+    true_pr = np.array([[p.pitch_deg, p.roll_deg] for p in poses], np.float64).reshape(-1, 2)
+    known = horizon_baseline(**common, q_pitch_deg=true_pr[:, 0], q_roll_deg=true_pr[:, 1])
+    grid = gravity_grid(
+        eval_cfg.horizon_search_pitch_deg,
+        eval_cfg.horizon_search_roll_deg,
+        eval_cfg.horizon_search_pitch_step_deg,
+        eval_cfg.horizon_search_roll_step_deg,
+    )
+    searched = horizon_baseline(**common, gravity_search=grid, subtract_mean=eval_cfg.horizon_search_subtract_mean)
+    err = np.abs(searched.gravity_deg - true_pr) if searched.gravity_deg is not None else np.full((0, 2), np.nan)
+    ok = np.isfinite(err).all(axis=1)
+    out = {
+        "horizon": (
+            known.indices,
+            {**known.info, "config_max_shift_deg": cfg_shift, "gravity": "query pose pitch/roll (IMU-like)"},
+        ),
+        "horizon_searched": (
+            searched.indices,
+            {
+                **searched.info,
+                "config_max_shift_deg": cfg_shift,
+                "gravity": "searched on a pitch x roll grid (no sensor)",
+                "gravity_grid_deg": {
+                    "pitch_max": eval_cfg.horizon_search_pitch_deg,
+                    "roll_max": eval_cfg.horizon_search_roll_deg,
+                    "pitch_step": eval_cfg.horizon_search_pitch_step_deg,
+                    "roll_step": eval_cfg.horizon_search_roll_step_deg,
+                },
+                "median_abs_pitch_error_deg": float(np.median(err[ok, 0])) if ok.any() else None,
+                "median_abs_roll_error_deg": float(np.median(err[ok, 1])) if ok.any() else None,
+            },
+        ),
+    }
+    for name, (_, info) in out.items():
+        logger.info("%s baseline: %s", name, info)
+    return out
 
 
 def _view_rgb(pool: Any, j: int) -> npt.NDArray[np.uint8]:
     """(H, W, 3) uint8 preview of pool view ``j`` in the network's modality."""
-    from crosslocate.datasets.derived import depth_to_rgb, semantic_to_rgb
+    from crosslocate.datasets.derived import view_to_rgb
 
     ds, i = pool.locate(int(j))
-    arr = ds.read_raw(i)
-    if ds.modality.value == "depth":
-        return depth_to_rgb(arr)
-    if ds.modality.value == "semantic":
-        return semantic_to_rgb(arr)
-    return np.repeat((np.asarray(arr) > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
+    return view_to_rgb(ds.modality.value, ds.read_raw(i))
 
 
 def _cfg_dict(cfg: Any) -> Any:
@@ -390,38 +521,61 @@ def _plots(
     return [str(p) for p in out]
 
 
+#: Row labels of the summary table (other baselines are listed under their own names).
+BASELINE_LABELS: dict[str, str] = {
+    "untrained": "untrained network",
+    "horizon": "horizon, true pitch/roll (IMU)",
+    "horizon_searched": "horizon, pitch/roll searched",
+}
+
+
 def summary_table(results: dict[str, Any]) -> str:
-    """Text table: R@1 / R@100 within 1 km for ours, chance, baselines, ratio to chance, and the paper."""
-    key = f"{1000.0:g}"
+    """Text table: R@1 / R@100 (the largest N when fewer views) within 1 km (else the largest
+    threshold) for ours, the baselines and chance, plain and orientation-restricted, ratio to
+    chance, the spot-resampled interval, and the paper."""
+    key = "1000" if "1000" in results["recall"] else max(results["recall"], key=float)
 
     def get(table: dict[str, Any], n: int) -> float:
         row = table.get(key, {})
         return float(row.get(str(n), row.get(str(max(int(k) for k in row)), float("nan")))) if row else float("nan")
 
-    lines = [f"{'':34s} {'R@1 1km':>9s} {'R@100 1km':>10s}"]
-    ours1, ours100 = get(results["recall"], 1), get(results["recall"], 100)
-    ch1, ch100 = get(results["chance"], 1), get(results["chance"], 100)
-    lines.append(f"{'ours (' + results['modality'] + ')':34s} {100 * ours1:8.2f}% {100 * ours100:9.2f}%")
+    def line(label: str, table: dict[str, Any]) -> str:
+        return f"{label:36s} {100 * get(table, 1):8.2f}% {100 * get(table, 100):9.2f}%"
+
+    km = f"{float(key) / 1000:g}km"
+    lines = [
+        f"{'':36s} {'R@1 ' + km:>9s} {'R@100 ' + km:>10s}",
+        line(f"ours ({results['modality']})", results["recall"]),
+    ]
     for name, table in results["baselines"].items():
-        lines.append(f"{name:34s} {100 * get(table, 1):8.2f}% {100 * get(table, 100):9.2f}%")
+        lines.append(line(BASELINE_LABELS.get(name, name), table))
     refined = results.get("refined", {})
     if "reranked" in refined:  # skyline re-ranking of the top K (views), then places with and without voting
-        rr = refined["reranked"]["recall"]
-        lines.append(f"{'ours + skyline re-ranking':34s} {100 * get(rr, 1):8.2f}% {100 * get(rr, 100):9.2f}%")
+        lines.append(line("ours + skyline re-ranking", refined["reranked"]["recall"]))
         for name in ("plain_views_as_places", "plain_voting", "reranked_voting"):
-            t = refined["place"][name]
-            lines.append(f"{'places: ' + name.replace('_', ' '):34s} {100 * get(t, 1):8.2f}% {100 * get(t, 100):9.2f}%")
-    lines.append(f"{'chance (analytic)':34s} {100 * ch1:8.2f}% {100 * ch100:9.2f}%")
+            lines.append(line("places: " + name.replace("_", " "), refined["place"][name]))
+    lines.append(line("chance (analytic)", results["chance"]))
+    ours1, ours100 = get(results["recall"], 1), get(results["recall"], 100)
+    ch1, ch100 = get(results["chance"], 1), get(results["chance"], 100)
     r1 = ours1 / ch1 if ch1 > 0 else float("inf")
     r100 = ours100 / ch100 if ch100 > 0 else float("inf")
-    lines.append(f"{'ours / chance':34s} {r1:8.1f}x {r100:9.1f}x")
+    lines.append(f"{'ours / chance':36s} {r1:8.1f}x {r100:9.1f}x")
     ci = results.get("recall_ci95", {}).get(key, {})
     if "1" in ci:  # R@100, or the largest N when the database is smaller
         (a1, b1), (a100, b100) = ci["1"], ci[str(max(int(n) for n in ci))]
         lines.append(
-            f"{'ours 95% interval (spots resampled)':34s} {100 * a1:.1f}-{100 * b1:.1f}% {100 * a100:.1f}-{100 * b100:.1f}%"
+            f"{'ours 95% interval (spots resampled)':36s} {100 * a1:.1f}-{100 * b1:.1f}% {100 * a100:.1f}-{100 * b100:.1f}%"
         )
-    lines.append(f"{'paper (Switzerland, other queries)':34s} {100 * PAPER_R1_1KM:8.2f}% {100 * PAPER_R100_1KM:9.2f}%")
+    yaw = f"{results.get('oriented_max_yaw_deg', 30.0):g} deg"
+    if "recall_oriented" in results and "chance_oriented" in results:
+        lines.append(f"orientation-restricted (also within {yaw} of yaw):")
+        lines.append(line(f"  ours ({results['modality']})", results["recall_oriented"]))
+        for name, table in results.get("baselines_oriented", {}).items():
+            lines.append(line("  " + BASELINE_LABELS.get(name, name), table))
+        if "reranked" in refined:
+            lines.append(line("  ours + skyline re-ranking", refined["reranked"]["recall_oriented"]))
+        lines.append(line("  chance (analytic)", results["chance_oriented"]))
+    lines.append(f"{'paper (Switzerland, other queries)':36s} {100 * PAPER_R1_1KM:8.2f}% {100 * PAPER_R100_1KM:9.2f}%")
     lines.append(
         f"queries: {results['n_queries']} ({results.get('n_spots', '?')} spots), "
         f"database views: {results['n_database']}, preset: {results['preset']}"
@@ -430,13 +584,15 @@ def summary_table(results: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "NS",
-    "THRESHOLDS_M",
-    "cached_descriptors",
-    "evaluate_ranking",
-    "horizon_ranking",
-    "recall_ci95",
+    "BASELINE_LABELS",
+    "NETWORK",
+    "BenchmarkInputs",
+    "benchmark_results",
+    "checkpoint_to_evaluate",
+    "horizon_rankings",
+    "prepare_benchmark",
     "run_benchmark",
+    "save_rankings",
     "spot_ids",
     "summary_table",
 ]

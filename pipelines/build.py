@@ -18,6 +18,7 @@ Kinds (CrossLocate, section 4):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -33,6 +34,7 @@ from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifes
 from crosslocate.datasets.schema import SCHEMA_VERSION, SPLIT_CODES
 from crosslocate.errors import (
     ConfigError,
+    DiskFullError,
     FileOverwriteError,
     ManifestMismatchError,
     NotBuiltError,
@@ -201,8 +203,58 @@ def _clear(db_dir: Path) -> None:
             shutil.rmtree(p)
 
 
+def plan_terrain(preset: Preset, dem: Any, positions: Any) -> tuple[Any, ...]:
+    """The terrain atlas specs of a build (:func:`crosslocate.render.atlas.plan_atlas`), or ``()`` when
+    the preset renders a pyramid per position (``render.atlas`` off, or a backend without atlases)."""
+    from crosslocate.render.atlas import plan_atlas
+    from crosslocate.render.backends import uses_atlas
+
+    if len(positions) == 0 or not uses_atlas(preset.render):
+        return ()
+    r = preset.render
+    return tuple(plan_atlas(positions.lon, positions.lat, dem.resolution_m, r.range_m, r.lod_cells))
+
+
+def prepare_terrain(dem: Any, specs: tuple[Any, ...], preset: Preset) -> dict[str, Any]:
+    """Build (or find in the cache) every atlas of ``specs``; returns what it cost (logged too)."""
+    from crosslocate.render.atlas import atlas_root, ensure_atlas
+
+    t0 = time.perf_counter()
+    sizes = []
+    for i, spec in enumerate(specs):
+        folder = atlas_root() / f"atlas-{spec.key(dem.checksum)}"
+        cached = (folder / "atlas.json").is_file()
+        atlas = ensure_atlas(dem, spec, preset.render.refraction_k)
+        sizes.append(atlas.nbytes)
+        logger.info(
+            "terrain atlas %d/%d (%s, %.0f MB): %s",
+            i + 1,
+            len(specs),
+            folder.name,
+            atlas.nbytes / 1e6,
+            "cached" if cached else f"built in {atlas.build_time_s:.1f} s",
+        )
+    return {"atlases": len(specs), "atlas_bytes": int(sum(sizes)), "atlas_s": round(time.perf_counter() - t0, 2)}
+
+
+def worker_threads(target: Any, n_workers: int | None) -> int:
+    """Render threads per task: a local cluster runs one worker per core (1 thread each, no
+    oversubscription); in-process builds use every core (0); remote workers keep their default (0)."""
+    if target == "local":
+        return max(1, _cores() // max(1, int(n_workers or _cores())))
+    return 0
+
+
 def shard_jobs(
-    plan: ShardPlan, positions: Any, shard_ids: list[int], db_dir: Path, dem_src: Any, preset: Preset, fp: str
+    plan: ShardPlan,
+    positions: Any,
+    shard_ids: list[int],
+    db_dir: Path,
+    dem_src: Any,
+    preset: Preset,
+    fp: str,
+    atlas_specs: tuple[Any, ...] = (),
+    threads: int = 0,
 ) -> Any:
     """Generator of :class:`ShardJob` for ``shard_ids`` (each carries only its own positions)."""
     for sid in shard_ids:
@@ -217,6 +269,8 @@ def shard_jobs(
             fov_deg=float(preset.grid.fov_deg),
             positions={name: np.ascontiguousarray(getattr(positions, name)[idx]) for name in POSITION_FIELDS},
             attrs={"db_fingerprint": fp},
+            atlas_specs=atlas_specs,
+            threads=threads,
         )
 
 
@@ -238,6 +292,8 @@ def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_v
     with _progress(total_views, desc) as bar:
         for job, record, error in runner.map_unordered(render_shard, jobs):
             if error is not None:
+                if isinstance(error, DiskFullError):  # every later shard would fail alike: stop, one message
+                    raise error
                 logger.error("shard %d failed: %s: %s", job.shard_id, type(error).__name__, error)
                 failures.append((job.shard_id, error))
                 continue
@@ -275,28 +331,78 @@ def _default_work(out_dir: Path) -> Path:
     return out_dir.parents[2] if len(out_dir.parents) >= 3 else out_dir.parent
 
 
+#: Positions per worker a dry run renders and writes to calibrate (spread over the whole plan).
+CALIBRATION_POSITIONS: int = 8
+
+
 def dry_run_summary(
-    kind: str, preset: Preset, region: Any, dem_src: Any, positions: Any, plan: ShardPlan, n_workers: int
+    kind: str,
+    preset: Preset,
+    region: Any,
+    dem: Any,
+    dem_src: Any,
+    positions: Any,
+    plan: ShardPlan,
+    target: Any,
+    n_workers: int | None,
+    memory_limit: str | int,
+    scratch_parent: Path,
 ) -> dict[str, Any]:
-    """Counts plus bytes and time estimated from a short calibration render (up to 2 positions)."""
+    """Counts plus bytes and time estimated from a calibration build on the build's own runner.
+
+    The terrain atlases are prepared (a one-off, cached for the real build and reported apart as
+    ``terrain``); then every worker of the runner the build would use (``target``: ``sync``,
+    ``local`` or a scheduler) writes a scratch shard of ``CALIBRATION_POSITIONS`` positions spread
+    over the region, all at once (:func:`~crosslocate.pipelines.tasks.calibrate`), into a temporary
+    folder beside the database that is removed afterwards. The measured rate of all workers
+    together gives ``estimated_s`` (plus the runner's start, ``calibration.start_s``). Assumed: the
+    rest of the region renders like the sampled positions; ``assumptions`` in the result says so.
+    """
+    import shutil
+    import tempfile
+
+    from crosslocate.pipelines.cluster import open_runner
+
     summary: dict[str, Any] = {"kind": kind, "region": region.name, "preset": preset.name}
     if plan.n_positions == 0:
-        return {**summary, **estimate(plan, 0.0, 1.0, n_workers), "calibration": None}
-    first = plan.order[: min(2, plan.n_positions)]
-    cal = calibrate(
-        dem_src,
-        preset.render,
-        preset.shard,
-        {name: getattr(positions, name)[first] for name in POSITION_FIELDS},
-        preset.grid.yaws_deg,
-        preset.grid.fov_deg,
-    )
+        return {**summary, **estimate(plan, 0.0, 1.0, 1), "calibration": None}
+    specs = plan_terrain(preset, dem, positions)
+    terrain = prepare_terrain(dem, specs, preset) if specs else {"atlases": 0, "atlas_bytes": 0, "atlas_s": 0.0}
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".crosslocate-calibrate-", dir=scratch_parent))
+    try:
+        t0 = time.perf_counter()
+        with open_runner(target, n_workers, memory_limit) as runner:
+            start_s = time.perf_counter() - t0
+            workers = runner.n_workers
+            threads = worker_threads(target, n_workers)
+            k = min(CALIBRATION_POSITIONS * workers, plan.n_positions)
+            picks = np.asarray(plan.order)[np.unique(np.linspace(0, plan.n_positions - 1, k).round().astype(int))]
+            samples = [picks[i::workers] for i in range(workers) if picks[i::workers].size]
+            job = next(iter(shard_jobs(plan, positions, [0], tmp, dem_src, preset, "dry-run", specs, threads)))
+            job = dataclasses.replace(
+                job, positions={name: np.ascontiguousarray(getattr(positions, name)) for name in POSITION_FIELDS}
+            )
+            cal = calibrate(runner, job, samples)
+            cal["start_s"] = round(start_s, 2)
+            cal["runner"] = runner.description
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     splits = {name: int(np.count_nonzero(positions.split == code)) for name, code in SPLIT_CODES.items()}
+    est = estimate(plan, cal["bytes_per_view"], cal["views_per_s_per_worker"], cal["workers"])
+    est["estimated_s"] = round(est["estimated_s"] + cal["start_s"], 1)
     return {
         **summary,
-        **estimate(plan, cal["bytes_per_view"], cal["views_per_s"], n_workers),
+        **est,
         "splits": splits,
+        "terrain": terrain,
         "calibration": cal,
+        "assumptions": (
+            f"{cal['runner']}, {threads or 'all'} render thread(s) per worker; the rate is that of "
+            f"{cal['views']} views at {k} positions spread over the region, rendered by all workers at once "
+            "end to end (render, encoding, compression, writes); the terrain atlas is prepared once "
+            "(terrain.atlas_s, then cached)"
+        ),
     }
 
 
@@ -356,6 +462,10 @@ def build_database(
 
     if kind not in DB_KINDS:
         raise ConfigError(f"unknown database kind {kind!r}; choose one of {', '.join(DB_KINDS)}")
+    if client is None and not dry_run:  # a bogus scheduler is refused before anything is written
+        from crosslocate.pipelines.cluster import check_scheduler
+
+        check_scheduler(scheduler)
     preset = get_preset(preset) if isinstance(preset, str) else preset
     reg = get_region(region)
     db_dir = Path(out_dir)
@@ -379,11 +489,17 @@ def build_database(
             "%s database: %d positions, %d views, %d shards", kind, plan.n_positions, plan.n_views, plan.n_shards
         )
         if dry_run:
-            workers = 1 if scheduler == "sync" else int(n_workers or _cores())
-            return dry_run_summary(kind, preset, reg, src, positions, plan, workers)
+            target = client if client is not None else scheduler
+            return dry_run_summary(
+                kind, preset, reg, dem, src, positions, plan, target, n_workers, memory_limit, db_dir.parent
+            )
         manifest = prepare_db_dir(db_dir, make_manifest(kind, preset, reg, dem, positions, plan), overwrite)
-    if not (db_dir / POSITIONS_NAME).is_file():
-        positions.to_npz(db_dir / POSITIONS_NAME)
+        specs = plan_terrain(preset, dem, positions) if len(manifest.shards) < plan.n_shards else ()
+        if specs:
+            prepare_terrain(dem, specs, preset)
+    positions.to_npz(db_dir / POSITIONS_NAME)  # same bytes on every run; its checksum goes to the manifest
+    manifest = manifest.with_positions_file(db_dir)
+    manifest.save(db_dir)
     done = {s.shard_id for s in manifest.shards}
     todo = [sid for sid in range(plan.n_shards) if sid not in done]
     if not todo:
@@ -392,9 +508,10 @@ def build_database(
     logger.info(
         "%s database: %d of %d shards to render (%d already complete)", kind, len(todo), plan.n_shards, len(done)
     )
-    jobs = shard_jobs(plan, positions, todo, db_dir, src, preset, manifest.fingerprint())
-    views = sum(plan.shard_views(s) for s in todo)
     target = client if client is not None else ("sync" if len(todo) <= 1 else scheduler)
+    threads = worker_threads(target, n_workers)
+    jobs = shard_jobs(plan, positions, todo, db_dir, src, preset, manifest.fingerprint(), specs, threads)
+    views = sum(plan.shard_views(s) for s in todo)
     from crosslocate.pipelines.cluster import open_runner
 
     with open_runner(target, n_workers, memory_limit) as runner:

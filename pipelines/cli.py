@@ -1,12 +1,14 @@
 """The ``crosslocate`` command line: global options, logging setup and error handling.
 
 This is the only place that configures logging. Every :class:`~crosslocate.errors.CrosslocateError`
-becomes exit code 2 with a one-line message (the traceback only with ``-vv``).
+becomes exit code 2 with a one-line message (the traceback only with ``-vv``); so does an
+``OSError`` meaning the disk is full.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -76,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk outside crosslocate's own writers: still one line, not a traceback
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"crosslocate {args.command}: error: disk full: {exc}; free space and rerun", file=sys.stderr)
+        return 2
     return code
 
 

@@ -21,12 +21,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from crosslocate.errors import ConfigError, missing_dependency
 
 logger = logging.getLogger(__name__)
+
+#: Address schemes of dask schedulers that :func:`check_scheduler` accepts.
+SCHEDULER_SCHEMES: tuple[str, ...] = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+#: Seconds :func:`check_scheduler` waits for a TCP connection to a scheduler.
+PROBE_TIMEOUT_S: float = 5.0
 
 #: Result of one job: ``(job, result, None)`` or ``(job, None, exception)``.
 Outcome = tuple[Any, Any, BaseException | None]
@@ -103,6 +110,35 @@ class DaskRunner(Runner):
                 queue.add(nxt)
 
 
+def check_scheduler(scheduler: Any) -> None:
+    """Raise :class:`ConfigError` unless ``scheduler`` can work: call it before writing anything.
+
+    ``None``, ``"sync"``, ``"local"`` and client objects pass. An address needs a known scheme
+    (:data:`SCHEDULER_SCHEMES`), a host and a port, and a ``tcp``/``tls`` address must accept a TCP
+    connection within :data:`PROBE_TIMEOUT_S` seconds.
+    """
+    if scheduler is None or not isinstance(scheduler, str) or scheduler in ("sync", "local"):
+        return
+    hint = "use 'local', 'sync' or a scheduler address like tcp://host:8786"
+    if "://" not in scheduler:
+        raise ConfigError(f"--scheduler {scheduler!r}: {hint}")
+    parts = urlsplit(scheduler)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in SCHEDULER_SCHEMES or not parts.hostname or (port is None and parts.scheme != "inproc"):
+        raise ConfigError(f"--scheduler {scheduler!r} is not a dask scheduler address ({hint})")
+    if parts.scheme in ("tcp", "tls"):
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot reach the dask scheduler {scheduler} ({exc}); is `dask scheduler` running there?"
+            ) from exc
+
+
 @contextlib.contextmanager
 def open_runner(
     scheduler: Any = "local", n_workers: int | None = None, memory_limit: str | int = "auto"
@@ -148,8 +184,7 @@ def open_runner(
             logger.info("dask LocalCluster with %d worker process(es) started", workers)
             yield DaskRunner(client, f"LocalCluster({workers} workers x 1 thread)")
         return
-    if "://" not in scheduler:
-        raise ConfigError(f"--scheduler {scheduler!r}: use 'local', 'sync' or a scheduler address like tcp://host:8786")
+    check_scheduler(scheduler)
     try:
         client = Client(scheduler, timeout="20s")
     except (OSError, TimeoutError) as exc:
@@ -159,4 +194,4 @@ def open_runner(
         yield DaskRunner(client, f"scheduler {scheduler}")
 
 
-__all__ = ["DaskRunner", "Outcome", "Runner", "available_cores", "open_runner"]
+__all__ = ["DaskRunner", "Outcome", "Runner", "available_cores", "check_scheduler", "open_runner"]

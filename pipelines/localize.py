@@ -2,15 +2,16 @@
 
 The photo is FOV-scaled to the database's angular scale (pinhole rule,
 :func:`crosslocate.datasets.transforms.fov_scale`), embedded with the trained network and searched
-against the database's descriptors (computed once per checkpoint and cached as
-``<out>/descriptors/db-<checkpoint sha256[:12]>.npy``). Output: ``localize.json`` with the
+against the database's descriptors, computed once and cached beside the database in
+``<db_dir>/descriptors/`` keyed by content (checkpoint, database checksums, modality, input size,
+encoding: :mod:`crosslocate.pipelines.descriptors`), so every later photo, whatever its output
+folder, reuses them; a read-only database falls back to ``<out>/descriptors/``. Output: ``localize.json`` with the
 candidates (rank, lat/lon EPSG:4326, yaw degrees, descriptor distance = L2 between unit
 descriptors) and ``localize_map.png`` (candidates in the region's metric frame).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from crosslocate.errors import ConfigError
+from crosslocate.errors import ConfigError, FileOverwriteError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def localize(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Retrieve the top-``k`` database views of ``photo``; returns candidates and output paths."""
+    from crosslocate.datasets.atomic import write_json_atomic
+    from crosslocate.datasets.manifest import file_sha256
     from crosslocate.datasets.queries import Query
     from crosslocate.datasets.views import QueryDataset, ViewDataset
     from crosslocate.dem.geodesy import aeqd_crs_wkt
@@ -43,7 +46,8 @@ def localize(
     from crosslocate.model.device import resolve_device
     from crosslocate.model.plots import plot_retrieval_map
     from crosslocate.model.train import ViewPool, extract_descriptors
-    from crosslocate.pipelines.benchmark import _ranking, cached_descriptors, file_sha256
+    from crosslocate.pipelines.benchmark import _ranking
+    from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
 
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
@@ -52,6 +56,8 @@ def localize(
         if not p.exists():
             raise ConfigError(f"{p} does not exist")
     out = Path(out_dir) if out_dir else photo.parent / f"{photo.stem}_localize"
+    if out.exists() and not out.is_dir():
+        raise FileOverwriteError(f"--out {out} is an existing file, not a folder; choose another --out")
     dev = resolve_device(device)
     net, meta = checkpoint.load_network(ckpt, map_location=dev)
     net = net.to(dev)
@@ -66,9 +72,10 @@ def localize(
     lon0, lat0 = float(np.mean(views.table["lon"])), float(np.mean(views.table["lat"]))
     crs = aeqd_crs_wkt(lon0, lat0)
     pool = ViewPool.of([views], crs_wkt=crs)
-    db_desc = cached_descriptors(
-        net, pool, dev, out / "descriptors" / f"db-{file_sha256(ckpt)[:12]}.npy", batch_size=32
-    )
+    cache_dir = Path(db_dir) / DESCRIPTORS_DIR
+    if not os.access(Path(db_dir), os.W_OK):
+        cache_dir = out / DESCRIPTORS_DIR
+    db_desc = cached_descriptors(net, pool, dev, cache_dir, "db", file_sha256(ckpt), batch_size=32)
     query = Query(str(photo), Pose(lon=lon0, lat=lat0, alt_m=0.0, fov_deg=float(fov_deg)))
     q_desc = extract_descriptors(net, QueryDataset([query], size_px, fov_scaling=fov_scaling, db_fov_deg=db_fov), dev)
     kk = min(k, len(pool))
@@ -104,7 +111,7 @@ def localize(
         "map": str(map_png),
     }
     js = out / "localize.json"
-    js.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(js, result)
     result["json"] = str(js)
     return result
 

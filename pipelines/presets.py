@@ -5,15 +5,15 @@ preset      what it is for
 ==========  ==========================================================================================
 ``paper``   CrossLocate as published: 500 m grid, 500 x 500 px views, 60 km range.
 ``cpu``     The demo benchmark on a 2-core CPU machine in under ~20 min: 256 px views, 35 km range,
-            2 km grid (the CPU renderer spends ~1 s per position building the terrain, so the
-            position count, not the pixel count, sets the build time: the 40 x 40 km demo region
-            gives ~400 uniform positions, 4,800 views, ~4 min on 2 cores).
+            1 km grid (the terrain atlas makes a position cost milliseconds, so the 40 x 40 km demo
+            region's ~1,600 uniform positions, 19,000 views, build in about a minute on 2 cores).
 ``tiny``    Tests and smoke runs: 64 px views, 20 km range, 2 km grid, small shards.
 ==========  ==========================================================================================
 
 Each layer keeps its own presets (``GRID_PRESETS``, ``RENDER_PRESETS``, ``SHARD_PRESETS``,
-``QUERY_PRESETS``, ``NET_PRESETS`` / ``TRAIN_PRESETS`` / ``EVAL_PRESETS``); this module picks one
-of each and states the overrides. Flags override fields with :meth:`Preset.with_overrides`
+``QUERY_PRESETS``, ``NET_PRESETS`` / ``TRAIN_PRESETS`` / ``EVAL_PRESETS``), each complete; this
+module picks the same-named one of each, with no second tier of overrides, so ``crosslocate grid
+--preset cpu`` counts exactly the grid ``build --preset cpu`` renders. Flags override fields with :meth:`Preset.with_overrides`
 (``dataclasses.replace``), and :meth:`Preset.to_dict` goes into manifests and results JSON.
 The model configs come from :mod:`crosslocate.model.config`; when that module is not part of this
 build the preset composes what exists, leaves ``net``/``train``/``eval`` as ``None`` and lists them
@@ -37,14 +37,6 @@ from crosslocate.render.config import RENDER_PRESETS, RenderConfig
 logger = logging.getLogger(__name__)
 
 PRESET_NAMES: tuple[str, ...] = ("paper", "cpu", "tiny")
-
-#: Overrides of the layer presets, per preset (field -> value), applied with ``dataclasses.replace``.
-GRID_OVERRIDES: dict[str, dict[str, Any]] = {"cpu": {"spacing_m": 2000.0}}
-RENDER_OVERRIDES: dict[str, dict[str, Any]] = {
-    "paper": {"size_px": 500, "range_m": 60_000.0},
-    "cpu": {"size_px": 256, "range_m": 35_000.0, "lod_cells": 128},
-    "tiny": {"size_px": 64, "lod_cells": 64},
-}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -146,8 +138,8 @@ def _optional_presets(module: str, names: tuple[str, ...], preset: str) -> tuple
 
 
 def _build(name: str) -> Preset:
-    grid = dataclasses.replace(GRID_PRESETS[name], **GRID_OVERRIDES.get(name, {}))
-    render = dataclasses.replace(RENDER_PRESETS[name], **RENDER_OVERRIDES.get(name, {}))
+    grid = GRID_PRESETS[name]
+    render = RENDER_PRESETS[name]
     missing: list[str] = []
     (queries,), why = _optional_presets("crosslocate.pipelines.queries", ("QUERY_PRESETS",), name)
     if why:

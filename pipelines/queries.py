@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets.queries import (
+    MIN_IMAGE_SIDE_PX,
     Query,
     load_query_csv,
     sample_orientations,
@@ -133,9 +134,10 @@ class QuerySetConfig:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"QuerySetConfig.{name} must be a non-negative integer, got {value!r}")
-        if self.width_px < 8 or self.height_px < 8:
+        if min(self.width_px, self.height_px) < MIN_IMAGE_SIDE_PX:
             raise ConfigError(
-                f"QuerySetConfig photo size must be at least 8x8 px, got {self.width_px}x{self.height_px}"
+                f"QuerySetConfig photo size must be at least {MIN_IMAGE_SIDE_PX}x{MIN_IMAGE_SIDE_PX} px, "
+                f"got {self.width_px}x{self.height_px}"
             )
         for f in fields(self):
             value = getattr(self, f.name)
@@ -446,10 +448,35 @@ def photo_spot_stats(depth: npt.NDArray[np.float32]) -> tuple[float, float]:
     return frac, float(np.median(depth[rows[cols].astype(np.int64), cols]))
 
 
-def _screen_init(dem: Any, cfg: QuerySetConfig) -> None:
+def _screen_init(dem: Any, cfg: QuerySetConfig, atlas_specs: tuple[Any, ...] = ()) -> None:
+    from crosslocate.pipelines.tasks import opened_atlases
     from crosslocate.render.views import ViewRenderer
 
-    _WORKER.update(dem=dem, cfg=cfg, screen=ViewRenderer(dem, cfg.screen_config()))
+    rc = cfg.screen_config()
+    atlases = opened_atlases(dem, atlas_specs, rc.refraction_k)
+    _WORKER.update(dem=dem, cfg=cfg, screen=ViewRenderer(dem, rc, atlases=atlases))
+
+
+def screening_atlases(region: Any, dem: Any, cfg: QuerySetConfig) -> tuple[Any, ...]:
+    """Terrain atlas specs covering ``region`` for the screening renders (prepared here, once per
+    DEM and settings; ``()`` when the screening backend renders a pyramid per pose)."""
+    from crosslocate.dem.regions import get_region
+    from crosslocate.render.atlas import ensure_atlas, plan_atlas
+    from crosslocate.render.backends import uses_atlas
+
+    rc = cfg.screen_config()
+    if not uses_atlas(rc):
+        return ()
+    rw, rs, re, rn = (region if hasattr(region, "bounds_lonlat") else get_region(region)).bounds_lonlat
+    dw, ds, de, dn = dem.bounds_lonlat
+    w, s, e, n = max(rw, dw), max(rs, ds), min(re, de), min(rn, dn)
+    if not (w < e and s < n):
+        return ()
+    lon, lat = np.meshgrid(np.linspace(w, e, 17), np.linspace(s, n, 17))  # the box's curved edges too
+    specs = tuple(plan_atlas(lon.ravel(), lat.ravel(), dem.resolution_m, rc.range_m, rc.lod_cells))
+    for spec in specs:
+        ensure_atlas(dem, spec, rc.refraction_k)
+    return specs
 
 
 def _screen_one(pose: Pose) -> bool:
@@ -559,6 +586,7 @@ def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int 
         return []
     if not cfg.screens and cfg.photos_per_spot == 1:
         return draw(cfg.n_queries)
+    screen_args = (dem, cfg, screening_atlases(region, dem, cfg) if cfg.screens else ())
     kept: list[Pose] = []
     n_spots = tried = 0
     while len(kept) < cfg.n_queries:
@@ -569,14 +597,14 @@ def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int 
             )
         need_spots = -(-(cfg.n_queries - len(kept)) // cfg.photos_per_spot)
         batch = draw(max(2 * need_spots, 16))
-        ok = _map(_screen_one, batch, _screen_init, (dem, cfg), workers, chunksize=8) if cfg.screens else None
+        ok = _map(_screen_one, batch, _screen_init, screen_args, workers, chunksize=8) if cfg.screens else None
         spots = [p for k, p in enumerate(batch) if ok is None or ok[k]]
         tried += len(batch)
         groups = [[p] for p in spots]
         if cfg.photos_per_spot > 1 and spots:
             extra = [_spot_orientations(p, cfg, n_spots + k) for k, p in enumerate(spots)]
             good = (
-                _map(_screen_spot, extra, _screen_init, (dem, cfg), workers)
+                _map(_screen_spot, extra, _screen_init, screen_args, workers)
                 if cfg.screens
                 else [[True] * len(e) for e in extra]
             )

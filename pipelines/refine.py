@@ -4,10 +4,11 @@
   (:func:`crosslocate.model.baselines.photo_horizon_rows`) and the database views' (from depth,
   :func:`crosslocate.datasets.derived.horizon_line`, read view by view whatever modality the
   network uses), with the views' known gravity. Shared by the horizon baseline and the re-ranking.
-- ``refine_ranking(idx, q_desc, db_desc, q_xy, q_yaw, q_fov, pool, sky, db_fov_deg, ...) -> dict``:
-  the ``refined`` block of ``results.json``: recall of the re-ranked view ranking (laid out like
-  ``recall``), place-level recall of the plain and the re-ranked ranking with and without voting,
-  the settings, and the cost per query (seconds).
+- ``refine_ranking(idx, q_desc, db_desc, q_xy, q_yaw, q_fov, db_xy, db_yaw, sky, db_fov_deg, eval_cfg, ...) -> dict``:
+  the ``refined`` block of ``results.json``: the recall tables of the re-ranked view ranking
+  (:func:`crosslocate.model.evaluate.evaluate_retrieval`, laid out like the top level), place-level
+  recall of the plain and the re-ranked ranking with and without voting (thresholds and N of the
+  same :class:`~crosslocate.model.config.EvalConfig`), the settings, and the cost per query (seconds).
 """
 
 from __future__ import annotations
@@ -73,17 +74,24 @@ def refine_ranking(
     q_xy: npt.NDArray[np.float64],
     q_yaw: npt.NDArray[np.float64],
     q_fov: npt.NDArray[np.float64],
-    pool: Any,
+    db_xy: npt.NDArray[np.float64],
+    db_yaw: npt.NDArray[np.float64],
     sky: Skylines,
     db_fov_deg: float,
+    eval_cfg: Any,
     *,
     spots: npt.NDArray[np.int64] | None = None,
     rerank_cfg: Any = None,
     vote_cfg: Any = None,
 ) -> dict[str, Any]:
-    """Re-rank ``idx`` (Q, K) by skyline agreement, vote places, and tabulate recall (module docstring)."""
-    from crosslocate.model import rerank, voting
-    from crosslocate.pipelines.benchmark import NS, THRESHOLDS_M, _table, evaluate_ranking
+    """Re-rank ``idx`` (Q, K) by skyline agreement, vote places, and tabulate recall (module docstring).
+
+    ``q_xy`` (Q, 2) / ``db_xy`` (N, 2) metres, ``q_yaw`` / ``db_yaw`` degrees, ``q_fov`` degrees, as for
+    :func:`crosslocate.model.evaluate.evaluate_retrieval`; ``spots`` (Q,) groups the bootstrap interval;
+    ``rerank_cfg`` / ``vote_cfg`` default to :class:`~crosslocate.model.config.RerankConfig` /
+    :class:`~crosslocate.model.config.VoteConfig`.
+    """
+    from crosslocate.model import evaluate, rerank, voting
 
     rcfg = rerank_cfg or rerank.RerankConfig()
     vcfg = vote_cfg or voting.VoteConfig()
@@ -101,17 +109,21 @@ def refine_ranking(
         db_pitch_deg=sky.db_pitch,
         db_roll_deg=sky.db_roll,
     )
-    reranked = evaluate_ranking(res.indices, q_xy, q_yaw, q_fov, pool.xy, pool.yaw_deg, spots)
+    reranked = evaluate.evaluate_retrieval(
+        res.indices, q_xy, q_yaw, q_fov, db_xy, db_yaw, eval_cfg, groups=spots, chance=False
+    )
+    thresholds = tuple(float(t) for t in eval_cfg.thresholds_m)
     t0 = time.perf_counter()
-    pos_id, centres = voting.position_ids(pool.xy)
+    pos_id, centres = voting.position_ids(db_xy)
     place: dict[str, Any] = {"n_places": len(centres), "grid_spacing_m": voting.grid_spacing_m(centres)}
     for name, ranking in (("plain", idx), ("reranked", res.indices)):
         first = voting.first_occurrence_places(ranking, pos_id)
         voted, _ = voting.vote_places(ranking, pos_id, centres, vcfg)
         for suffix, places in (("views_as_places", first), ("voting", voted)):
-            ns = tuple(n for n in NS if n <= max(places.shape[1], 1))
-            table = voting.place_recall(places, q_xy, centres, THRESHOLDS_M, ns)
-            place[f"{name}_{suffix}"] = _table(table)
+            ns = evaluate.report_ns(eval_cfg, max(places.shape[1], 1))
+            place[f"{name}_{suffix}"] = evaluate.table_to_json(
+                voting.place_recall(places, q_xy, centres, thresholds, ns)
+            )
     vote_s = (time.perf_counter() - t0) / max(len(idx), 1) / 2.0
     return {
         "reranked": reranked,

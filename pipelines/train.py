@@ -43,35 +43,90 @@ TRAIN_DB_KINDS: tuple[str, ...] = ("sparse", "compact")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FlowPaths:
-    """Folders of one (work, region, preset, modality) run."""
+    """Folders of one (work, region, preset, modality, query set) run.
+
+    ``queries_csv``: the user's query CSV (None: the synthetic set of ``work/<region>/queries``).
+    The sparse and compact databases and the run depend on the query set, so a CSV's get their own
+    folders, suffixed ``-<csv stem>``; the uniform database is shared.
+    """
 
     work: Path
     region: str
     preset: str
     modality: str
+    queries_csv: Path | None = None
 
     @property
     def region_dir(self) -> Path:
         return self.work / self.region
 
+    @property
+    def query_set(self) -> str:
+        """``synthetic`` or the CSV's stem."""
+        return "synthetic" if self.queries_csv is None else self.queries_csv.stem
+
+    def _suffix(self) -> str:
+        return "" if self.queries_csv is None else f"-{self.queries_csv.stem}"
+
     def db(self, kind: str) -> Path:
-        """``work/<region>/db/<kind>``."""
-        return self.region_dir / "db" / kind
+        """``work/<region>/db/<kind>`` (``-<csv stem>`` appended for sparse/compact of a CSV query set)."""
+        return self.region_dir / "db" / (kind if kind == "uniform" else kind + self._suffix())
 
     @property
     def run(self) -> Path:
-        """``work/<region>/runs/<preset>`` (``-<modality>`` appended unless depth)."""
+        """``work/<region>/runs/<preset>`` (``-<modality>`` appended unless depth, then ``-<csv stem>``)."""
         suffix = "" if self.modality == Modality.DEPTH.value else f"-{self.modality}"
-        return self.region_dir / "runs" / f"{self.preset}{suffix}"
+        return self.region_dir / "runs" / f"{self.preset}{suffix}{self._suffix()}"
 
 
-def flow_paths(work: str | os.PathLike[str], region: str, preset: str, modality: str) -> FlowPaths:
+def flow_paths(
+    work: str | os.PathLike[str],
+    region: str,
+    preset: str,
+    modality: str,
+    queries_csv: str | os.PathLike[str] | None = None,
+) -> FlowPaths:
     """Validate the modality and build the run's paths (region given by name or path: its stem is used)."""
     try:
         mod = Modality(modality).value
     except ValueError:
         raise ConfigError(f"--modality {modality!r}: choose one of {', '.join(m.value for m in Modality)}") from None
-    return FlowPaths(work=Path(work), region=Path(str(region)).stem, preset=preset, modality=mod)
+    csv_path = None if queries_csv is None else Path(queries_csv).resolve()
+    return FlowPaths(work=Path(work), region=Path(str(region)).stem, preset=preset, modality=mod, queries_csv=csv_path)
+
+
+def flow_queries(region: str, dem_src: Any, preset: Any, paths: FlowPaths) -> list[Query]:
+    """The run's query set: the user's CSV (``paths.queries_csv``), checked row by row (every position
+    inside the region and the DEM, every image readable; ``alt_m`` may be empty: DEM + 1.7 m), or the
+    synthetic set (rendered when missing, :func:`crosslocate.pipelines.queries.ensure_query_set`)."""
+    if paths.queries_csv is None:
+        from crosslocate.pipelines.queries import ensure_query_set
+
+        return ensure_query_set(region, dem_src, preset, paths.work)
+    from crosslocate.datasets.queries import load_query_csv
+    from crosslocate.dem.sources import open_dem
+
+    with open_dem(dem_src) as dem:
+        queries = load_query_csv(paths.queries_csv, dem=dem, region=region)
+    if not queries:
+        raise ConfigError(f"{paths.queries_csv}: the query CSV has no rows")
+    logger.info("query set %s: %d photos", paths.queries_csv, len(queries))
+    return queries
+
+
+def query_set_record(queries: list[Query], splits: npt.NDArray[np.uint8], paths: FlowPaths) -> dict[str, Any]:
+    """What identifies the query set a run trains and is evaluated on: ``id`` (sha256 of the poses,
+    image bytes and split codes, :func:`crosslocate.datasets.queries.query_set_digest`), ``source``,
+    ``n_queries`` and the count per split. Stored in checkpoints and results."""
+    from crosslocate.datasets.queries import query_set_digest
+
+    codes = np.asarray(splits, np.uint8)
+    return {
+        "id": query_set_digest(queries, codes.tobytes()),
+        "source": str(paths.queries_csv) if paths.queries_csv is not None else "synthetic",
+        "n_queries": len(queries),
+        **{f"n_{name}": int((codes == code).sum()) for name, code in SPLIT_CODES.items()},
+    }
 
 
 def net_input(preset: Any) -> tuple[int, bool]:
@@ -190,12 +245,13 @@ def _json_safe(obj: Any) -> Any:
 def run_train(
     region: str,
     dem_src: Any,
-    preset_name: str,
+    preset_name: Any,
     work: str | os.PathLike[str],
     *,
     modality: str = "depth",
     resume: bool = False,
     device: str | None = None,
+    queries_csv: str | os.PathLike[str] | None = None,
     net_options: Any = None,
 ) -> dict[str, Any]:
     """Ensure queries and databases, then train; returns a summary with the checkpoint path.
@@ -206,8 +262,9 @@ def run_train(
         Region name (``demo``, ``alps``, ...) or polygon file.
     dem_src : path, list or ``"demo"``
         DEM source (``None``: ``"demo"`` for the demo region, else required).
-    preset_name : str
-        ``paper`` / ``cpu`` / ``tiny`` (:func:`crosslocate.pipelines.presets.get_preset`).
+    preset_name : str or Preset
+        ``paper`` / ``cpu`` / ``tiny`` (:func:`crosslocate.pipelines.presets.get_preset`), or a
+        :class:`~crosslocate.pipelines.presets.Preset` (e.g. with overrides).
     work : path
         Work folder.
     modality : str
@@ -216,22 +273,24 @@ def run_train(
         Continue an existing checkpoint (otherwise an existing one is refused).
     device : str or None
         ``auto`` / ``cpu`` / ``cuda:N`` (None: the preset's).
+    queries_csv : path or None
+        Train on the photos of this query CSV (:func:`flow_queries`) instead of the synthetic set;
+        splits, FOV scaling and databases as for the synthetic set, in folders of their own.
     net_options : NetOptions or None
-        Backbone / ImageNet weights on top of the preset
-        (:class:`crosslocate.pipelines.presets.NetOptions`); the run folder is named after them.
+        Backbone / pooling / ImageNet weights on top of the preset
+        (:class:`crosslocate.pipelines.presets.NetOptions`, :func:`resolve_net_options`); the run
+        folder is named after them.
     """
     from crosslocate.dem.regions import get_region
     from crosslocate.model.device import resolve_device, seed_everything
     from crosslocate.model.net import build_net
     from crosslocate.model.train import train
-    from crosslocate.pipelines.presets import get_preset
-    from crosslocate.pipelines.queries import ensure_query_set
 
-    preset, run_name = resolve_net_options(get_preset(preset_name), preset_name, net_options)
+    preset, run_name = resolve_net_options(resolve_preset(preset_name), net_options)
     dem_src = _default_dem(region, dem_src)
-    paths = flow_paths(work, region, run_name, modality)
+    paths = flow_paths(work, region, run_name, modality, queries_csv)
     reg = get_region(region)
-    queries = ensure_query_set(region, dem_src, preset, paths.work)
+    queries = flow_queries(region, dem_src, preset, paths)
     tcfg = preset.train
     val_kinds = tuple(getattr(tcfg, "val_databases", TRAIN_DB_KINDS))
     kinds = TRAIN_DB_KINDS + tuple(k for k in val_kinds if k not in TRAIN_DB_KINDS)
@@ -272,14 +331,17 @@ def run_train(
         )
     net = build_net(preset.net).to(dev)
     meta = {
-        "preset": preset_name,
+        "preset": preset.name,
         "region": paths.region,
+        "query_set": query_set_record(queries, splits, paths),
         "modality": paths.modality,
         "net": _json_safe(preset.net),
         "train": _json_safe(tcfg),
         "init": getattr(net, "init_source", None),
         "device": str(dev),
     }
+    if resume:
+        _check_resumable(paths.run, meta["query_set"]["id"])
     paths.run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = train(net, trainq, pool, tcfg, paths.run, dev, val=val, resume=resume, meta=meta)
@@ -299,11 +361,36 @@ def run_train(
     return summary
 
 
-def resolve_net_options(preset: Any, preset_name: str, net_options: Any) -> tuple[Any, str]:
-    """(preset with ``net_options`` applied, run folder name); unchanged for None or empty options."""
+def _check_resumable(run: Path, query_set_id: str) -> None:
+    """Refuse ``--resume`` of a run trained on another query set (or one without run records)."""
+    from crosslocate.model import checkpoint
+    from crosslocate.model.train import CHECKPOINT_NAME
+
+    ckpt = run / CHECKPOINT_NAME
+    if ckpt.exists():
+        meta = checkpoint.read_checkpoint(ckpt)["meta"]
+        checkpoint.check_run_record(ckpt, meta, query_set_id=query_set_id, finished=False)
+
+
+def resolve_preset(preset: Any) -> Any:
+    """A preset given by name (:func:`crosslocate.pipelines.presets.get_preset`) or as a Preset object."""
+    if isinstance(preset, str):
+        from crosslocate.pipelines.presets import get_preset
+
+        return get_preset(preset)
+    return preset
+
+
+def resolve_net_options(preset: Any, net_options: Any) -> tuple[Any, str]:
+    """(``preset`` (a Preset, :func:`resolve_preset`) with ``net_options`` applied, run folder name).
+
+    The name is :meth:`crosslocate.pipelines.presets.NetOptions.run_name` of the preset's name
+    (``cpu-efficientnet_lite0-imagenet``); the preset keeps its base name. Unchanged (name: the
+    preset's) for None or empty options.
+    """
     if net_options is None or net_options.empty:
-        return preset, preset_name
-    return net_options.apply(preset), net_options.run_name(preset_name)
+        return preset, preset.name
+    return net_options.apply(preset), net_options.run_name(preset.name)
 
 
 def _default_dem(region: str, dem_src: Any) -> Any:
@@ -326,12 +413,15 @@ __all__ = [
     "FlowPaths",
     "ensure_databases",
     "flow_paths",
+    "flow_queries",
     "make_pool",
     "make_queryset",
     "net_input",
+    "query_set_record",
     "query_splits",
     "query_xy",
     "resolve_net_options",
+    "resolve_preset",
     "run_train",
     "split_indices",
 ]

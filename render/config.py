@@ -43,6 +43,14 @@ class RenderConfig:
         ``lod_cells * s0 * 2^L``, so a node spans ``1 / lod_cells`` rad at the far edge of its level.
         256 keeps that under ~2 px at 500 px / 60 deg; scale it with the pixel size (128 for 256 px).
         The build cost grows with ``lod_cells**2``.
+    near_patch_cells : int
+        Cameras rendered from a region's terrain atlas (database builds) see the exact per-position
+        finest level within this many nodes (:func:`crosslocate.render.atlas.near_patch`); 0: the atlas
+        alone. The ground right around a camera a few metres up fills much of a level view, and it
+        must not depend on where the atlas lattice happens to fall.
+    atlas : bool
+        Database builds render from the region's terrain prepared once (:mod:`crosslocate.render.atlas`,
+        ``cpu`` backend) instead of a pyramid per position (the exact reference, ~50x slower end to end).
     """
 
     size_px: int = 500
@@ -55,6 +63,8 @@ class RenderConfig:
     silhouette_rel_jump: float = 0.15
     modalities: tuple[Modality, ...] = field(default=ALL_MODALITIES)
     lod_cells: int = 256
+    near_patch_cells: int = 64
+    atlas: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.size_px, int) or self.size_px <= 0:
@@ -73,6 +83,8 @@ class RenderConfig:
             raise ConfigError(f"silhouette_rel_jump must be > 0, got {self.silhouette_rel_jump}")
         if not isinstance(self.lod_cells, int) or self.lod_cells < 4:
             raise ConfigError(f"lod_cells must be an integer >= 4, got {self.lod_cells!r}")
+        if not isinstance(self.near_patch_cells, int) or self.near_patch_cells < 0:
+            raise ConfigError(f"near_patch_cells must be an integer >= 0, got {self.near_patch_cells!r}")
         object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
 
     def to_dict(self) -> dict[str, object]:
@@ -88,6 +100,8 @@ class RenderConfig:
             "silhouette_rel_jump": self.silhouette_rel_jump,
             "modalities": [m.value for m in self.modalities],
             "lod_cells": self.lod_cells,
+            "near_patch_cells": self.near_patch_cells,
+            "atlas": self.atlas,
         }
 
     @classmethod
@@ -99,8 +113,10 @@ class RenderConfig:
         return cls(**kw)  # type: ignore[arg-type]
 
 
+#: Named render settings, complete (the end-to-end presets of :mod:`crosslocate.pipelines.presets`
+#: use them as they are).
 RENDER_PRESETS: dict[str, RenderConfig] = {
     "paper": RenderConfig(),
-    "cpu": RenderConfig(size_px=500, range_m=40_000.0),
-    "tiny": RenderConfig(size_px=64, range_m=20_000.0),
+    "cpu": RenderConfig(size_px=256, range_m=35_000.0, lod_cells=128),
+    "tiny": RenderConfig(size_px=64, range_m=20_000.0, lod_cells=64),
 }

@@ -1,8 +1,15 @@
-"""Render views of a DEM for camera poses: terrain per position, one backend, silhouettes from depth.
+"""Render views of a DEM for camera poses: one backend, silhouettes from depth.
 
-:class:`ViewRenderer` opens the backend once (``open_backend(cfg)``), groups the poses of a call by
-position (same lon/lat/alt: the 12 yaws of a database position share one terrain) and caches the
-terrain of the last origin, so consecutive calls for the same position build it once.
+:class:`ViewRenderer` opens the backend once (``open_backend(cfg)``) and groups the poses of a call by
+position (same lon/lat/alt: the 12 yaws of a database position are rendered together). Terrain
+comes from one of two sources:
+
+* **atlases** (given to the renderer, ``cpu`` backend): the region's terrain prepared once
+  (:mod:`crosslocate.render.atlas`); each position costs a pyproj metric (a fraction of a
+  millisecond) and no resampling. Database builds use this.
+* otherwise **a pyramid per position** (:func:`crosslocate.render.terrain.build_terrain`, the exact
+  reference; the last one is cached, so consecutive calls for one position build it once).
+
 :func:`render_views` is the one-shot form.
 """
 
@@ -16,11 +23,11 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from crosslocate.datasets.derived import silhouette_from_depth
-from crosslocate.datasets.schema import MODALITY_DTYPES, Modality, parse_modalities
+from crosslocate.datasets.schema import MODALITY_DTYPES, parse_modalities
 from crosslocate.errors import RenderError
+from crosslocate.render.atlas import TerrainAtlas, atlas_camera, camera_height, camera_metric, near_patch
 from crosslocate.render.backends import open_backend
-from crosslocate.render.backends.base import RenderBackend, ViewBatch
+from crosslocate.render.backends.base import FrameCamera, RenderBackend, ViewBatch
 from crosslocate.render.camera import validate_camera
 from crosslocate.render.terrain import LocalTerrain, build_terrain, frame_camera
 
@@ -51,16 +58,32 @@ class ViewRenderer:
         Size, range, refraction, backend, modalities, silhouette threshold.
     backend : RenderBackend, optional
         An open backend to use (not closed by this renderer); default ``open_backend(cfg)``.
+    atlases : sequence of TerrainAtlas, optional
+        The region's prepared terrain (module docstring); used when the backend supports it
+        (``RenderBackend.supports_atlas``), each position rendered from the atlas whose camera box
+        holds it. A position outside all of them raises :class:`RenderError`.
     """
 
-    def __init__(self, dem: DEM, cfg: RenderConfig, backend: RenderBackend | None = None) -> None:
+    def __init__(
+        self,
+        dem: DEM,
+        cfg: RenderConfig,
+        backend: RenderBackend | None = None,
+        atlases: Sequence[TerrainAtlas] = (),
+    ) -> None:
         self.dem = dem
         self.cfg = cfg
         self._own_backend = backend is None
         self.backend: RenderBackend | None = open_backend(cfg) if backend is None else backend
         self._terrain: LocalTerrain | None = None
-        self._prepared: LocalTerrain | None = None
+        self._prepared: LocalTerrain | TerrainAtlas | None = None
+        self.atlases: tuple[TerrainAtlas, ...] = tuple(atlases) if self.backend.supports_atlas else ()
+        if atlases and not self.atlases:
+            logger.info("the %s backend renders a terrain pyramid per position (no atlas support)", cfg.backend)
         self.terrain_build_s: list[float] = []
+        #: Seconds the last :meth:`render` call spent on terrain setup (atlas cameras and near patches,
+        #: or per-position pyramids), summed over its positions.
+        self.last_setup_s = 0.0
 
     def __enter__(self) -> Self:
         return self
@@ -86,6 +109,26 @@ class ViewRenderer:
             self._terrain = t
         return t
 
+    def _atlas_cameras(
+        self, lon: float, lat: float, alt: float, poses: Sequence[Pose], size: int
+    ) -> tuple[TerrainAtlas, list[FrameCamera]]:
+        """The atlas serving ``(lon, lat)`` and the cameras of ``poses`` in its frame."""
+        for atlas in self.atlases:
+            metric = camera_metric(atlas.spec, lon, lat, self.cfg.refraction_k)
+            if bool(atlas.spec.contains(metric.xy[0], metric.xy[1])):
+                z = camera_height(atlas, self.dem, metric, lon, lat, alt)
+                cells = self.cfg.near_patch_cells
+                patch = (
+                    near_patch(self.dem, lon, lat, cells, atlas.spec.spacing_m, self.cfg.refraction_k)
+                    if cells
+                    else None
+                )
+                return atlas, [atlas_camera(atlas, p, size, metric, z, patch) for p in poses]
+        raise RenderError(
+            f"position lon={lon:.6f}, lat={lat:.6f} lies outside every terrain atlas of this renderer "
+            f"({len(self.atlases)}); plan the atlases from all positions to render (render.atlas.plan_atlas)"
+        )
+
     def render(self, poses: Sequence[Pose], modalities: Sequence[str] | None = None) -> ViewBatch:
         """Render ``poses`` (any mix of positions), in input order.
 
@@ -100,8 +143,8 @@ class ViewRenderer:
         -------
         ViewBatch
             ``depth`` (N, H, W) float32 z-depth metres along the optical axis (sky ``SKY_DEPTH_M``),
-            ``silhouette`` (N, H, W) uint8 {0, 1} (from depth, :func:`silhouette_from_depth` with
-            ``cfg.silhouette_rel_jump``), ``semantic`` (N, H, W) uint8 LandCover ids (sky
+            ``silhouette`` (N, H, W) uint8 {0, 1} (from depth by the backend, bit for bit
+            :func:`~crosslocate.datasets.derived.silhouette_from_depth` with ``cfg.silhouette_rel_jump``), ``semantic`` (N, H, W) uint8 LandCover ids (sky
             ``SKY_CLASS``); ``render_time_s`` (N,) float32 includes each position's terrain build
             time shared evenly among its views.
 
@@ -121,31 +164,29 @@ class ViewRenderer:
         for p in poses:
             validate_camera(p.fov_deg, size, size)
         n = len(poses)
-        arrays = {m: np.empty((n, size, size), MODALITY_DTYPES[m]) for m in mods}
+        groups = group_by_position(poses)
+        arrays = {m: np.empty((n, size, size), MODALITY_DTYPES[m]) for m in mods} if len(groups) > 1 else {}
         times = np.zeros(n, np.float32)
-        need: list[Modality] = []
-        if Modality.DEPTH in mods or Modality.SILHOUETTE in mods:
-            need.append(Modality.DEPTH)
-        if Modality.SEMANTIC in mods:
-            need.append(Modality.SEMANTIC)
-        for (lon, lat, _alt), idx in group_by_position(poses).items():
+        self.last_setup_s = 0.0
+        for (lon, lat, alt), idx in groups.items():
             t0 = time.perf_counter()
-            terrain = self.terrain(lon, lat)
+            if self.atlases:
+                terrain, cams = self._atlas_cameras(lon, lat, alt, [poses[i] for i in idx], size)
+            else:
+                terrain = self.terrain(lon, lat)
+                cams = [frame_camera(terrain, poses[i], size) for i in idx]
             if self._prepared is not terrain:
                 self.backend.prepare(terrain)
                 self._prepared = terrain
             setup_s = time.perf_counter() - t0
-            cams = [frame_camera(terrain, poses[i], size) for i in idx]
-            batch = self.backend.render(cams, tuple(need))
+            self.last_setup_s += setup_s
+            batch = self.backend.render(cams, tuple(mods))
             sel = np.asarray(idx)
-            if Modality.DEPTH in batch.arrays:
-                depth = batch.arrays[Modality.DEPTH]
-                if Modality.DEPTH in arrays:
-                    arrays[Modality.DEPTH][sel] = depth
-                if Modality.SILHOUETTE in arrays:
-                    arrays[Modality.SILHOUETTE][sel] = silhouette_from_depth(depth, self.cfg.silhouette_rel_jump)
-            if Modality.SEMANTIC in arrays:
-                arrays[Modality.SEMANTIC][sel] = batch.arrays[Modality.SEMANTIC]
+            for m in mods:
+                if len(groups) > 1:
+                    arrays[m][sel] = batch.arrays[m]
+                else:  # one position in input order: the backend's arrays as they are
+                    arrays[m] = batch.arrays[m]
             times[sel] = batch.render_time_s + np.float32(setup_s / len(idx))
         return ViewBatch(arrays, times)
 

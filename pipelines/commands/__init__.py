@@ -16,4 +16,6 @@ COMMANDS: dict[str, str] = {
     "benchmark": "crosslocate.pipelines.commands.benchmark",
     "localize": "crosslocate.pipelines.commands.localize",
     "bench": "crosslocate.pipelines.commands.bench",
+    "export": "crosslocate.pipelines.commands.export",
+    "report": "crosslocate.pipelines.commands.report",
 }

@@ -1,4 +1,4 @@
-"""``crosslocate bench render|build|search``: run one benchmark, which writes JSON and returns a summary.
+"""``crosslocate bench render|build|search|terrain|gravity``: run one benchmark, which writes JSON and returns a summary.
 
 Each benchmark lives in its own module (:data:`BENCHES`) exposing ``add_arguments(parser)`` and
 ``run(args) -> dict`` (the dict contains at least ``"path"``, the JSON written). This command only
@@ -20,6 +20,8 @@ BENCHES: dict[str, str] = {
     "render": "crosslocate.pipelines.bench_render",
     "build": "crosslocate.pipelines.bench_build",
     "search": "crosslocate.pipelines.bench_search",
+    "terrain": "crosslocate.pipelines.bench_terrain",
+    "gravity": "crosslocate.pipelines.bench_gravity",
 }
 
 
@@ -36,7 +38,7 @@ def _load(name: str) -> ModuleType | None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``bench`` with one sub-subcommand per entry of :data:`BENCHES`."""
-    p = sub.add_parser("bench", help="benchmarks that write bench/*.json (render, build, search)")
+    p = sub.add_parser("bench", help="benchmarks that write bench/*.json (render, build, search, terrain, gravity)")
     benches = p.add_subparsers(dest="bench", metavar="BENCH")
     benches.required = True
     for name in BENCHES:

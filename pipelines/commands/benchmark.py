@@ -23,8 +23,10 @@ def run(args: argparse.Namespace) -> int:
         args.work,
         modality=args.modality,
         device=args.device,
+        queries_csv=args.queries,
         net_options=net_options(args),
     )
     print(out["table"])
     print(out["results"])
+    print(out["report"])
     return 0

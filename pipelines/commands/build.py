@@ -40,8 +40,21 @@ def region_dir_name(region: str) -> str:
     return Path(region).stem if region.lower().endswith((".geojson", ".json", ".shp", ".zip")) else region
 
 
+def _progress_note(out: Path) -> str:
+    """``"N of M shards complete (kept)"`` from the manifest in ``out``, for a build that stopped."""
+    from crosslocate.datasets.manifest import Manifest
+    from crosslocate.errors import CrosslocateError
+
+    try:
+        m = Manifest.load(out)
+    except CrosslocateError:
+        return "no shard complete yet"
+    return f"{len(m.shards)} of {m.n_planned_shards} shards complete and kept"
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the database; prints its folder (or the dry-run summary as JSON)."""
+    from crosslocate.errors import DiskFullError
     from crosslocate.pipelines.build import build_database
     from crosslocate.pipelines.presets import get_preset
 
@@ -52,19 +65,22 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out) if args.out else Path(args.work) / region_dir_name(args.region) / "db" / args.kind
     dem = None if args.dem is None else (args.dem[0] if len(args.dem) == 1 else list(args.dem))
-    result = build_database(
-        args.kind,
-        preset,
-        args.region,
-        dem,
-        out,
-        clip_to_dem=args.clip_to_dem,
-        dry_run=args.dry_run,
-        overwrite=args.overwrite,
-        scheduler=args.scheduler,
-        n_workers=args.workers,
-        memory_limit=args.memory_limit,
-        work=args.work,
-    )
+    try:
+        result = build_database(
+            args.kind,
+            preset,
+            args.region,
+            dem,
+            out,
+            clip_to_dem=args.clip_to_dem,
+            dry_run=args.dry_run,
+            overwrite=args.overwrite,
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            memory_limit=args.memory_limit,
+            work=args.work,
+        )
+    except DiskFullError as exc:
+        raise DiskFullError(f"{exc}; {_progress_note(out)}; free space and rerun the same command to resume") from exc
     print(json.dumps(result, indent=2, default=str) if args.dry_run else result)
     return 0

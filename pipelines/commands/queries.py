@@ -1,4 +1,5 @@
-"""``crosslocate queries``: render a synthetic query set (``synth``) or describe a query CSV (``show``).
+"""``crosslocate queries``: render a synthetic query set (``synth``), describe a query CSV (``show``) or
+import another tool's query metadata (``import --format crosslocate META.npy --images DIR``).
 
 ``queries synth --region demo [--dem PATH] [--n N] [--preset cpu] [--work work] [--overwrite]``
 renders (or resumes) ``work/<region>/queries/`` and prints the CSV path and a summary;
@@ -50,6 +51,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     w.add_argument("csv", help="query CSV (image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg)")
     w.add_argument("--rows", type=int, default=5, help="rows to print (default: 5)")
     w.set_defaults(func=run)
+    m = actions.add_parser("import", help="turn another tool's query metadata into a query CSV")
+    m.add_argument("meta", help="metadata file, e.g. CrossLocate's datasets_meta .npy")
+    m.add_argument("--format", required=True, choices=("crosslocate",), help="metadata format")
+    m.add_argument("--images", required=True, help="folder the metadata's image names are relative to")
+    m.add_argument("-o", "--out", default="queries.csv", help="query CSV to write (default: queries.csv)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    m.set_defaults(func=run)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -110,6 +118,12 @@ def _print_summary(queries: list[Any], rows: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``synth``: ensure the query set and print the CSV path and a summary; ``show``: describe a CSV."""
+    if args.action == "import":
+        from crosslocate.pipelines.export import import_crosslocate_queries
+
+        out = import_crosslocate_queries(args.meta, args.images, args.out, overwrite=args.overwrite)
+        print(f"queries    {out['queries']:,} -> {out['csv']}")
+        return 0
     if args.action == "show":
         from crosslocate.datasets.queries import load_query_csv
 

@@ -15,6 +15,8 @@ from crosslocate.render.config import BACKEND_NAMES
 
 #: Default camera height above the ground when ``--alt`` is not given, metres.
 DEFAULT_HEIGHT_ABOVE_GROUND_M: float = 1.7
+#: Largest accepted ``--size``, pixels (a 4096 px view is 64 MiB per float32 array).
+MAX_SIZE_PX: int = 4096
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,30 +49,46 @@ def view_name(yaw_deg: float) -> str:
     return f"yaw{int(y):03d}" if y == int(y) else f"yaw{y:05.1f}"
 
 
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an ``-o`` that is a file, a non-empty folder (without ``overwrite``) or not writable."""
+    import os
+
+    from crosslocate.errors import FileOverwriteError
+
+    if out.exists() and not out.is_dir():
+        raise FileOverwriteError(f"-o {out} is an existing file; render-view writes a folder, choose another -o")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileOverwriteError(f"{out} exists and is not empty; pass --overwrite or choose another -o")
+    parent = next((p for p in (out, *out.absolute().parents) if p.exists()), Path("/"))
+    if not os.access(parent, os.W_OK):
+        raise FileOverwriteError(f"-o {out}: cannot write into {parent}; choose another -o")
+
+
 def run(args: argparse.Namespace) -> int:
     """Render the requested yaws at one position and write arrays, previews and the mosaic."""
     import numpy as np
 
     from crosslocate.datasets.schema import parse_modalities
-    from crosslocate.dem.poses import Pose
+    from crosslocate.dem.poses import Pose, check_camera_clearance
     from crosslocate.dem.sources import open_dem
-    from crosslocate.errors import FileOverwriteError
+    from crosslocate.errors import ConfigError
     from crosslocate.render.config import RenderConfig
     from crosslocate.render.preview import save_mosaic, save_view_pngs, view_rgb
     from crosslocate.render.views import render_views
 
     mods = parse_modalities(args.modalities)
+    if not 1 <= args.size <= MAX_SIZE_PX:
+        raise ConfigError(f"--size {args.size}: the view side must be within 1..{MAX_SIZE_PX} pixels")
     cfg = RenderConfig(
         size_px=args.size, fov_deg=args.fov, range_m=args.range_km * 1000.0, backend=args.backend, modalities=mods
     )
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FileOverwriteError(f"{out} exists and is not empty; pass --overwrite or choose another -o")
+    check_output_dir(out, args.overwrite)
     src = args.dem[0] if len(args.dem) == 1 else args.dem
     with open_dem(src) as dem:
-        alt = args.alt
-        if alt is None:
-            alt = float(dem.elevation([args.lon], [args.lat])[0]) + DEFAULT_HEIGHT_ABOVE_GROUND_M
+        ground = float(dem.elevation([args.lon], [args.lat])[0])
+        alt = ground + DEFAULT_HEIGHT_ABOVE_GROUND_M if args.alt is None else float(args.alt)
+        check_camera_clearance(args.lon, args.lat, alt, ground)
         poses = [
             Pose(
                 lon=args.lon,

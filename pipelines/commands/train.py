@@ -17,6 +17,13 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", default="depth", help="database modality: depth, silhouette or semantic")
     p.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: the preset's)")
     p.add_argument(
+        "--queries",
+        default=None,
+        metavar="CSV",
+        help="your own photos as the query set: a query CSV (image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg; "
+        "see `crosslocate queries --help`) instead of the synthetic photos; split by position like them",
+    )
+    p.add_argument(
         "--backbone",
         default=None,
         help="network backbone instead of the preset's: vgg16, alexnet, resnet18, resnet34, efficientnet_lite0",
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         modality=args.modality,
         resume=args.resume,
         device=args.device,
+        queries_csv=args.queries,
         net_options=net_options(args),
     )
     print(json.dumps(summary.get("last_epoch"), default=str))

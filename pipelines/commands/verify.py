@@ -1,4 +1,9 @@
-"""``crosslocate verify DB``: check every shard against the manifest; exit 1 on any problem."""
+"""``crosslocate verify DB``: check every built shard and ``positions.npz`` against the manifest.
+
+Exit codes: 0 complete and sound; 1 corrupt (a listed shard or ``positions.npz`` is missing,
+damaged or holds impossible values, or the manifest is unreadable); 3 incomplete (every built shard
+is sound, some are not built yet: rerun the build to finish); 2 bad command-line input.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,20 @@ import argparse
 import json
 from typing import Any
 
+#: Problem lines printed without ``--all``.
+SHOWN_PROBLEMS = 5
+
 
 def add_parser(sub: Any) -> None:
     """Register ``verify``."""
-    p = sub.add_parser("verify", help="check a database's shards (exists, sha256, readable, counts, value ranges)")
+    p = sub.add_parser(
+        "verify",
+        help="check a database's shards (exists, sha256, readable, counts, value ranges); "
+        "exit 0 sound, 1 corrupt, 3 incomplete",
+    )
     p.add_argument("db", help="database folder (manifest.json + shards)")
     p.add_argument("--no-values", action="store_true", help="skip decoding and range-checking every view")
+    p.add_argument("--all", action="store_true", help=f"print every problem (default: the first {SHOWN_PROBLEMS})")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument(
         "--preview", metavar="PNG", help="also save a mosaic of one position's stored views (all yaws x modalities)"
@@ -20,27 +33,38 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _print_report(report: Any, db: str, show_all: bool) -> None:
+    from crosslocate.datasets.verify import EXIT_CORRUPT, EXIT_INCOMPLETE, id_ranges
+
+    status = {EXIT_CORRUPT: "CORRUPT", EXIT_INCOMPLETE: "INCOMPLETE"}.get(report.exit_code, "OK")
+    print(
+        f"{status}: {db}: {report.n_ok} of {report.n_planned} shards complete, {len(report.not_built)} not yet built, "
+        f"{len(report.bad_shards())} corrupt; {report.n_views:,} views verified"
+    )
+    lines = [p.line() for p in report.problems] + [f"warning: {w.line()}" for w in report.warnings]
+    shown = lines if show_all else lines[:SHOWN_PROBLEMS]
+    for line in shown:
+        print(f"  {line}")
+    if len(shown) < len(lines):
+        print(f"  ... {len(lines) - len(shown)} more line(s); --all prints every one")
+    if report.bad_shards():
+        bad = id_ranges(report.bad_shards())
+        print(f"  corrupt shards: {bad}; rerun `crosslocate build` with the same arguments to redo them")
+    if report.not_built:
+        print(f"  not yet built: shards {id_ranges(report.not_built)}; rerun `crosslocate build` to finish")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the report; 0 when the database is sound, 1 otherwise."""
+    """Print the report; exit 0 (sound), 1 (corrupt) or 3 (incomplete)."""
     from crosslocate.datasets.verify import verify_database
 
     report = verify_database(args.db, check_values=not args.no_values)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        status = "OK" if report.ok else "FAILED"
-        print(
-            f"{status}: {args.db}: {report.n_ok}/{report.n_planned} shards sound, {report.n_views} views"
-            + (f", {len(report.problems)} problem(s)" if report.problems else "")
-        )
-        for p in report.problems:
-            print(f"  {p.kind}: {p.path}: {p.message}")
-        for w in report.warnings:
-            print(f"  warning: {w.kind}: {w.path}: {w.message}")
-        if report.bad_shards():
-            print(f"  missing/corrupt shards: {report.bad_shards()}; rerun `crosslocate build` to redo them")
+        _print_report(report, args.db, args.all)
     if args.preview and report.ok:
         from crosslocate.pipelines.preview import save_database_preview
 
         print(f"preview: {save_database_preview(args.db, args.preview, args.position)}")
-    return 0 if report.ok else 1
+    return int(report.exit_code)

@@ -17,16 +17,26 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def backend_class(name: str) -> type[RenderBackend]:
+    """The backend class registered as ``name`` (imports only that backend's module)."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown render backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+    module_name, cls_name = target.split(":")
+    cls: type[RenderBackend] = getattr(importlib.import_module(module_name), cls_name)
+    return cls
+
+
 def open_backend(config: RenderConfig) -> RenderBackend:
     """Instantiate the backend named by ``config.backend`` (imports only that backend's module)."""
-    try:
-        target = BACKENDS[config.backend]
-    except KeyError:
-        raise ConfigError(f"unknown render backend {config.backend!r}; choose one of {sorted(BACKENDS)}") from None
-    module_name, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    backend: RenderBackend = cls(config)
-    return backend
+    return backend_class(config.backend)(config)
+
+
+def uses_atlas(config: RenderConfig) -> bool:
+    """Whether database builds with ``config`` render from a terrain atlas (``config.atlas`` and a
+    backend that supports it)."""
+    return bool(config.atlas) and bool(backend_class(config.backend).supports_atlas)
 
 
 def available_backends() -> list[str]:

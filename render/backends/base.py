@@ -18,6 +18,7 @@ import numpy.typing as npt
 from crosslocate.datasets.schema import Modality
 
 if TYPE_CHECKING:
+    from crosslocate.render.atlas import PackedLevels
     from crosslocate.render.config import RenderConfig
     from crosslocate.render.terrain import LocalTerrain
 
@@ -36,6 +37,22 @@ class FrameCamera:
         Horizontal FOV, degrees.
     width_px, height_px : int
         Image size.
+    curvature : (2, 2) float64 or None
+        Per-camera earth curvature for a frame whose heights are *not* reduced for it (a
+        :class:`~crosslocate.render.atlas.TerrainAtlas`): a point at horizontal frame offset ``g``
+        from the camera is drawn ``g^T curvature g`` lower (curvature minus refraction). None for a
+        :class:`~crosslocate.render.terrain.LocalTerrain`, whose heights already include it.
+    curvature_h : float
+        The drop grows by ``curvature_h * h * |to_true g|^2`` for a point at height ``h`` (1/m^2).
+    to_true : (2, 2) float64 or None
+        Maps a frame offset to the true local (east, north) offset in metres; depths and the range
+        are measured in true metres. None: the frame is metric (identity).
+    patch : PackedLevels or None
+        The near patch of an atlas camera (:func:`crosslocate.render.atlas.near_patch`): the exact
+        per-position pyramid's finest level within a few hundred metres to a few km, in the camera's
+        own true frame (camera at x = y = 0, curvature baked in), rendered before the atlas.
+    patch_z : float
+        The camera's height in the patch frame, metres.
     """
 
     position: npt.NDArray[np.float64]
@@ -43,6 +60,11 @@ class FrameCamera:
     fov_deg: float
     width_px: int
     height_px: int
+    curvature: npt.NDArray[np.float64] | None = None
+    curvature_h: float = 0.0
+    to_true: npt.NDArray[np.float64] | None = None
+    patch: PackedLevels | None = None
+    patch_z: float = 0.0
 
 
 @dataclass(slots=True)
@@ -70,6 +92,9 @@ class RenderBackend(ABC):
 
     #: Registry name.
     name: str = "base"
+    #: Whether :meth:`prepare` accepts a :class:`~crosslocate.render.atlas.TerrainAtlas` (cameras then
+    #: carry their own curvature, :class:`FrameCamera`).
+    supports_atlas: bool = False
 
     def __init__(self, config: RenderConfig) -> None:
         self.config = config
@@ -81,6 +106,9 @@ class RenderBackend(ABC):
     @abstractmethod
     def render(self, cameras: list[FrameCamera], modalities: tuple[Modality, ...]) -> ViewBatch:
         """Render the cameras of the prepared terrain."""
+
+    def set_threads(self, n: int) -> None:  # noqa: B027 - optional hook, default: not threaded
+        """Use ``n`` CPU threads for rendering from the calling thread on (``0``: the backend's default)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, default: nothing to free
         """Release GL contexts / buffers. Idempotent."""

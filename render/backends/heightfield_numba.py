@@ -69,6 +69,7 @@ import numpy.typing as npt
 
 from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
 from crosslocate.errors import RenderError
+from crosslocate.render.atlas import BLOCK_CELLS, PackedLevels, TerrainAtlas, pack_levels
 from crosslocate.render.backends.base import FrameCamera, RenderBackend, ViewBatch
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Cells per side of a max-mipmap block (empty-space skipping).
-BLOCK_CELLS: int = 8
 #: Adjacent image columns cast by one parallel task (16 float32 = one 64-byte cache line per row).
 COLUMN_BLOCK: int = 16
 #: Strip resolution relative to the target camera's focal length (general pitch / roll path).
@@ -130,6 +129,32 @@ def _tri_height(zf: npt.NDArray[np.float32], off: int, nx: int, ny: int, fx: flo
     return z11 + (1.0 - ax) * (zf[b + nx] - z11) + (1.0 - ay) * (zf[b + 1] - z11)
 
 
+@numba.njit(cache=True, inline="always", fastmath=_FASTMATH)
+def _height(h: float, t: float, cz: float, c2: float, c3: float) -> float:
+    """Height of a node / surface value ``h`` at horizontal distance ``t`` relative to the camera height,
+    with the per-column earth-curvature drop ``c2 t^2 + c3 h t^2`` (zero for a LocalTerrain)."""
+    return h * (1.0 - c3 * t * t) - cz - c2 * t * t
+
+
+@numba.njit(cache=True, inline="always", fastmath=_FASTMATH)
+def _gap_max(hmax: float, m: float, cz: float, c2: float, c3: float, ta: float, tb: float) -> float:
+    """Upper bound over ``t`` in ``[ta, tb]`` of (height of any point <= ``hmax``) minus the ray ``m t``.
+
+    Negative: nothing below ``hmax`` reaches the ray there. ``hmax - cz - c2 t^2 - m t`` is concave in
+    ``t``, so its maximum is at the vertex clipped into the interval; the ``c3`` term only lowers
+    non-negative heights and raises negative ones by at most ``|hmax| c3 tb^2``.
+    """
+    if c2 > 0.0:
+        ts = -m / (2.0 * c2)
+    else:
+        ts = tb if m < 0.0 else ta
+    ts = min(max(ts, ta), tb)
+    g = hmax - cz - c2 * ts * ts - m * ts
+    if hmax < 0.0:
+        g -= hmax * c3 * tb * tb
+    return g
+
+
 @numba.njit(cache=True, inline="always")
 def _next_crossing(f0: float, g: float, ig: float, t: float) -> tuple[float, float, float]:
     """First integer line of ``f(t) = f0 + g t`` strictly after ``t``: returns (k, step, t_k)."""
@@ -143,29 +168,28 @@ def _next_crossing(f0: float, g: float, ig: float, t: float) -> tuple[float, flo
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _cast_column(
+def _cast_levels(
     zf: npt.NDArray[np.float32],
     cf: npt.NDArray[np.uint8],
     bz: npt.NDArray[np.float32],
     lv_int: npt.NDArray[np.int64],
     lv_flt: npt.NDArray[np.float64],
     cam: npt.NDArray[np.float64],
-    range_m: float,
     col: npt.NDArray[np.float64],
     c: int,
     depth_out: npt.NDArray[np.float32],
     cls_out: npt.NDArray[np.uint8],
-    sky_depth: float,
-    sky_cls: int,
-) -> None:
-    """Cast image column ``c`` (module docstring); writes ``depth_out[:, c]`` and ``cls_out[:, c]``."""
-    nrows = depth_out.shape[0]
+    top: int,
+    t_start: float,
+) -> int:
+    """Cast column ``c`` through one pyramid from distance ``t_start`` (frame metres) to the column's
+    range (module docstring); fills rows ``< top`` that the surface covers, returns the new ``top``."""
     nlev = lv_int.shape[0]
     cx, cy, cz = cam[0], cam[1], cam[2]
     dx, dy, fc, cyc, zs = col[0], col[1], col[2], col[3], col[4]
+    c2, c3, range_m = col[5], col[6], col[7]
     inv_f = 1.0 / fc
-    top = nrows
-    t_a = 0.0
+    t_a = t_start
     dz_a = 0.0
     bsz = float(BLOCK_CELLS)
     done = False
@@ -175,9 +199,8 @@ def _cast_column(
         off, nx, ny = lv_int[lev, 0], lv_int[lev, 1], lv_int[lev, 2]
         boff, bnx, bny = lv_int[lev, 3], lv_int[lev, 4], lv_int[lev, 5]
         x0, y0, s, dmax, zmax_from = lv_flt[lev, 0], lv_flt[lev, 1], lv_flt[lev, 2], lv_flt[lev, 3], lv_flt[lev, 4]
-        hz = zmax_from - cz
         m_top = (cyc + 0.5 - top) * inv_f
-        if hz < m_top * (t_a if m_top >= 0.0 else range_m):
+        if _gap_max(zmax_from, m_top, cz, c2, c3, t_a, range_m) < 0.0:
             break  # nothing at this or any coarser level reaches the lowest uncovered ray
         t_end = min(dmax, range_m)
         if t_end <= t_a:
@@ -204,7 +227,7 @@ def _cast_column(
             continue
         # entry point of this level: a vertical step from the previous surface (or a gap) at t_lo
         t_a = t_lo
-        dz_a = _tri_height(zf, off, nx, ny, fx0 + gx * t_a, fy0 + gy * t_a) - cz
+        dz_a = _height(_tri_height(zf, off, nx, ny, fx0 + gx * t_a, fy0 + gy * t_a), t_a, cz, c2, c3)
         if t_a > 0.0 and dz_a >= m_top * t_a:
             rnew = max(math.ceil(cyc - 0.5 - fc * dz_a / t_a), 0)
             th = max(t_a, MIN_HIT_M)
@@ -231,11 +254,11 @@ def _cast_column(
             tm = 0.5 * (t_a + t_bexit)
             bi = min(max(int((fx0 + gx * tm) / bsz), 0), bnx - 1)
             bj = min(max(int((fy0 + gy * tm) / bsz), 0), bny - 1)
-            hb = bz[boff + bj * bnx + bi] - cz
+            hb = bz[boff + bj * bnx + bi]
             m_top = (cyc + 0.5 - top) * inv_f
-            if hb >= m_top * (t_a if m_top >= 0.0 else t_bexit):
+            if _gap_max(hb, m_top, cz, c2, c3, t_a, t_bexit) >= 0.0:
                 if stale:
-                    dz_a = _tri_height(zf, off, nx, ny, fx0 + gx * t_a, fy0 + gy * t_a) - cz
+                    dz_a = _height(_tri_height(zf, off, nx, ny, fx0 + gx * t_a, fy0 + gy * t_a), t_a, cz, c2, c3)
                     stale = False
                 kx, sx, tx = _next_crossing(fx0, gx, igx, t_a)
                 ky, sy, ty = _next_crossing(fy0, gy, igy, t_a)
@@ -257,7 +280,7 @@ def _cast_column(
                             td = (kd - fd0) * igd
                     fxb = fx0 + gx * t_b
                     fyb = fy0 + gy * t_b
-                    dz_b = _tri_height(zf, off, nx, ny, fxb, fyb) - cz
+                    dz_b = _height(_tri_height(zf, off, nx, ny, fxb, fyb), t_b, cz, c2, c3)
                     if dz_b >= m_top * t_b:
                         # rows rnew .. top-1 cross the segment (t_a, dz_a) -> (t_b, dz_b)
                         rnew = max(math.ceil(cyc - 0.5 - fc * dz_b / t_b), 0)
@@ -279,7 +302,7 @@ def _cast_column(
                         if top == 0:
                             break
                         m_top = (cyc + 0.5 - top) * inv_f
-                        if hb < m_top * (t_b if m_top >= 0.0 else t_bexit):
+                        if _gap_max(hb, m_top, cz, c2, c3, t_b, t_bexit) < 0.0:
                             stale = True  # the rest of this block cannot reach the new horizon
                             break
                     t_a = t_b
@@ -300,9 +323,47 @@ def _cast_column(
                 kby += sby
                 tby = (kby * bsz - fy0) * igy
             m_top = (cyc + 0.5 - top) * inv_f
-            if hz < m_top * (t_a if m_top >= 0.0 else range_m):
+            if _gap_max(zmax_from, m_top, cz, c2, c3, t_a, range_m) < 0.0:
                 done = True
                 break
+    return top
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _cast_column(
+    zf: npt.NDArray[np.float32],
+    cf: npt.NDArray[np.uint8],
+    bz: npt.NDArray[np.float32],
+    lv_int: npt.NDArray[np.int64],
+    lv_flt: npt.NDArray[np.float64],
+    cam: npt.NDArray[np.float64],
+    col: npt.NDArray[np.float64],
+    pzf: npt.NDArray[np.float32],
+    pcf: npt.NDArray[np.uint8],
+    pbz: npt.NDArray[np.float32],
+    plv_int: npt.NDArray[np.int64],
+    plv_flt: npt.NDArray[np.float64],
+    pcam: npt.NDArray[np.float64],
+    pcol: npt.NDArray[np.float64],
+    c: int,
+    depth_out: npt.NDArray[np.float32],
+    cls_out: npt.NDArray[np.uint8],
+    sky_depth: float,
+    sky_cls: int,
+) -> None:
+    """Cast image column ``c``: through the near patch (if it has levels) out to its range, then through
+    the main pyramid from there; rows left uncovered are sky. Writes ``depth_out[:, c]``, ``cls_out[:, c]``.
+
+    The patch works in true metres (``pcol``: zscale ``1/n``), the main pyramid in frame metres
+    (``col``: zscale ``scale/n``), so the hand-over distance is ``pcol[7] * pcol[4] / col[4]``.
+    """
+    top = depth_out.shape[0]
+    t0 = 0.0
+    if plv_int.shape[0] > 0:
+        top = _cast_levels(pzf, pcf, pbz, plv_int, plv_flt, pcam, pcol, c, depth_out, cls_out, top, 0.0)
+        t0 = pcol[7] * pcol[4] / col[4]
+    if top > 0:
+        top = _cast_levels(zf, cf, bz, lv_int, lv_flt, cam, col, c, depth_out, cls_out, top, t0)
     for r in range(top):
         depth_out[r, c] = sky_depth
         cls_out[r, c] = sky_cls
@@ -316,8 +377,14 @@ def _cast_columns(
     lv_int: npt.NDArray[np.int64],
     lv_flt: npt.NDArray[np.float64],
     cams: npt.NDArray[np.float64],
-    range_m: float,
     cols: npt.NDArray[np.float64],
+    pzf: npt.NDArray[np.float32],
+    pcf: npt.NDArray[np.uint8],
+    pbz: npt.NDArray[np.float32],
+    plv_int: npt.NDArray[np.int64],
+    plv_flt: npt.NDArray[np.float64],
+    pcams: npt.NDArray[np.float64],
+    pcols: npt.NDArray[np.float64],
     depth_out: npt.NDArray[np.float32],
     cls_out: npt.NDArray[np.uint8],
     sky_depth: float,
@@ -325,7 +392,12 @@ def _cast_columns(
 ) -> None:
     """Cast every column of every view in one parallel region; outputs are (N, nrows, ncol).
 
-    ``cams[i]`` is view ``i``'s camera position, ``cols[i, c] = (dir_x, dir_y, f', cy, zscale)``.
+    ``p*``: the near patch (packed like the main pyramid, no levels = none) with its own camera
+    positions ``pcams`` and column parameters ``pcols`` (same layout as ``cams`` / ``cols``).
+
+    ``cams[i]`` is view ``i``'s camera position, ``cols[i, c] = (dir_x, dir_y, f', cy, zscale, c2, c3,
+    range)``: horizontal frame direction, focal length and centre row of the column's vertical plane,
+    depth per unit of frame distance, curvature drop coefficients and the range in frame metres.
     ``lv_int[L] = (off, nx, ny, block_off, block_nx, block_ny)``, ``lv_flt[L] = (x0, y0, spacing,
     max_distance, zmax of levels >= L)``; level L nodes are ``zf[off + r * nx + c]``, its block maxima
     ``bz[block_off + br * block_nx + bc]``. The tasks are (view, block of ``COLUMN_BLOCK`` columns).
@@ -338,7 +410,10 @@ def _cast_columns(
         d_i = depth_out[i]
         c_i = cls_out[i]
         for c in range(b * COLUMN_BLOCK, min(ncol, (b + 1) * COLUMN_BLOCK)):
-            _cast_column(zf, cf, bz, lv_int, lv_flt, cams[i], range_m, cols[i, c], c, d_i, c_i, sky_depth, sky_cls)
+            _cast_column(
+                zf, cf, bz, lv_int, lv_flt, cams[i], cols[i, c], pzf, pcf, pbz, plv_int, plv_flt, pcams[i], pcols[i, c],
+                c, d_i, c_i, sky_depth, sky_cls,
+            )  # fmt: skip
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -374,64 +449,17 @@ def _silhouette(depth: npt.NDArray[np.float32], scale: np.float32, out: npt.NDAr
             out[i, r, c] = hit & (d < inf)
 
 
-@numba.njit(cache=True)
-def _block_max(z: npt.NDArray[np.float32], bsz: int) -> npt.NDArray[np.float32]:
-    """Maximum node height of every ``bsz`` x ``bsz`` cell block (nodes on the block border included)."""
-    ny, nx = z.shape
-    bny = max((ny - 2) // bsz + 1, 1)
-    bnx = max((nx - 2) // bsz + 1, 1)
-    out = np.full((bny, bnx), -np.inf, np.float32)
-    for j in range(ny):
-        for i in range(nx):
-            v = z[j, i]
-            bj0 = min(j // bsz, bny - 1)
-            bi0 = min(i // bsz, bnx - 1)
-            # a node on a block line belongs to the blocks on both sides
-            for bj in (bj0 - 1, bj0):
-                if bj < 0 or not (bj * bsz <= j <= bj * bsz + bsz):
-                    continue
-                for bi in (bi0 - 1, bi0):
-                    if bi < 0 or not (bi * bsz <= i <= bi * bsz + bsz):
-                        continue
-                    if v > out[bj, bi]:
-                        out[bj, bi] = v
-    return out
-
-
 # ------------------------------------------------------------------------------------------ backend
 
 
-class _Pyramid:
-    """The terrain levels packed into flat arrays for the kernel."""
-
-    def __init__(self, terrain: LocalTerrain) -> None:
-        if not terrain.levels:
-            raise RenderError("terrain has no levels (the DEM does not overlap the render range)")
-        zs, cs, bs, off, boff = [], [], [], [0], [0]
-        lv_int = []
-        for lv in terrain.levels:
-            ny, nx = lv.z.shape
-            if ny < 2 or nx < 2:
-                raise RenderError(f"terrain level with spacing {lv.spacing_m} m has fewer than 2x2 nodes")
-            z = np.ascontiguousarray(lv.z, np.float32)
-            bm = _block_max(z, BLOCK_CELLS)
-            zs.append(z.ravel())
-            cs.append(np.ascontiguousarray(lv.cls, np.uint8).ravel())
-            bs.append(bm.ravel())
-            lv_int.append([off[-1], nx, ny, boff[-1], bm.shape[1], bm.shape[0]])
-            off.append(off[-1] + z.size)
-            boff.append(boff[-1] + bm.size)
-        self.zf = np.concatenate(zs)
-        self.cf = np.concatenate(cs)
-        self.bz = np.concatenate(bs)
-        self.lv_int = np.array(lv_int, np.int64)
-        zmax = np.array([float(np.max(lv.z)) for lv in terrain.levels])
-        zmax_from = np.maximum.accumulate(zmax[::-1])[::-1]
-        self.lv_flt = np.array(
-            [[lv.x0, lv.y0, lv.spacing_m, lv.max_distance_m, zmax_from[i]] for i, lv in enumerate(terrain.levels)],
-            np.float64,
-        )
-        self.range_m = float(terrain.range_m)
+#: The kernel's stand-in for "no near patch": a pyramid with no levels.
+_NO_PATCH = PackedLevels(
+    np.zeros(1, np.float32),
+    np.zeros(1, np.uint8),
+    np.zeros(1, np.float32),
+    np.zeros((0, 6), np.int64),
+    np.zeros((0, 5), np.float64),
+)
 
 
 def _is_level(cam: FrameCamera, f: float) -> bool:
@@ -444,8 +472,25 @@ def _focal(cam: FrameCamera) -> float:
     return 0.5 * cam.width_px / math.tan(math.radians(cam.fov_deg) / 2.0)
 
 
-def _level_columns(cam: FrameCamera, f: float) -> npt.NDArray[np.float64]:
-    """(W, 5) column parameters of a level camera (module docstring)."""
+def _column_metric(
+    cam: FrameCamera, d: npt.NDArray[np.float64], range_m: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per-column ``(true metres per frame metre, c2, c3, range in frame metres)`` for (K, 2) unit
+    frame directions ``d``: the camera's curvature form and metric (identity / zero without them)."""
+    k = d.shape[0]
+    if cam.to_true is None:
+        scale = np.ones(k)
+    else:
+        scale = np.hypot(*(np.asarray(cam.to_true, np.float64) @ d.T))
+    if cam.curvature is None:
+        c2 = np.zeros(k)
+    else:
+        c2 = np.einsum("ki,ij,kj->k", d, np.asarray(cam.curvature, np.float64), d)
+    return scale, c2, float(cam.curvature_h) * scale * scale, range_m / scale
+
+
+def _level_columns(cam: FrameCamera, f: float, range_m: float) -> npt.NDArray[np.float64]:
+    """(W, 8) column parameters of a level camera (module docstring, :func:`_cast_columns`)."""
     right = cam.rotation[:2, 0]
     fwd = cam.rotation[:2, 2]
     right = right / np.hypot(*right)
@@ -453,7 +498,27 @@ def _level_columns(cam: FrameCamera, f: float) -> npt.NDArray[np.float64]:
     xc = (np.arange(cam.width_px) + 0.5 - cam.width_px / 2.0) / f
     n = np.sqrt(1.0 + xc * xc)
     d = (xc[:, None] * right[None, :] + fwd[None, :]) / n[:, None]
-    return np.stack([d[:, 0], d[:, 1], f * n, np.full_like(n, cam.height_px / 2.0), 1.0 / n], axis=1)
+    scale, c2, c3, trange = _column_metric(cam, d, range_m)
+    return np.stack(
+        [d[:, 0], d[:, 1], f * n / scale, np.full_like(n, cam.height_px / 2.0), scale / n, c2, c3, trange], axis=1
+    )
+
+
+def _patch_columns(cam: FrameCamera, cols: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Near-patch parameters of main-pyramid columns ``cols`` (K, 8): true directions and metres, no
+    curvature (baked into the patch), the patch radius as range; zeros without a patch."""
+    if cam.patch is None:
+        return np.zeros_like(cols)
+    d = cols[:, :2]
+    t = d @ np.asarray(cam.to_true, np.float64).T if cam.to_true is not None else d
+    scale = np.hypot(t[:, 0], t[:, 1])
+    out = cols.copy()
+    out[:, 0], out[:, 1] = t[:, 0] / scale, t[:, 1] / scale
+    out[:, 2] = cols[:, 2] * scale  # f' in true metres
+    out[:, 4] = cols[:, 4] / scale  # 1 / n
+    out[:, 5] = out[:, 6] = 0.0
+    out[:, 7] = float(cam.patch.lv_flt[0, 3])
+    return out
 
 
 def silhouette(depth: npt.NDArray[np.float32], rel_jump: float) -> npt.NDArray[np.uint8]:
@@ -481,41 +546,66 @@ class HeightfieldBackend(RenderBackend):
     """
 
     name = "cpu"
+    supports_atlas = True
 
     def __init__(self, config: RenderConfig, *, oversample: float = STRIP_OVERSAMPLE):
         super().__init__(config)
         if not oversample >= 1.0:
             raise RenderError(f"need oversample >= 1, got {oversample}")
         self.oversample = float(oversample)
-        self._pyr: _Pyramid | None = None
+        self._pyr: PackedLevels | None = None
+        self._range_m = float(config.range_m)
+        self._prepared: object = None
 
-    def prepare(self, terrain: LocalTerrain) -> None:
-        """Pack the terrain pyramid (and its block maxima) for the kernel."""
-        self._pyr = _Pyramid(terrain)
+    def prepare(self, terrain: LocalTerrain | TerrainAtlas) -> None:
+        """Use ``terrain``: a per-position :class:`LocalTerrain` (packed here) or a region's
+        :class:`TerrainAtlas` (already packed, memory-mapped; cameras carry their curvature)."""
+        if terrain is self._prepared:
+            return
+        self._pyr = terrain.packed if isinstance(terrain, TerrainAtlas) else pack_levels(terrain.levels)
+        self._range_m = float(terrain.range_m)
+        self._prepared = terrain
+
+    def set_threads(self, n: int) -> None:
+        """Render on ``n`` numba threads from the calling thread on (0: ``NUMBA_NUM_THREADS``)."""
+        numba.set_num_threads(int(n) if n > 0 else numba.config.NUMBA_NUM_THREADS)
 
     def close(self) -> None:
         """Drop the prepared terrain."""
         self._pyr = None
+        self._prepared = None
 
     def _run(
         self,
-        cam_pos: npt.NDArray[np.float64],
+        cams: list[FrameCamera],
         cols: npt.NDArray[np.float64],
         depth: npt.NDArray[np.float32],
         cls: npt.NDArray[np.uint8],
     ) -> None:
-        """Run the kernel for N views: ``cam_pos`` (N, 3), ``cols`` (N, ncol, 5), into (N, nrows, ncol)
-        ``depth`` (``t * zscale``) and ``cls``."""
+        """Run the kernel for N views ``cams`` sharing one near patch (or none): ``cols`` (N, ncol, 8),
+        into (N, nrows, ncol) ``depth`` (``t * zscale``) and ``cls``."""
         p = self._pyr
         if p is None:
             raise RenderError("no terrain prepared: call backend.prepare(terrain) before render()")
+        patch = cams[0].patch
+        if any(c.patch is not patch for c in cams):
+            raise RenderError("cameras of one kernel launch must share their near patch")
+        if patch is None:
+            patch = _NO_PATCH
+            pcams = np.zeros((len(cams), 3))
+            pcols = np.zeros_like(cols)
+        else:
+            pcams = np.array([[0.0, 0.0, c.patch_z] for c in cams], np.float64)
+            pcols = np.stack([_patch_columns(c, cols[i]) for i, c in enumerate(cams)])
+        pos = np.ascontiguousarray(np.stack([c.position for c in cams]), np.float64)
         # tasks differ a lot in cost (sky, early exits) and threads may be preempted: hand them out
         # one at a time
         old_chunk = numba.set_parallel_chunksize(1)
         try:
             _cast_columns(
-                p.zf, p.cf, p.bz, p.lv_int, p.lv_flt, np.ascontiguousarray(cam_pos, np.float64), p.range_m,
-                np.ascontiguousarray(cols, np.float64), depth, cls, float(SKY_DEPTH_M), int(SKY_CLASS),
+                p.zf, p.cf, p.bz, p.lv_int, p.lv_flt, pos, np.ascontiguousarray(cols, np.float64),
+                patch.zf, patch.cf, patch.bz, patch.lv_int, patch.lv_flt, pcams, np.ascontiguousarray(pcols),
+                depth, cls, float(SKY_DEPTH_M), int(SKY_CLASS),
             )  # fmt: skip
         finally:
             numba.set_parallel_chunksize(old_chunk)
@@ -536,20 +626,22 @@ class HeightfieldBackend(RenderBackend):
         path one by one.
         """
         times = np.zeros(len(cams))
-        level = [i for i, cam in enumerate(cams) if _is_level(cam, _focal(cam))]
-        if level:
+        level_all = [i for i, cam in enumerate(cams) if _is_level(cam, _focal(cam))]
+        groups: dict[int, list[int]] = {}
+        for i in level_all:
+            groups.setdefault(id(cams[i].patch), []).append(i)
+        for level in groups.values():
             t0 = time.perf_counter()
-            pos = np.stack([cams[i].position for i in level])
-            cols = np.stack([_level_columns(cams[i], _focal(cams[i])) for i in level])
+            cols = np.stack([_level_columns(cams[i], _focal(cams[i]), self._range_m) for i in level])
             if len(level) == len(cams):
-                self._run(pos, cols, depth, cls)
+                self._run(cams, cols, depth, cls)
             else:
                 d = np.empty((len(level), *depth.shape[1:]), np.float32)
                 k = np.empty((len(level), *cls.shape[1:]), np.uint8)
-                self._run(pos, cols, d, k)
+                self._run([cams[i] for i in level], cols, d, k)
                 depth[level], cls[level] = d, k
             times[level] = (time.perf_counter() - t0) / len(level)
-        in_level = set(level)
+        in_level = set(level_all)
         for i, cam in enumerate(cams):
             if i not in in_level:
                 t0 = time.perf_counter()
@@ -588,10 +680,12 @@ class HeightfieldBackend(RenderBackend):
             )
         az = a0 + az_lo + np.arange(ncs) / fs
         cy_s = 0.5 + t_hi * fs
-        cols = np.stack([np.sin(az), np.cos(az), np.full(ncs, fs), np.full(ncs, cy_s), np.ones(ncs)], axis=1)
+        d = np.stack([np.sin(az), np.cos(az)], axis=1)
+        scale, c2, c3, trange = _column_metric(cam, d, self._range_m)
+        cols = np.stack([d[:, 0], d[:, 1], fs / scale, np.full(ncs, cy_s), scale, c2, c3, trange], axis=1)
         strip_t = np.empty((1, nrs, ncs), np.float32)
         strip_c = np.empty((1, nrs, ncs), np.uint8)
-        self._run(cam.position[None, :], cols[None], strip_t, strip_c)
+        self._run([cam], cols[None], strip_t, strip_c)
         strip_t, strip_c = strip_t[0], strip_c[0]
         kc = np.clip(np.rint((daz - az_lo) * fs).astype(np.int64), 0, ncs - 1)
         kr = np.clip(np.floor(cy_s - tan_el * fs).astype(np.int64), 0, nrs - 1)

@@ -72,3 +72,31 @@ def test_json_and_stale_temp_cleanup(tmp_path):
     keep.write_bytes(b"complete")
     assert remove_stale_temps(tmp_path) == [stale]
     assert keep.exists() and not stale.exists()
+
+
+def test_full_disk_is_a_disk_full_error_and_leaves_no_temp(tmp_path, monkeypatch):
+    import errno
+    from collections import namedtuple
+
+    from crosslocate.datasets import atomic
+    from crosslocate.errors import DiskFullError
+
+    dst = tmp_path / "out.bin"
+    write_bytes_atomic(dst, b"old")
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError, match=r"out\.bin: disk full: [\d,]+ bytes left .*No space left"):
+        with atomic_write(dst) as fh:
+            fh.write(b"partial")
+            FullDisk().write(b"more")
+    assert dst.read_bytes() == b"old" and _leftovers(tmp_path) == []
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(10_000_000, 8_000_000, 2_000_000))
+    assert atomic.free_bytes(tmp_path / "not" / "yet") == 2_000_000  # nearest existing parent
+    atomic.require_free_space(tmp_path, 951_424)  # + the 1 MiB reserve = exactly the 2,000,000 free
+    with pytest.raises(DiskFullError, match=r"2,000,000 bytes left, shard x needs about 2,000,001"):
+        atomic.require_free_space(tmp_path, 951_425, "shard x")

@@ -110,3 +110,30 @@ def test_codebook_must_fit_uint16():
 def test_spec_attrs_roundtrip():
     spec = codecs.codec_spec("depth", CFG)
     assert codecs.CodecSpec.from_attrs(spec.to_attrs()) == spec
+
+
+@pytest.mark.parametrize("eps", [5e-4, 1e-3])
+def test_lookup_encoder_equals_the_logarithm_at_every_threshold(eps):
+    """The lookup-table encoder gives the codes of ``1 + rint(ln(d / d_min) / step)`` exactly, also for
+    the float32 values right at, just below and just above every code threshold."""
+    dmin, step = 0.5, codecs.depth_step(eps)
+    c = np.arange(1, 8000, dtype=np.float64)
+    t = (dmin * np.exp((c - 0.5) * step)).astype(np.float32)
+    t = t[t < 1e6]
+    rng = np.random.default_rng(3)
+    d = np.concatenate([
+        t, np.nextafter(t, np.float32(0)), np.nextafter(t, np.float32(np.inf)),
+        np.exp(rng.uniform(math.log(1e-3), math.log(1e6), 200_000)).astype(np.float32),
+        np.array([0.0, dmin, 1e6], np.float32),
+    ])  # fmt: skip
+    expected = 1.0 + np.rint(np.log(np.maximum(d.astype(np.float64), dmin) / dmin) / step)
+    assert np.array_equal(codecs.encode_depth_logq16(d, dmin, step, 1e6), expected.astype(np.uint16))
+
+
+def test_depth_beyond_the_code_book_is_refused():
+    step = codecs.depth_step(1e-4)  # the book ends at 0.5 m * e^(65533.5 * step), about 250 km
+    top = codecs.codebook_max_m(0.5, step)
+    assert 2e5 < top < 3e5
+    codecs.encode_depth_logq16(np.array([top], np.float32), 0.5, step)
+    with pytest.raises(RenderError, match="code book"):
+        codecs.encode_depth_logq16(np.array([1.01 * top], np.float32), 0.5, step)

@@ -58,12 +58,12 @@ def test_round_trip_is_exact(tmp_path):
         Query(str(tmp_path / "img" / "a.png"), Pose(lon=7.123456789012, lat=46.1 / 3, alt_m=2345.6789, yaw_deg=359.9,
                                                   pitch_deg=-7.25, roll_deg=1 / 3, fov_deg=52.123))
         ,
-        Query("/elsewhere/b.jpg", Pose(lon=-179.5, lat=-89.0, alt_m=-12.0, fov_deg=179.0)),
+        Query("/elsewhere/b.jpg", Pose(lon=-179.5, lat=-89.0, alt_m=-12.0, fov_deg=149.0)),
     ]  # fmt: skip
     path = write_query_csv(tmp_path / "queries.csv", queries)
     text = path.read_text().splitlines()
     assert text[0] == HEADER and text[1].startswith("img/a.png,")  # relative to the CSV's folder
-    back = load_query_csv(path)
+    back = load_query_csv(path, check_images=False)
     assert back == queries
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
@@ -73,14 +73,14 @@ def test_relative_paths_resolve_against_the_csv_folder(tmp_path, monkeypatch):
     sub.mkdir()
     _write(sub / "q.csv", "photos/x.png,46.0,8.0,1000,0,0,0,60", "../y.png,46.0,8.0,1000,0,0,0,60")
     monkeypatch.chdir(tmp_path)
-    q = load_query_csv("set/q.csv")
+    q = load_query_csv("set/q.csv", check_images=False)
     assert q[0].image == str(sub / "photos" / "x.png") and q[1].image == str(tmp_path / "y.png")
 
 
 def test_extra_columns_and_blank_lines(tmp_path):
     path = _write(tmp_path / "q.csv", "x.png,46.0,8.0,1000,10,1,2,45,foo", "", "y.png,46.5,8.5,1100,20,3,4,50,bar",
                   header=HEADER + ",note")  # fmt: skip
-    q = load_query_csv(path)
+    q = load_query_csv(path, check_images=False)
     assert [x.pose.yaw_deg for x in q] == [10.0, 20.0]
 
 
@@ -90,6 +90,8 @@ def test_extra_columns_and_blank_lines(tmp_path):
         (["a.png,46,8,1000,0,0,0,60", "b.png,46,8,abc,0,0,0,60"], 3, "alt_m"),
         (["a.png,46,8,1000,0,0,0,60", "", "b.png,46,8,1000,0,0,0,0"], 4, "fov_deg"),
         (["a.png,46,8,1000,0,0,0,180"], 2, "fov_deg"),
+        (["a.png,46,8,1000,0,0,0,151"], 2, "fov_deg"),
+        (["a.png,46,8,1000,0,0,0,2"], 2, "within [5, 150] degrees"),
         (["a.png,91,8,1000,0,0,0,60"], 2, "lat"),
         (["a.png,46,181,1000,0,0,0,60"], 2, "lon"),
         (["a.png,46,8,1000,0,95,0,60"], 2, "pitch_deg"),
@@ -120,7 +122,7 @@ def test_missing_column_is_line_1(tmp_path):
 
 def test_empty_altitude_is_terrain_plus_eye_height(tmp_path):
     path = _write(tmp_path / "q.csv", "a.png,46.05,8.1,,0,0,0,60", "b.png,46.0,8.0,1234.5,0,0,0,60")
-    q = load_query_csv(path, dem=PlaneDEM())
+    q = load_query_csv(path, dem=PlaneDEM(), check_images=False)
     assert q[0].pose.alt_m == pytest.approx(float(PlaneDEM.truth(8.1, 46.05)) + 1.7)
     assert q[1].pose.alt_m == 1234.5
     outside = _write(tmp_path / "o.csv", "a.png,46.0,8.0,,0,0,0,60", "b.png,47.0,8.0,,0,0,0,60")
@@ -198,3 +200,55 @@ def test_sample_orientations_keep_the_spot_and_the_ranges():
     assert sample_orientations(base, 0, np.random.default_rng(0)) == []
     with pytest.raises(ConfigError, match="fov_range_deg"):
         sample_orientations(base, 1, np.random.default_rng(0), fov_range_deg=(50.0, 30.0))
+
+
+def test_images_opened_and_size_checked(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 48)).save(tmp_path / "ok.png")
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    (tmp_path / "fake.jpg").write_bytes(b"not an image")
+    row = "{},46,8,1000,0,0,0,60"
+    assert len(load_query_csv(_write(tmp_path / "q.csv", row.format("ok.png")))) == 1
+    for name, line, needle in (("ok.png", 3, "gone.png does not exist"), ("ok.png", 3, "dot.png is 1x1 px"),
+                               ("ok.png", 3, "fake.jpg is not a readable image")):  # fmt: skip
+        other = needle.split()[0]
+        path = _write(tmp_path / "bad.csv", row.format(name), row.format(other))
+        with pytest.raises(QueryCSVError, match=rf"bad\.csv:{line}: image .*{needle}"):
+            load_query_csv(path)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A sideways phone photo (EXIF orientation 6 = rotate 90 degrees clockwise to view) comes back upright."""
+    from PIL import Image
+
+    from crosslocate.datasets.views import load_rgb
+
+    stored = np.zeros((40, 60, 3), np.uint8)  # as the sensor wrote it: 60 wide, 40 high
+    stored[:, :10] = 255  # a white band on the sensor's left edge
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "phone.png", exif=exif)
+    upright = load_rgb(tmp_path / "phone.png")
+    assert upright.shape == (60, 40, 3)  # portrait, as the photographer saw it
+    assert upright[:10].min() == 255 and upright[10:].max() == 0  # the left band is now the top
+
+
+def test_query_set_digest_follows_poses_image_bytes_and_extra_not_paths(tmp_path):
+    import dataclasses
+
+    from crosslocate.datasets.queries import query_set_digest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "p.png").write_bytes(b"same bytes")
+    pose = Pose(lon=7.5, lat=46.5, alt_m=2000.0, yaw_deg=10.0, fov_deg=50.0)
+    qa, qb = Query(str(tmp_path / "a" / "p.png"), pose), Query(str(tmp_path / "b" / "p.png"), pose)
+    d = query_set_digest([qa])
+    assert len(d) == 64 and d == query_set_digest([qb])  # the same photo moved elsewhere: same set
+    assert d != query_set_digest([dataclasses.replace(qa, pose=dataclasses.replace(pose, roll_deg=0.5))])
+    assert d != query_set_digest([qa], extra=b"\x00")  # e.g. other split codes
+    (tmp_path / "b" / "p.png").write_bytes(b"other bytes")
+    assert d != query_set_digest([qb])

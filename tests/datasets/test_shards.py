@@ -150,3 +150,57 @@ def test_stored_bytes_compresses_smooth_depth():
     d = np.tile(np.linspace(100, 20_000, 64, dtype=np.float32), (2, 64, 1))
     raw = d.size * 2  # uint16 codes
     assert stored_bytes(spec, d) < raw / 10
+
+
+def test_flipped_bits_are_refused_naming_the_shard(tmp_path):
+    """Any single-bit flip in a listed shard: reading through the database raises, naming the file."""
+    rng = np.random.default_rng(0)
+    for trial in range(8):
+        db = tmp_path / f"db{trial}"
+        make_db(db, counts=(4, 3))
+        victim = db / shard_name(trial % 2)
+        raw = bytearray(victim.read_bytes())
+        raw[int(rng.integers(len(raw)))] ^= 1 << int(rng.integers(8))
+        victim.write_bytes(bytes(raw))
+        with (
+            open_database(db) as d,
+            pytest.raises(ShardCorruptError, match=rf"{victim.name}: shard {trial % 2}: sha256"),
+        ):
+            d.read_batch("depth", range(7))
+
+
+def test_impossible_decoded_values_are_refused(tmp_path):
+    import h5py
+
+    arrays, rows = fake_views(2, seed=6)
+    path = tmp_path / "s.h5"
+    write_shard(path, arrays, rows)
+    with h5py.File(path, "r+") as h5:  # forge codes that decode to ~1e28 m (what a bit flip can do)
+        forged = h5["depth"][0]
+        forged[3, :] = 0
+        forged[3, 0] = 65000
+        h5["depth"][0] = forged
+    with ShardReader(path) as r:
+        with pytest.raises(ShardCorruptError, match=r"s\.h5: corrupt shard: depth view 0 pixel \(3, 0\)"):
+            r.read_batch("depth", [1, 0])
+        assert r.read_batch("depth", [0], check=False)[0, 3, 0] > 1e20  # the raw decode, for verify
+        assert np.array_equal(r.read_batch("semantic", [0]), arrays[Modality.SEMANTIC][:1])
+
+
+def test_legacy_table_column_is_dropped(tmp_path):
+    """Shards written with the old ``render_time_s`` column still read, as VIEW_DTYPE."""
+    import h5py
+
+    arrays, rows = fake_views(2, seed=7)
+    path = tmp_path / "s.h5"
+    write_shard(path, arrays, rows)
+    legacy = np.dtype([*((n, VIEW_DTYPE[n]) for n in VIEW_DTYPE.names), ("render_time_s", "<f4")])
+    old = np.zeros(2, legacy)
+    for n in VIEW_DTYPE.names:
+        old[n] = rows[n]
+    old["render_time_s"] = [0.5, 0.25]
+    with h5py.File(path, "r+") as h5:
+        del h5["views"]
+        h5.create_dataset("views", data=old)
+    with ShardReader(path) as r:
+        assert r.table().dtype == VIEW_DTYPE and np.array_equal(r.table(), rows)

@@ -65,7 +65,8 @@ def test_missing_corrupt_truncated_and_unlisted(tmp_path, capsys):
     assert [w.kind for w in report.warnings] == ["unlisted"]
     assert main(["verify", str(db)]) == 1
     out = capsys.readouterr().out
-    assert "FAILED" in out and "missing/corrupt shards: [0, 1, 2]" in out
+    assert out.startswith("CORRUPT") and "1 of 4 shards complete, 0 not yet built, 3 corrupt" in out
+    assert "corrupt shards: 0-2;" in out
 
 
 def test_out_of_range_values_detected(tmp_path):
@@ -76,11 +77,59 @@ def test_out_of_range_values_detected(tmp_path):
     assert verify_database(db, check_values=False).ok
 
 
-def test_incomplete_and_no_manifest(tmp_path):
-    db = build_db(tmp_path / "db", n_shards=2)
+def replan(db, n_shards):
+    """Pretend the build planned ``n_shards`` shards (the extra ones are not built yet)."""
     m = Manifest.load(db)
-    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "layout": {"n_shards": 3}}).save(db)
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "layout": {"n_shards": n_shards}}).save(db)
+
+
+def test_incomplete_and_no_manifest(tmp_path, capsys):
+    db = build_db(tmp_path / "db", n_shards=2)
+    replan(db, 3)
     report = verify_database(db)
-    assert [(p.shard_id, p.kind) for p in report.problems] == [(2, "incomplete")]
+    assert report.problems == [] and report.not_built == [2] and not report.ok and report.exit_code == 3
+    assert main(["verify", str(db)]) == 3  # incomplete, not corrupt
+    assert "INCOMPLETE" in capsys.readouterr().out
     empty = verify_database(tmp_path / "nothing")
-    assert not empty.ok and empty.problems[0].kind == "manifest"
+    assert not empty.ok and empty.problems[0].kind == "manifest" and empty.exit_code == 1
+
+
+def test_partial_build_report_is_short(tmp_path, capsys):
+    """Thousands of unbuilt shards and many corrupt ones: counts, ranges, the first 5 lines, --all for the rest."""
+    db = build_db(tmp_path / "db", n_shards=9)
+    for sid in range(1, 9):
+        (db / shard_name(sid)).unlink()
+    replan(db, 8216)
+    assert main(["verify", str(db)]) == 1  # corruption beats incompleteness
+    out = capsys.readouterr().out
+    assert "1 of 8216 shards complete, 8207 not yet built, 8 corrupt" in out
+    assert "not yet built: shards 9-8215;" in out and "corrupt shards: 1-8;" in out
+    assert out.count("missing: ") == 5 and "3 more line(s); --all" in out
+    assert len(out) < 2000
+    assert main(["verify", str(db), "--all"]) == 1
+    assert capsys.readouterr().out.count("missing: ") == 8
+
+
+def test_positions_file_checked(tmp_path, capsys):
+    from crosslocate.dem.grid import Positions
+
+    db = build_db(tmp_path / "db", n_shards=1)
+    z = np.zeros(3)
+    Positions(position_id=np.arange(3), lon=z, lat=z, x=z, y=z, ground_m=z, alt_m=z, split=z,
+              crs_wkt="EPSG:3035").to_npz(db / "positions.npz")  # fmt: skip
+    Manifest.load(db).with_positions_file(db).save(db)
+    assert verify_database(db).ok
+    raw = bytearray((db / "positions.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit
+    (db / "positions.npz").write_bytes(bytes(raw))
+    report = verify_database(db)
+    assert [p.kind for p in report.problems] == ["positions"] and report.exit_code == 1
+    (db / "positions.npz").unlink()
+    assert main(["verify", str(db)]) == 1
+    assert "positions: " in capsys.readouterr().out and "missing" in verify_database(db).problems[0].message
+
+
+def test_id_ranges():
+    from crosslocate.datasets.verify import id_ranges
+
+    assert id_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8" and id_ranges([]) == "" and id_ranges([4]) == "4"

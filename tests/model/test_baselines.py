@@ -240,3 +240,57 @@ def test_horizon_baseline_query_without_sky_gets_a_random_not_storage_order_rank
     res = B.horizon_baseline(no_sky, 60.0, 40, 50, db_rows=db_rows)
     assert sorted(res.indices[0].tolist()) == list(range(50)) and np.isinf(res.distances).all()
     assert res.info["queries_without_horizon"] == 1 and res.info["queries_without_match"] == 1
+
+
+def _tilted_rows(k, yaw_deg, fov_deg, w, h, pitch_deg, roll_deg):
+    """Horizon rows of a camera with pitch and roll at place k: the skyline projected by the
+    renderer's camera model (``render.camera``), read at the column centres."""
+    from crosslocate.render.camera import project_enu, rotation_cam_to_enu
+
+    az = np.linspace(yaw_deg - 60.0, yaw_deg + 60.0, 4001)
+    a, e = np.radians(az), np.radians(_place_elevation(k, az))
+    pts = 1e4 * np.stack([np.sin(a) * np.cos(e), np.cos(a) * np.cos(e), np.sin(e)], axis=1)
+    row, col, z = project_enu(pts, np.zeros(3), rotation_cam_to_enu(yaw_deg, pitch_deg, roll_deg), fov_deg, w, h)
+    ok = z > 0
+    return np.interp(np.arange(w) + 0.5, col[ok], row[ok])
+
+
+def test_gravity_grid_covers_the_ranges():
+    g = B.gravity_grid(4.0, 2.0, 2.0)
+    assert g.shape == (5 * 3, 2) and [0.0, 0.0] in g.tolist()  # pitch -4..4, roll -2..2, step 2
+    assert g[:, 0].min() == -4.0 and g[:, 1].max() == 2.0
+    g = B.gravity_grid(10.0, 5.0, 5.0, 1.0)
+    assert sorted(set(g[:, 0])) == [-10.0, -5.0, 0.0, 5.0, 10.0] and sorted(set(g[:, 1])) == list(range(-5, 6))
+    with pytest.raises(ConfigError):
+        B.gravity_grid(4.0, 2.0, 0.0)
+    with pytest.raises(ConfigError):
+        B.gravity_grid(4.0, 2.0, 1.0, -1.0)
+
+
+def test_horizon_baseline_gravity_search_recovers_an_unknown_pitch_and_roll():
+    """Photos taken with pitch 6 deg and roll -4 deg, matched without knowing them: assuming a level
+    camera mismatches the skylines, the searched gravity finds each place again (and the tilt)."""
+    n_places, w, h, pitch, roll = 8, 120, 90, 6.0, -4.0
+    db_rows = np.stack([_rows(k, 40.0, 60.0, w, h) for k in range(n_places)])
+    q_rows = np.stack([_tilted_rows(k, 43.0, 40.0, 80, 60, pitch, roll) for k in range(n_places)])
+    common = dict(db_rows=db_rows, db_height_px=h)
+    truth = B.horizon_baseline(q_rows, 40.0, 60, 3, q_pitch_deg=pitch, q_roll_deg=roll, **common)
+    assert truth.indices[:, 0].tolist() == list(range(n_places)) and truth.distances[:, 0].max() < 0.01
+    level = B.horizon_baseline(q_rows, 40.0, 60, 3, **common)
+    assert level.distances[:, 0].min() > 1.0  # assumed level, the skylines lie degrees apart (deg^2 > 1)
+    searched = B.horizon_baseline(q_rows, 40.0, 60, 3, gravity_search=B.gravity_grid(10.0, 5.0, 1.0), **common)
+    assert searched.indices[:, 0].tolist() == list(range(n_places))
+    assert searched.distances[:, 0].max() < 0.01 and searched.info["gravity_candidates"] == 21 * 11
+    np.testing.assert_allclose(searched.gravity_deg, np.tile([pitch, roll], (n_places, 1)))
+    # a coarser grid (2 deg) leaves at most 1 deg of tilt unexplained and still finds the places
+    coarse = B.horizon_baseline(q_rows, 40.0, 60, 3, gravity_search=B.gravity_grid(10.0, 5.0, 2.0), **common)
+    assert coarse.indices[:, 0].tolist() == list(range(n_places))
+    assert np.abs(coarse.gravity_deg - [pitch, roll]).max() <= 1.0 + 1e-9
+    # pitch on a 5 deg grid (6 deg is 1 deg off it), roll on 1 deg, the mean offset removed: the
+    # pitch left over is almost a uniform shift of the skyline, and the places are found near-exactly
+    mean = B.horizon_baseline(
+        q_rows, 40.0, 60, 3, gravity_search=B.gravity_grid(10.0, 5.0, 5.0, 1.0), subtract_mean=True, **common
+    )
+    assert mean.indices[:, 0].tolist() == list(range(n_places)) and mean.distances[:, 0].max() < 0.01
+    np.testing.assert_allclose(mean.gravity_deg[:, 1], roll)  # roll is on the grid
+    assert np.abs(mean.gravity_deg[:, 0] - pitch).max() <= 2.5  # pitch only to the grid's half step

@@ -171,3 +171,20 @@ def test_checkpoint_without_newer_config_fields_still_matches():
     old = {k: v for k, v in net.config.to_dict().items() if k not in ("vlad_clusters", "mix_rows")}
     assert _arch_mismatch(old, net) == []
     assert _arch_mismatch({**old, "vlad_clusters": 8}, net) == ["vlad_clusters: checkpoint 8 vs net 16"]
+
+
+def test_check_run_record_refuses_unfinished_foreign_and_unrecorded(tmp_path):
+    qs = {"id": "a" * 64, "source": "synthetic", "n_queries": 800}
+    meta = {"run_id": "r1", "epochs_planned": 12, "finished": True, "query_set": qs, "metrics": {"epoch": 12}}
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.check_run_record(path, meta, query_set_id="a" * 64)  # the run's own query set: accepted
+    with pytest.raises(CheckpointError, match=r"stopped after epoch 5 of 12.*--resume"):
+        checkpoint.check_run_record(path, {**meta, "finished": False, "metrics": {"epoch": 5}}, query_set_id="a" * 64)
+    # best.pt of an unfinished run is not judged on its own finish, but must be the run's own
+    checkpoint.check_run_record(path, {**meta, "finished": False}, query_set_id="a" * 64, finished=False, run_id="r1")
+    with pytest.raises(CheckpointError, match="another training run"):
+        checkpoint.check_run_record(path, meta, query_set_id="a" * 64, finished=False, run_id="r2")
+    with pytest.raises(CheckpointError, match=r"another query set \(synthetic, 800 queries"):
+        checkpoint.check_run_record(path, meta, query_set_id="b" * 64)
+    with pytest.raises(CheckpointError, match="older"):
+        checkpoint.check_run_record(path, {"metrics": {}}, query_set_id="a" * 64)

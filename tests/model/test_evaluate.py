@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -122,13 +123,80 @@ def test_evaluate_retrieval_with_config():
     cfg = EvalConfig(thresholds_m=(20.0, 100.0), max_n=2, fov_bins_deg=(0.0, 50.0, 180.0))
     res = evaluate.evaluate_retrieval(idx, q_xy, q_yaw, q_fov, db_xy, db_yaw, cfg)
     assert set(res) == {"recall", "recall_oriented", "per_fov", "chance", "chance_oriented"}
-    assert res["recall"][100.0] == {1: 0.5, 2: 1.0}  # N runs 1..min(max_n=2, K=3)
-    assert res["recall"][20.0] == {1: 0.0, 2: 0.5}
+    assert res["recall"]["100"] == {"1": 0.5, "2": 1.0}  # N runs 1..min(max_n=2, K=3)
+    assert res["recall"]["20"] == {"1": 0.0, "2": 0.5}
     # q0 (yaw 0): view 0 at N=2 is 0 deg off; q1 (yaw 90): view 1 (90) at N=1
-    assert res["recall_oriented"][100.0] == {1: 0.5, 2: 1.0}
-    assert res["chance"][100.0][1] == pytest.approx(2 / 3)  # 2 of 3 views within 100 m of both queries
-    assert res["chance_oriented"][100.0][1] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert res["recall_oriented"]["100"] == {"1": 0.5, "2": 1.0}
+    assert res["chance"]["100"]["1"] == pytest.approx(2 / 3)  # 2 of 3 views within 100 m of both queries
+    assert res["chance_oriented"]["100"]["1"] == pytest.approx((1 / 3 + 1 / 3) / 2)
     assert {k: v["n"] for k, v in res["per_fov"].items()} == {"0-50": 1, "50-180": 1}
+    assert res["per_fov"]["0-50"]["recall"]["100"] == {"1": 0.0, "2": 1.0}  # q0 (FOV 30): view 0 at N=2
+    json.dumps(res)  # the results-file layout
+
+
+def test_evaluate_retrieval_obeys_every_eval_setting():
+    """Four queries at the origin, views on the x axis; each EvalConfig field changes the numbers as
+    worked out by hand."""
+    db_xy = np.array([[0, 0], [150, 0], [900, 0], [5000, 0]], float)
+    db_yaw = np.array([0.0, 0.0, 180.0, 0.0])
+    q_xy, q_yaw = np.zeros((4, 2)), np.array([0.0, 0.0, 0.0, 170.0])
+    q_fov = np.array([30.0, 45.0, 55.0, 65.0])
+    idx = np.array([[3, 0, 1, 2], [1, 3, 2, 0], [2, 1, 3, 0], [2, 3, 1, 0]])
+    # distances (m) of each row: q0 5000 0 150 900; q1 150 5000 900 0; q2 900 150 5000 0; q3 900 5000 150 0
+    base = dict(thresholds_m=(200.0,), max_n=3, fov_bins_deg=(0.0, 50.0, 180.0))
+    res = evaluate.evaluate_retrieval(idx, q_xy, q_yaw, q_fov, db_xy, db_yaw, EvalConfig(**base))
+    assert res["recall"]["200"] == {"1": 0.25, "2": 0.75, "3": 1.0}  # q1 at 1; q0, q2 at 2; q3 at 3
+    # oriented (30 deg): q3 (yaw 170) only matches view 2 (yaw 180, 900 m away: not within 200 m)
+    assert res["recall_oriented"]["200"] == {"1": 0.25, "2": 0.75, "3": 0.75}
+    res = evaluate.evaluate_retrieval(
+        idx, q_xy, q_yaw, q_fov, db_xy, db_yaw, EvalConfig(**{**base, "thresholds_m": (1000.0,)})
+    )
+    # within 1 km: q0 at N=2, q1 at N=1, q2 at N=1, q3 at N=1
+    assert res["recall"]["1000"] == {"1": 0.75, "2": 1.0, "3": 1.0}
+    # oriented: q2's first view (yaw 180) no longer counts (N=2), q3's (yaw 180 vs 170) does
+    assert res["recall_oriented"]["1000"] == {"1": 0.5, "2": 1.0, "3": 1.0}
+    # a 5 deg yaw limit drops q3's view 2 (10 deg off) and leaves q3 without a match
+    res5 = evaluate.evaluate_retrieval(
+        idx,
+        q_xy,
+        q_yaw,
+        q_fov,
+        db_xy,
+        db_yaw,
+        EvalConfig(**{**base, "thresholds_m": (1000.0,), "orient_max_yaw_deg": 5.0}),
+    )
+    assert res5["recall_oriented"]["1000"] == {"1": 0.25, "2": 0.75, "3": 0.75}
+    # max_n caps N; other FOV bins regroup the queries
+    res = evaluate.evaluate_retrieval(
+        idx, q_xy, q_yaw, q_fov, db_xy, db_yaw, EvalConfig(**{**base, "max_n": 1, "fov_bins_deg": (40.0, 60.0)})
+    )
+    assert res["recall"]["200"] == {"1": 0.25} and set(res["chance"]["200"]) == {"1"}
+    assert {k: v["n"] for k, v in res["per_fov"].items()} == {"40-60": 2}  # q1 (45), q2 (55)
+    assert res["per_fov"]["40-60"]["recall"]["200"] == {"1": 0.5}  # q1 found at N=1
+    # chance within 200 m: 2 of 4 views (0 and 150 m) for every query: 1 - C(2, 1) / C(4, 1) = 1/2
+    assert res["chance"]["200"]["1"] == pytest.approx(0.5)
+    # oriented chance: q0..q2 (yaw 0) keep both; q3 (yaw 170) none -> (3 * 1/2 + 0) / 4
+    assert res["chance_oriented"]["200"]["1"] == pytest.approx(3 / 8)
+
+
+def test_evaluate_retrieval_intervals_by_group():
+    idx = np.array([[0], [1], [0], [1]])
+    db_xy = np.array([[0, 0], [5000, 0]], float)
+    res = evaluate.evaluate_retrieval(
+        idx,
+        np.zeros((4, 2)),
+        np.zeros(4),
+        np.full(4, 50.0),
+        db_xy,
+        np.zeros(2),
+        EvalConfig(),
+        groups=[0, 0, 1, 1],
+        chance=False,
+    )
+    assert set(res) == {"recall", "recall_oriented", "per_fov", "recall_ci95"}
+    assert res["recall"]["1000"] == {"1": 0.5}
+    # each spot has one hit and one miss: every resample gives 1/2
+    assert res["recall_ci95"]["1000"] == {"1": [0.5, 0.5]}
 
 
 def test_recall_interval_matches_the_binomial_and_widens_with_groups():
@@ -147,3 +215,12 @@ def test_recall_interval_matches_the_binomial_and_widens_with_groups():
     assert sure == {1: (1.0, 1.0), 5: (1.0, 1.0)}
     with pytest.raises(ConfigError, match="groups"):
         recall_interval(dist, np.arange(3), 1000.0, [1])
+
+
+def test_chance_recall_is_exactly_zero_without_a_correct_view():
+    """No view within the threshold: chance is 0 at every N, not +-1e-15 from log-gamma rounding."""
+    db_xy = np.stack([5000.0 + 100.0 * np.arange(36), np.zeros(36)], axis=1)
+    q_xy = np.array([[0.0, 0.0], [5000.0, 0.0]])  # q1 has exactly one correct view (c = 1)
+    got = evaluate.chance_recall(q_xy, db_xy, (20.0,), range(1, 37))[20.0]
+    assert got == {n: pytest.approx((0.0 + n / 36) / 2, abs=1e-12) for n in range(1, 37)}
+    assert evaluate.chance_recall(q_xy[:1], db_xy, (20.0,), range(1, 37))[20.0] == dict.fromkeys(range(1, 37), 0.0)

@@ -23,6 +23,7 @@ from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, VIEW_DTYPE
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import FileOverwriteError
+from crosslocate.model import checkpoint
 from crosslocate.model import train as T
 
 SIZE = 24
@@ -247,11 +248,17 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
     part = _TinyNet()
     part.load_state_dict(init)
     T.train(part, trainq, pool, _cfg(epochs=1, **kw), tmp_path / "b", dev)
+    stopped = checkpoint.read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)["meta"]
+    assert stopped["finished"] is True and stopped["epochs_planned"] == 1  # a finished 1-epoch run
     with pytest.raises(FileOverwriteError, match="--resume"):
         T.train(part, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev)
     again = _TinyNet()  # fresh weights: everything must come from the checkpoint
     res = T.train(again, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev, resume=True)
     assert [h["epoch"] for h in res.history] == [1, 2]
+    # the run keeps its id across the resume; a fresh run gets another one
+    meta = checkpoint.read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)["meta"]
+    assert meta["run_id"] == stopped["run_id"] and meta["finished"] and meta["epochs_planned"] == 2
+    assert checkpoint.read_checkpoint(tmp_path / "a" / T.CHECKPOINT_NAME)["meta"]["run_id"] != meta["run_id"]
     assert [h["lr"] for h in res.history] == pytest.approx([1e-3, 5e-4])
     assert math.isclose(res.history[1]["loss"], ref.history[1]["loss"], rel_tol=1e-4)
     for k, v in full.state_dict().items():

@@ -7,7 +7,6 @@ shard (16 positions, 64 views of 64 px, 8 shards) and run in-process (``sync``).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -34,33 +33,6 @@ def tiny_preset(**render):
     return get_preset("tiny").with_overrides(
         grid={"yaws_deg": YAWS, "spacing_m": 1500.0}, shard={"views_per_shard": 8}, render=render or None
     )
-
-
-def _region_file(path: Path, w, s, e, n) -> str:
-    poly = [[[w, s], [e, s], [e, n], [w, n], [w, s]]]
-    path.write_text(
-        json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": poly}})
-    )
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    """(dem path, region path inside the DEM, region path half outside the DEM)."""
-    from crosslocate.dem.sources import open_dem
-    from crosslocate.dem.sources.geotiff import write_geotiff
-    from crosslocate.dem.sources.synthetic import AlpineParams, generate_alpine
-
-    root = tmp_path_factory.mktemp("tiny_world")
-    p = AlpineParams(extent_m=8000.0, spacing_m=100.0, erosion_iterations=2)
-    z, transform, tags = generate_alpine(p)
-    dem_path = write_geotiff(root / "dem.tif", z, transform, p.crs, tags=tags)
-    with open_dem(str(dem_path)) as dem:
-        w, s, e, n = dem.bounds_lonlat
-    dx, dy = 0.1 * (e - w), 0.1 * (n - s)
-    inside = _region_file(root / "tinyreg.geojson", w + dx, s + dy, e - dx, n - dy)
-    outside = _region_file(root / "halfout.geojson", w + dx, s + dy, e + 5 * dx, n - dy)
-    return str(dem_path), inside, outside
 
 
 def build(world, out, **kw):
@@ -105,8 +77,7 @@ def test_build_verify_resume_and_repair(tiny_world, tmp_path):
     table2, arrays2 = arrays_of(out)
     for m in Modality:
         assert np.array_equal(arrays2[m], arrays[m])
-    same = [n for n in table.dtype.names if n != "render_time_s"]
-    assert np.array_equal(table2[same], table[same])
+    assert np.array_equal(table2, table)
 
 
 def test_other_config_refused_unless_overwrite(tiny_world, tmp_path):
@@ -117,13 +88,23 @@ def test_other_config_refused_unless_overwrite(tiny_world, tmp_path):
     assert Manifest.load(out).render["size_px"] == 32 and verify_database(out).ok
 
 
-def test_same_config_gives_identical_arrays(tiny_world, tmp_path):
-    t1, a1 = arrays_of(build(tiny_world, tmp_path / "a"))
-    t2, a2 = arrays_of(build(tiny_world, tmp_path / "b"))
+def database_bytes(db_dir):
+    """{file name: bytes} of a database's manifest, positions and shards."""
+    names = ["manifest.json", "positions.npz", *sorted(p.name for p in Path(db_dir).glob("shard-*.h5"))]
+    return {n: (Path(db_dir) / n).read_bytes() for n in names}
+
+
+def test_same_config_gives_identical_bytes(tiny_world, tmp_path):
+    a, b = build(tiny_world, tmp_path / "a"), build(tiny_world, tmp_path / "b")
+    t1, a1 = arrays_of(a)
+    t2, a2 = arrays_of(b)
     for m in Modality:
         assert np.array_equal(a1[m], a2[m])
-    same = [n for n in t1.dtype.names if n != "render_time_s"]
-    assert np.array_equal(t1[same], t2[same])
+    assert np.array_equal(t1, t2)
+    bytes_a, bytes_b = database_bytes(a), database_bytes(b)
+    assert len(bytes_a) == 2 + 8
+    different = sorted(n for n in bytes_a if bytes_a[n] != bytes_b.get(n))
+    assert different == [], f"rebuilt files differ: {different}"
 
 
 def test_coverage_error_and_clip(tiny_world, tmp_path, caplog):
@@ -155,10 +136,15 @@ def test_coverage_error_and_clip(tiny_world, tmp_path, caplog):
 
 def test_dry_run_writes_nothing(tiny_world, tmp_path):
     summary = build(tiny_world, tmp_path / "db", dry_run=True)
-    assert not (tmp_path / "db").exists()
+    assert not (tmp_path / "db").exists() and list(tmp_path.iterdir()) == []  # the scratch shards are gone
     assert (summary["n_positions"], summary["n_views"], summary["n_shards"]) == (16, 64, 8)
     assert summary["estimated_bytes"] > 0 and summary["estimated_s"] > 0
-    assert summary["calibration"]["views"] == 4  # second position timed, first was the warm-up
+    cal = summary["calibration"]
+    # the sync runner has one worker: 8 positions spread over the plan, x 4 yaws, timed end to end
+    assert cal["workers"] == 1 and cal["views"] == 8 * len(YAWS)
+    assert abs(sum(cal["shares"].values()) - 1.0) < 1e-9 and cal["shares"]["render"] > 0
+    assert summary["estimated_s"] == pytest.approx(64 / cal["views_per_s"] + cal["start_s"], abs=0.1)
+    assert summary["terrain"]["atlases"] == 1 and "spread over the region" in summary["assumptions"]
 
 
 def test_sparse_and_compact_from_given_queries(tiny_world, tmp_path):
@@ -210,13 +196,12 @@ def test_cli_build_and_verify(tiny_world, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tiny_world, tmp_path):
     """A CLI build killed with SIGKILL mid-build, rerun, verifies and equals an uninterrupted build."""
     dem, region, _ = tiny_world
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "crosslocate.pipelines.cli", "-q", "build", "uniform", "--region", region,
-           "--dem", dem, "--preset", "tiny", "--spacing-m", "500", "--views-per-shard", "12",
+           "--dem", dem, "--preset", "tiny", "--spacing-m", "1000", "--size-px", "32", "--views-per-shard", "12",
            "--scheduler", "sync", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -236,8 +221,60 @@ def test_kill_and_resume_equals_uninterrupted(tiny_world, tmp_path):
     assert verify_database(out).ok
     ref = tmp_path / "ref"
     assert subprocess.run([*cmd[:-1], str(ref)], timeout=300, check=False).returncode == 0
-    (t1, a1), (t2, a2) = arrays_of(out), arrays_of(ref)
-    for m in Modality:
-        assert np.array_equal(a1[m], a2[m])
-    same = [n for n in t1.dtype.names if n != "render_time_s"]
-    assert np.array_equal(t1[same], t2[same])
+    assert database_bytes(out) == database_bytes(ref)  # byte-identical, shards and manifest alike
+
+
+def _cli_build(world, out, *extra):
+    dem, region, _ = world
+    return ["build", "uniform", "--region", region, "--dem", dem, "--preset", "tiny", "--spacing-m", "1500",
+            "--size-px", "32", "--views-per-shard", "12", "--scheduler", "sync", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_disk_full_mid_write_is_one_error_and_resumes(tiny_world, tmp_path, monkeypatch, capsys):
+    """ENOSPC while the third shard is written: exit 2, one message, no temp file, built shards verify, rerun finishes."""
+    import errno
+    import re
+
+    from crosslocate.datasets import atomic
+
+    out = tmp_path / "db"
+    real, shards = atomic.fsync_file, []
+
+    def full_from_the_third_shard(path):
+        if Path(path).name.startswith(".shard-"):
+            shards.append(path)
+            if len(shards) >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(path)
+
+    monkeypatch.setattr(atomic, "fsync_file", full_from_the_third_shard)
+    assert main(_cli_build(tiny_world, out)) == 2
+    err = capsys.readouterr().err
+    m = re.search(r"error: \S+shard-00002\.h5: disk full: [\d,]+ bytes left on its file system \(No space left on "
+                  r"device\); 2 of (\d+) shards complete and kept; free space and rerun the same command to resume",
+                  err)  # fmt: skip
+    assert m, err
+    assert "Traceback" not in err and list(out.glob(".*.tmp")) == [] and not (out / shard_name(2)).exists()
+    report = verify_database(out)
+    assert report.problems == [] and report.n_ok == 2 and report.exit_code == 3  # incomplete, not corrupt
+    monkeypatch.setattr(atomic, "fsync_file", real)
+    assert main(_cli_build(tiny_world, out)) == 0 and verify_database(out).ok
+    assert len(Manifest.load(out).shards) == int(m[1])
+
+
+def test_free_space_checked_before_each_shard(tiny_world, tmp_path, monkeypatch, capsys):
+    """Less room than a shard needs: refused before it is written (the check, not the write, fails)."""
+    from collections import namedtuple
+
+    from crosslocate.datasets import atomic
+
+    out = tmp_path / "db"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(4 << 20, 3 << 20, 1 << 20))  # 1 MiB free
+    writes = []
+    monkeypatch.setattr(atomic, "fsync_file", lambda p: writes.append(Path(p).name))
+    assert main(_cli_build(tiny_world, out)) == 2
+    err = capsys.readouterr().err
+    assert "shard-00000.h5: disk full: 1,048,576 bytes left, this shard needs about" in err
+    assert "0 of " in err and "free space and rerun" in err
+    assert not [w for w in writes if w.startswith(".shard-")]  # no shard byte was written

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from crosslocate.errors import ConfigError
@@ -36,16 +35,17 @@ def test_bad_scheduler_is_a_config_error():
         pass
 
 
-@pytest.fixture
-def dask_pair(tmp_path):
-    """Address of a `dask scheduler` with one `dask worker` (1 thread) started as subprocesses."""
+def _start_cluster(tmp_path: Path, n_workers: int) -> tuple[str, list[subprocess.Popen]]:
+    """A `dask scheduler` and ``n_workers`` separate `dask worker` processes (1 thread, no nanny: a
+    worker is its own process) on 127.0.0.1, the way a user starts them on several machines."""
     bindir = Path(sys.executable).parent
     sched_file = tmp_path / "scheduler.json"
     common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
+    dask = str(bindir / "dask")
     procs = [
         subprocess.Popen(
             [
-                str(bindir / "dask"),
+                dask,
                 "scheduler",
                 "--host",
                 "127.0.0.1",
@@ -58,83 +58,122 @@ def dask_pair(tmp_path):
             **common,
         )
     ]
-    try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not sched_file.exists():
-            pytest.fail("dask scheduler did not start within 60 s")
-        address = json.loads(sched_file.read_text())["address"]
+    deadline = time.monotonic() + 60
+    while not sched_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not sched_file.exists():
+        _stop(procs)
+        pytest.fail("dask scheduler did not start within 60 s")
+    address = json.loads(sched_file.read_text())["address"]
+    for _ in range(n_workers):
         procs.append(
             subprocess.Popen(
-                [
-                    str(bindir / "dask"),
-                    "worker",
-                    address,
-                    "--nworkers",
-                    "1",
-                    "--nthreads",
-                    "1",
-                    "--no-dashboard",
-                    "--memory-limit",
-                    "2GiB",
-                ],
+                [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "2GiB"],
                 **common,
             )
         )
-        from distributed import Client
+    from distributed import Client
 
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(1, timeout=60)
-        yield address
-    finally:
-        for p in reversed(procs):
+    with Client(address, timeout="30s") as client:
+        client.wait_for_workers(n_workers, timeout=60)
+    return address, procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in reversed(procs):
+        if p.poll() is None:
             p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
-@pytest.mark.slow
-def test_tcp_scheduler_round_trip(dask_pair, tmp_path):
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """(scheduler address, [scheduler, worker, worker] processes)."""
+    address, procs = _start_cluster(tmp_path, 2)
+    try:
+        yield address, procs
+    finally:
+        _stop(procs)
+
+
+def test_tcp_scheduler_round_trip(dask_cluster):
     # math.factorial: importable by the worker (functions of test modules are not); -3 raises ValueError
-    with open_runner(dask_pair) as runner:
-        assert runner.n_workers == 1
+    with open_runner(dask_cluster[0]) as runner:
+        assert runner.n_workers == 2
         jobs = [0, 1, 2, -3, 4, 5]
         out = sorted((j, r, e) for j, r, e in runner.map_unordered(math.factorial, jobs, max_in_flight=2))
     assert [(j, r) for j, r, e in out if e is None] == [(0, 1), (1, 1), (2, 2), (4, 24), (5, 120)]
     assert [(j, type(e)) for j, r, e in out if e is not None] == [(-3, ValueError)]
 
 
-@pytest.mark.slow
-def test_tcp_build_equals_sync_build(dask_pair, tmp_path):
-    """A tiny uniform database built through the scheduler equals one built in-process."""
-    from crosslocate.datasets.shards import open_database
+def _shard_bytes(db: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(db.glob("shard-*.h5"))}
+
+
+def test_cluster_build_survives_kill9_and_equals_local_build(dask_cluster, tiny_world, tmp_path):
+    """A uniform build through a scheduler with two worker processes, one of them killed with SIGKILL
+    after the first shard landed, completes, verifies, and is byte-identical to an in-process build."""
+    import threading
+
+    from crosslocate.datasets.manifest import Manifest
     from crosslocate.datasets.verify import verify_database
-    from crosslocate.dem.sources import open_dem
-    from crosslocate.dem.sources.geotiff import write_geotiff
-    from crosslocate.dem.sources.synthetic import AlpineParams, generate_alpine
     from crosslocate.pipelines.build import build_database
     from crosslocate.pipelines.presets import get_preset
 
-    p = AlpineParams(extent_m=6000.0, spacing_m=100.0, erosion_iterations=1)
-    z, transform, tags = generate_alpine(p)
-    dem_path = str(write_geotiff(tmp_path / "dem.tif", z, transform, p.crs, tags=tags))
-    with open_dem(dem_path) as dem:
-        w, s, e, n = dem.bounds_lonlat
-    poly = [[[w, s], [e, s], [e, n], [w, n], [w, s]]]
-    region = tmp_path / "clusterreg.geojson"
-    region.write_text(json.dumps({"type": "Polygon", "coordinates": poly}))
+    address, procs = dask_cluster
+    dem, region, _ = tiny_world
     preset = get_preset("tiny").with_overrides(
-        grid={"yaws_deg": (0.0, 180.0), "spacing_m": 2000.0}, shard={"views_per_shard": 2}, render={"size_px": 32}
-    )
-    remote = build_database("uniform", preset, str(region), dem_path, tmp_path / "remote", scheduler=dask_pair)
-    local = build_database("uniform", preset, str(region), dem_path, tmp_path / "local", scheduler="sync")
+        grid={"yaws_deg": (0.0, 120.0, 240.0), "spacing_m": 1000.0}, shard={"views_per_shard": 6},
+        render={"size_px": 48},
+    )  # fmt: skip
+    remote = tmp_path / "remote"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            build_database("uniform", preset, region, dem, remote, scheduler=address)
+        except BaseException as exc:  # re-raised in the test thread
+            errors.append(exc)
+
+    th = threading.Thread(target=run)
+    th.start()
+    victim = procs[2]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and th.is_alive():
+        if (remote / "manifest.json").exists() and len(Manifest.load(remote).shards) >= 1:
+            break
+        time.sleep(0.02)
+    n_before = len(Manifest.load(remote).shards)
+    victim.kill()  # SIGKILL: no goodbye to the scheduler, its running task is lost
+    victim.wait(timeout=30)
+    th.join(timeout=300)
+    assert not th.is_alive() and not errors, errors
+    total = Manifest.load(remote).n_planned_shards
+    assert n_before < total, "the build finished before a worker could be killed"
     assert verify_database(remote).ok
-    with open_database(remote) as a, open_database(local) as b:
-        assert a.n_views == b.n_views > 2
-        idx = np.arange(a.n_views)
-        for m in ("depth", "silhouette", "semantic"):
-            assert np.array_equal(a.read_batch(m, idx), b.read_batch(m, idx))
+    local = build_database("uniform", preset, region, dem, tmp_path / "local", scheduler="sync")
+    a, b = _shard_bytes(remote), _shard_bytes(local)
+    assert len(a) == total > 4 and a == b
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [
+        ("mycluster", "tcp://host:8786"),
+        ("tcp://", "not a dask scheduler address"),
+        ("tcp://host-without-port", "not a dask scheduler address"),
+        ("http://127.0.0.1:8786", "not a dask scheduler address"),
+        ("tcp://127.0.0.1:1", "cannot reach the dask scheduler"),  # nothing listens on port 1
+    ],
+)
+def test_check_scheduler_refuses_bogus_addresses(address, needle):
+    from crosslocate.pipelines.cluster import check_scheduler
+
+    with pytest.raises(ConfigError, match=needle):
+        check_scheduler(address)
+    for fine in (None, "sync", "local"):
+        check_scheduler(fine)

@@ -56,3 +56,22 @@ def test_render_view_bad_input(tmp_path, cone_tif, capsys):
     assert main([*base, "--lat", "46.0", "--lon", "9.0", "--modalities", "depth,rgb"]) == 2
     assert "unknown modality" in capsys.readouterr().err
     assert main([*base, "--lat", "46.0", "--lon", "9.0", "--fov", "190"]) == 2
+
+
+def test_impossible_cameras_and_outputs_refused_before_any_work(tmp_path, cone_tif, capsys):
+    import re
+
+    out = tmp_path / "o"
+    base = ["render-view", "--dem", str(cone_tif), "--lat", "46.0", "--lon", "9.0", "--size", "8", "-o", str(out)]
+    assert main([*base, "--alt", "100"]) == 2  # the cone's apex (2000 m) is here
+    err = capsys.readouterr().err
+    m = re.search(r"altitude 100\.0 m is below the terrain, which is at ([\d.]+) m there", err)
+    assert m and 1900.0 < float(m[1]) <= 2000.0  # the bilinear cone near its apex (cells 100 m)
+    assert main([*base, "--alt", f"{float(m[1]) + 0.1:.1f}"]) == 2  # within the clearance: inside
+    assert "is inside the terrain" in capsys.readouterr().err
+    assert not out.exists()  # nothing written
+    assert main([*base[:-4], "--size", "100000", "-o", str(out)]) == 2
+    assert "1..4096 pixels" in capsys.readouterr().err
+    (tmp_path / "file").write_text("keep me")
+    assert main([*base[:-1], str(tmp_path / "file")]) == 2
+    assert "is an existing file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "keep me"

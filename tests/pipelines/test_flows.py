@@ -19,6 +19,8 @@ from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, SPLIT_CODES, VIEW_DTYPE
 from crosslocate.dem.geodesy import aeqd_crs_wkt, transform_xy
 from crosslocate.dem.poses import Pose
+from crosslocate.model.checkpoint import check_run_record
+from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines import train as flow
 from crosslocate.pipelines.cli import main
 
@@ -46,7 +48,11 @@ class _Db:
     store: ClassVar[dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 
     def __init__(self, d):
+        from crosslocate.datasets.manifest import Manifest
+
         self._t, self._a = self.store[str(d)]
+        self.manifest = Manifest(kind="uniform", region={"name": str(d)}, dem={}, crs_wkt=CRS, grid={}, render={},
+                                 shard={}, codecs={}, split={}, layout={"n_shards": 0})  # fmt: skip
 
     def table(self):
         return self._t.copy()
@@ -65,10 +71,11 @@ def _make_db(d):
     for i in range(len(table)):
         p, yaw = i // 12, 30.0 * (i % 12)
         lon, lat = _lonlat(p)
-        table[i] = (i, p, lon, lat, 1000.0, 0, 0, yaw, 0, 0, 60.0, _split_of(p), 0)
+        table[i] = (i, p, lon, lat, 1000.0, 0, 0, yaw, 0, 0, 60.0, _split_of(p))
         hz = _horizon(p, yaw)[None]
         arr[i] = np.where(rows > hz, 20_000.0 / (1 + rows - hz), SKY_DEPTH_M)
     _Db.store[str(d)] = (table, arr)
+    d.mkdir(parents=True, exist_ok=True)  # localize caches descriptors beside the database
     return d
 
 
@@ -100,8 +107,13 @@ def _save(path, net, *, optimizer, epoch, meta):
     )
 
 
-def _load(path, net, *, optimizer, map_location):
+def _read(path, map_location="cpu"):
     s = torch.load(path, map_location=map_location, weights_only=True)
+    return {**s, "meta": json.loads(s["meta"])}
+
+
+def _load(path, net, *, optimizer, map_location):
+    s = _read(path, map_location)
     net.load_state_dict(s["state"])
     if optimizer is not None:
         optimizer.load_state_dict(s["opt"])
@@ -111,7 +123,7 @@ def _load(path, net, *, optimizer, map_location):
 def _load_network(path, map_location):
     net = _Net()
     s = _load(path, net, optimizer=None, map_location=map_location)
-    return net, json.loads(s["meta"])
+    return net, s["meta"]
 
 
 @pytest.fixture
@@ -155,7 +167,7 @@ def world(tmp_path, monkeypatch):
         render=types.SimpleNamespace(size_px=SIZE, fov_deg=60.0),
         net=types.SimpleNamespace(),
         train=train_cfg,
-        eval=types.SimpleNamespace(batch_size=32),
+        eval=EvalConfig(batch_size=32),
     )
     built = []
 
@@ -182,15 +194,22 @@ def world(tmp_path, monkeypatch):
     )
     monkeypatch.setitem(sys.modules, "crosslocate.model.net", _fake("n", build_net=lambda cfg: _Net(cfg)))
     # the network is a fake, so its checkpoints are too (the real ones rebuild a RetrievalNet)
-    fake_ckpt = _fake("c", save_checkpoint=_save, load_checkpoint=_load, load_network=_load_network)
+    fake_ckpt = _fake(
+        "c",
+        save_checkpoint=_save,
+        load_checkpoint=_load,
+        load_network=_load_network,
+        read_checkpoint=_read,
+        check_run_record=check_run_record,
+    )
     monkeypatch.setitem(sys.modules, "crosslocate.model.checkpoint", fake_ckpt)
     import crosslocate.model
 
     monkeypatch.setattr(crosslocate.model, "checkpoint", fake_ckpt, raising=False)
-    return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work")
+    return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work", preset=preset)
 
 
-def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
+def test_train_then_benchmark_then_localize(world, capsys, tmp_path, monkeypatch):
     work = str(world.work)
     assert main(["train", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
     run = world.work / "demo" / "runs" / "tiny"
@@ -236,7 +255,28 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     # baseline finds the right position (3 km from the others) for (nearly) every test query
     assert horizon["1000"]["1"] >= 0.9 and horizon["1000"]["1"] > res["chance"]["1000"]["1"]
     assert "horizon" in res["baseline_info"] and res["baseline_info"]["horizon"]["queries_without_horizon"] == 0
-    assert "horizon" in out  # the summary table lists it
+    assert "horizon, true pitch/roll (IMU)" in out  # the summary table lists it
+    # without the true gravity, 55 tilts and a free elevation offset fit the 16-px skylines of wrong
+    # places more often (7 of 12 found, vs 11 with the true gravity), still twice chance; the
+    # search itself is checked on exact skylines in tests/model/test_baselines.py
+    searched = res["baselines"]["horizon_searched"]
+    assert 2 * res["chance"]["1000"]["1"] <= searched["1000"]["1"] <= horizon["1000"]["1"]
+    assert "horizon, pitch/roll searched" in out
+    info = res["baseline_info"]["horizon_searched"]
+    # pitch -10..10 in 5 deg steps, roll -5..5 in 1 deg steps (a 1 px tilt across 16 px is ~7 deg:
+    # these skylines hardly fix the roll, so only its presence is checked here)
+    assert info["gravity_candidates"] == 5 * 11 and info["subtract_mean"] is True
+    assert {"median_abs_pitch_error_deg", "median_abs_roll_error_deg"} <= set(info)
+    assert set(res["baselines_oriented"]) == set(res["baselines"]) and "chance_oriented" in res
+    # oriented chance by hand: the 12 views of the right position lie 0..330 deg; a query's yaw has
+    # 2 or 3 of them within 30 deg (3 only at exactly a multiple of 30), so 2/48 for these queries
+    assert res["chance_oriented"]["1000"]["1"] == pytest.approx(2 / 48)
+    assert "orientation-restricted" in out
+    assert res["query_set"]["source"] == "synthetic" and res["query_set"]["n_queries"] == len(world.queries)
+    assert str(run / "report.html") in out and "hit@" in (run / "report.html").read_text()  # crosslocate report
+    with np.load(run / res["rankings"]) as rk:  # per-query rankings for the report, consistent with the recall
+        assert rk["ranking"].shape == (12, 48) and rk["db_index"].shape == (48,)
+        assert (rk["distance_m"][:, 0] <= 1000).mean() == pytest.approx(res["recall"]["1000"]["1"])
     refined = res["refined"]  # skyline re-ranking of the top K and place voting
     assert set(refined["reranked"]["recall"]) == set(res["recall"])
     # the fake photos show the depth views' skyline: re-ranking keeps (nearly) every right position first
@@ -246,6 +286,7 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert refined["place"]["plain_views_as_places"]["1000"]["1"] == res["recall"]["1000"]["1"]
     assert refined["place"]["n_places"] == 4 and refined["cost_s_per_query"]["rerank"] > 0
     assert "skyline re-ranking" in out and "places: plain voting" in out
+    assert "ours + skyline re-ranking" in (run / "report.html").read_text()  # and the HTML report
     assert len(list((run / "descriptors").glob("*.npy"))) == 4
     for png in res["plots"]:
         assert png.endswith(".png")
@@ -280,6 +321,91 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path):
     assert [c["rank"] for c in loc["candidates"]] == [1, 2, 3, 4, 5]
     d = [c["descriptor_distance"] for c in loc["candidates"]]
     assert d == sorted(d) and (tmp_path / "loc" / "localize_map.png").exists()
+    # the database descriptors live beside the database: a second photo, another --out, reuses them
+    db_cache = world.work / "demo" / "db" / "uniform" / "descriptors"
+    assert len(list(db_cache.glob("db-*.npy"))) == 1
+    calls = []
+    import crosslocate.model.train as model_train
+
+    real = model_train.extract_descriptors
+    monkeypatch.setattr(model_train, "extract_descriptors", lambda *a, **k: calls.append(k) or real(*a, **k))
+    args = ["localize", world.queries[5].image, "--db", str(db_cache.parent), "--checkpoint",
+            str(run / "checkpoint.pt"), "--fov", "50", "-k", "3", "--out", str(tmp_path / "loc2")]  # fmt: skip
+    assert main(args) == 0
+    assert len(calls) == 1  # only the photo was embedded (the database came from the cache)
+    (tmp_path / "afile").write_text("x")
+    assert main([*args[:-1], str(tmp_path / "afile")]) == 2  # -o on an existing file: refused up front
+    assert "is an existing file" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_an_unfinished_run_and_another_query_set(world, capsys):
+    work = str(world.work)
+    args = ["--region", "demo", "--preset", "tiny", "--work", work]
+    assert main(["train", *args]) == 0
+    run = world.work / "demo" / "runs" / "tiny"
+    ckpt = run / "checkpoint.pt"
+    saved = torch.load(ckpt, weights_only=True)
+    meta = json.loads(saved["meta"])
+    assert meta["finished"] is True and meta["epochs_planned"] == 3 and meta["query_set"]["n_queries"] == 48
+
+    def rewrite(**changes):
+        torch.save({**saved, "meta": json.dumps({**meta, **changes})}, ckpt)
+
+    rewrite(finished=False)  # as if killed after epoch 2 of 3
+    assert main(["benchmark", *args]) == 2
+    assert "stopped after epoch" in capsys.readouterr().err and not (run / "results.json").exists()
+    rewrite(query_set={**meta["query_set"], "id": "0" * 64})
+    assert main(["benchmark", *args]) == 2
+    assert "another query set" in capsys.readouterr().err
+    rewrite(run_id="another run")  # best.pt no longer belongs to checkpoint.pt's run
+    assert main(["benchmark", *args]) == 2
+    assert "another training run" in capsys.readouterr().err
+    rewrite()
+    assert main(["benchmark", *args]) == 0 and (run / "results.json").is_file()
+    # one photo changes: the query set is another one, the trained run is refused
+    photo = world.queries[0].image
+    from PIL import Image
+
+    Image.new("RGB", (SIZE, SIZE), (1, 2, 3)).save(photo)
+    assert main(["benchmark", *args]) == 2
+    assert "another query set" in capsys.readouterr().err
+    assert main(["train", *args, "--resume"]) == 2  # nor is it continued on the new photos
+    assert "another query set" in capsys.readouterr().err
+
+
+def test_benchmark_evaluates_with_the_presets_eval_config(world, monkeypatch, capsys):
+    """Thresholds, N, yaw limit, FOV bins and the index kind of EvalConfig reach every table."""
+    from crosslocate.model import search
+
+    kinds = []
+    real = search.build_index
+
+    def spy(db, kind="flat", *args, **kwargs):
+        kinds.append(kind)
+        return real(db, kind, *args, **kwargs)
+
+    monkeypatch.setattr(search, "build_index", spy)
+    world.preset.eval = EvalConfig(
+        batch_size=32, thresholds_m=(500.0, 4000.0), max_n=7, orient_max_yaw_deg=10.0, fov_bins_deg=(0.0, 90.0),
+        index="hnsw",
+    )  # fmt: skip
+    assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", str(world.work)]) == 0
+    res = json.loads((world.work / "demo" / "runs" / "tiny" / "results.json").read_text())
+    assert kinds and set(kinds) == {"hnsw"}  # the network's and the untrained network's searches
+    tables = [res["recall"], res["recall_oriented"], res["chance"], res["chance_oriented"]]
+    tables += [*res["baselines"].values(), *res["baselines_oriented"].values()]
+    for table in tables:
+        assert set(table) == {"500", "4000"} and set(table["500"]) == {str(n) for n in range(1, 8)}
+    assert set(res["per_fov"]) == {"0-90"} and res["oriented_max_yaw_deg"] == 10.0
+    assert set(res["recall_ci95"]["4000"]) == {"1", "5"}  # the interval N values up to K = 7
+    # 4 test positions 3 km apart on a line, 12 yaws each, 3 queries each: within 4 km a query's own
+    # position and its neighbours count, 24 of 48 views at the line's 2 ends, 36 at the 2 middle ones
+    assert res["chance"]["4000"]["1"] == pytest.approx((6 * 24 + 6 * 36) / 12 / 48)
+    # oriented: a query's yaw is within 8 deg of one database yaw, so within 10 deg one view per
+    # counted position: (6 * 2 + 6 * 3) / 12 / 48 at 4 km, 1/48 at 500 m (its own position only)
+    assert res["chance_oriented"]["4000"]["1"] == pytest.approx((6 * 2 + 6 * 3) / 12 / 48)
+    assert res["chance_oriented"]["500"]["1"] == pytest.approx(1 / 48)
+    assert "R@1 4km" in capsys.readouterr().out  # no 1 km threshold: the table uses the largest
 
 
 def test_bench_search_overlap_recall_by_hand():

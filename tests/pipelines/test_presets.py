@@ -85,3 +85,31 @@ def test_net_options_apply_backbone_and_imagenet_weights(tmp_path):
         NetOptions(imagenet_weights=str(tmp_path / "missing.pth")).apply(cpu)
     with pytest.raises(ConfigError, match="builtin"):
         NetOptions(imagenet_weights="builtin").apply(cpu)  # vgg16 has no shipped weights
+
+
+def test_net_options_on_a_resolved_preset_name_the_run_folder(tmp_path):
+    """Train and benchmark resolve the preset (name or object) first, then apply the options; the run
+    folder carries the options' name, a query CSV's stem after it; the preset keeps its base name."""
+    from crosslocate.pipelines.presets import NetOptions
+    from crosslocate.pipelines.train import flow_paths, resolve_net_options, resolve_preset
+
+    tiny = resolve_preset("tiny")
+    assert resolve_net_options(tiny, None) == (tiny, "tiny")
+    assert resolve_net_options(tiny, NetOptions()) == (tiny, "tiny")
+    custom = tiny.with_overrides(net={"pooling": "spoc"})  # a Preset object, as benchmark passes it to train
+    p, name = resolve_net_options(custom, NetOptions(pooling="netvlad"))
+    assert (p.name, p.net.pooling, name) == ("tiny", "netvlad", "tiny-netvlad")
+    run = flow_paths(tmp_path, "demo", name, "depth", tmp_path / "mine.csv").run
+    assert run == tmp_path / "demo" / "runs" / "tiny-netvlad-mine"
+
+
+@pytest.mark.parametrize("name", ["paper", "cpu", "tiny"])
+def test_one_preset_tier_grid_and_render_match_the_layer_presets(name):
+    """`crosslocate grid --preset X` (the layer preset) and `build --preset X` (the end-to-end preset)
+    read the same settings: there is no second tier of overrides."""
+    from crosslocate.dem.config import GRID_PRESETS
+    from crosslocate.render.config import RENDER_PRESETS
+
+    preset = get_preset(name)
+    assert preset.grid == GRID_PRESETS[name] and preset.render == RENDER_PRESETS[name]
+    assert get_preset("cpu").grid.spacing_m == 1000.0  # the demo's uniform grid at 1 km

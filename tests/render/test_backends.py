@@ -1,7 +1,9 @@
 """Conformance suite for render backends against analytic terrains (independent geometric truths).
 
 Every test runs for each backend: ``cpu`` always, ``pyrender`` only with an EGL context (skipped with
-the reason otherwise). Scenes are analytic DEMs (plane, cone, wall) centred at 9 E, 46 N (UTM 32N);
+the reason otherwise). The scene tests also run the ``cpu`` backend on a region's terrain atlas
+(``cpu-atlas``: the exact near patch, then the atlas; ``cpu-atlas0``: the atlas alone), where earth
+curvature and refraction are applied per camera instead of being baked into a per-position pyramid. Scenes are analytic DEMs (plane, cone, wall) centred at 9 E, 46 N (UTM 32N);
 the camera sits at the DEM centre unless stated. Expected values come from closed-form geometry:
 horizon dip ``sqrt(2h / R_eff)`` with ``R_eff = R / (1 - k)``, ray/plane intersections, and the
 projection ``row = cy - f tan(elevation)``.
@@ -34,7 +36,16 @@ ALL = (Modality.DEPTH, Modality.SILHOUETTE, Modality.SEMANTIC)
 @pytest.fixture(params=["cpu", pytest.param("pyrender", marks=pytest.mark.egl)])
 def backend_name(request):
     """Backend name; pyrender skips cleanly when its module or an EGL context is missing."""
-    name = request.param
+    return _backend_or_skip(request.param)
+
+
+@pytest.fixture(params=["cpu", "cpu-atlas", "cpu-atlas0", pytest.param("pyrender", marks=pytest.mark.egl)])
+def scene_backend(request):
+    """Backend name, or ``cpu-atlas`` / ``cpu-atlas0`` for the cpu backend on a terrain atlas."""
+    return _backend_or_skip(request.param)
+
+
+def _backend_or_skip(name: str) -> str:
     if name == "pyrender":
         pytest.importorskip("crosslocate.render.backends.pyrender_egl", reason="pyrender backend not built")
         try:
@@ -49,7 +60,21 @@ def focal(fov_deg: float, size_px: int) -> float:
 
 
 def render(backend_name, dem, poses, cfg, mods=ALL):
-    """Render poses (all at the first pose's position) with a fresh terrain and backend."""
+    """Render poses (all at the first pose's position) with a fresh terrain and backend.
+
+    ``cpu-atlas`` / ``cpu-atlas0``: a terrain atlas planned around the position (with / without the
+    near patch), rendered through :class:`~crosslocate.render.views.ViewRenderer` like a database build.
+    """
+    if backend_name.startswith("cpu-atlas"):
+        from crosslocate.render.atlas import build_atlas, plan_atlas
+        from crosslocate.render.views import ViewRenderer
+
+        cfg = replace(cfg, backend="cpu", modalities=mods, near_patch_cells=0 if backend_name == "cpu-atlas0" else 64)
+        spec = plan_atlas([poses[0].lon], [poses[0].lat], dem.resolution_m, cfg.range_m, cfg.lod_cells)[0]
+        atlas = build_atlas(dem, spec, cfg.refraction_k)
+        with ViewRenderer(dem, cfg, atlases=[atlas]) as renderer:
+            assert renderer.atlases  # the cpu backend renders from the atlas
+            return renderer.render(poses)
     cfg = replace(cfg, backend=backend_name)
     terrain = build_terrain(dem, poses[0].lon, poses[0].lat, cfg)
     cams = [frame_camera(terrain, p, cfg.size_px) for p in poses]
@@ -90,10 +115,10 @@ def _plane_t(h_m: float, tan_a: float, k: float) -> float:
     return r_eff * (tan_a - math.sqrt(tan_a * tan_a - 2.0 * h_m / r_eff))
 
 
-def test_plane_horizon_at_curvature_dip_and_depth_per_row(backend_name, plane_dem):
+def test_plane_horizon_at_curvature_dip_and_depth_per_row(scene_backend, plane_dem):
     cfg = RenderConfig(size_px=200, fov_deg=10.0, range_m=60_000.0)
     pose = Pose(lon=LON0, lat=LAT0, alt_m=600.0, yaw_deg=90.0, fov_deg=10.0)
-    b = render(backend_name, plane_dem, [pose], cfg)
+    b = render(scene_backend, plane_dem, [pose], cfg)
     depth, sem = b.arrays[Modality.DEPTH][0], b.arrays[Modality.SEMANTIC][0]
     f, cy = focal(10.0, 200), 100.0
     expected_row = cy + f * math.tan(_dip(100.0, 0.13))  # ~106 (horizon 38 km away)
@@ -112,10 +137,10 @@ def test_plane_horizon_at_curvature_dip_and_depth_per_row(backend_name, plane_de
 
 
 @pytest.mark.parametrize("pitch_deg", [5.0, -10.0])
-def test_pitch_moves_horizon_by_f_tan_pitch(backend_name, plane_dem, pitch_deg):
+def test_pitch_moves_horizon_by_f_tan_pitch(scene_backend, plane_dem, pitch_deg):
     cfg = RenderConfig(size_px=200, fov_deg=30.0, range_m=60_000.0)
     pose = Pose(lon=LON0, lat=LAT0, alt_m=600.0, yaw_deg=200.0, pitch_deg=pitch_deg, fov_deg=30.0)
-    depth = render(backend_name, plane_dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
+    depth = render(scene_backend, plane_dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
     f = focal(30.0, 200)
     dip = _dip(100.0, 0.13)
     hz = horizon_line(depth)
@@ -124,11 +149,11 @@ def test_pitch_moves_horizon_by_f_tan_pitch(backend_name, plane_dem, pitch_deg):
     assert abs(float(hz[99]) - expected) < 1.0 and abs(float(hz[100]) - expected) < 1.0, (hz[98:102], expected)
 
 
-def test_roll_tilts_horizon(backend_name, plane_dem):
+def test_roll_tilts_horizon(scene_backend, plane_dem):
     roll = 5.0
     cfg = RenderConfig(size_px=200, fov_deg=30.0, range_m=60_000.0)
     pose = Pose(lon=LON0, lat=LAT0, alt_m=600.0, yaw_deg=0.0, roll_deg=roll, fov_deg=30.0)
-    depth = render(backend_name, plane_dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
+    depth = render(scene_backend, plane_dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
     hz = horizon_line(depth)
     u = np.arange(200) + 0.5
     slope, intercept = np.polyfit(u, hz, 1)
@@ -151,11 +176,11 @@ def cone_dem():
     )
 
 
-def test_cone_at_known_distance(backend_name, cone_dem):
+def test_cone_at_known_distance(scene_backend, cone_dem):
     lon, lat = offset_lonlat(-10_000.0, 0.0)  # 10 km west of the apex, looking east
     cfg = RenderConfig(size_px=200, fov_deg=60.0, range_m=20_000.0)
     pose = Pose(lon=lon, lat=lat, alt_m=500.0, yaw_deg=90.0)
-    b = render(backend_name, cone_dem, [pose], cfg)
+    b = render(scene_backend, cone_dem, [pose], cfg)
     depth, sil = b.arrays[Modality.DEPTH][0], b.arrays[Modality.SILHOUETTE][0]
     f, cy = focal(60.0, 200), 100.0
     d = 10_000.0 * 0.9996  # UTM grid metres -> ground metres near the central meridian (scale 0.9996)
@@ -176,11 +201,11 @@ def test_cone_at_known_distance(backend_name, cone_dem):
     assert np.all(sil[: r - 1] == 0)
 
 
-def test_yaw_convention_peak_due_east_at_centre_column(backend_name, cone_dem):
+def test_yaw_convention_peak_due_east_at_centre_column(scene_backend, cone_dem):
     lon, lat = offset_lonlat(-5000.0, 0.0)
     cfg = RenderConfig(size_px=100, fov_deg=60.0, range_m=20_000.0)
     poses = [Pose(lon=lon, lat=lat, alt_m=1000.0, yaw_deg=y) for y in (90.0, 70.0, 0.0)]
-    depth = render(backend_name, cone_dem, poses, cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH]
+    depth = render(scene_backend, cone_dem, poses, cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH]
     hz = horizon_line(depth)
     assert abs(peak_column(hz[0]) + 0.5 - 50.0) <= 1.0
     # yaw 70: east is 20 deg to the right of the axis -> column cx + f tan(20 deg)
@@ -193,13 +218,13 @@ def test_yaw_convention_peak_due_east_at_centre_column(backend_name, cone_dem):
 # ------------------------------------------------------------------------------------------ wall
 
 
-def test_wall_depth_constant_across_columns(backend_name):
+def test_wall_depth_constant_across_columns(scene_backend):
     dem = analytic_dem(
         "wall", size_px=121, spacing_m=50.0, center_lonlat=(LON0, LAT0), distance_m=2000.0, height_m=1000.0
     )
     cfg = RenderConfig(size_px=100, fov_deg=60.0, range_m=2_900.0)
     pose = Pose(lon=LON0, lat=LAT0, alt_m=100.0, yaw_deg=0.0)
-    depth = render(backend_name, dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
+    depth = render(scene_backend, dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
     f, cy = focal(60.0, 100), 50.0
     top = cy - f * (1000.0 - 100.0) / 2000.0  # wall top (first plateau cell 2000 m north)
     rows = np.arange(math.ceil(top) + 2, int(cy - f * (0 - 100.0) / 2000.0) - 2)
@@ -215,7 +240,7 @@ def test_wall_depth_constant_across_columns(backend_name):
 # ------------------------------------------------------------------------------------------ curvature
 
 
-def test_curvature_drop_of_distant_plateau(backend_name):
+def test_curvature_drop_of_distant_plateau(scene_backend):
     """A plateau edge 30 km away drops by d^2/(2R)(1-k) relative to a flat earth (k -> 1)."""
     dem = analytic_dem(
         "wall", size_px=140, spacing_m=500.0, center_lonlat=(LON0, LAT0),
@@ -227,7 +252,7 @@ def test_curvature_drop_of_distant_plateau(backend_name):
     rows = {}
     for k in (0.0, 0.13, 0.99):
         cfg = RenderConfig(size_px=size, fov_deg=fov, range_m=34_000.0, refraction_k=k)
-        depth = render(backend_name, dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
+        depth = render(scene_backend, dem, [pose], cfg, (Modality.DEPTH,)).arrays[Modality.DEPTH][0]
         rows[k] = float(np.nanmean(horizon_line(depth)))
     d = 30_250.0 * 0.9996  # first plateau node (cell centre) in ground metres
     shift = f * (0.99 * d * d / (2.0 * R_EARTH)) / d  # k=0 vs k=0.99: ~26 px
@@ -364,20 +389,6 @@ def test_cpu_silhouette_kernel_is_the_reference_rule():
     d[0, 5, 5], d[0, 6, 6], d[1, 0, 0] = np.nan, np.inf, 0.0
     for rel in (0.15, 0.5):
         np.testing.assert_array_equal(silhouette(d, rel), silhouette_from_depth(d, rel))
-
-
-def test_cpu_block_maxima_cover_their_cells():
-    from crosslocate.render.backends.heightfield_numba import BLOCK_CELLS, _block_max
-
-    rng = np.random.default_rng(1)
-    z = rng.normal(0.0, 100.0, (37, 29)).astype(np.float32)
-    bm = _block_max(z, BLOCK_CELLS)
-    b = BLOCK_CELLS
-    assert bm.shape == (-(-36 // b), -(-28 // b))
-    for bj in range(bm.shape[0]):
-        for bi in range(bm.shape[1]):
-            # the block's cells touch nodes bj*b .. bj*b + b (inclusive) in each axis
-            assert bm[bj, bi] == z[bj * b : bj * b + b + 1, bi * b : bi * b + b + 1].max()
 
 
 def test_cpu_batch_of_level_and_tilted_views_equals_single_views(plane_dem):

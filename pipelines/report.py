@@ -1,0 +1,390 @@
+"""``crosslocate report RUN_DIR``: one self-contained ``report.html`` for a benchmark run.
+
+Built from the files ``crosslocate benchmark`` writes into the run folder: ``results.json``
+(recall tables, intervals, chance, baselines, configs, environment, plots), ``rankings.npz``
+(per-query rankings, :func:`crosslocate.pipelines.benchmark.save_rankings`) and the PNG plots.
+The page needs no network and no script: charts are inline SVG drawn here, pictures are
+``data:`` URIs (query photos as JPEG thumbnails, retrieved views as PNG previews read from the
+databases named in ``rankings.npz``). Sections: the recall curves, the results table against
+chance and the baselines, a map of the test spots with their top-K, one row per query (photo,
+top-5 views with distance and yaw difference, hit or miss), the run's plots, configs and
+environment. Without ``rankings.npz`` (runs from before it existed) the map and the per-query
+rows say so instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from crosslocate.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+#: Distance (metres) of the hit/miss marks and the main table; a key of ``results["recall"]``.
+HIT_THRESHOLD_M: float = 1000.0
+#: N values of the results table.
+TABLE_NS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+#: Retrieved views shown per query, and the map's top-K lines.
+TOP_SHOW: int = 5
+#: Thumbnail sides, pixels.
+PHOTO_PX, VIEW_PX = 200, 110
+#: Largest number of per-query rows (one photo per spot first, then the rest).
+MAX_ROWS: int = 250
+#: Arrays the report reads from ``rankings.npz`` (:func:`crosslocate.pipelines.benchmark.save_rankings`).
+RANKINGS_KEYS: tuple[str, ...] = ("ranking", "distance_m", "query_image", "query_xy", "query_yaw_deg", "query_fov_deg",
+                                  "spot", "db_xy", "db_yaw_deg", "db_dirs", "db_part", "db_index", "modality")  # fmt: skip
+_COLOURS = ("#1f6fb4", "#d9480f", "#2b8a3e", "#862e9c", "#5c940d", "#e8590c")
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fff;max-width:1400px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th:first-child,td:first-child{text-align:left}.q td{text-align:center;vertical-align:top;font-size:12px}
+.hit{color:#2b8a3e;font-weight:600}.miss{color:#c92a2a;font-weight:600}figure{display:inline-block;margin:4px}
+pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:420px;text-align:left}svg{background:#fff}
+.q img{width:110px;image-rendering:pixelated}.q td:first-child img{width:200px;image-rendering:auto}
+.in{outline:3px solid #2b8a3e}.out{outline:1px solid #bbb}.note{color:#666}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _png_uri(rgb: npt.NDArray[np.uint8], side_px: int, fmt: str = "PNG") -> str:
+    """``data:`` URI of an (H, W[, 3]) uint8 image shrunk to fit ``side_px``."""
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(rgb, np.uint8))
+    img.thumbnail((side_px, side_px))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format=fmt, **({"quality": 82} if fmt == "JPEG" else {}))
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _file_uri(path: Path, side_px: int) -> str | None:
+    """Thumbnail ``data:`` URI of an image file, or None when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return _png_uri(np.asarray(im.convert("RGB")), side_px, "JPEG" if side_px <= PHOTO_PX else "PNG")
+    except (OSError, UnidentifiedImageError) as exc:
+        logger.warning("report: cannot read image %s (%s)", path, exc)
+        return None
+
+
+def _row(table: dict[str, Any] | None, threshold: float) -> dict[int, float]:
+    """``{N: recall}`` of one threshold of a results table (``{"<m>": {"<N>": v}}``), empty if absent."""
+    for key, row in (table or {}).items():
+        if float(key) == float(threshold):
+            return {int(n): float(v) for n, v in row.items()}
+    return {}
+
+
+def recall_svg(curves: dict[str, dict[int, float]], title: str, width: int = 380, height: int = 260) -> str:
+    """Inline SVG of recall@N curves (log N axis 1..100, recall 0..1); ``chance`` is dashed."""
+    left, right, top, bottom = 44, 10, 24, 34
+    pw, ph = width - left - right, height - top - bottom
+    nmax = max((max(c) for c in curves.values() if c), default=100)
+    lmax = np.log10(max(nmax, 2))
+
+    def x(n: float) -> float:
+        return left + pw * float(np.log10(n)) / lmax
+
+    def y(v: float) -> float:
+        return top + ph * (1.0 - v)
+
+    parts = [f'<svg width="{width}" height="{height}" role="img">',
+             f'<text x="{left}" y="16" font-size="13">{_esc(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']  # fmt: skip
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">{v:.2f}</text>')
+    for n in (1, 5, 10, 50, 100):
+        if n <= nmax:
+            parts.append(f'<text x="{x(n):.1f}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{n}</text>')
+    parts.append(f'<text x="{left + pw / 2:.0f}" y="{height - 4}" font-size="11" text-anchor="middle">N</text>')
+    for k, (name, curve) in enumerate(c for c in curves.items() if c[1]):
+        pts = " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in sorted(curve.items()))
+        dash = ' stroke-dasharray="5,4"' if name == "chance" else ""
+        colour = "#777" if name == "chance" else _COLOURS[k % len(_COLOURS)]
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+        parts.append(f'<text x="{left + 8}" y="{top + 14 + 13 * k}" font-size="11" fill="{colour}">{_esc(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def map_svg(
+    query_xy: npt.NDArray[np.float64],
+    db_xy: npt.NDArray[np.float64],
+    ranking: npt.NDArray[np.int64],
+    hit: npt.NDArray[np.bool_],
+    size: int = 560,
+) -> str:
+    """Inline SVG map (metres, north up): database views grey, query spots green (hit) / red (miss),
+    lines to each spot's top-K retrieved positions (the top-1 thicker)."""
+    pts = np.concatenate([db_xy, query_xy])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    span = float(max(hi[0] - lo[0], hi[1] - lo[1], 1.0))
+    pad = 16
+
+    def xy(p: npt.NDArray[np.float64]) -> tuple[float, float]:
+        return pad + (size - 2 * pad) * (p[0] - lo[0]) / span, size - pad - (size - 2 * pad) * (p[1] - lo[1]) / span
+
+    out = [f'<svg width="{size}" height="{size}" role="img">']
+    out += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="1.5" fill="#bbb"/>' for a, b in map(xy, np.unique(db_xy, axis=0))]
+    for q, row, ok in zip(query_xy, ranking, hit, strict=True):
+        qa, qb = xy(q)
+        colour = "#2b8a3e" if ok else "#c92a2a"
+        for r, j in enumerate(row[::-1]):
+            a, b = xy(db_xy[j])
+            width = 2.2 if r == len(row) - 1 else 0.7
+            out.append(
+                f'<line x1="{qa:.1f}" y1="{qb:.1f}" x2="{a:.1f}" y2="{b:.1f}" stroke="{colour}" stroke-width="{width}" opacity="0.6"/>'
+            )
+        out.append(f'<circle cx="{qa:.1f}" cy="{qb:.1f}" r="4.5" fill="{colour}" stroke="#000" stroke-width="0.6"/>')
+    bar = 10 ** np.floor(np.log10(span / 4))
+    px = (size - 2 * pad) * bar / span
+    out.append(f'<line x1="{pad}" x2="{pad + px:.1f}" y1="{size - 6}" y2="{size - 6}" stroke="#000" stroke-width="2"/>')
+    out.append(f'<text x="{pad + px + 4:.1f}" y="{size - 3}" font-size="10">{bar / 1000:g} km</text></svg>')
+    return "".join(out)
+
+
+def results_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) -> str:
+    """HTML table of recall@N within ``threshold``: ours (with 95% interval), oriented, baselines,
+    skyline re-ranking and place voting (``refined``, when present), chance, ratio."""
+    ours, chance = _row(results.get("recall"), threshold), _row(results.get("chance"), threshold)
+    ns = [n for n in TABLE_NS if n in ours]
+    ci = _row_ci(results.get("recall_ci95", {}), threshold)
+    rows = [("ours (" + _esc(results.get("modality", "?")) + ")", ours)]
+    rows.append(("… orientation-restricted", _row(results.get("recall_oriented"), threshold)))
+    rows += [(_esc(name), _row(t, threshold)) for name, t in results.get("baselines", {}).items()]
+    refined = results.get("refined", {})
+    if "reranked" in refined:  # skyline re-ranking of the top K, then places with and without voting
+        rows.append(("ours + skyline re-ranking", _row(refined["reranked"].get("recall"), threshold)))
+        rows += [
+            ("places: " + name.replace("_", " "), _row(refined["place"].get(name), threshold))
+            for name in ("plain_views_as_places", "plain_voting", "reranked_voting")
+        ]
+    rows.append(("chance (analytic)", chance))
+    head = "".join(f"<th>R@{n}</th>" for n in ns)
+    body = []
+    for name, r in rows:
+        body.append(
+            f"<tr><td>{name}</td>"
+            + "".join(f"<td>{100 * r[n]:.1f}%</td>" if n in r else "<td>—</td>" for n in ns)
+            + "</tr>"
+        )
+        if name.startswith("ours") and ci:
+            cells = "".join(
+                f"<td>{100 * ci[n][0]:.1f}–{100 * ci[n][1]:.1f}%</td>" if n in ci else "<td>—</td>" for n in ns
+            )
+            body.insert(1, f"<tr><td>… 95% interval (spots resampled)</td>{cells}</tr>")
+    ratio = "".join(f"<td>{ours[n] / chance[n]:.1f}×</td>" if chance.get(n) else "<td>—</td>" for n in ns)
+    body.append(f"<tr><td>ours / chance</td>{ratio}</tr>")
+    return f"<table><tr><th>within {threshold / 1000:g} km</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _row_ci(table: dict[str, Any], threshold: float) -> dict[int, tuple[float, float]]:
+    for key, row in table.items():
+        if float(key) == float(threshold):
+            return {int(n): (float(v[0]), float(v[1])) for n, v in row.items()}
+    return {}
+
+
+class _Views:
+    """Preview thumbnails of database views, databases opened once each (None when unreadable)."""
+
+    def __init__(self, db_dirs: list[str], modality: str) -> None:
+        self.db_dirs, self.modality, self.open = db_dirs, modality, {}
+
+    def uri(self, part: int, index: int) -> str | None:
+        from crosslocate.datasets.derived import view_to_rgb
+        from crosslocate.datasets.shards import open_database
+        from crosslocate.errors import CrosslocateError
+
+        if part not in self.open:
+            try:
+                self.open[part] = open_database(self.db_dirs[part])
+            except (CrosslocateError, OSError) as exc:
+                logger.warning("report: database %s unavailable (%s); views are left out", self.db_dirs[part], exc)
+                self.open[part] = None
+        db = self.open[part]
+        if db is None:
+            return None
+        return _png_uri(view_to_rgb(self.modality, db.read(self.modality, int(index))), VIEW_PX)
+
+    def close(self) -> None:
+        for db in self.open.values():
+            if db is not None:
+                db.close()
+
+
+def _order(spot: npt.NDArray[np.int64], limit: int) -> npt.NDArray[np.int64]:
+    """Query indices to show: the first photo of every spot, then the others, at most ``limit``."""
+    first = np.sort(np.unique(spot, return_index=True)[1])
+    rest = np.setdiff1d(np.arange(len(spot)), first)
+    return np.concatenate([first, rest])[:limit].astype(np.int64)
+
+
+def query_rows(rk: dict[str, Any], max_rows: int = MAX_ROWS) -> str:
+    """One table row per query: photo, top-5 views (distance, yaw difference), hit@1 / hit@5 / miss."""
+    from crosslocate.dem.poses import yaw_difference_deg
+
+    ranking, dist = rk["ranking"], rk["distance_m"]
+    views = _Views([str(d) for d in rk["db_dirs"]], str(rk["modality"]))
+    k = min(TOP_SHOW, ranking.shape[1])
+    rows = [
+        "<table class='q'><tr><th>query</th>" + "".join(f"<th>#{r + 1}</th>" for r in range(k)) + "<th>result</th></tr>"
+    ]
+    try:
+        for i in _order(rk["spot"], max_rows):
+            photo = _file_uri(Path(str(rk["query_image"][i])), PHOTO_PX)
+            cell = f"<img src='{photo}' alt='query {i}'>" if photo else "<span class='note'>photo not found</span>"
+            cells = [f"<td>{cell}<br>#{i} · yaw {rk['query_yaw_deg'][i]:.0f}° · FOV {rk['query_fov_deg'][i]:.0f}°</td>"]
+            for r in range(k):
+                j = int(ranking[i, r])
+                uri = views.uri(int(rk["db_part"][j]), int(rk["db_index"][j]))
+                cls = "in" if dist[i, r] <= HIT_THRESHOLD_M else "out"
+                pic = (
+                    f"<img class='{cls}' src='{uri}' alt='view {j}'>"
+                    if uri
+                    else "<span class='note'>view unavailable</span>"
+                )
+                dyaw = float(yaw_difference_deg(rk["db_yaw_deg"][j], rk["query_yaw_deg"][i]))
+                cells.append(f"<td>{pic}<br>{dist[i, r] / 1000:.2f} km · {dyaw:.0f}°</td>")
+            verdict = _verdict(dist[i])
+            cells.append(f"<td class='{'miss' if verdict == 'miss' else 'hit'}'>{verdict}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+    finally:
+        views.close()
+    return "".join(rows) + "</table>"
+
+
+def _verdict(dist_m: npt.NDArray[np.float64]) -> str:
+    """``hit@1`` / ``hit@5`` / ``miss``: is a view within :data:`HIT_THRESHOLD_M` at rank 1 / in the top 5."""
+    if dist_m[0] <= HIT_THRESHOLD_M:
+        return "hit@1"
+    return "hit@5" if np.any(dist_m[:TOP_SHOW] <= HIT_THRESHOLD_M) else "miss"
+
+
+def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no results.json; run `crosslocate benchmark` for this run first")
+    try:
+        results = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); re-run `crosslocate benchmark`") from exc
+    rk_path = run_dir / str(results.get("rankings", "rankings.npz"))
+    if not rk_path.is_file():
+        return results, None
+    try:
+        with np.load(rk_path, allow_pickle=False) as z:
+            rk = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{rk_path}: unreadable ({exc}); re-run `crosslocate benchmark`") from exc
+    missing = sorted(set(RANKINGS_KEYS) - set(rk))
+    if missing:
+        raise ConfigError(f"{rk_path}: missing {', '.join(missing)}; re-run `crosslocate benchmark`")
+    return results, rk
+
+
+def _plots(results: dict[str, Any], run_dir: Path) -> str:
+    figs = []
+    for p in results.get("plots", []):
+        path = run_dir / Path(p).name
+        uri = _file_uri(path, 1100) if path.is_file() else None
+        if uri:
+            figs.append(
+                f"<figure><img src='{uri}' alt='{_esc(path.name)}' style='max-width:100%'><figcaption>{_esc(path.name)}</figcaption></figure>"
+            )
+    return "".join(figs) or "<p class='note'>no plot files in the run folder</p>"
+
+
+def render_report(run_dir: str | os.PathLike[str], *, max_rows: int = MAX_ROWS) -> str:
+    """The report's HTML text (see the module docstring)."""
+    from crosslocate.pipelines.benchinfo import environment_info
+
+    run_dir = Path(run_dir)
+    results, rk = _load(run_dir)
+    panels = []
+    for key in sorted(results.get("recall", {}), key=float):
+        t = float(key)
+        curves = {
+            "ours": _row(results["recall"], t),
+            **{n: _row(v, t) for n, v in results.get("baselines", {}).items()},
+        }
+        curves["chance"] = _row(results.get("chance"), t)
+        panels.append(
+            recall_svg(curves, f"recall@N within {t / 1000:g} km" if t >= 1000 else f"recall@N within {t:g} m")
+        )
+    if rk is not None:
+        show = _order(rk["spot"], len(rk["spot"]))[: len(np.unique(rk["spot"]))]
+        k = min(TOP_SHOW, rk["ranking"].shape[1])
+        hit = rk["distance_m"][:, 0] <= HIT_THRESHOLD_M
+        the_map = map_svg(rk["query_xy"][show], rk["db_xy"], rk["ranking"][show, :k], hit[show])
+        the_map += f"<p class='note'>{len(show)} spots (first photo of each); lines to the top {k}, top 1 thick; green = hit@1 within {HIT_THRESHOLD_M / 1000:g} km.</p>"
+        per_query = query_rows(rk, max_rows)
+    else:
+        the_map = per_query = (
+            "<p class='note'>this run has no rankings.npz (made before rankings were saved); re-run `crosslocate benchmark`.</p>"
+        )
+    meta = {
+        k: results.get(k)
+        for k in (
+            "region",
+            "preset",
+            "modality",
+            "n_queries",
+            "n_spots",
+            "n_database",
+            "device",
+            "init",
+            "checkpoint",
+            "timings",
+        )
+    }
+    title = f"crosslocate benchmark · {results.get('region', '?')} / {results.get('preset', '?')} / {results.get('modality', '?')}"
+    return "".join([
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1><p>{_esc(results.get('n_queries', '?'))} test photos ({_esc(results.get('n_spots', '?'))} spots) "
+        f"against {_esc(results.get('n_database', '?'))} database views.</p>",
+        "<h2>Recall curves</h2>", "".join(panels),
+        "<h2>Results vs chance and baselines</h2>", results_table(results),
+        "<h2>Map of the test spots</h2>", the_map,
+        "<h2>Per query</h2>", per_query,
+        "<h2>Plots of the run</h2>", _plots(results, run_dir),
+        "<h2>Run</h2><pre>", _esc(json.dumps(meta, indent=2, default=str)), "</pre>",
+        "<h2>Configs</h2><pre>", _esc(json.dumps(results.get("config", {}), indent=2, default=str)), "</pre>",
+        "<h2>Environment</h2><pre>", _esc(json.dumps(results.get("environment", "not recorded in results.json"), indent=2, default=str)),
+        "</pre><p class='note'>report written on:</p><pre>", _esc(json.dumps(environment_info(), indent=2, default=str)), "</pre>",
+        "</body></html>\n",
+    ])  # fmt: skip
+
+
+def write_report(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, max_rows: int = MAX_ROWS
+) -> Path:
+    """Write ``report.html`` (default: into ``run_dir``) atomically; returns its path."""
+    from crosslocate.datasets.atomic import write_bytes_atomic
+
+    path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    write_bytes_atomic(path, render_report(run_dir, max_rows=max_rows).encode("utf-8"))
+    logger.info("wrote %s", path)
+    return path
+
+
+__all__ = ["REPORT_NAME", "map_svg", "query_rows", "recall_svg", "render_report", "results_table", "write_report"]

@@ -1,0 +1,192 @@
+"""crosslocate export: VPR-eval names parsed the framework's way, CrossLocate meta round trip, resume, errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pyproj import Transformer
+
+from crosslocate.datasets.crosslocate_meta import load_meta_npy
+from crosslocate.datasets.export import log16_to_depth
+from crosslocate.datasets.queries import load_query_csv
+from crosslocate.datasets.shards import open_database
+from crosslocate.dem.splits import assign_splits
+from crosslocate.pipelines.cli import main
+
+SIZE = 8  # the export_data fixture's view side and yaws (tests/pipelines/conftest.py)
+YAWS = (0.0, 90.0, 180.0, 270.0)
+
+
+def _framework_parse(folder: Path) -> tuple[list[str], np.ndarray]:
+    """What VPR-methods-evaluation does: glob .jpg/.jpeg/.png, split the whole path on '@', fields 1, 2 as floats."""
+    paths = sorted(str(p) for p in folder.glob("**/*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return paths, np.array([(p.split("@")[1], p.split("@")[2]) for p in paths]).astype(float)
+
+
+def test_vpr_eval_names_match_the_manifest(export_data):
+    db, qcsv, tmp, grid = export_data
+    out = tmp / "vpr"
+    assert (
+        main(["export", str(db), "--format", "vpr-eval", "--split", "test", "--queries", str(qcsv), "-o", str(out)])
+        == 0
+    )
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True)  # independent of crosslocate's geodesy
+    with open_database(db) as d:
+        table = d.table()
+    test_rows = table[table["split"] == 2]
+    paths, utm = _framework_parse(out / "database")
+    assert len(paths) == len(test_rows) > 0
+    for path, (east, north) in zip(paths, utm, strict=True):
+        f = Path(path).name.split("@")
+        assert len(f) == 16 and f[0] == "" and f[15] == ".png" and f[3:5] == ["32", "T"] and f[14] == "depth"
+        row = test_rows[(test_rows["position_id"] == int(f[7])) & (test_rows["view_id"] % 4 == int(f[8]))]
+        assert len(row) == 1
+        e, n = to_utm.transform(row["lon"][0], row["lat"][0])
+        assert abs(east - e) <= 0.005 and abs(north - n) <= 0.005
+        assert abs(float(f[5]) - row["lat"][0]) <= 5e-6 and abs(float(f[6]) - row["lon"][0]) <= 5e-6
+        assert int(f[9]) == int(row["yaw_deg"][0]) and int(f[10]) == 0 and int(f[11]) == 0
+        assert float(f[12]) == pytest.approx(row["alt_m"][0], abs=0.05)
+        code = np.asarray(Image.open(path))
+        assert code.dtype == np.uint16 and code.shape == (SIZE, SIZE)
+        expect = 100.0 * (row["view_id"][0] + 1)
+        np.testing.assert_allclose(log16_to_depth(code)[2:], expect, rtol=6.5e-4)  # storage 5e-4 + PNG 1.2e-4
+        assert (code[:2] == 0).all()
+    qpaths, qutm = _framework_parse(out / "queries")
+    queries = load_query_csv(qcsv)
+    lon, lat = np.array([q.pose.lon for q in queries]), np.array([q.pose.lat for q in queries])
+    in_test = assign_splits(lon, lat, str(tmp / "testregion.geojson"), grid) == 2
+    assert len(qpaths) == in_test.sum() > 0
+    for path, (east, north) in zip(qpaths, qutm, strict=True):
+        f = Path(path).name.split("@")
+        q = queries[int(f[7][1:])]
+        assert in_test[int(f[7][1:])]
+        assert (east, north) == pytest.approx(to_utm.transform(q.pose.lon, q.pose.lat), abs=0.005)
+        assert (
+            int(f[9]) == int(q.pose.yaw_deg % 360)
+            and int(f[10]) == int(q.pose.pitch_deg)
+            and int(f[11]) == int(q.pose.roll_deg)
+        )
+        assert Path(path).read_bytes() == Path(q.image).read_bytes()
+    listed = (out / "database_images_paths.txt").read_text().split()
+    assert sorted(listed) == sorted(Path(p).name for p in paths)
+    # the framework's positives: database images within 25 m (brute force here, KD-tree there)
+    dist = np.linalg.norm(qutm[:, None] - utm[None], axis=2)
+    assert dist.min() > 25  # random query spots are not on the 4 km grid
+
+
+def test_vpr_eval_resume_overwrite_and_other_modalities(export_data):
+    db, _, tmp, _ = export_data
+    out = tmp / "vpr"
+    args = ["export", str(db), "--format", "vpr-eval", "--split", "all", "-o", str(out), "--modality", "semantic"]
+    assert main(args) == 0
+    files = sorted((out / "database").iterdir())
+    assert len(files) == 64
+    sem = np.asarray(Image.open(files[0]))
+    assert Image.open(files[0]).mode == "P" and set(np.unique(sem)) <= {0, 1, 2, 3, 4, 5}
+    assert main(args) == 2  # complete export there: refused without --resume
+    files[3].unlink()
+    mtime = files[0].stat().st_mtime_ns
+    assert main([*args, "--resume"]) == 0
+    assert files[3].exists() and files[0].stat().st_mtime_ns == mtime  # only the missing file was written
+    assert main([*args[:-1], "silhouette"]) == 2  # other settings: refused
+    assert main([*args[:-1], "silhouette", "--overwrite"]) == 0
+    names = sorted(p.name for p in (out / "database").iterdir())
+    assert len(names) == 64 and all(n.endswith("@silhouette@.png") for n in names)
+
+
+def test_crosslocate_meta_round_trip(export_data, capsys):
+    db, qcsv, tmp, grid = export_data
+    out = tmp / "cl"
+    assert (
+        main(["export", str(db), "--format", "crosslocate", "--queries", str(qcsv), "-o", str(out), "--name", "T"]) == 0
+    )
+    queries = load_query_csv(qcsv)
+    lon, lat = np.array([q.pose.lon for q in queries]), np.array([q.pose.lat for q in queries])
+    codes = assign_splits(lon, lat, str(tmp / "testregion.geojson"), grid)
+    images = out / "datasets" / "T" / "query_photos"
+    for code, set_name in enumerate(("train", "val", "test")):
+        meta_path = out / "datasets_meta" / "T" / f"photos_to_depth_{set_name}.npy"
+        meta = np.load(meta_path, allow_pickle=True).item()  # what CrossLocate's Dataset.loadFromMetaStructs does
+        keys = {
+            p + k
+            for p in ("db", "q")
+            for k in ("ImageFns", "IDs", "PlaceNames", "WGS", "UTM", "Elevations", "CameraParams")
+        }
+        assert keys <= set(meta) and meta["qIDs"] == np.flatnonzero(codes == code).tolist()
+        cam = np.array(meta["dbCameraParams"])
+        assert cam.shape[1] == 4 and set(np.round(np.degrees(cam[:, 0]))) <= set(YAWS)
+        assert np.allclose(cam[:, 3], math.radians(60))
+        for fn in meta["dbImageFns"]:
+            assert (out / "datasets" / "T" / "database_depth" / fn).is_file() and fn.split("_")[0].isdigit()
+        csv_out = tmp / f"imported_{set_name}.csv"
+        assert (
+            main(
+                [
+                    "queries",
+                    "import",
+                    "--format",
+                    "crosslocate",
+                    str(meta_path),
+                    "--images",
+                    str(images),
+                    "-o",
+                    str(csv_out),
+                ]
+            )
+            == 0
+        )
+        back = load_query_csv(csv_out)
+        assert len(back) == len(meta["qIDs"])
+        for q2, k in zip(back, meta["qIDs"], strict=True):
+            p, p2 = queries[k].pose, q2.pose
+            assert (p2.lon, p2.lat, p2.alt_m) == pytest.approx((p.lon, p.lat, p.alt_m), abs=1e-9)
+            assert (p2.yaw_deg, p2.pitch_deg, p2.roll_deg, p2.fov_deg) == pytest.approx(
+                (p.yaw_deg % 360, p.pitch_deg, p.roll_deg, p.fov_deg), abs=1e-9
+            )
+            assert Path(q2.image).read_bytes() == Path(queries[k].image).read_bytes()
+    assert load_meta_npy(out / "datasets_meta" / "T" / "photos_to_depth_test.npy")["utmEPSG"] == 32632
+
+
+def test_foreign_or_bad_meta_gives_one_line_errors(export_data, capsys):
+    _, _, tmp, _ = export_data
+    images = tmp / "photos"
+
+    def run(meta_obj, name):
+        path = tmp / name
+        np.save(path, meta_obj, allow_pickle=True)
+        code = main(
+            [
+                "queries",
+                "import",
+                "--format",
+                "crosslocate",
+                str(path),
+                "--images",
+                str(images),
+                "-o",
+                str(tmp / f"{name}.csv"),
+            ]
+        )
+        err = capsys.readouterr().err.strip()
+        return code, err
+
+    assert run(np.zeros(3), "plain.npy")[1].endswith(
+        "not a pickled dict; expected CrossLocate's datasets_meta structure"
+    )
+    code, err = run({"foo": 1}, "foreign.npy")
+    assert code == 2 and "no key 'qImageFns'" in err and len(err.splitlines()) == 1
+    good = {"qImageFns": ["p00.png"], "qWGS": [[7.5, 46.5]], "qUTM": [[Transformer.from_crs(4326, 32632, always_xy=True).transform(7.5, 46.5)]],
+            "qElevations": [1000.0], "qCameraParams": [[0.1, 0.0, 0.0, 60.0]]}  # fmt: skip
+    good["qUTM"] = [list(good["qUTM"][0][0])]
+    code, err = run(good, "degrees.npy")
+    assert code == 2 and "degrees instead of radians" in err
+    good["qCameraParams"] = [[0.1, 0.0, 0.0, 1.0]]
+    good["qWGS"] = [[8.5, 46.5]]  # 77 km away from its UTM
+    assert "qWGS and qUTM disagree" in run(good, "mismatch.npy")[1]
+    good["qWGS"] = [[46.5, 7.5]]  # (lat, lon): read that way, with a warning
+    assert run(good, "swapped.npy")[0] == 0
+    assert load_query_csv(tmp / "swapped.npy.csv")[0].pose.lon == pytest.approx(7.5)

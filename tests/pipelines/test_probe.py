@@ -1,0 +1,162 @@
+"""Probe of issue 15 ("nothing silently wrong"): each case a demanding user found, run as that user would.
+
+Every probe states the case and checks that it now fails loudly (exit code, a message naming the
+file, row or value) or behaves; ``make probe`` runs this file alone. The detailed tests of each
+mechanism live beside their modules (test_atomic, test_shards, test_verify, test_descriptors,
+test_queries, test_cmd_render, test_build).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from crosslocate.datasets.manifest import Manifest, shard_name
+from crosslocate.datasets.shards import open_database
+from crosslocate.errors import ShardCorruptError
+from crosslocate.pipelines.build import build_database
+from crosslocate.pipelines.cli import main
+from crosslocate.pipelines.presets import get_preset
+
+#: The probes' preset: 4 yaws, 1.5 km grid, 8 views per shard, 32 px (8 shards on the tiny world).
+_PROBE_PRESET = get_preset("tiny").with_overrides(
+    grid={"yaws_deg": (0.0, 90.0, 180.0, 270.0), "spacing_m": 1500.0},
+    shard={"views_per_shard": 8},
+    render={"size_px": 32},
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_db(tiny_world, tmp_path_factory):
+    """A complete 8-shard database (built once for every probe)."""
+    dem, region, _ = tiny_world
+    out = tmp_path_factory.mktemp("probe") / "db"
+    return build_database("uniform", _PROBE_PRESET, region, dem, out, scheduler="sync")
+
+
+@pytest.fixture
+def db(tiny_db, tmp_path):
+    """A private copy of the database to damage."""
+    return shutil.copytree(tiny_db, tmp_path / "db")
+
+
+def test_probe_2_flipped_bits_never_decode_silently(db, capsys):
+    """40 random single-bit flips across the shards: each one is a clear error naming the shard."""
+    rng = np.random.default_rng(15)
+    shards = sorted(db.glob("shard-*.h5"))
+    for _ in range(40):
+        victim = shards[int(rng.integers(len(shards)))]
+        pristine = victim.read_bytes()
+        raw = bytearray(pristine)
+        raw[int(rng.integers(len(raw)))] ^= 1 << int(rng.integers(8))
+        victim.write_bytes(bytes(raw))
+        with open_database(db) as d, pytest.raises(ShardCorruptError, match=victim.name):
+            d.read_batch("depth", range(d.n_views))
+        victim.write_bytes(pristine)
+    assert main(["verify", str(db), "--no-values"]) == 0
+    capsys.readouterr()
+
+
+def test_probe_2_positions_file_damaged_or_deleted(db, capsys):
+    raw = bytearray((db / "positions.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    (db / "positions.npz").write_bytes(bytes(raw))
+    assert main(["verify", str(db), "--no-values"]) == 1
+    (db / "positions.npz").unlink()
+    assert main(["verify", str(db), "--no-values"]) == 1
+    assert "positions.npz: missing" in capsys.readouterr().out
+
+
+def test_probe_7_partial_database_report_is_readable(db, capsys):
+    m = Manifest.load(db)
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "shards": m.shards[:3]}).save(db)
+    for sid in range(3, 8):
+        (db / shard_name(sid)).unlink()
+    assert main(["verify", str(db), "--no-values"]) == 3  # incomplete: every built shard is sound
+    out = capsys.readouterr().out
+    assert out.startswith("INCOMPLETE") and "3 of 8 shards complete, 5 not yet built, 0 corrupt" in out
+    assert "not yet built: shards 3-7" in out and len(out.splitlines()) == 2
+
+
+def _resume(db, world, monkeypatch):
+    """Rerun the build of ``db`` through the CLI; returns the exit code.
+
+    The CLI cannot set the yaws, so its preset is swapped for :data:`_PROBE_PRESET` (the database's).
+    """
+    from crosslocate.pipelines.presets import Preset
+
+    monkeypatch.setattr(Preset, "with_overrides", lambda self, **kw: _PROBE_PRESET)
+    dem, region, _ = world
+    return main(["build", "uniform", "--region", region, "--dem", dem, "--preset", "tiny", "--spacing-m", "1500",
+                 "--size-px", "32", "--views-per-shard", "8", "--scheduler", "sync", "--out", str(db)])  # fmt: skip
+
+
+def test_probe_6_resumed_shard_is_byte_identical(db, tiny_world, monkeypatch):
+    """A shard lost (as after kill -9) and rebuilt by a resumed build has the very same bytes."""
+    before = {p.name: p.read_bytes() for p in db.glob("*") if p.is_file() and p.name != "preview.png"}
+    (db / shard_name(5)).unlink()
+    assert _resume(db, tiny_world, monkeypatch) == 0
+    after = {p.name: p.read_bytes() for p in db.glob("*") if p.is_file() and p.name != "preview.png"}
+    assert after == before
+
+
+def test_probe_1_full_disk_before_a_shard(db, tiny_world, monkeypatch, capsys):
+    """No room for the next shard: exit 2 and one message (path, space left, shards kept, how to resume)."""
+    from collections import namedtuple
+
+    from crosslocate.datasets import atomic
+
+    (db / shard_name(6)).unlink()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 300_000))
+    assert _resume(db, tiny_world, monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "shard-00006.h5: disk full: 300,000 bytes left" in err
+    assert err.endswith("7 of 8 shards complete and kept; free space and rerun the same command to resume")
+    assert not list(db.glob(".*.tmp")) and main(["verify", str(db)]) == 3  # what was built still verifies
+
+
+def test_probe_5_camera_underground_and_huge_views(tiny_world, tmp_path, capsys):
+    from crosslocate.dem.sources import open_dem
+
+    dem, _, _ = tiny_world
+    with open_dem(dem) as d:
+        w, s, e, n = d.bounds_lonlat
+        lon, lat = (w + e) / 2, (s + n) / 2
+        ground = float(d.elevation([lon], [lat])[0])
+    base = ["render-view", "--dem", dem, "--lon", str(lon), "--lat", str(lat), "-o", str(tmp_path / "o")]
+    assert main([*base, "--alt", str(ground - 300.0), "--size", "8"]) == 2
+    assert f"the terrain, which is at {ground:.1f} m there" in capsys.readouterr().err
+    assert main([*base, "--size", "100000"]) == 2 and "1..4096" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_probe_5_bogus_scheduler_writes_nothing(tiny_world, tmp_path, capsys):
+    dem, region, _ = tiny_world
+    out = tmp_path / "never"
+    for bogus in ("tcp://127.0.0.1:1", "mycluster", "tcp://nohost"):
+        args = ["build", "uniform", "--region", region, "--dem", dem, "--preset", "tiny", "--scheduler", bogus,
+                "--out", str(out)]  # fmt: skip
+        assert main(args) == 2
+        assert "scheduler" in capsys.readouterr().err and not out.exists()
+
+
+def test_probe_4_query_csv_with_bad_photos(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    Image.new("RGB", (64, 48)).save(tmp_path / "ok.png")
+    header = "image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg\n"
+    cases = {
+        "ok.png,46,8,1000,0,0,0,60\nmissing.png,46,8,1000,0,0,0,60\n": ":3: image .*missing.png does not exist",
+        "dot.png,46,8,1000,0,0,0,60\n": ":2: image .*dot.png is 1x1 px",
+        "ok.png,46,8,1000,0,0,0,0.5\n": ":2: column fov_deg: 0.5 must be within",
+    }
+    import re
+
+    for rows, needle in cases.items():
+        (tmp_path / "q.csv").write_text(header + rows)
+        assert main(["queries", "show", str(tmp_path / "q.csv")]) == 2
+        assert re.search(needle, capsys.readouterr().err)

@@ -1,0 +1,113 @@
+"""crosslocate report: a fabricated run folder -> report.html, checked by hand and rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pyproj import Transformer
+
+from crosslocate.datasets.queries import load_query_csv
+from crosslocate.datasets.shards import open_database
+from crosslocate.pipelines.cli import main
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def _table(r1, r5, r10, r100):
+    return {"20": {"1": 0.0, "5": 0.0, "10": 0.0, "100": 0.0}, "1000": {"1": r1, "5": r5, "10": r10, "100": r100}}
+
+
+def make_run(tmp: Path, db: Path, qcsv: Path) -> Path:
+    """A run folder as `crosslocate benchmark` leaves it, with 3 queries whose outcome is known by construction."""
+    run = tmp / "run"
+    run.mkdir()
+    with open_database(db) as d:
+        table = d.table()
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True)
+    db_xy = np.stack(to_utm.transform(table["lon"], table["lat"]), axis=1)
+    # query 0: 500 m from view 20 (ranked first) -> hit@1; query 1: 3 km east of view 40, nothing within 1 km
+    # -> miss; query 2: 600 m from view 8, which is ranked 3rd behind two far views -> hit@5
+    q_xy = np.stack([db_xy[20] + (300.0, 400.0), db_xy[40] + (3000.0, 0.0), db_xy[8] + (0.0, 600.0)])
+    far = np.argsort(-np.linalg.norm(db_xy - q_xy[2], axis=1))
+    ranking = np.stack([
+        np.argsort(np.linalg.norm(db_xy - q_xy[0], axis=1))[:10],
+        np.argsort(np.linalg.norm(db_xy - q_xy[1], axis=1))[:10],
+        np.array([far[0], far[1], 8, *far[2:9]]),
+    ])  # fmt: skip
+    queries = load_query_csv(qcsv)[:3]
+    np.savez(
+        run / "rankings.npz", ranking=ranking, distance_m=np.linalg.norm(db_xy[ranking] - q_xy[:, None], axis=2),
+        query_image=np.array([q.image for q in queries]), query_xy=q_xy, query_yaw_deg=np.array([10.0, 200.0, 350.0]),
+        query_fov_deg=np.array([40.0, 50.0, 60.0]), spot=np.arange(3), db_xy=db_xy,
+        db_yaw_deg=table["yaw_deg"].astype(np.float64), db_dirs=np.array([str(db)]), db_part=np.zeros(64, np.int64),
+        db_index=np.arange(64), modality=np.array("depth"),
+    )  # fmt: skip
+    Image.fromarray(np.tile(np.linspace(0, 255, 60, dtype=np.uint8), (40, 1))).save(run / "recall_curves.png")
+    results = {
+        "recall": _table(1 / 3, 2 / 3, 2 / 3, 1.0), "recall_oriented": _table(0.0, 1 / 3, 1 / 3, 1.0),
+        "recall_ci95": {"1000": {"1": [0.0, 1.0], "5": [1 / 3, 1.0]}}, "chance": _table(0.05, 0.2, 0.3, 0.9),
+        "baselines": {"untrained": _table(0.0, 0.1, 0.2, 0.8), "horizon": _table(0.5, 0.6, 0.7, 1.0)},
+        "n_queries": 3, "n_spots": 3, "n_database": 64, "modality": "depth", "preset": "tiny", "region": "testregion",
+        "config": {"net": {"backbone": "vgg16", "marker": "cfg-marker-123"}}, "environment": {"cpu_count": 2},
+        "plots": [str(run / "recall_curves.png")], "rankings": "rankings.npz",
+    }  # fmt: skip
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+def test_report_content(export_data, capsys):
+    db, qcsv, tmp, _ = export_data
+    run = make_run(tmp, db, qcsv)
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    assert re.findall(r"class='(?:hit|miss)'>([^<]+)<", page) == ["hit@1", "miss", "hit@5"]
+    srcs = re.findall(r"src='([^']*)'", page)
+    assert len(srcs) == 3 + 3 * 5 + 1 and all(s.startswith("data:image/") for s in srcs)
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+    assert "<td>33.3%</td>" in page and "<td>6.7×</td>" in page  # R@1 1/3 and 1/3 / 0.05
+    assert "0.50 km" in page and "3.00 km" in page and "0.60 km" in page  # top-1 distances of the 3 queries
+    assert "cfg-marker-123" in page and "cpu_count" in page
+
+
+def test_report_without_results_is_a_clear_error(export_data, capsys):
+    db, qcsv, tmp, _ = export_data
+    assert main(["report", str(tmp)]) == 2
+    assert "no results.json" in capsys.readouterr().err
+    run = make_run(tmp, db, qcsv)
+    with np.load(run / "rankings.npz") as z:
+        np.savez(run / "rankings.npz", **{k: z[k] for k in z.files if k != "db_index"})
+    assert main(["report", str(run)]) == 2
+    assert "rankings.npz: missing db_index" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+def test_report_renders_in_headless_chromium(export_data, tmp_path):
+    db, qcsv, tmp, _ = export_data
+    run = make_run(tmp, db, qcsv)
+    page = Path(main(["report", str(run)]) == 0 and run / "report.html").read_text()
+    # the test's own check, appended to a copy: every <img> decoded, result written into the DOM
+    probe = ("<script>addEventListener('load',()=>{const b=[...document.images].filter(i=>!(i.complete&&i.naturalWidth>0));"
+             "document.body.setAttribute('data-probe',document.images.length+'/'+b.length);});</script></body>")  # fmt: skip
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", probe))
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr",
+             "--v=0", "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run([*flags, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-probe="19/0"' in dom.stdout  # 19 images, none broken
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,900", (run / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    px = np.asarray(Image.open(shot).convert("L"), np.float64)
+    assert px.shape == (900, 1200) and px.std() > 10 and (px < 200).mean() > 0.02  # text, charts and pictures drawn
