@@ -128,7 +128,7 @@ def test_cluster_build_survives_kill9_and_equals_local_build(dask_cluster, tiny_
     address, procs = dask_cluster
     dem, region, _ = tiny_world
     preset = get_preset("tiny").with_overrides(
-        grid={"yaws_deg": (0.0, 120.0, 240.0), "spacing_m": 1000.0}, shard={"views_per_shard": 6},
+        grid={"yaws_deg": (0.0, 120.0, 240.0), "spacing_m": 700.0}, shard={"views_per_shard": 6},
         render={"size_px": 48},
     )  # fmt: skip
     remote = tmp_path / "remote"
