@@ -162,15 +162,18 @@ def map_svg(
     return "".join(out)
 
 
-def results_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) -> str:
-    """HTML table of recall@N within ``threshold``: ours (with 95% interval), oriented, baselines,
-    skyline re-ranking and place voting (``refined``, when present), chance, ratio."""
+def table_rows(
+    results: dict[str, Any], threshold: float = HIT_THRESHOLD_M
+) -> tuple[list[int], list[tuple[str, dict[int, float]]], dict[int, tuple[float, float]]]:
+    """The results table's ``(Ns, [(row name, {N: recall})], ours' 95% interval {N: (lo, hi)})`` within
+    ``threshold``: ours, orientation-restricted, baselines, skyline re-ranking and place voting
+    (``refined``, when present), chance; names are plain text."""
     ours, chance = _row(results.get("recall"), threshold), _row(results.get("chance"), threshold)
     ns = [n for n in TABLE_NS if n in ours]
     ci = _row_ci(results.get("recall_ci95", {}), threshold)
-    rows = [("ours (" + _esc(results.get("modality", "?")) + ")", ours)]
+    rows = [("ours (" + str(results.get("modality", "?")) + ")", ours)]
     rows.append(("… orientation-restricted", _row(results.get("recall_oriented"), threshold)))
-    rows += [(_esc(name), _row(t, threshold)) for name, t in results.get("baselines", {}).items()]
+    rows += [(str(name), _row(t, threshold)) for name, t in results.get("baselines", {}).items()]
     refined = results.get("refined", {})
     if "reranked" in refined:  # skyline re-ranking of the top K, then places with and without voting
         rows.append(("ours + skyline re-ranking", _row(refined["reranked"].get("recall"), threshold)))
@@ -178,23 +181,48 @@ def results_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) -
             ("places: " + name.replace("_", " "), _row(refined["place"].get(name), threshold))
             for name in ("plain_views_as_places", "plain_voting", "reranked_voting")
         ]
+    if results.get("chance_oriented"):
+        rows.append(("chance, orientation-restricted (analytic)", _row(results.get("chance_oriented"), threshold)))
     rows.append(("chance (analytic)", chance))
+    return ns, rows, ci
+
+
+def results_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) -> str:
+    """HTML table of recall@N within ``threshold`` (:func:`table_rows`) plus ours / chance."""
+    ns, rows, ci = table_rows(results, threshold)
+    ours, chance = rows[0][1], rows[-1][1]
     head = "".join(f"<th>R@{n}</th>" for n in ns)
     body = []
     for name, r in rows:
         body.append(
-            f"<tr><td>{name}</td>"
+            f"<tr><td>{_esc(name)}</td>"
             + "".join(f"<td>{100 * r[n]:.1f}%</td>" if n in r else "<td>—</td>" for n in ns)
             + "</tr>"
         )
-        if name.startswith("ours") and ci:
+        if name.startswith("ours (") and ci:
             cells = "".join(
                 f"<td>{100 * ci[n][0]:.1f}–{100 * ci[n][1]:.1f}%</td>" if n in ci else "<td>—</td>" for n in ns
             )
-            body.insert(1, f"<tr><td>… 95% interval (spots resampled)</td>{cells}</tr>")
+            body.append(f"<tr><td>… 95% interval (spots resampled)</td>{cells}</tr>")
     ratio = "".join(f"<td>{ours[n] / chance[n]:.1f}×</td>" if chance.get(n) else "<td>—</td>" for n in ns)
     body.append(f"<tr><td>ours / chance</td>{ratio}</tr>")
     return f"<table><tr><th>within {threshold / 1000:g} km</th>{head}</tr>{''.join(body)}</table>"
+
+
+def markdown_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) -> str:
+    """The same table as :func:`results_table` in Markdown (for the README), numbers from ``results``."""
+    ns, rows, ci = table_rows(results, threshold)
+    ours, chance = rows[0][1], rows[-1][1]
+    lines = [f"| within {threshold / 1000:g} km | " + " | ".join(f"R@{n}" for n in ns) + " |"]
+    lines.append("|---|" + "---|" * len(ns))
+    for name, r in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r[n]:.1f}%" if n in r else "—" for n in ns) + " |")
+        if name.startswith("ours (") and ci:
+            cells = " | ".join(f"{100 * ci[n][0]:.1f}–{100 * ci[n][1]:.1f}%" if n in ci else "—" for n in ns)
+            lines.append(f"| … 95% interval (spots resampled) | {cells} |")
+    ratio = " | ".join(f"{ours[n] / chance[n]:.1f}×" if chance.get(n) else "—" for n in ns)
+    lines.append(f"| ours / chance | {ratio} |")
+    return "\n".join(lines) + "\n"
 
 
 def _row_ci(table: dict[str, Any], threshold: float) -> dict[int, tuple[float, float]]:

@@ -77,6 +77,22 @@ def test_report_content(export_data, capsys):
     assert "cfg-marker-123" in page and "cpu_count" in page
 
 
+def test_markdown_table_is_the_readme_table_from_results(export_data, capsys):
+    db, qcsv, tmp, _ = export_data
+    run = make_run(tmp, db, qcsv)
+    assert main(["report", str(run / "results.json"), "--markdown"]) == 0
+    md = capsys.readouterr().out.splitlines()
+    assert md[0] == "| within 1 km | R@1 | R@5 | R@10 | R@100 |"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md[2:]}
+    assert rows["ours (depth)"] == "| ours (depth) | 33.3% | 66.7% | 66.7% | 100.0% |"
+    assert rows["… 95% interval (spots resampled)"].startswith(
+        "| … 95% interval (spots resampled) | 0.0–100.0% | 33.3–100.0%"
+    )
+    assert rows["horizon"] == "| horizon | 50.0% | 60.0% | 70.0% | 100.0% |"
+    assert rows["ours / chance"] == "| ours / chance | 6.7× | 3.3× | 2.2× | 1.1× |"  # (1/3) / 0.05 etc.
+    assert not (run / "report.html").exists()  # --markdown writes nothing
+
+
 def test_report_without_results_is_a_clear_error(export_data, capsys):
     db, qcsv, tmp, _ = export_data
     assert main(["report", str(tmp)]) == 2
