@@ -176,14 +176,20 @@ class NetOptions:
     backbone: str | None = None
     imagenet_weights: str | None = None
     pooling: str | None = None
+    seed: int | None = None
 
     @property
     def empty(self) -> bool:
-        return self.backbone is None and self.imagenet_weights is None and self.pooling is None
+        return self.backbone is None and self.imagenet_weights is None and self.pooling is None and self.seed is None
 
     def apply(self, preset: Preset) -> Preset:
-        """The preset with these choices applied to its ``net`` (validated by ``NetConfig``)."""
+        """The preset with these choices applied to its ``net`` (validated by ``NetConfig``); ``seed`` sets
+        ``TrainConfig.seed`` and ``NetConfig.init_seed``."""
         if self.empty:
+            return preset
+        if self.seed is not None:
+            preset = preset.with_overrides(train={"seed": int(self.seed)}, net={"init_seed": int(self.seed)})
+        if self.backbone is None and self.imagenet_weights is None and self.pooling is None:
             return preset
         changes: dict[str, Any] = {}
         backbone = self.backbone or preset.net.backbone
@@ -211,6 +217,8 @@ class NetOptions:
                 parts.append(v)
         if self.imagenet_weights is not None:
             parts.append("imagenet")
+        if self.seed is not None:
+            parts.append(f"seed{int(self.seed)}")
         return "-".join(parts)
 
 

@@ -38,15 +38,23 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         help="ImageNet init: a torchvision VGG16 state_dict file, or 'builtin' with --backbone efficientnet_lite0 "
         "(weights shipped by a pinned package); sets width 1. Runs go to runs/<preset>[-<backbone>][-<pooling>]-imagenet",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="training and initialisation seed instead of the preset's (runs go to runs/<preset>...-seed<N>); "
+        "the query set and databases stay the same, so seeds measure the training's spread",
+    )
 
 
 def net_options(args: argparse.Namespace) -> object | None:
     """``--backbone`` / ``--imagenet-weights`` as a :class:`~crosslocate.pipelines.presets.NetOptions` (None if unset)."""
-    if args.backbone is None and args.imagenet_weights is None and args.pooling is None:
+    seed = getattr(args, "seed", None)
+    if args.backbone is None and args.imagenet_weights is None and args.pooling is None and seed is None:
         return None
     from crosslocate.pipelines.presets import NetOptions
 
-    return NetOptions(backbone=args.backbone, imagenet_weights=args.imagenet_weights, pooling=args.pooling)
+    return NetOptions(backbone=args.backbone, imagenet_weights=args.imagenet_weights, pooling=args.pooling, seed=seed)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -113,3 +113,16 @@ def test_one_preset_tier_grid_and_render_match_the_layer_presets(name):
     preset = get_preset(name)
     assert preset.grid == GRID_PRESETS[name] and preset.render == RENDER_PRESETS[name]
     assert get_preset("cpu").grid.spacing_m == 1000.0  # the demo's uniform grid at 1 km
+
+
+def test_seed_option_sets_both_seeds_and_names_its_run():
+    from crosslocate.pipelines.presets import NetOptions
+
+    base = get_preset("cpu")
+    opts = NetOptions(seed=3)
+    seeded = opts.apply(base)
+    assert (seeded.train.seed, seeded.net.init_seed) == (3, 3)
+    assert seeded.queries == base.queries and seeded.grid == base.grid  # same data, other training
+    assert opts.run_name("cpu") == "cpu-seed3"
+    assert NetOptions(pooling="gem", seed=1).run_name("cpu") == "cpu-gem-seed1"
+    assert NetOptions(pooling="gem", seed=1).apply(base).net.pooling == "gem"
