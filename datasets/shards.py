@@ -24,6 +24,7 @@ worker inherits the result), and every decoded batch is checked against physical
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -46,8 +47,6 @@ from crosslocate.errors import ConfigError, NotBuiltError, ShardCorruptError
 
 logger = logging.getLogger(__name__)
 
-#: Growth step of the in-memory HDF5 image a shard is built in, bytes.
-CORE_BLOCK_BYTES: int = 4 << 20
 #: ``format`` attribute of every shard file.
 SHARD_FORMAT = "crosslocate-shard"
 _SHUFFLE_CODES = {
@@ -143,17 +142,19 @@ class ShardWriter:
         self.attrs = dict(attrs or {})
         self.specs = {m: codecs.codec_spec(m, cfg) for m in self.modalities}
         self.n_views = 0
+        self._bio = io.BytesIO()
         self._h5: h5py.File | None = None
 
     def __enter__(self) -> Self:
         expected = _expected_shard_bytes(self.path.parent)
         if expected:
             require_free_space(self.path, expected, "a shard (the mean size so far)")
-        # the file image grows in 4 MiB steps (h5py's default of 64 KiB re-allocates and copies a
-        # multi-MB image hundreds of times per shard)
-        self._h5 = h5py.File(
-            f"{self.path}.{id(self)}", "w", driver="core", backing_store=False, block_size=CORE_BLOCK_BYTES
-        )
+        # The file is built in a Python BytesIO (h5py's file-object driver): bytes HDF5 never writes
+        # are zeros, and the image is taken after close(), so a shard's bytes depend only on its
+        # content. (The in-memory "core" driver's image, taken before close, carried stale heap bytes
+        # in unwritten gaps: two workers wrote the same views as different files.)
+        self._bio = io.BytesIO()
+        self._h5 = h5py.File(self._bio, "w")
         s = self.size_px
         for m, spec in self.specs.items():
             ds = self._h5.create_dataset(
@@ -219,10 +220,10 @@ class ShardWriter:
         h5.attrs["modalities"] = json.dumps([m.value for m in self.modalities])
         for key, value in self.attrs.items():
             h5.attrs[key] = value
-        h5.flush()
-        image = h5.id.get_file_image()
         h5.close()
         self._h5 = None
+        image = self._bio.getvalue()
+        self._bio = io.BytesIO()
         require_free_space(self.path, len(image), "this shard")
         write_bytes_atomic(self.path, image)
         _record_shard_bytes(self.path.parent, len(image))
