@@ -225,6 +225,31 @@ def markdown_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) 
     return "\n".join(lines) + "\n"
 
 
+def markdown_spread_table(runs: list[dict[str, Any]], threshold: float = HIT_THRESHOLD_M) -> str:
+    """Mean and standard deviation over runs (e.g. training seeds) of every :func:`table_rows` row, Markdown.
+
+    Rows are matched by name; a row missing from a run is left out of that row's statistics.
+    """
+    tables = [table_rows(r, threshold) for r in runs]
+    ns = tables[0][0]
+    names = [name for name, _ in tables[0][1]]
+    lines = [
+        f"| within {threshold / 1000:g} km, mean ± sd over {len(runs)} runs | "
+        + " | ".join(f"R@{n}" for n in ns)
+        + " |",
+        "|---|" + "---|" * len(ns),
+    ]
+    for name in names:
+        cells = []
+        for n in ns:
+            vals = [100 * dict(rows)[name][n] for _, rows, _ in tables if name in dict(rows) and n in dict(rows)[name]]
+            cells.append(
+                f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.1f}%" if vals else "—"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _row_ci(table: dict[str, Any], threshold: float) -> dict[int, tuple[float, float]]:
     for key, row in table.items():
         if float(key) == float(threshold):

@@ -9,7 +9,12 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``report`` on the root parser's subparsers."""
     p = sub.add_parser("report", help="one self-contained HTML page of a benchmark run (curves, table, map, per query)")
-    p.add_argument("run_dir", help="run folder with results.json (e.g. work/demo/runs/cpu)")
+    p.add_argument(
+        "run_dir",
+        nargs="+",
+        help="run folder with results.json (e.g. work/demo/runs/cpu); with --markdown also "
+        "several results (folders or results.json files): mean ± sd over them (e.g. seeds)",
+    )
     p.add_argument("-o", "--out", default=None, help="HTML file to write (default: RUN_DIR/report.html)")
     p.add_argument("--max-rows", type=int, default=250, help="per-query rows at most (default: 250)")
     p.add_argument(
@@ -22,12 +27,16 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from crosslocate.pipelines.report import markdown_table, write_report
+    from crosslocate.errors import ConfigError
+    from crosslocate.pipelines.report import markdown_spread_table, markdown_table, write_report
 
     if args.markdown:
-        path = Path(args.run_dir)
-        results = json.loads((path if path.is_file() else path / "results.json").read_text())
-        print(markdown_table(results), end="")
+        runs = []
+        for p in map(Path, args.run_dir):
+            runs.append(json.loads((p if p.is_file() else p / "results.json").read_text()))
+        print(markdown_table(runs[0]) if len(runs) == 1 else markdown_spread_table(runs), end="")
         return 0
-    print(write_report(args.run_dir, args.out, max_rows=args.max_rows))
+    if len(args.run_dir) != 1:
+        raise ConfigError("one RUN_DIR for report.html (several only with --markdown)")
+    print(write_report(args.run_dir[0], args.out, max_rows=args.max_rows))
     return 0

@@ -127,3 +127,16 @@ def test_report_renders_in_headless_chromium(export_data, tmp_path):
     assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
     px = np.asarray(Image.open(shot).convert("L"), np.float64)
     assert px.shape == (900, 1200) and px.std() > 10 and (px < 200).mean() > 0.02  # text, charts and pictures drawn
+
+
+def test_markdown_spread_over_runs(export_data, tmp_path, capsys):
+    db, qcsv, tmp, _ = export_data
+    run = make_run(tmp, db, qcsv)
+    other = json.loads((run / "results.json").read_text())
+    other["recall"] = _table(2 / 3, 2 / 3, 2 / 3, 1.0)  # R@1 1/3 in the first run, 2/3 here
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    assert main(["report", str(run), str(tmp_path / "b.json"), "--markdown"]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()}
+    # mean 50.0, sample sd of (33.3, 66.7) = 23.6
+    assert rows["ours (depth)"].startswith("| ours (depth) | 50.0 ± 23.6% | 66.7 ± 0.0%")
+    assert rows["horizon"].startswith("| horizon | 50.0 ± 0.0%")
