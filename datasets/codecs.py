@@ -219,7 +219,7 @@ def encode_depth_logq16(
     shift, two gathers and a comparison per pixel instead of a logarithm, with the same codes.
     """
     d = np.ascontiguousarray(depth, dtype=np.float32)
-    if not np.array_equal(d, np.asarray(depth)):
+    if np.asarray(depth).dtype != np.float32 and not np.array_equal(d, np.asarray(depth)):
         _check_depth(depth, max_m)  # float64 input that float32 cannot hold: checked (and refused) exactly
     sky = d == np.float32(SKY_DEPTH_M)
     ok = sky | ((d >= 0.0) & (d <= np.float32(max_m)))
