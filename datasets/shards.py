@@ -142,7 +142,7 @@ class ShardWriter:
         self.attrs = dict(attrs or {})
         self.specs = {m: codecs.codec_spec(m, cfg) for m in self.modalities}
         self.n_views = 0
-        self._bio = io.BytesIO()
+        self._bio: io.BytesIO | None = None
         self._h5: h5py.File | None = None
 
     def __enter__(self) -> Self:
@@ -222,8 +222,8 @@ class ShardWriter:
             h5.attrs[key] = value
         h5.close()
         self._h5 = None
-        image = self._bio.getvalue()
-        self._bio = io.BytesIO()
+        image = self._bio.getvalue() if self._bio is not None else b""
+        self._bio = None
         require_free_space(self.path, len(image), "this shard")
         write_bytes_atomic(self.path, image)
         _record_shard_bytes(self.path.parent, len(image))

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from crosslocate.pipelines.cluster import open_runner
     from crosslocate.pipelines.plan import plan_shards
     from crosslocate.pipelines.presets import get_preset
-    from crosslocate.pipelines.tasks import opened_atlases, opened_dem, timed_shard_task
+    from crosslocate.pipelines.tasks import opened_atlases, opened_dem, run_timed
     from crosslocate.progress import Progress
     from crosslocate.render.atlas import build_atlas, save_atlas
 
@@ -146,25 +146,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster_s = time.perf_counter() - t0
             threads = worker_threads(args.scheduler, args.workers if args.scheduler == "local" else None)
             jobs = list(shard_jobs(plan, grid, [int(s) for s in pick], db_dir, src, preset, "bench", specs, threads))
-            # warm every worker (JIT, DEM and atlas opening) on a one-position job, untimed
-            warm = [
-                dataclasses.replace(
-                    jobs[0], shard_id=10**6 + i, positions={k: v[:1] for k, v in jobs[0].positions.items()}
-                )
-                for i in range(runner.n_workers)
-            ]
-            for _ in runner.map_unordered(timed_shard_task, warm):
-                pass
             views = sum(j.n_views for j in jobs)
-            t1 = time.perf_counter()
-            results = []
             with Progress(views, "bench build", "view") as bar:
-                for job, out, err in runner.map_unordered(timed_shard_task, jobs):
-                    if err is not None:
-                        raise err
-                    results.append(out)
-                    bar.update(job.n_views)
-            wall = time.perf_counter() - t1
+                results, wall, _ = run_timed(runner, jobs, warmup_id=10**6, progress=bar)
             description = runner.description
     finally:
         if old_cache is None:

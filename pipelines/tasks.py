@@ -289,6 +289,40 @@ def timed_shard_task(job: ShardJob) -> tuple[ShardRecord, dict[str, float]]:
     return record, {**timings, **stored, "peak_rss_bytes": rss}
 
 
+def run_timed(
+    runner: Any, jobs: Sequence[ShardJob], *, warmup_id: int, progress: Any = None
+) -> tuple[list[tuple[ShardRecord, dict[str, float]]], float, float]:
+    """Warm every worker of ``runner`` on a one-position copy of ``jobs[0]`` (shard ids from
+    ``warmup_id``; JIT compilation, DEM and atlas opening), then run ``jobs`` through
+    :func:`timed_shard_task`, all submitted together.
+
+    Returns ``([(record, timings)], wall seconds of the timed jobs, warm-up seconds)``; the first
+    failing job's exception is raised. ``progress`` (a :class:`~crosslocate.progress.Progress`) is
+    advanced by each finished job's views.
+    """
+    import dataclasses
+
+    first = jobs[0]
+    warm = [
+        dataclasses.replace(first, shard_id=warmup_id + i, positions={k: v[:1] for k, v in first.positions.items()})
+        for i in range(max(1, int(runner.n_workers)))
+    ]
+    t0 = time.perf_counter()
+    for _, _, err in runner.map_unordered(render_shard, warm):
+        if err is not None:
+            raise err
+    warmup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    out = []
+    for job, res, err in runner.map_unordered(timed_shard_task, jobs):
+        if err is not None:
+            raise err
+        out.append(res)
+        if progress is not None:
+            progress.update(job.n_views)
+    return out, time.perf_counter() - t1, warmup
+
+
 def calibrate(runner: Any, job: ShardJob, samples: Sequence[npt.NDArray[np.intp]]) -> dict[str, Any]:
     """Measure a real build on ``runner``: one scratch shard per worker, all at once.
 
@@ -313,21 +347,8 @@ def calibrate(runner: Any, job: ShardJob, samples: Sequence[npt.NDArray[np.intp]
             job, shard_id=sid, positions={k: np.ascontiguousarray(v[idx]) for k, v in job.positions.items()}
         )
 
-    first = np.asarray(samples[0])[:1]
-    t0 = time.perf_counter()
-    for _, _, err in runner.map_unordered(render_shard, [sub(first, 990_000 + i) for i in range(len(samples))]):
-        if err is not None:
-            raise err
-    warmup = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    out = []
-    for _, res, err in runner.map_unordered(
-        timed_shard_task, [sub(np.asarray(s), 991_000 + i) for i, s in enumerate(samples)]
-    ):
-        if err is not None:
-            raise err
-        out.append(res)
-    wall = time.perf_counter() - t1
+    jobs = [sub(np.asarray(s), 991_000 + i) for i, s in enumerate(samples)]
+    out, wall, warmup = run_timed(runner, jobs, warmup_id=990_000)
     for f in Path(job.db_dir).glob("shard-99*.h5"):
         f.unlink()
     views = sum(r.n_views for r, _ in out)
@@ -357,6 +378,7 @@ __all__ = [
     "position_poses",
     "render_shard",
     "render_shard_timed",
+    "run_timed",
     "timed_shard_task",
     "view_rows",
 ]

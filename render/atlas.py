@@ -80,6 +80,7 @@ from crosslocate.render.terrain import (
     TerrainLevel,
     _dem_box_aeqd,
     _index_range,
+    _level_heights,
     _sample_heights,
     grid_transform,
     lattice_map,
@@ -421,8 +422,6 @@ def _atlas_heights(
     finer: tuple[npt.NDArray[np.float64], tuple[int, int], tuple[int, int]] | None,
 ) -> npt.NDArray[np.float64]:
     """Elevations (NaN = no data) of one level's nodes, rows north first; sampled in row chunks."""
-    from crosslocate.render.terrain import _level_heights
-
     if finer is not None:
         return _level_heights(dem, aeqd, xr, yr, s, o, finer)
     xs = o + np.arange(xr[0], xr[1] + 1, dtype=np.float64) * s
