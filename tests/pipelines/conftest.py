@@ -110,3 +110,50 @@ def tiny_world(tmp_path_factory):
     inside = _region_file(root / "tinyreg.geojson", w + dx, s + dy, e - dx, n - dy)
     outside = _region_file(root / "halfout.geojson", w + dx, s + dy, e + 5 * dx, n - dy)
     return str(dem_path), inside, outside
+
+
+def database_difference(db_a: Path, db_b: Path, names: list[str] | None = None) -> str:
+    """ "" when two databases hold the same bytes, else which files differ and in what, for a failure message.
+
+    ``names`` defaults to the manifest, positions and every shard of either folder. Shards are compared
+    decoded (pixels per modality, table rows, attributes), the manifest key by key, so a failure in CI says
+    whether content or only the container differs.
+    """
+    from crosslocate.datasets.shards import ShardReader
+
+    db_a, db_b = Path(db_a), Path(db_b)
+    if names is None:
+        shards = {p.name for d in (db_a, db_b) for p in d.glob("shard-*.h5")}
+        names = ["manifest.json", "positions.npz", *sorted(shards)]
+    lines = []
+    for name in names:
+        a, b = db_a / name, db_b / name
+        if not (a.exists() and b.exists()):
+            lines.append(f"{name}: only in {a.parent if a.exists() else b.parent}")
+            continue
+        if a.read_bytes() == b.read_bytes():
+            continue
+        if name == "manifest.json":
+            ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
+            keys = sorted(k for k in set(ja) | set(jb) if ja.get(k) != jb.get(k))
+            lines.append(
+                f"{name}: keys {keys} differ: " + "; ".join(f"{k}: {ja.get(k)!r} vs {jb.get(k)!r}"[:300] for k in keys)
+            )
+        elif name.startswith("shard-"):
+            with ShardReader(a) as ra, ShardReader(b) as rb:
+                idx = np.arange(min(ra.n_views, rb.n_views))
+                px = {m.value: int((ra.read_batch(m, idx) != rb.read_batch(m, idx)).sum()) for m in ra.modalities}
+                rows = int((ra.table()[: len(idx)] != rb.table()[: len(idx)]).sum())
+                lines.append(
+                    f"{name}: {a.stat().st_size} vs {b.stat().st_size} bytes, views {ra.n_views} vs {rb.n_views}, "
+                    f"differing pixels {px}, table rows {rows}, attrs equal {ra.attrs == rb.attrs}"
+                )
+        else:
+            lines.append(f"{name}: {a.stat().st_size} vs {b.stat().st_size} bytes")
+    return "; ".join(lines)
+
+
+@pytest.fixture(name="database_difference")
+def _database_difference_fixture():
+    """:func:`database_difference` for tests (``--import-mode=importlib`` lets tests import no conftest)."""
+    return database_difference

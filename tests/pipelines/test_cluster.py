@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from crosslocate.errors import ConfigError
@@ -115,7 +114,7 @@ def _shard_bytes(db: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(db.glob("shard-*.h5"))}
 
 
-def test_cluster_build_survives_kill9_and_equals_local_build(dask_cluster, tiny_world, tmp_path):
+def test_cluster_build_survives_kill9_and_equals_local_build(dask_cluster, tiny_world, tmp_path, database_difference):
     """A uniform build through a scheduler with two worker processes, one of them killed with SIGKILL
     after the first shard landed, completes, verifies, and is byte-identical to an in-process build."""
     import threading
@@ -159,24 +158,7 @@ def test_cluster_build_survives_kill9_and_equals_local_build(dask_cluster, tiny_
     local = build_database("uniform", preset, region, dem, tmp_path / "local", scheduler="sync")
     a, b = _shard_bytes(remote), _shard_bytes(local)
     assert len(a) == total > 4
-    assert a == b, _describe_difference(remote, tmp_path / "local", sorted(k for k in a if a[k] != b.get(k)))
-
-
-def _describe_difference(db_a: Path, db_b: Path, names: list[str]) -> str:
-    """Which shards differ and in what (decoded pixels per modality, table rows), for a failure message."""
-    from crosslocate.datasets.shards import ShardReader
-
-    lines = []
-    for name in names:
-        with ShardReader(db_a / name) as ra, ShardReader(db_b / name) as rb:
-            idx = np.arange(ra.n_views)
-            px = {
-                m: int((ra.read_batch(m, idx) != rb.read_batch(m, idx)).sum())
-                for m in ("depth", "silhouette", "semantic")
-            }
-            rows = int((ra.table() != rb.table()).sum())
-            lines.append(f"{name}: differing pixels {px}, table rows {rows}, attrs equal {ra.attrs == rb.attrs}")
-    return "shards differ: " + "; ".join(lines)
+    assert a == b, database_difference(remote, tmp_path / "local", sorted(k for k in a if a[k] != b.get(k)))
 
 
 @pytest.mark.parametrize(

@@ -93,13 +93,15 @@ def _resume(db, world, monkeypatch):
                  "--size-px", "32", "--views-per-shard", "8", "--scheduler", "sync", "--out", str(db)])  # fmt: skip
 
 
-def test_probe_6_resumed_shard_is_byte_identical(db, tiny_world, monkeypatch):
+def test_probe_6_resumed_shard_is_byte_identical(db, tiny_world, monkeypatch, database_difference):
     """A shard lost (as after kill -9) and rebuilt by a resumed build has the very same bytes."""
     before = {p.name: p.read_bytes() for p in db.glob("*") if p.is_file() and p.name != "preview.png"}
+    keep = db.parent / "before"
+    shutil.copytree(db, keep)
     (db / shard_name(5)).unlink()
     assert _resume(db, tiny_world, monkeypatch) == 0
     after = {p.name: p.read_bytes() for p in db.glob("*") if p.is_file() and p.name != "preview.png"}
-    assert after == before
+    assert after == before, database_difference(keep, db)
 
 
 def test_probe_1_full_disk_before_a_shard(db, tiny_world, monkeypatch, capsys):
