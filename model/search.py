@@ -163,6 +163,13 @@ def search_with_config(
     )
 
 
+def ranking(db: npt.ArrayLike, queries: npt.ArrayLike, k: int, cfg: Any = None) -> npt.NDArray[np.int64]:
+    """(M, k') int64 database rows per query, best first: the index of an EvalConfig ``cfg``
+    (:func:`search_with_config`), or exact L2 (:func:`search`) when ``cfg`` is None."""
+    _, idx = search(db, queries, k) if cfg is None else search_with_config(db, queries, k, cfg)
+    return np.asarray(idx, np.int64)
+
+
 def overlap_recall(approx: npt.NDArray[np.int64], exact: npt.NDArray[np.int64]) -> float:
     """Mean over rows of ``|approx_row ∩ exact_row| / |exact_row|`` (both (M, k) int64 index arrays)."""
     if len(exact) == 0:
@@ -207,6 +214,7 @@ __all__ = [
     "approximate_recall",
     "build_index",
     "overlap_recall",
+    "ranking",
     "search",
     "search_with_config",
 ]

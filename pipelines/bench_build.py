@@ -28,9 +28,13 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from crosslocate.dem.mosaic import DEM
+    from crosslocate.pipelines.presets import Preset
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +53,12 @@ CODEC_VARIANTS: dict[str, dict[str, Any]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``crosslocate bench build``."""
+    from crosslocate.pipelines.commands import add_dem_argument
+
     parser.add_argument("--out", default="bench/build.json", help="JSON output (default bench/build.json)")
     parser.add_argument("--preset", default="paper", help="paper, cpu or tiny (default paper)")
     parser.add_argument("--region", default="switzerland", help="region whose uniform grid is sharded")
-    parser.add_argument("--dem", nargs="+", default=None, help="DEM tiles / folder (demo region: embedded DEM)")
+    add_dem_argument(parser)
     parser.add_argument("--shards", type=int, default=6, help="shards rendered, spread over the region (default 6)")
     parser.add_argument("--scheduler", default="local", help="local (default), sync or tcp://host:port")
     parser.add_argument("--workers", type=int, default=None, help="local workers (default: one per core)")
@@ -60,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-px", type=int, default=None, help="override the preset's view size")
 
 
-def _codec_bytes(dem: Any, preset: Any, pos: dict[str, np.ndarray], atlases: list[Any]) -> dict[str, dict[str, float]]:
+def _codec_bytes(
+    dem: DEM, preset: Preset, pos: dict[str, np.ndarray], atlases: list[Any]
+) -> dict[str, dict[str, float]]:
     """Stored bytes per view of each modality under each :data:`CODEC_VARIANTS` entry (a few positions)."""
     from crosslocate.datasets import codecs
     from crosslocate.datasets.shards import stored_bytes
@@ -92,8 +100,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark, write the JSON; returns ``{"path", "summary"}``."""
     from crosslocate.dem.grid import uniform_grid
     from crosslocate.dem.regions import get_region
+    from crosslocate.dem.sources import DemSource
     from crosslocate.dem.sources.synthetic import cache_dir
-    from crosslocate.pipelines.build import plan_terrain, resolve_dem_src, shard_jobs, worker_threads
+    from crosslocate.pipelines.build import plan_terrain, shard_jobs, worker_threads
     from crosslocate.pipelines.cluster import open_runner
     from crosslocate.pipelines.plan import plan_shards
     from crosslocate.pipelines.presets import get_preset
@@ -105,8 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.size_px:
         preset = preset.with_overrides(render={"size_px": int(args.size_px)})
     region = get_region(args.region)
-    dem_arg = None if args.dem is None else (args.dem[0] if len(args.dem) == 1 else list(args.dem))
-    src = resolve_dem_src(region.name, dem_arg)
+    src = DemSource.resolve(args.dem, region.name)
     scratch = tempfile.TemporaryDirectory(prefix="crosslocate-bench-build-")
     old_cache = os.environ.get("CROSSLOCATE_CACHE")
     try:

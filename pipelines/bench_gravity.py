@@ -22,10 +22,14 @@ import argparse
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from crosslocate.dem.sources import DemSource
+    from crosslocate.pipelines.context import RegionSpec
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +38,10 @@ DB_YAWS_DEG: tuple[float, ...] = tuple(float(y) for y in range(0, 360, 30))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from crosslocate.pipelines.commands import add_dem_argument
+
     p.add_argument("--region", default="demo", help="region name or polygon file (default demo)")
-    p.add_argument("--dem", default=None, help="DEM source (default: demo for --region demo)")
+    add_dem_argument(p)
     p.add_argument("--n-spots", type=int, default=40, help="photo spots (default 40)")
     p.add_argument("--size-px", type=int, default=128, help="render size, pixels (default 128)")
     p.add_argument("--range-m", type=float, default=35_000.0, help="render range, metres (default 35000)")
@@ -44,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def render_skylines(
-    region: Any, dem_src: Any, n_spots: int, size_px: int, range_m: float, seed: int
+    region: RegionSpec, dem_src: DemSource, n_spots: int, size_px: int, range_m: float, seed: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float64]]:
     """(query rows (S, W), database rows (12 S, W), query (fov, pitch, roll) (S, 3) degrees) of random spots.
 
@@ -54,12 +60,11 @@ def render_skylines(
     from crosslocate.datasets.derived import horizon_line
     from crosslocate.datasets.queries import sample_synthetic_poses
     from crosslocate.datasets.schema import Modality
-    from crosslocate.dem.sources import open_dem
     from crosslocate.render.config import RenderConfig
     from crosslocate.render.views import render_views
 
     cfg = RenderConfig(size_px=size_px, range_m=range_m, lod_cells=128, modalities=(Modality.DEPTH,))
-    with open_dem(dem_src) as dem:
+    with dem_src.open() as dem:
         queries = sample_synthetic_poses(region, dem, n_spots, np.random.default_rng(seed), margin_m=3000.0)
         db = [
             dataclasses.replace(q, alt_m=q.alt_m - 1.7 + 10.0, yaw_deg=y, pitch_deg=0.0, roll_deg=0.0, fov_deg=60.0)
@@ -111,12 +116,13 @@ def measure(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark and write its JSON; returns ``{"path", "summary"}``."""
+    from crosslocate.dem.sources import DemSource
     from crosslocate.model.config import EvalConfig
     from crosslocate.pipelines.benchinfo import environment_info, write_json
-    from crosslocate.pipelines.build import resolve_dem_src
+    from crosslocate.pipelines.context import resolve_region
 
     t0 = time.perf_counter()
-    dem_src = resolve_dem_src(str(args.region), args.dem)
+    dem_src = DemSource.resolve(args.dem, resolve_region(args.region).name)
     q_rows, db_rows, pose = render_skylines(args.region, dem_src, args.n_spots, args.size_px, args.range_m, args.seed)
     render_s = time.perf_counter() - t0
     eval_cfg = EvalConfig()

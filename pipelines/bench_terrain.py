@@ -24,9 +24,12 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from crosslocate.dem.mosaic import DEM
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--near-patch-cells", type=int, default=None, help="override RenderConfig.near_patch_cells")
 
 
-def pick_positions(dem: Any, per_kind: int, seed: int = 0) -> list[tuple[str, float, float]]:
+def pick_positions(dem: DEM, per_kind: int, seed: int = 0) -> list[tuple[str, float, float]]:
     """``(kind, lon, lat)`` of summits, valleys, ridges, tile corners, tile borders and random points.
 
     Candidates are seeded uniform points at least 0.1 degrees inside the DEM's bounds; the relief kinds

@@ -32,21 +32,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets.atomic import write_bytes_atomic
 from crosslocate.datasets.manifest import file_sha256
-from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.errors import ConfigError, ShardCorruptError
 from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines.benchinfo import environment_info
+from crosslocate.pipelines.context import RunContext
+
+if TYPE_CHECKING:
+    from crosslocate.pipelines.presets import Preset
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +57,6 @@ NETWORK = "network"
 #: The paper's numbers (CrossLocate, WACV 2022, Switzerland uniform test database, 1 km).
 PAPER_R1_1KM: float = 0.3866
 PAPER_R100_1KM: float = 0.7262
-
-
-def _ranking(
-    db_desc: npt.NDArray[np.float32], q_desc: npt.NDArray[np.float32], k: int, cfg: Any = None
-) -> npt.NDArray[np.int64]:
-    """(M, k) database rows per query, best first: the index of an EvalConfig ``cfg`` (exact L2 when None)."""
-    from crosslocate.model import search
-
-    if cfg is None:
-        _, idx = search.search(db_desc, q_desc, k)
-    else:
-        _, idx = search.search_with_config(db_desc, q_desc, k, cfg)
-    return np.asarray(idx, np.int64)
 
 
 def spot_ids(queries: list[Any]) -> npt.NDArray[np.int64]:
@@ -84,8 +73,8 @@ class BenchmarkInputs:
     ----------
     preset : Preset
         Its ``eval`` (:class:`~crosslocate.model.config.EvalConfig`) is in force throughout.
-    paths : FlowPaths
-        Work, database and run folders.
+    ctx : RunContext
+        Region, DEM, modality and folders of the run.
     qset : QuerySet
         The test-split queries (true positions in the region's LAEA frame, metres).
     pool : ViewPool
@@ -97,8 +86,8 @@ class BenchmarkInputs:
     device : torch.device
     """
 
-    preset: Any
-    paths: Any
+    ctx: RunContext
+    preset: Preset
     qset: Any
     pool: Any
     checkpoint: Path
@@ -117,66 +106,38 @@ class BenchmarkInputs:
 
 
 def prepare_benchmark(
-    region: str,
-    dem_src: Any,
-    preset_name: Any,
-    work: str | os.PathLike[str],
-    *,
-    modality: str = "depth",
-    device: str | None = None,
-    queries_csv: str | os.PathLike[str] | None = None,
-    timings: dict[str, float] | None = None,
-    net_options: Any = None,
+    ctx: RunContext, *, device: str | None = None, timings: dict[str, float] | None = None
 ) -> BenchmarkInputs:
-    """Train when the run has no checkpoint, ensure the query set and the uniform database, and
-    choose the checkpoint to evaluate; a checkpoint of an unfinished run, of another query set or
-    of another run is refused (:func:`crosslocate.model.checkpoint.check_run_record`).
-
-    ``net_options`` (:class:`crosslocate.pipelines.presets.NetOptions`): backbone / pooling / ImageNet
-    weights on top of the preset, as for :func:`crosslocate.pipelines.train.run_train` (same run folder,
-    :func:`crosslocate.pipelines.train.resolve_net_options`)."""
-    from crosslocate.dem.regions import get_region
+    """Train when the run has no checkpoint, ensure the uniform database, and choose the checkpoint
+    to evaluate; a checkpoint of an unfinished run, of another query set or of another run is
+    refused (:func:`crosslocate.model.checkpoint.check_run_record`). The query set is resolved once
+    and shared with training (:func:`crosslocate.pipelines.train.flow_inputs`)."""
     from crosslocate.model.device import resolve_device
     from crosslocate.model.train import CHECKPOINT_NAME
     from crosslocate.pipelines import train as flow
 
     t0 = time.perf_counter()
-    base = flow.resolve_preset(preset_name)
-    preset, run_name = flow.resolve_net_options(base, net_options)
+    preset = ctx.preset
     if not isinstance(preset.eval, EvalConfig):
         raise ConfigError(f"preset {preset.name!r} has no EvalConfig ({preset.eval!r}); the benchmark needs one")
-    dem_src = flow._default_dem(region, dem_src)
-    paths = flow.flow_paths(work, region, run_name, modality, queries_csv)
-    ckpt = paths.run / CHECKPOINT_NAME
+    inputs = flow.flow_inputs(ctx)
+    if not inputs.mask("test").any():
+        raise ConfigError(f"no test-split queries among {len(inputs.queries)}; check the grid preset's split settings")
+    ckpt = ctx.run / CHECKPOINT_NAME
     if not ckpt.exists():
         logger.info("no checkpoint at %s: training first", ckpt)
-        flow.run_train(
-            region,
-            dem_src,
-            base,
-            work,
-            modality=modality,
-            device=device,
-            queries_csv=queries_csv,
-            net_options=net_options,
-        )
+        flow.run_train(ctx, device=device, inputs=inputs)
         if timings is not None:
             timings["train_s"] = round(time.perf_counter() - t0, 2)
-    reg = get_region(region)
-    queries = flow.flow_queries(region, dem_src, preset, paths)
-    splits = flow.query_splits(queries, reg, preset.grid)
-    record = flow.query_set_record(queries, splits, paths)
-    ckpt = checkpoint_to_evaluate(paths.run, record["id"])
-    dbs = flow.ensure_databases(("uniform",), preset, region, dem_src, paths, queries)
-    test = splits == SPLIT_CODES["test"]
-    if not test.any():
-        raise ConfigError(f"no test-split queries among {len(queries)}; check the grid preset's split settings")
+    ckpt = checkpoint_to_evaluate(ctx.run, inputs.record["id"])
+    dbs = flow.ensure_databases(("uniform",), ctx, inputs.queries)
+    crs = ctx.region.crs_wkt
     (size_px, fov_scaling), db_fov = flow.net_input(preset), float(preset.render.fov_deg)
-    qset = flow.make_queryset(queries, test, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling)
-    pool = flow.make_pool([dbs["uniform"]], paths.modality, "test", reg.crs_wkt, size_px=size_px)
+    qset = flow.make_queryset(inputs.queries, inputs.mask("test"), crs, size_px, db_fov, fov_scaling=fov_scaling)
+    pool = flow.make_pool([dbs["uniform"]], ctx.modality, "test", crs, size_px=size_px)
     dev = resolve_device(device or getattr(preset.train, "device", "auto"))
     return BenchmarkInputs(
-        preset=preset, paths=paths, qset=qset, pool=pool, checkpoint=ckpt, query_set=record, device=dev
+        ctx=ctx, preset=preset, qset=qset, pool=pool, checkpoint=ckpt, query_set=inputs.record, device=dev
     )
 
 
@@ -206,7 +167,7 @@ def _descriptors(
     ``<run>/descriptors`` by content (:func:`crosslocate.pipelines.descriptors.cached_descriptors`)."""
     from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
 
-    desc_dir, bs = inp.paths.run / DESCRIPTORS_DIR, int(inp.eval.batch_size)
+    desc_dir, bs = inp.ctx.run / DESCRIPTORS_DIR, int(inp.eval.batch_size)
     db = cached_descriptors(net, inp.pool, inp.device, desc_dir, "db", network, batch_size=bs)
     return db, cached_descriptors(net, inp.qset.dataset, inp.device, desc_dir, "queries", network, batch_size=bs)
 
@@ -221,7 +182,7 @@ def benchmark_results(
     rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name.
     """
     from crosslocate.datasets.transforms import INPUT_ENCODING
-    from crosslocate.model import checkpoint, evaluate
+    from crosslocate.model import checkpoint, evaluate, search
     from crosslocate.model.device import seed_everything
     from crosslocate.model.net import build_net
     from crosslocate.pipelines.refine import load_skylines, refine_ranking
@@ -240,12 +201,12 @@ def benchmark_results(
     timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
-    idx = _ranking(db_desc, q_desc, k, cfg)
+    idx = search.ranking(db_desc, q_desc, k, cfg)
     timings["search_s"] = round(time.perf_counter() - t0, 4)
     spots = spot_ids(qset.dataset.queries)
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     ours = evaluate.evaluate_retrieval(idx, *geometry, cfg, groups=spots)
-    rankings = {NETWORK: idx, "untrained": _ranking(u_db, u_q, k, cfg)}
+    rankings = {NETWORK: idx, "untrained": search.ranking(u_db, u_q, k, cfg)}
     info: dict[str, Any] = {"untrained": {"init": init}}
     t0 = time.perf_counter()
     db_fov, sky = float(preset.render.fov_deg), None
@@ -278,10 +239,10 @@ def benchmark_results(
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
         "n_database": len(pool),
         "query_set": inp.query_set,
-        "modality": inp.paths.modality,
+        "modality": inp.ctx.modality,
         "input_encoding": INPUT_ENCODING,
         "preset": preset.name,
-        "region": inp.paths.region,
+        "region": inp.ctx.region.name,
         "checkpoint": {
             "path": str(inp.checkpoint),
             "sha256": ckpt_sha,
@@ -300,35 +261,15 @@ def benchmark_results(
     return results, rankings
 
 
-def run_benchmark(
-    region: str,
-    dem_src: Any,
-    preset_name: Any,
-    work: str | os.PathLike[str],
-    *,
-    modality: str = "depth",
-    device: str | None = None,
-    queries_csv: str | os.PathLike[str] | None = None,
-    net_options: Any = None,
-) -> dict[str, Any]:
+def run_benchmark(ctx: RunContext, *, device: str | None = None) -> dict[str, Any]:
     """Run the benchmark end to end; returns the summary (``results`` path included). See the module
-    docstring; ``net_options`` as for :func:`prepare_benchmark`."""
+    docstring."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    inp = prepare_benchmark(
-        region,
-        dem_src,
-        preset_name,
-        work,
-        modality=modality,
-        device=device,
-        queries_csv=queries_csv,
-        timings=timings,
-        net_options=net_options,
-    )
+    inp = prepare_benchmark(ctx, device=device, timings=timings)
     results, rankings = benchmark_results(inp, timings)
     spots = spot_ids(inp.qset.dataset.queries)
-    run = inp.paths.run
+    run = inp.ctx.run
     results["plots"] = _plots(results, inp.qset, inp.pool, rankings[NETWORK], run, spots)
     results["rankings"] = save_rankings(run / RANKINGS_NAME, inp.qset, inp.pool, rankings[NETWORK], spots).name
     results["environment"] = environment_info()

@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from crosslocate.datasets import codecs
 from crosslocate.datasets.atomic import remove_stale_temps
 from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord, file_sha256
 from crosslocate.datasets.schema import SCHEMA_VERSION, SPLIT_CODES
+from crosslocate.dem.mosaic import DEM
+from crosslocate.dem.regions import Region
+from crosslocate.dem.sources import DemSource, DemSpec
 from crosslocate.errors import (
     ConfigError,
     DiskFullError,
@@ -41,9 +44,14 @@ from crosslocate.errors import (
     OutsideCoverageError,
     ShardCorruptError,
 )
+from crosslocate.pipelines.context import RegionSpec, resolve_region
 from crosslocate.pipelines.plan import ShardPlan, estimate, plan_shards
 from crosslocate.pipelines.presets import Preset, get_preset
 from crosslocate.pipelines.tasks import POSITION_FIELDS, ShardJob, calibrate, opened_dem, render_shard
+
+if TYPE_CHECKING:
+    from crosslocate.datasets.queries import Query
+    from crosslocate.dem.grid import Positions
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +60,7 @@ DB_KINDS: tuple[str, ...] = ("sparse", "compact", "uniform")
 COVERAGE_TOLERANCE: float = 1e-4
 
 
-def resolve_dem_src(region_name: str, dem_src: Any) -> Any:
-    """``dem_src`` as given, or ``"demo"`` for the demo region; :class:`ConfigError` when none is known."""
-    if dem_src is not None and dem_src != "":
-        return [str(p) for p in dem_src] if isinstance(dem_src, list | tuple) else dem_src
-    if region_name == "demo":
-        return "demo"
-    raise ConfigError(f"region {region_name!r} needs a DEM: pass --dem PATH (only 'demo' has an embedded DEM)")
-
-
-def check_coverage(region: Any, dem: Any) -> None:
+def check_coverage(region: Region, dem: DEM) -> None:
     """Raise :class:`OutsideCoverageError` naming the part of ``region`` outside the DEM's lon/lat bounds."""
     from shapely.geometry import box
 
@@ -77,7 +76,7 @@ def check_coverage(region: Any, dem: Any) -> None:
     )
 
 
-def database_positions(kind: str, preset: Preset, region: Any, dem: Any, queries: list[Any] | None) -> Any:
+def database_positions(kind: str, preset: Preset, region: Region, dem: DEM, queries: list[Query] | None) -> Positions:
     """The positions of a database kind (:class:`crosslocate.dem.grid.Positions`, region CRS)."""
     from crosslocate.dem.grid import compact_grid, sparse_positions, uniform_grid
 
@@ -96,7 +95,7 @@ def database_positions(kind: str, preset: Preset, region: Any, dem: Any, queries
     )
 
 
-def _log_clipped(region: Any, preset: Preset, n_covered: int) -> None:
+def _log_clipped(region: Region, preset: Preset, n_covered: int) -> None:
     """Say how much of the region's grid the DEM covers (``--clip-to-dem`` builds only that part)."""
     from crosslocate.dem.grid import uniform_grid
 
@@ -110,7 +109,7 @@ def _log_clipped(region: Any, preset: Preset, n_covered: int) -> None:
     )
 
 
-def positions_digest(positions: Any) -> str:
+def positions_digest(positions: Positions) -> str:
     """sha256 over the planned positions (ids, lon/lat/alt, x/y, split, CRS)."""
     h = hashlib.sha256(positions.crs_wkt.encode("utf-8"))
     for name in POSITION_FIELDS:
@@ -118,7 +117,9 @@ def positions_digest(positions: Any) -> str:
     return h.hexdigest()
 
 
-def make_manifest(kind: str, preset: Preset, region: Any, dem: Any, positions: Any, plan: ShardPlan) -> Manifest:
+def make_manifest(
+    kind: str, preset: Preset, region: Region, dem: DEM, positions: Positions, plan: ShardPlan
+) -> Manifest:
     """The configuration part of a database's manifest (no shards yet)."""
     grid = preset.grid
     return Manifest(
@@ -203,7 +204,7 @@ def _clear(db_dir: Path) -> None:
             shutil.rmtree(p)
 
 
-def plan_terrain(preset: Preset, dem: Any, positions: Any) -> tuple[Any, ...]:
+def plan_terrain(preset: Preset, dem: DEM, positions: Positions) -> tuple[Any, ...]:
     """The terrain atlas specs of a build (:func:`crosslocate.render.atlas.plan_atlas`), or ``()`` when
     the preset renders a pyramid per position (``render.atlas`` off, or a backend without atlases)."""
     from crosslocate.render.atlas import plan_atlas
@@ -215,7 +216,7 @@ def plan_terrain(preset: Preset, dem: Any, positions: Any) -> tuple[Any, ...]:
     return tuple(plan_atlas(positions.lon, positions.lat, dem.resolution_m, r.range_m, r.lod_cells))
 
 
-def prepare_terrain(dem: Any, specs: tuple[Any, ...], preset: Preset) -> dict[str, Any]:
+def prepare_terrain(dem: DEM, specs: tuple[Any, ...], preset: Preset) -> dict[str, Any]:
     """Build (or find in the cache) every atlas of ``specs``; returns what it cost (logged too)."""
     from crosslocate.render.atlas import atlas_root, ensure_atlas
 
@@ -247,10 +248,10 @@ def worker_threads(target: Any, n_workers: int | None) -> int:
 
 def shard_jobs(
     plan: ShardPlan,
-    positions: Any,
+    positions: Positions,
     shard_ids: list[int],
     db_dir: Path,
-    dem_src: Any,
+    dem_src: DemSource | DEM,
     preset: Preset,
     fp: str,
     atlas_specs: tuple[Any, ...] = (),
@@ -311,12 +312,16 @@ def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_v
     return manifest
 
 
-def _load_queries(kind: str, preset: Preset, region: Any, dem_src: Any, work: Path, dry_run: bool) -> list[Any] | None:
+def _load_queries(
+    kind: str, preset: Preset, region: Region, dem_src: DemSource | DEM, work: Path | None, dry_run: bool
+) -> list[Query] | None:
     """The query set a sparse/compact database needs (built first via ``ensure_query_set`` if missing)."""
     if kind == "uniform":
         return None
     from crosslocate.pipelines.queries import CSV_NAME, ensure_query_set, query_dir
 
+    if work is None:
+        raise ConfigError(f"a {kind} database is placed by a query set: pass `queries` or the `work` folder holding it")
     if dry_run and not (query_dir(work, region) / CSV_NAME).is_file():
         raise NotBuiltError(
             f"the {kind} database is placed by the query set, which is not built yet "
@@ -326,11 +331,6 @@ def _load_queries(kind: str, preset: Preset, region: Any, dem_src: Any, work: Pa
     return ensure_query_set(region, dem_src, preset, work)
 
 
-def _default_work(out_dir: Path) -> Path:
-    """``work`` of the layout ``work/<region>/db/<kind>`` (the out folder's great-grandparent)."""
-    return out_dir.parents[2] if len(out_dir.parents) >= 3 else out_dir.parent
-
-
 #: Positions per worker a dry run renders and writes to calibrate (spread over the whole plan).
 CALIBRATION_POSITIONS: int = 8
 
@@ -338,10 +338,10 @@ CALIBRATION_POSITIONS: int = 8
 def dry_run_summary(
     kind: str,
     preset: Preset,
-    region: Any,
-    dem: Any,
-    dem_src: Any,
-    positions: Any,
+    region: Region,
+    dem: DEM,
+    dem_src: DemSource | DEM,
+    positions: Positions,
     plan: ShardPlan,
     target: Any,
     n_workers: int | None,
@@ -409,10 +409,10 @@ def dry_run_summary(
 def build_database(
     kind: str,
     preset: Preset | str,
-    region: Any,
-    dem_src: Any,
+    region: RegionSpec,
+    dem_src: DemSource | DemSpec | DEM | None,
     out_dir: str | Path,
-    queries: list[Any] | None = None,
+    queries: list[Query] | None = None,
     client: Any = None,
     *,
     clip_to_dem: bool = False,
@@ -433,8 +433,9 @@ def build_database(
         Grid, render and shard settings (a name goes through :func:`get_preset`).
     region : str or Region
         ``demo``, ``alps``, ``switzerland`` or a polygon file.
-    dem_src : path, list of paths, ``"demo"``, DEM, or None
-        DEM; None means the embedded DEM (demo region only).
+    dem_src : DemSource, path(s), ``"demo"``, an open DEM, or None
+        The DEM (:meth:`crosslocate.dem.sources.DemSource.resolve`; None: the embedded DEM of the
+        demo region).
     out_dir : path
         Database folder (the CLI uses ``work/<region>/db/<kind>``).
     queries : list of Query, optional
@@ -451,15 +452,13 @@ def build_database(
     overwrite : bool
         Replace a database built with another configuration.
     work : path, optional
-        Work folder of the query set (default: derived from ``out_dir``'s ``work/<region>/db/<kind>``).
+        Work folder holding the query set (sparse/compact without ``queries``).
 
     Returns
     -------
     pathlib.Path or dict
         The database folder (complete and checksummed), or the dry-run summary.
     """
-    from crosslocate.dem.regions import get_region
-
     if kind not in DB_KINDS:
         raise ConfigError(f"unknown database kind {kind!r}; choose one of {', '.join(DB_KINDS)}")
     if client is None and not dry_run:  # a bogus scheduler is refused before anything is written
@@ -467,11 +466,11 @@ def build_database(
 
         check_scheduler(scheduler)
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    reg = get_region(region)
+    reg = resolve_region(region)
     db_dir = Path(out_dir)
-    src = resolve_dem_src(reg.name, dem_src)
+    src = dem_src if isinstance(dem_src, DEM) else DemSource.resolve(dem_src, reg.name)
     if queries is None and kind != "uniform":
-        queries = _load_queries(kind, preset, region, src, Path(work) if work else _default_work(db_dir), dry_run)
+        queries = _load_queries(kind, preset, reg, src, None if work is None else Path(work), dry_run)
     with opened_dem(src) as dem:
         if kind == "uniform" and not clip_to_dem:
             check_coverage(reg, dem)
@@ -547,7 +546,6 @@ __all__ = [
     "dry_run_summary",
     "make_manifest",
     "prepare_db_dir",
-    "resolve_dem_src",
     "run_shards",
     "shard_jobs",
 ]

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from crosslocate import __version__
-from crosslocate.errors import CrosslocateError, NotBuiltError
+from crosslocate.errors import CrosslocateError
 from crosslocate.pipelines.commands import COMMANDS
 
 logger = logging.getLogger("crosslocate")
@@ -39,27 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            _add_not_built(sub, name)
-            continue
-        module.add_parser(sub)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(sub)
     return parser
-
-
-def _add_not_built(sub: argparse._SubParsersAction, name: str) -> None:  # type: ignore[type-arg]
-    """Register a command whose implementation is not part of this build: it fails clearly."""
-
-    def _run(args: argparse.Namespace) -> int:
-        raise NotBuiltError(f"'crosslocate {name}' is not built yet in this version of crosslocate")
-
-    p = sub.add_parser(name, help="(not built yet)", add_help=True)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,11 +42,10 @@ def localize(
     from crosslocate.datasets.views import QueryDataset, ViewDataset
     from crosslocate.dem.geodesy import aeqd_crs_wkt
     from crosslocate.dem.poses import Pose
-    from crosslocate.model import checkpoint
+    from crosslocate.model import checkpoint, search
     from crosslocate.model.device import resolve_device
     from crosslocate.model.plots import plot_retrieval_map
     from crosslocate.model.train import ViewPool, extract_descriptors
-    from crosslocate.pipelines.benchmark import _ranking
     from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
 
     if k < 1:
@@ -79,7 +78,7 @@ def localize(
     query = Query(str(photo), Pose(lon=lon0, lat=lat0, alt_m=0.0, fov_deg=float(fov_deg)))
     q_desc = extract_descriptors(net, QueryDataset([query], size_px, fov_scaling=fov_scaling, db_fov_deg=db_fov), dev)
     kk = min(k, len(pool))
-    idx = _ranking(db_desc, q_desc, kk)[0]
+    idx = search.ranking(db_desc, q_desc, kk)[0]
     dist = np.linalg.norm(db_desc[idx] - q_desc[0][None], axis=1)
     candidates = [
         {

@@ -15,23 +15,23 @@ Each layer keeps its own presets (``GRID_PRESETS``, ``RENDER_PRESETS``, ``SHARD_
 module picks the same-named one of each, with no second tier of overrides, so ``crosslocate grid
 --preset cpu`` counts exactly the grid ``build --preset cpu`` renders. Flags override fields with :meth:`Preset.with_overrides`
 (``dataclasses.replace``), and :meth:`Preset.to_dict` goes into manifests and results JSON.
-The model configs come from :mod:`crosslocate.model.config`; when that module is not part of this
-build the preset composes what exists, leaves ``net``/``train``/``eval`` as ``None`` and lists them
-in :attr:`Preset.missing`.
+The model configs come from :mod:`crosslocate.model.config`, the query-set configs from
+:mod:`crosslocate.pipelines.queries`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crosslocate.datasets.config import SHARD_PRESETS, ShardConfig
 from crosslocate.dem.config import GRID_PRESETS, GridConfig
 from crosslocate.errors import ConfigError
+from crosslocate.model.config import EVAL_PRESETS, NET_PRESETS, TRAIN_PRESETS, EvalConfig, NetConfig, TrainConfig
+from crosslocate.pipelines.queries import QUERY_PRESETS, QuerySetConfig
 from crosslocate.render.config import RENDER_PRESETS, RenderConfig
 
 logger = logging.getLogger(__name__)
@@ -53,26 +53,31 @@ class Preset:
         View size, range, backend, modalities (:mod:`crosslocate.render.config`).
     shard : ShardConfig
         Shard size and codecs (:mod:`crosslocate.datasets.config`).
-    queries : QuerySetConfig or None
-        Synthetic query set (:mod:`crosslocate.pipelines.queries`); None when not built.
-    net, train, eval : NetConfig, TrainConfig, EvalConfig or None
-        Model settings (:mod:`crosslocate.model.config`); None when not built.
-    missing : tuple of str
-        Names of the configs that could not be composed in this build (with the reason).
+    queries : QuerySetConfig
+        Synthetic query set (:mod:`crosslocate.pipelines.queries`).
+    net, train, eval : NetConfig, TrainConfig, EvalConfig
+        Model settings (:mod:`crosslocate.model.config`).
     """
 
     name: str
     grid: GridConfig
     render: RenderConfig
     shard: ShardConfig
-    queries: Any = None
-    net: Any = None
-    train: Any = None
-    eval: Any = None
-    missing: tuple[str, ...] = field(default=())
+    queries: QuerySetConfig
+    net: NetConfig
+    train: TrainConfig
+    eval: EvalConfig
 
     def __post_init__(self) -> None:
-        checks = (("grid", GridConfig), ("render", RenderConfig), ("shard", ShardConfig))
+        checks = (
+            ("grid", GridConfig),
+            ("render", RenderConfig),
+            ("shard", ShardConfig),
+            ("queries", QuerySetConfig),
+            ("net", NetConfig),
+            ("train", TrainConfig),
+            ("eval", EvalConfig),
+        )
         for attr, cls in checks:
             if not isinstance(getattr(self, attr), cls):
                 raise ConfigError(f"Preset.{attr} must be a {cls.__name__}, got {type(getattr(self, attr)).__name__}")
@@ -96,8 +101,6 @@ class Preset:
                     f"unknown preset section {section!r}; known: grid, render, shard, queries, net, train, eval"
                 )
             current = getattr(self, section)
-            if current is None:
-                raise ConfigError(f"preset {self.name!r} has no {section} config in this build; cannot override it")
             try:
                 changes[section] = dataclasses.replace(current, **values)
             except TypeError as exc:
@@ -105,13 +108,10 @@ class Preset:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict: the name and each config's ``to_dict()`` (None for missing ones)."""
+        """JSON-friendly dict: the name and each config's ``to_dict()``."""
         out: dict[str, Any] = {"name": self.name}
         for section in ("grid", "render", "shard", "queries", "net", "train", "eval"):
-            cfg = getattr(self, section)
-            out[section] = None if cfg is None else _cfg_to_dict(cfg)
-        if self.missing:
-            out["missing"] = list(self.missing)
+            out[section] = _cfg_to_dict(getattr(self, section))
         return out
 
 
@@ -124,42 +124,17 @@ def _cfg_to_dict(cfg: Any) -> Any:
     return repr(cfg)
 
 
-def _optional_presets(module: str, names: tuple[str, ...], preset: str) -> tuple[list[Any], str | None]:
-    """``[module.<name>[preset] for name in names]``, or Nones plus the reason when the module is absent."""
-    try:
-        mod = importlib.import_module(module)
-        return [getattr(mod, n)[preset] for n in names], None
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return [None] * len(names), f"{module} is not part of this build"
-    except (AttributeError, KeyError) as exc:
-        return [None] * len(names), f"{module} has no {preset!r} preset ({exc})"
-
-
 def _build(name: str) -> Preset:
-    grid = GRID_PRESETS[name]
-    render = RENDER_PRESETS[name]
-    missing: list[str] = []
-    (queries,), why = _optional_presets("crosslocate.pipelines.queries", ("QUERY_PRESETS",), name)
-    if why:
-        missing.append(f"queries: {why}")
-    (net, train, ev), why = _optional_presets(
-        "crosslocate.model.config", ("NET_PRESETS", "TRAIN_PRESETS", "EVAL_PRESETS"), name
-    )
-    if why:
-        missing.append(f"net/train/eval: {why}")
-        logger.debug("preset %s: %s", name, why)
+    """The preset ``name``: the same-named preset of every layer."""
     return Preset(
         name=name,
-        grid=grid,
-        render=render,
+        grid=GRID_PRESETS[name],
+        render=RENDER_PRESETS[name],
         shard=SHARD_PRESETS[name],
-        queries=queries,
-        net=net,
-        train=train,
-        eval=ev,
-        missing=tuple(missing),
+        queries=QUERY_PRESETS[name],
+        net=NET_PRESETS[name],
+        train=TRAIN_PRESETS[name],
+        eval=EVAL_PRESETS[name],
     )
 
 

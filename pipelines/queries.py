@@ -16,16 +16,14 @@ with ``(seed, photo.seed, i)``, so a resumed run writes the same bytes as an uni
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,9 +38,16 @@ from crosslocate.datasets.queries import (
 )
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.dem.poses import Pose
+from crosslocate.dem.regions import Region
 from crosslocate.errors import ConfigError, ManifestMismatchError
+from crosslocate.pipelines.context import RegionSpec, region_dir, resolve_region
 from crosslocate.render.config import BACKEND_NAMES, RenderConfig
 from crosslocate.render.photo import PHOTO_PRESETS, PhotoConfig, PhotoRenderer, perturb_dem
+
+if TYPE_CHECKING:
+    from crosslocate.dem.mosaic import DEM
+    from crosslocate.dem.sources import DemSource, DemSpec
+    from crosslocate.pipelines.presets import Preset
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +245,12 @@ def resolve_query_config(preset: str | QuerySetConfig | Any) -> QuerySetConfig:
         raise ConfigError(f"unknown query preset {name!r}; choose one of {sorted(QUERY_PRESETS)}") from None
 
 
-def query_dir(work: str | os.PathLike[str], region: Any) -> Path:
-    """``work/<region>/queries`` (a region given as a path uses its stem, like the other flows)."""
-    name = region.name if hasattr(region, "polygon") else Path(str(region)).stem
-    return Path(work) / name / "queries"
+def query_dir(work: str | os.PathLike[str], region: RegionSpec) -> Path:
+    """``work/<region>/queries`` (:func:`crosslocate.pipelines.context.region_dir`)."""
+    return region_dir(work, resolve_region(region)) / "queries"
 
 
-def fingerprint(cfg: QuerySetConfig, region: Any, dem: Any) -> dict[str, Any]:
+def fingerprint(cfg: QuerySetConfig, region: Region, dem: DEM) -> dict[str, Any]:
     """What identifies a query set: format version, region, base-DEM checksum and the config.
 
     ``mosaic_count`` is left out: the preview does not change the set; so are ``photos_per_spot``
@@ -346,22 +350,6 @@ def _check_fingerprint(out_dir: Path, fp: dict[str, Any], overwrite: bool) -> No
     _atomic_write_bytes(fp_path, lambda fh: fh.write(text.encode("utf-8")))
 
 
-@contextlib.contextmanager
-def _opened_dem(dem_src: Any, region_name: str) -> Iterator[Any]:
-    """Yield a DEM for ``dem_src`` (a DEM-like object is used as is and left open)."""
-    if dem_src is not None and hasattr(dem_src, "sample") and hasattr(dem_src, "checksum"):
-        yield dem_src
-        return
-    from crosslocate.dem.sources import open_dem
-
-    if dem_src is None or dem_src == "":
-        if region_name != "demo":
-            raise ConfigError(f"a DEM is required for region {region_name!r} (only 'demo' has an embedded DEM)")
-        dem_src = "demo"
-    with open_dem(dem_src) as dem:
-        yield dem
-
-
 def _existing_set(out_dir: Path, cfg: QuerySetConfig) -> list[Query] | None:
     """The complete set recorded by ``queries.csv``, or None (CSV removed) when images are missing."""
     csv_path = out_dir / CSV_NAME
@@ -376,9 +364,9 @@ def _existing_set(out_dir: Path, cfg: QuerySetConfig) -> list[Query] | None:
 
 
 def ensure_query_set(
-    region: Any,
-    dem_src: Any,
-    preset: str | QuerySetConfig | Any,
+    region: RegionSpec,
+    dem_src: DemSource | DemSpec | DEM | None,
+    preset: str | QuerySetConfig | Preset,
     work: str | os.PathLike[str],
     *,
     overwrite: bool = False,
@@ -389,8 +377,9 @@ def ensure_query_set(
     ----------
     region : str or Region
         Region name (``alps``, ``switzerland``, ``demo``), polygon file, or :class:`Region`.
-    dem_src : path, list, ``"demo"``, a DEM object, or None
-        The (unperturbed) DEM; None means the embedded DEM of the ``demo`` region.
+    dem_src : DemSource, path(s), ``"demo"``, an open DEM, or None
+        The (unperturbed) DEM (:meth:`crosslocate.dem.sources.DemSource.resolve`; None: the
+        embedded DEM of the ``demo`` region).
     preset : str, QuerySetConfig or pipeline Preset
         See :func:`resolve_query_config`.
     work : path
@@ -403,13 +392,13 @@ def ensure_query_set(
     list of Query
         ``n_queries`` queries (absolute image paths), in file order, as :func:`load_query_csv` reads them.
     """
-    from crosslocate.dem.regions import get_region
+    from crosslocate.pipelines.tasks import opened_dem
 
     cfg = resolve_query_config(preset)
-    reg = get_region(region)
-    out_dir = query_dir(work, region)
+    reg = resolve_region(region)
+    out_dir = query_dir(work, reg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _opened_dem(dem_src, reg.name) as dem:
+    with opened_dem(dem_src, reg.name) as dem:
         _check_fingerprint(out_dir, fingerprint(cfg, reg, dem), overwrite)
         done = _existing_set(out_dir, cfg)
         if done is not None:
@@ -448,7 +437,7 @@ def photo_spot_stats(depth: npt.NDArray[np.float32]) -> tuple[float, float]:
     return frac, float(np.median(depth[rows[cols].astype(np.int64), cols]))
 
 
-def _screen_init(dem: Any, cfg: QuerySetConfig, atlas_specs: tuple[Any, ...] = ()) -> None:
+def _screen_init(dem: DEM, cfg: QuerySetConfig, atlas_specs: tuple[Any, ...] = ()) -> None:
     from crosslocate.pipelines.tasks import opened_atlases
     from crosslocate.render.views import ViewRenderer
 
@@ -457,17 +446,16 @@ def _screen_init(dem: Any, cfg: QuerySetConfig, atlas_specs: tuple[Any, ...] = (
     _WORKER.update(dem=dem, cfg=cfg, screen=ViewRenderer(dem, rc, atlases=atlases))
 
 
-def screening_atlases(region: Any, dem: Any, cfg: QuerySetConfig) -> tuple[Any, ...]:
+def screening_atlases(region: RegionSpec, dem: DEM, cfg: QuerySetConfig) -> tuple[Any, ...]:
     """Terrain atlas specs covering ``region`` for the screening renders (prepared here, once per
     DEM and settings; ``()`` when the screening backend renders a pyramid per pose)."""
-    from crosslocate.dem.regions import get_region
     from crosslocate.render.atlas import ensure_atlas, plan_atlas
     from crosslocate.render.backends import uses_atlas
 
     rc = cfg.screen_config()
     if not uses_atlas(rc):
         return ()
-    rw, rs, re, rn = (region if hasattr(region, "bounds_lonlat") else get_region(region)).bounds_lonlat
+    rw, rs, re, rn = resolve_region(region).bounds_lonlat
     dw, ds, de, dn = dem.bounds_lonlat
     w, s, e, n = max(rw, dw), max(rs, ds), min(re, de), min(rn, dn)
     if not (w < e and s < n):
@@ -551,7 +539,7 @@ def _map(
     return out
 
 
-def sample_photo_spots(region: Any, dem: Any, cfg: QuerySetConfig, workers: int | None = None) -> list[Pose]:
+def sample_photo_spots(region: RegionSpec, dem: DEM, cfg: QuerySetConfig, workers: int | None = None) -> list[Pose]:
     """``cfg.n_queries`` synthetic query poses where a photographer would stand.
 
     Candidates come from :func:`~crosslocate.datasets.queries.sample_synthetic_poses` (seeded by
@@ -644,7 +632,7 @@ _PARALLEL_MIN_PHOTOS = 16
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(dem: Any, cfg: QuerySetConfig, out_dir: Path) -> None:
+def _worker_init(dem: DEM, cfg: QuerySetConfig, out_dir: Path) -> None:
     """Process-pool initializer: one DEM handle and one renderer per worker process."""
     _WORKER.update(dem=dem, cfg=cfg, out_dir=out_dir, renderer=PhotoRenderer(cfg.render_config()))
 
@@ -663,7 +651,7 @@ def _render_spot(items: list[tuple[int, Pose]]) -> list[int]:
     return [i for i, _ in items]
 
 
-def _render_missing(dem: Any, poses: list[Pose], cfg: QuerySetConfig, out_dir: Path, workers: int | None = None) -> int:
+def _render_missing(dem: DEM, poses: list[Pose], cfg: QuerySetConfig, out_dir: Path, workers: int | None = None) -> int:
     """Render every pose whose PNG is not complete yet; returns how many were rendered.
 
     Photos are independent (each has its own seeded generator, :func:`photo_rng`), so they are

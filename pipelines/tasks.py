@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,9 @@ import numpy.typing as npt
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.manifest import ShardRecord, shard_name
 from crosslocate.datasets.schema import VIEW_DTYPE
+from crosslocate.dem.mosaic import DEM
 from crosslocate.dem.poses import Pose
+from crosslocate.dem.sources import DemSource, DemSpec
 from crosslocate.render.config import RenderConfig
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ class ShardJob:
         Database folder; the shard goes to ``db_dir/shard-<id>.h5``.
     shard_id : int
         Shard number.
-    dem_src : str, list of str, or DEM
-        What :func:`crosslocate.dem.sources.open_dem` opens inside the worker (``"demo"``, a path,
-        a list of paths); an open DEM object is used as is (tests, in-process builds).
+    dem_src : DemSource or DEM
+        What the worker opens (once per process, :func:`opened_dem`); an open DEM object is used
+        as is (in-process builds).
     render : RenderConfig
         View size, range, backend, modalities.
     shard : ShardConfig
@@ -72,7 +73,7 @@ class ShardJob:
 
     db_dir: str
     shard_id: int
-    dem_src: Any
+    dem_src: DemSource | DEM
     render: RenderConfig
     shard: ShardConfig
     yaws_deg: tuple[float, ...]
@@ -100,39 +101,30 @@ class ShardJob:
 
 #: DEMs opened by this process, by source (one entry): a worker renders many shards of one DEM, and
 #: opening it costs seconds (tile index, derived land cover), so the handle outlives the task.
-_DEM_CACHE: dict[str, Any] = {}
-
-
-def _dem_key(dem_src: Any) -> str | None:
-    if isinstance(dem_src, str | os.PathLike):
-        return os.fspath(dem_src)
-    if isinstance(dem_src, list | tuple) and all(isinstance(s, str | os.PathLike) for s in dem_src):
-        return "\n".join(os.fspath(s) for s in dem_src)
-    return None
+_DEM_CACHE: dict[DemSource, DEM] = {}
 
 
 @contextlib.contextmanager
-def opened_dem(dem_src: Any) -> Iterator[Any]:
-    """Yield a DEM for ``dem_src``; a DEM-like object (has ``sample``) is yielded as is and left open.
+def opened_dem(src: DemSource | DemSpec | DEM | None, region_name: str | None = None) -> Iterator[DEM]:
+    """Yield the DEM of ``src``: a :class:`DemSource` (or anything :meth:`DemSource.resolve` takes,
+    with ``region_name`` for its demo default), or an open DEM, yielded as is and left open.
 
-    Path sources are opened once per process and kept (:data:`_DEM_CACHE`, the latest source only).
+    Sources are opened once per process and kept (:data:`_DEM_CACHE`, the latest source only): a
+    worker renders many shards of one DEM, and opening one costs seconds (tile index, land cover).
+    The one DEM opener of the pipelines layer.
     """
-    if hasattr(dem_src, "sample") and hasattr(dem_src, "checksum"):
-        yield dem_src
-        return
-    from crosslocate.dem.sources import open_dem
+    from crosslocate.dem.mosaic import DEM as _DEM
 
-    key = _dem_key(dem_src)
-    if key is None:
-        with open_dem(dem_src) as dem:
-            yield dem
+    if isinstance(src, _DEM):
+        yield src
         return
-    dem = _DEM_CACHE.get(key)
+    source = DemSource.resolve(src, region_name)
+    dem = _DEM_CACHE.get(source)
     if dem is None:
         for old in _DEM_CACHE.values():
             old.close()
         _DEM_CACHE.clear()
-        dem = _DEM_CACHE[key] = open_dem(dem_src)
+        dem = _DEM_CACHE[source] = source.open()
     yield dem
 
 
@@ -140,7 +132,7 @@ def opened_dem(dem_src: Any) -> Iterator[Any]:
 _ATLAS_CACHE: dict[tuple[str, str], Any] = {}
 
 
-def opened_atlases(dem: Any, specs: Sequence[Any], refraction_k: float) -> list[Any]:
+def opened_atlases(dem: DEM, specs: Sequence[Any], refraction_k: float) -> list[Any]:
     """The atlases of ``specs`` for ``dem`` (loaded from this machine's cache or built there once)."""
     from crosslocate.render.atlas import ensure_atlas
 

@@ -22,18 +22,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets.queries import Query
-from crosslocate.datasets.schema import SPLIT_CODES, Modality
+from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.errors import ConfigError
+from crosslocate.pipelines.context import RunContext
+
+if TYPE_CHECKING:
+    from crosslocate.dem.config import GridConfig
+    from crosslocate.dem.regions import Region
+    from crosslocate.pipelines.presets import Preset
 
 logger = logging.getLogger(__name__)
 
@@ -41,80 +46,55 @@ logger = logging.getLogger(__name__)
 TRAIN_DB_KINDS: tuple[str, ...] = ("sparse", "compact")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class FlowPaths:
-    """Folders of one (work, region, preset, modality, query set) run.
+@dataclass(frozen=True, slots=True)
+class FlowInputs:
+    """The query set of a run, resolved once and shared by training and the benchmark.
 
-    ``queries_csv``: the user's query CSV (None: the synthetic set of ``work/<region>/queries``).
-    The sparse and compact databases and the run depend on the query set, so a CSV's get their own
-    folders, suffixed ``-<csv stem>``; the uniform database is shared.
+    Attributes
+    ----------
+    queries : list of Query
+        Every photo of the query set (synthetic or the user's CSV).
+    splits : (Q,) uint8
+        ``SPLIT_CODES`` per query (:func:`query_splits`).
+    record : dict
+        :func:`query_set_record` (id, source, counts per split).
     """
 
-    work: Path
-    region: str
-    preset: str
-    modality: str
-    queries_csv: Path | None = None
+    queries: list[Query]
+    splits: npt.NDArray[np.uint8]
+    record: dict[str, Any]
 
-    @property
-    def region_dir(self) -> Path:
-        return self.work / self.region
-
-    @property
-    def query_set(self) -> str:
-        """``synthetic`` or the CSV's stem."""
-        return "synthetic" if self.queries_csv is None else self.queries_csv.stem
-
-    def _suffix(self) -> str:
-        return "" if self.queries_csv is None else f"-{self.queries_csv.stem}"
-
-    def db(self, kind: str) -> Path:
-        """``work/<region>/db/<kind>`` (``-<csv stem>`` appended for sparse/compact of a CSV query set)."""
-        return self.region_dir / "db" / (kind if kind == "uniform" else kind + self._suffix())
-
-    @property
-    def run(self) -> Path:
-        """``work/<region>/runs/<preset>`` (``-<modality>`` appended unless depth, then ``-<csv stem>``)."""
-        suffix = "" if self.modality == Modality.DEPTH.value else f"-{self.modality}"
-        return self.region_dir / "runs" / f"{self.preset}{suffix}{self._suffix()}"
+    def mask(self, split: str) -> npt.NDArray[np.bool_]:
+        """(Q,) bool: the queries of ``split``."""
+        return self.splits == SPLIT_CODES[split]
 
 
-def flow_paths(
-    work: str | os.PathLike[str],
-    region: str,
-    preset: str,
-    modality: str,
-    queries_csv: str | os.PathLike[str] | None = None,
-) -> FlowPaths:
-    """Validate the modality and build the run's paths (region given by name or path: its stem is used)."""
-    try:
-        mod = Modality(modality).value
-    except ValueError:
-        raise ConfigError(f"--modality {modality!r}: choose one of {', '.join(m.value for m in Modality)}") from None
-    csv_path = None if queries_csv is None else Path(queries_csv).resolve()
-    return FlowPaths(work=Path(work), region=Path(str(region)).stem, preset=preset, modality=mod, queries_csv=csv_path)
-
-
-def flow_queries(region: str, dem_src: Any, preset: Any, paths: FlowPaths) -> list[Query]:
-    """The run's query set: the user's CSV (``paths.queries_csv``), checked row by row (every position
+def flow_queries(ctx: RunContext) -> list[Query]:
+    """The run's query set: the user's CSV (``ctx.queries_csv``), checked row by row (every position
     inside the region and the DEM, every image readable; ``alt_m`` may be empty: DEM + 1.7 m), or the
     synthetic set (rendered when missing, :func:`crosslocate.pipelines.queries.ensure_query_set`)."""
-    if paths.queries_csv is None:
+    if ctx.queries_csv is None:
         from crosslocate.pipelines.queries import ensure_query_set
 
-        return ensure_query_set(region, dem_src, preset, paths.work)
+        return ensure_query_set(ctx.region, ctx.dem, ctx.base_preset, ctx.work)
     from crosslocate.datasets.queries import load_query_csv
-    from crosslocate.dem.sources import open_dem
 
-    with open_dem(dem_src) as dem:
-        queries = load_query_csv(paths.queries_csv, dem=dem, region=region)
+    with ctx.dem.open() as dem:
+        queries = load_query_csv(ctx.queries_csv, dem=dem, region=ctx.region)
     if not queries:
-        raise ConfigError(f"{paths.queries_csv}: the query CSV has no rows")
-    logger.info("query set %s: %d photos", paths.queries_csv, len(queries))
+        raise ConfigError(f"{ctx.queries_csv}: the query CSV has no rows")
+    logger.info("query set %s: %d photos", ctx.queries_csv, len(queries))
     return queries
 
 
-def query_set_record(queries: list[Query], splits: npt.NDArray[np.uint8], paths: FlowPaths) -> dict[str, Any]:
+def flow_inputs(ctx: RunContext) -> FlowInputs:
+    """The query set, its splits and its record (:class:`FlowInputs`), once per command."""
+    queries = flow_queries(ctx)
+    splits = query_splits(queries, ctx.region, ctx.preset.grid)
+    return FlowInputs(queries=queries, splits=splits, record=query_set_record(queries, splits, ctx))
+
+
+def query_set_record(queries: list[Query], splits: npt.NDArray[np.uint8], ctx: RunContext) -> dict[str, Any]:
     """What identifies the query set a run trains and is evaluated on: ``id`` (sha256 of the poses,
     image bytes and split codes, :func:`crosslocate.datasets.queries.query_set_digest`), ``source``,
     ``n_queries`` and the count per split. Stored in checkpoints and results."""
@@ -123,19 +103,19 @@ def query_set_record(queries: list[Query], splits: npt.NDArray[np.uint8], paths:
     codes = np.asarray(splits, np.uint8)
     return {
         "id": query_set_digest(queries, codes.tobytes()),
-        "source": str(paths.queries_csv) if paths.queries_csv is not None else "synthetic",
+        "source": str(ctx.queries_csv) if ctx.queries_csv is not None else "synthetic",
         "n_queries": len(queries),
         **{f"n_{name}": int((codes == code).sum()) for name, code in SPLIT_CODES.items()},
     }
 
 
-def net_input(preset: Any) -> tuple[int, bool]:
+def net_input(preset: Preset) -> tuple[int, bool]:
     """(input side in pixels, FOV scaling on/off) of the preset's network; defaults: the view size, on."""
     size = getattr(preset.net, "input_size_px", None) or preset.render.size_px
     return int(size), bool(getattr(preset.net, "fov_scaling", True))
 
 
-def query_splits(queries: list[Query], region: Any, grid_cfg: Any) -> npt.NDArray[np.uint8]:
+def query_splits(queries: list[Query], region: Region, grid_cfg: GridConfig) -> npt.NDArray[np.uint8]:
     """(Q,) uint8 ``SPLIT_CODES`` of the queries (same geographic rule as the database positions)."""
     from crosslocate.dem.splits import assign_splits
 
@@ -154,16 +134,14 @@ def query_xy(queries: list[Query], crs_wkt: str) -> tuple[npt.NDArray[np.float64
     return np.stack([x, y], axis=1), np.array([q.pose.yaw_deg for q in queries], np.float64)
 
 
-def ensure_databases(
-    kinds: tuple[str, ...], preset: Any, region: Any, dem_src: Any, paths: FlowPaths, queries: list[Query]
-) -> dict[str, Path]:
-    """Build (or resume / reuse) each database kind; returns kind -> folder."""
+def ensure_databases(kinds: tuple[str, ...], ctx: RunContext, queries: list[Query]) -> dict[str, Path]:
+    """Build (or resume / reuse) each database kind in ``ctx.db(kind)``; returns kind -> folder."""
     from crosslocate.pipelines.build import build_database
 
     out: dict[str, Path] = {}
     for kind in kinds:
         t0 = time.perf_counter()
-        out[kind] = Path(build_database(kind, preset, region, dem_src, paths.db(kind), queries=queries))
+        out[kind] = Path(build_database(kind, ctx.base_preset, ctx.region, ctx.dem, ctx.db(kind), queries=queries))
         logger.info("database %s ready at %s (%.1f s)", kind, out[kind], time.perf_counter() - t0)
     return out
 
@@ -243,66 +221,40 @@ def _json_safe(obj: Any) -> Any:
 
 
 def run_train(
-    region: str,
-    dem_src: Any,
-    preset_name: Any,
-    work: str | os.PathLike[str],
-    *,
-    modality: str = "depth",
-    resume: bool = False,
-    device: str | None = None,
-    queries_csv: str | os.PathLike[str] | None = None,
-    net_options: Any = None,
+    ctx: RunContext, *, resume: bool = False, device: str | None = None, inputs: FlowInputs | None = None
 ) -> dict[str, Any]:
     """Ensure queries and databases, then train; returns a summary with the checkpoint path.
 
     Parameters
     ----------
-    region : str
-        Region name (``demo``, ``alps``, ...) or polygon file.
-    dem_src : path, list or ``"demo"``
-        DEM source (``None``: ``"demo"`` for the demo region, else required).
-    preset_name : str or Preset
-        ``paper`` / ``cpu`` / ``tiny`` (:func:`crosslocate.pipelines.presets.get_preset`), or a
-        :class:`~crosslocate.pipelines.presets.Preset` (e.g. with overrides).
-    work : path
-        Work folder.
-    modality : str
-        Database modality the network is trained on.
+    ctx : RunContext
+        Region, DEM, preset (network options applied), modality, query set and folders
+        (:meth:`RunContext.resolve`); the run goes to ``ctx.run``.
     resume : bool
         Continue an existing checkpoint (otherwise an existing one is refused).
     device : str or None
         ``auto`` / ``cpu`` / ``cuda:N`` (None: the preset's).
-    queries_csv : path or None
-        Train on the photos of this query CSV (:func:`flow_queries`) instead of the synthetic set;
-        splits, FOV scaling and databases as for the synthetic set, in folders of their own.
-    net_options : NetOptions or None
-        Backbone / pooling / ImageNet weights on top of the preset
-        (:class:`crosslocate.pipelines.presets.NetOptions`, :func:`resolve_net_options`); the run
-        folder is named after them.
+    inputs : FlowInputs or None
+        The query set when the caller already has it (:func:`flow_inputs`).
     """
-    from crosslocate.dem.regions import get_region
     from crosslocate.model.device import resolve_device, seed_everything
     from crosslocate.model.net import build_net
     from crosslocate.model.train import train
 
-    preset, run_name = resolve_net_options(resolve_preset(preset_name), net_options)
-    dem_src = _default_dem(region, dem_src)
-    paths = flow_paths(work, region, run_name, modality, queries_csv)
-    reg = get_region(region)
-    queries = flow_queries(region, dem_src, preset, paths)
+    preset, reg = ctx.preset, ctx.region
+    inputs = inputs if inputs is not None else flow_inputs(ctx)
+    queries = inputs.queries
     tcfg = preset.train
     val_kinds = tuple(getattr(tcfg, "val_databases", TRAIN_DB_KINDS))
     kinds = TRAIN_DB_KINDS + tuple(k for k in val_kinds if k not in TRAIN_DB_KINDS)
-    dbs = ensure_databases(kinds, preset, region, dem_src, paths, queries)
+    dbs = ensure_databases(kinds, ctx, queries)
     dev = resolve_device(device or getattr(tcfg, "device", "auto"))
     seed_everything(int(tcfg.seed))
-    splits = query_splits(queries, reg, preset.grid)
     (size_px, fov_scaling), db_fov = net_input(preset), float(preset.render.fov_deg)
     augment = _augment_config(tcfg)
     trainq = make_queryset(
         queries,
-        splits == SPLIT_CODES["train"],
+        inputs.mask("train"),
         reg.crs_wkt,
         size_px,
         db_fov,
@@ -311,10 +263,10 @@ def run_train(
         fov_scaling=fov_scaling,
     )
     if len(trainq.dataset) == 0:
-        raise ConfigError(f"no training-split queries among {len(queries)} in {paths.region_dir / 'queries'}")
+        raise ConfigError(f"no training-split queries among {len(queries)} of query set {inputs.record['source']}")
     pool = make_pool(
         [dbs["sparse"], dbs["compact"]],
-        paths.modality,
+        ctx.modality,
         "train",
         reg.crs_wkt,
         augment=augment,
@@ -322,29 +274,29 @@ def run_train(
         size_px=size_px,
     )
     val = None
-    valmask = splits == SPLIT_CODES["val"]
+    valmask = inputs.mask("val")
     val_dbs = [dbs[k] for k in val_kinds if split_indices(dbs[k], "val").size]
     if valmask.any() and val_dbs:
         val = (
             make_queryset(queries, valmask, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling),
-            make_pool(val_dbs, paths.modality, "val", reg.crs_wkt, size_px=size_px),
+            make_pool(val_dbs, ctx.modality, "val", reg.crs_wkt, size_px=size_px),
         )
     net = build_net(preset.net).to(dev)
     meta = {
         "preset": preset.name,
-        "region": paths.region,
-        "query_set": query_set_record(queries, splits, paths),
-        "modality": paths.modality,
+        "region": reg.name,
+        "query_set": inputs.record,
+        "modality": ctx.modality,
         "net": _json_safe(preset.net),
         "train": _json_safe(tcfg),
         "init": getattr(net, "init_source", None),
         "device": str(dev),
     }
     if resume:
-        _check_resumable(paths.run, meta["query_set"]["id"])
-    paths.run.mkdir(parents=True, exist_ok=True)
+        _check_resumable(ctx.run, meta["query_set"]["id"])
+    ctx.run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = train(net, trainq, pool, tcfg, paths.run, dev, val=val, resume=resume, meta=meta)
+    result = train(net, trainq, pool, tcfg, ctx.run, dev, val=val, resume=resume, meta=meta)
     summary = {
         **meta,
         "checkpoint": str(result.checkpoint),
@@ -357,7 +309,7 @@ def run_train(
         "last_epoch": result.history[-1] if result.history else None,
         "train_s": round(time.perf_counter() - t0, 2),
     }
-    (paths.run / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (ctx.run / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 
@@ -372,35 +324,6 @@ def _check_resumable(run: Path, query_set_id: str) -> None:
         checkpoint.check_run_record(ckpt, meta, query_set_id=query_set_id, finished=False)
 
 
-def resolve_preset(preset: Any) -> Any:
-    """A preset given by name (:func:`crosslocate.pipelines.presets.get_preset`) or as a Preset object."""
-    if isinstance(preset, str):
-        from crosslocate.pipelines.presets import get_preset
-
-        return get_preset(preset)
-    return preset
-
-
-def resolve_net_options(preset: Any, net_options: Any) -> tuple[Any, str]:
-    """(``preset`` (a Preset, :func:`resolve_preset`) with ``net_options`` applied, run folder name).
-
-    The name is :meth:`crosslocate.pipelines.presets.NetOptions.run_name` of the preset's name
-    (``cpu-efficientnet_lite0-imagenet``); the preset keeps its base name. Unchanged (name: the
-    preset's) for None or empty options.
-    """
-    if net_options is None or net_options.empty:
-        return preset, preset.name
-    return net_options.apply(preset), net_options.run_name(preset.name)
-
-
-def _default_dem(region: str, dem_src: Any) -> Any:
-    if dem_src:
-        return dem_src
-    if Path(str(region)).stem == "demo":
-        return "demo"
-    raise ConfigError(f"--dem is required for region {region!r} (only the demo region has an embedded DEM)")
-
-
 def _augment_config(tcfg: Any) -> Any:
     """The transforms' AugmentConfig when ``TrainConfig.augment`` is on (default strengths), else None."""
     from crosslocate.datasets.transforms import AugmentConfig
@@ -410,9 +333,9 @@ def _augment_config(tcfg: Any) -> Any:
 
 __all__ = [
     "TRAIN_DB_KINDS",
-    "FlowPaths",
+    "FlowInputs",
     "ensure_databases",
-    "flow_paths",
+    "flow_inputs",
     "flow_queries",
     "make_pool",
     "make_queryset",
@@ -420,8 +343,6 @@ __all__ = [
     "query_set_record",
     "query_splits",
     "query_xy",
-    "resolve_net_options",
-    "resolve_preset",
     "run_train",
     "split_indices",
 ]

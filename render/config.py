@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from crosslocate.datasets.schema import ALL_MODALITIES, Modality
 from crosslocate.errors import ConfigError
+from crosslocate.render.backends import BACKENDS
 
-#: Backend names (keys of :data:`crosslocate.render.backends.BACKENDS`).
-BACKEND_NAMES: tuple[str, ...] = ("cpu", "pyrender")
+#: Backend names: the keys of the registry :data:`crosslocate.render.backends.BACKENDS` (listing it
+#: imports no backend).
+BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -7,13 +7,16 @@ rasterio) and returns one lazy :class:`~crosslocate.dem.mosaic.DEM` over all til
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from crosslocate.dem.mosaic import DEM, TileSource
 from crosslocate.dem.sources.geotiff import RasterTile
 from crosslocate.dem.sources.srtm import SRTMTile
-from crosslocate.errors import DEMReadError
+from crosslocate.errors import ConfigError, DEMReadError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,77 @@ SOURCES: dict[str, Callable[[Path], TileSource]] = {
 #: Name of the embedded synthetic region.
 DEMO = "demo"
 
-__all__ = ["DEM", "DEMO", "SOURCES", "open_dem", "open_tile"]
+__all__ = ["DEM", "DEMO", "SOURCES", "DemSource", "DemSpec", "open_dem", "open_tile"]
+
+
+@dataclass(frozen=True, slots=True)
+class DemSource:
+    """Where a run's DEM comes from: the embedded demo region (no paths) or files / tile folders.
+
+    Picklable and hashable (shard tasks carry it to dask workers, which open it once per process).
+    Build one with :meth:`resolve`, the only place that knows "the demo region means the demo DEM".
+
+    Attributes
+    ----------
+    paths : tuple of str
+        Files (``.hgt``, ``.hgt.zip``, GeoTIFF, anything rasterio opens) or tile folders, as given
+        (user-expanded); empty for the embedded synthetic region.
+    """
+
+    paths: tuple[str, ...] = ()
+
+    @property
+    def demo(self) -> bool:
+        """True for the embedded synthetic region."""
+        return not self.paths
+
+    @property
+    def spec(self) -> str | list[str]:
+        """What :func:`open_dem` takes: ``"demo"`` or the list of paths."""
+        return DEMO if self.demo else list(self.paths)
+
+    def open(self, *, cache_mb: float = 768.0) -> DEM:
+        """Open the DEM (:func:`open_dem`); the caller closes it (a DEM is a context manager)."""
+        return open_dem(self.spec, cache_mb=cache_mb)
+
+    def __str__(self) -> str:
+        return DEMO if self.demo else " ".join(self.paths)
+
+    @classmethod
+    def resolve(cls, value: DemSpec | None, region_name: str | None = None) -> DemSource:
+        """The DEM source of a run: ``value`` as given (path, list of paths, ``"demo"`` or a
+        DemSource), or, when it is None or empty, the embedded DEM for the ``demo`` region.
+
+        Raises
+        ------
+        ConfigError
+            No DEM given for a region other than ``demo`` (only that one has an embedded DEM).
+        """
+        if isinstance(value, DemSource):
+            return value
+        items: list[str | os.PathLike[str]]
+        if value is None or value == "":
+            items = []
+        elif isinstance(value, str | os.PathLike):
+            items = [value]
+        else:
+            items = list(value)
+        if not items:
+            if region_name == DEMO:
+                return cls()
+            raise ConfigError(
+                f"region {region_name!r} needs a DEM: pass --dem PATH (tile folder or files); "
+                "only the demo region has an embedded DEM"
+            )
+        if any(os.fspath(i) == DEMO for i in items):
+            if len(items) > 1:
+                raise ConfigError(f"--dem: 'demo' cannot be combined with files ({[os.fspath(i) for i in items]})")
+            return cls()
+        return cls(tuple(os.path.expanduser(os.fspath(i)) for i in items))
+
+
+#: Everything a user may pass as a DEM: a path, several paths, ``"demo"``, or a resolved source.
+DemSpec: TypeAlias = "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | DemSource"
 
 
 def open_tile(path: Path) -> TileSource:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from crosslocate.pipelines.commands.train import add_flow_arguments, net_options
+from crosslocate.pipelines.commands.train import add_flow_arguments, run_context
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,16 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.benchmark import run_benchmark
 
-    out = run_benchmark(
-        args.region,
-        args.dem,
-        args.preset,
-        args.work,
-        modality=args.modality,
-        device=args.device,
-        queries_csv=args.queries,
-        net_options=net_options(args),
-    )
+    out = run_benchmark(run_context(args), device=args.device)
     print(out["table"])
     print(out["results"])
     print(out["report"])

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from crosslocate.pipelines.commands import add_dem_argument
+
 KINDS = ("sparse", "compact", "uniform")
 
 
@@ -15,7 +17,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("build", help="render a sparse/compact/uniform database into work/<region>/db/<kind>")
     p.add_argument("kind", choices=KINDS, help="sparse: query positions; compact: grid near training queries; uniform")
     p.add_argument("--region", required=True, help="demo, alps, switzerland, or a GeoJSON/shapefile polygon")
-    p.add_argument("--dem", nargs="+", default=None, help="DEM files/folders (default: the embedded demo DEM)")
+    add_dem_argument(p)
     p.add_argument("--preset", default="cpu", help="paper, cpu or tiny (default: cpu)")
     p.add_argument("--work", default="work", help="work folder (default: work)")
     p.add_argument("--out", default=None, help="database folder (default: WORK/<region>/db/<kind>)")
@@ -35,11 +37,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def region_dir_name(region: str) -> str:
-    """Folder name of a region under the work folder (a polygon file uses its stem)."""
-    return Path(region).stem if region.lower().endswith((".geojson", ".json", ".shp", ".zip")) else region
-
-
 def _progress_note(out: Path) -> str:
     """``"N of M shards complete (kept)"`` from the manifest in ``out``, for a build that stopped."""
     from crosslocate.datasets.manifest import Manifest
@@ -56,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the database; prints its folder (or the dry-run summary as JSON)."""
     from crosslocate.errors import DiskFullError
     from crosslocate.pipelines.build import build_database
+    from crosslocate.pipelines.context import RunContext
     from crosslocate.pipelines.presets import get_preset
 
     preset = get_preset(args.preset).with_overrides(
@@ -63,14 +61,14 @@ def run(args: argparse.Namespace) -> int:
         grid={"spacing_m": args.spacing_m} if args.spacing_m else None,
         render={"size_px": args.size_px} if args.size_px else None,
     )
-    out = Path(args.out) if args.out else Path(args.work) / region_dir_name(args.region) / "db" / args.kind
-    dem = None if args.dem is None else (args.dem[0] if len(args.dem) == 1 else list(args.dem))
+    ctx = RunContext.resolve(region=args.region, dem=args.dem, preset=preset, work=args.work)
+    out = Path(args.out) if args.out else ctx.db(args.kind)
     try:
         result = build_database(
             args.kind,
-            preset,
-            args.region,
-            dem,
+            ctx.preset,
+            ctx.region,
+            ctx.dem,
             out,
             clip_to_dem=args.clip_to_dem,
             dry_run=args.dry_run,
@@ -78,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             n_workers=args.workers,
             memory_limit=args.memory_limit,
-            work=args.work,
+            work=ctx.work,
         )
     except DiskFullError as exc:
         raise DiskFullError(f"{exc}; {_progress_note(out)}; free space and rerun the same command to resume") from exc

@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 
 from crosslocate.dem.config import GRID_PRESETS
+from crosslocate.pipelines.commands import add_dem_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``grid`` on the root parser's subparsers."""
     p = sub.add_parser("grid", help="build or count the uniform camera-position grid of a region")
     p.add_argument("--region", required=True, help="alps | switzerland | demo | path to a GeoJSON/shapefile polygon")
-    p.add_argument("--dem", default=None, help="DEM (file, tile folder or 'demo'): clip to its coverage, set altitudes")
+    add_dem_argument(p, without="clips the grid to the DEM's coverage and sets altitudes; default: no DEM")
     p.add_argument("--preset", default="paper", choices=sorted(GRID_PRESETS), help="grid settings (default: paper)")
     p.add_argument("--spacing", type=float, default=None, metavar="M", help="grid spacing in metres (overrides preset)")
     p.add_argument("--dry-run", action="store_true", help="print the summary only, write nothing")
@@ -45,14 +46,14 @@ def run(args: argparse.Namespace) -> int:
         raise FileOverwriteError(f"{out} exists; pass --overwrite to replace it or -o another path")
     region = get_region(args.region)
     if args.dem is not None:
-        from crosslocate.dem.sources import open_dem
+        from crosslocate.dem.sources import DemSource
 
-        with open_dem(args.dem) as dem:
+        with DemSource.resolve(args.dem, region.name).open() as dem:
             positions = uniform_grid(region, dem, cfg)
     else:
         positions = uniform_grid(region, None, cfg)
     summary = grid_summary(positions, cfg, region)
-    summary["dem"] = args.dem
+    summary["dem"] = None if args.dem is None else " ".join(args.dem)
     if not args.dry_run:
         summary["output"] = str(positions.to_npz(out))
     if args.json:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from crosslocate.pipelines.commands import add_dem_argument
+
 #: Mirrors ``crosslocate.pipelines.queries.QUERY_PRESETS`` (kept literal so ``--help`` imports nothing).
 PRESET_NAMES: tuple[str, ...] = ("paper", "cpu", "tiny")
 
@@ -22,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     actions.required = True
     s = actions.add_parser("synth", help="render photo-like queries at random poses in a region (resumable)")
     s.add_argument("--region", required=True, help="alps | switzerland | demo | path to a GeoJSON/shapefile polygon")
-    s.add_argument("--dem", default=None, help="DEM (file, tile folder or 'demo'; default: demo for region demo)")
+    add_dem_argument(s)
     s.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="query-set settings (default: cpu)")
     s.add_argument("--n", type=int, default=None, metavar="N", help="number of queries (overrides the preset)")
     s.add_argument("--size", default=None, metavar="WxH", help="photo size in pixels, e.g. 640x480")

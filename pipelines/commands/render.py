@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from crosslocate.dem.poses import DB_FOV_DEG, DB_SIZE_PX, DB_YAWS_DEG
+from crosslocate.pipelines.commands import add_dem_argument
 from crosslocate.render.config import BACKEND_NAMES
 
 #: Default camera height above the ground when ``--alt`` is not given, metres.
@@ -22,7 +23,7 @@ MAX_SIZE_PX: int = 4096
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``render-view`` on the root parser's subparsers."""
     p = sub.add_parser("render-view", help="render depth/silhouette/semantic views at one position")
-    p.add_argument("--dem", nargs="+", default=["demo"], help="DEM tile(s), a tile folder or 'demo' (default)")
+    add_dem_argument(p, default=["demo"])
     p.add_argument("--lat", type=float, required=True, help="camera latitude, degrees (EPSG:4326)")
     p.add_argument("--lon", type=float, required=True, help="camera longitude, degrees (EPSG:4326)")
     p.add_argument(
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from crosslocate.datasets.schema import parse_modalities
     from crosslocate.dem.poses import Pose, check_camera_clearance
-    from crosslocate.dem.sources import open_dem
+    from crosslocate.dem.sources import DemSource
     from crosslocate.errors import ConfigError
     from crosslocate.render.config import RenderConfig
     from crosslocate.render.preview import save_mosaic, save_view_pngs, view_rgb
@@ -84,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.output)
     check_output_dir(out, args.overwrite)
-    src = args.dem[0] if len(args.dem) == 1 else args.dem
-    with open_dem(src) as dem:
+    with DemSource.resolve(args.dem).open() as dem:
         ground = float(dem.elevation([args.lon], [args.lat])[0])
         alt = ground + DEFAULT_HEIGHT_ABOVE_GROUND_M if args.alt is None else float(args.alt)
         check_camera_clearance(args.lon, args.lat, alt, ground)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from crosslocate.datasets.schema import Modality
+from crosslocate.model.config import BACKBONE_NAMES, POOLING_NAMES
+from crosslocate.pipelines.commands import add_dem_argument
+from crosslocate.pipelines.presets import PRESET_NAMES
+
 
 def add_flow_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``benchmark``."""
     p.add_argument("--region", default="demo", help="region name (demo, alps, switzerland) or polygon file")
-    p.add_argument(
-        "--dem", default=None, help="DEM source (tile folder, file, or 'demo'); default: demo for --region demo"
-    )
-    p.add_argument("--preset", default="cpu", help="settings preset: paper, cpu or tiny")
+    add_dem_argument(p)
+    p.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="settings preset (default: cpu)")
     p.add_argument("--work", default="work", help="work folder (queries, databases, runs)")
-    p.add_argument("--modality", default="depth", help="database modality: depth, silhouette or semantic")
+    p.add_argument("--modality", default="depth", choices=[m.value for m in Modality], help="database modality")
     p.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: the preset's)")
     p.add_argument(
         "--queries",
@@ -26,11 +29,10 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backbone",
         default=None,
-        help="network backbone instead of the preset's: vgg16, alexnet, resnet18, resnet34, efficientnet_lite0",
+        choices=BACKBONE_NAMES,
+        help="network backbone instead of the preset's",
     )
-    p.add_argument(
-        "--pooling", default=None, help="aggregation instead of the preset's: mac, spoc, gem, netvlad, mixvpr"
-    )
+    p.add_argument("--pooling", default=None, choices=POOLING_NAMES, help="aggregation instead of the preset's")
     p.add_argument(
         "--imagenet-weights",
         default=None,
@@ -57,6 +59,21 @@ def net_options(args: argparse.Namespace) -> object | None:
     return NetOptions(backbone=args.backbone, imagenet_weights=args.imagenet_weights, pooling=args.pooling, seed=seed)
 
 
+def run_context(args: argparse.Namespace) -> object:
+    """The command's :class:`~crosslocate.pipelines.context.RunContext`, resolved once from its options."""
+    from crosslocate.pipelines.context import RunContext
+
+    return RunContext.resolve(
+        region=args.region,
+        dem=args.dem,
+        preset=args.preset,
+        work=args.work,
+        modality=args.modality,
+        queries_csv=args.queries,
+        net_options=net_options(args),
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train the retrieval network (renders missing queries/databases first)")
     add_flow_arguments(p)
@@ -67,17 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.train import run_train
 
-    summary = run_train(
-        args.region,
-        args.dem,
-        args.preset,
-        args.work,
-        modality=args.modality,
-        resume=args.resume,
-        device=args.device,
-        queries_csv=args.queries,
-        net_options=net_options(args),
-    )
+    summary = run_train(run_context(args), resume=args.resume, device=args.device)
     print(json.dumps(summary.get("last_epoch"), default=str))
     print(summary["checkpoint"])
     return 0

@@ -105,3 +105,20 @@ def test_real_srtm_tile_matches_raw_bytes(srtm_dir):
         ok = valid[r, c]
         z = dem.sample(7.0 + c / 1200, 47.0 - r / 1200)
         np.testing.assert_allclose(z[ok], raw[r, c][ok], atol=1e-6)
+
+
+def test_dem_source_resolves_demo_only_for_the_demo_region(tmp_path):
+    """The one place that decides 'no --dem means the embedded DEM': only for the demo region."""
+    from crosslocate.dem.sources import DemSource
+    from crosslocate.errors import ConfigError
+
+    assert DemSource.resolve(None, "demo") == DemSource() and DemSource().demo and DemSource().spec == "demo"
+    assert DemSource.resolve(["demo"], "alps").demo  # asked for explicitly
+    with pytest.raises(ConfigError, match=r"region 'alps' needs a DEM: pass --dem"):
+        DemSource.resolve(None, "alps")
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        DemSource.resolve(["demo", str(tmp_path)], "alps")
+    src = DemSource.resolve([tmp_path / "a.tif", str(tmp_path / "b")], "alps")
+    assert src.paths == (str(tmp_path / "a.tif"), str(tmp_path / "b")) and not src.demo
+    assert DemSource.resolve(src) is src and hash(src) == hash(DemSource(src.paths))  # picklable cache key
+    assert DemSource.resolve(str(tmp_path)).spec == [str(tmp_path)]

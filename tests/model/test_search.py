@@ -116,3 +116,13 @@ def test_search_with_config_and_errors():
         search.build_index(db).search(np.zeros((2, 8), np.float32), 1)
     with pytest.raises(ConfigError, match="k must be"):
         search.build_index(db).search(q, 0)
+
+
+def test_ranking_orders_by_distance_with_and_without_a_config():
+    """Database rows per query, nearest first, by hand: 1-D descriptors at 0, 10, 3, 7."""
+    db = np.array([[0.0], [10.0], [3.0], [7.0]], np.float32)
+    q = np.array([[2.0], [9.0]], np.float32)
+    expected = np.array([[2, 0, 3], [1, 3, 2]])
+    exact = search.ranking(db, q, 3)
+    assert exact.dtype == np.int64 and np.array_equal(exact, expected)
+    assert np.array_equal(search.ranking(db, q, 3, EvalConfig()), expected)

@@ -186,7 +186,9 @@ def world(tmp_path, monkeypatch):
         _fake("q", ensure_query_set=lambda region, dem_src, preset, work: queries),
     )
     monkeypatch.setitem(sys.modules, "crosslocate.pipelines.build", _fake("b", build_database=build_database))
-    monkeypatch.setattr("crosslocate.dem.regions.get_region", lambda r: types.SimpleNamespace(crs_wkt=CRS, name="demo"))
+    fake_region = types.SimpleNamespace(crs_wkt=CRS, name="demo")
+    monkeypatch.setattr("crosslocate.dem.regions.get_region", lambda r: fake_region)
+    monkeypatch.setattr("crosslocate.pipelines.context.get_region", lambda r: fake_region)
     monkeypatch.setattr(
         flow,
         "query_splits",

@@ -88,19 +88,29 @@ def test_net_options_apply_backbone_and_imagenet_weights(tmp_path):
 
 
 def test_net_options_on_a_resolved_preset_name_the_run_folder(tmp_path):
-    """Train and benchmark resolve the preset (name or object) first, then apply the options; the run
+    """The run context resolves the preset (name or object) first, then applies the options; the run
     folder carries the options' name, a query CSV's stem after it; the preset keeps its base name."""
+    from crosslocate.pipelines.context import RunContext
     from crosslocate.pipelines.presets import NetOptions
-    from crosslocate.pipelines.train import flow_paths, resolve_net_options, resolve_preset
 
-    tiny = resolve_preset("tiny")
-    assert resolve_net_options(tiny, None) == (tiny, "tiny")
-    assert resolve_net_options(tiny, NetOptions()) == (tiny, "tiny")
-    custom = tiny.with_overrides(net={"pooling": "spoc"})  # a Preset object, as benchmark passes it to train
-    p, name = resolve_net_options(custom, NetOptions(pooling="netvlad"))
-    assert (p.name, p.net.pooling, name) == ("tiny", "netvlad", "tiny-netvlad")
-    run = flow_paths(tmp_path, "demo", name, "depth", tmp_path / "mine.csv").run
-    assert run == tmp_path / "demo" / "runs" / "tiny-netvlad-mine"
+    tiny = get_preset("tiny")
+    for none in (None, NetOptions()):
+        ctx = RunContext.resolve(preset="tiny", work=tmp_path, net_options=none)
+        assert (ctx.preset, ctx.run_name, ctx.run) == (tiny, "tiny", tmp_path / "demo" / "runs" / "tiny")
+    custom = tiny.with_overrides(net={"pooling": "spoc"})  # a Preset object
+    ctx = RunContext.resolve(
+        preset=custom, work=tmp_path, net_options=NetOptions(pooling="netvlad"), queries_csv=tmp_path / "mine.csv"
+    )
+    assert (ctx.preset.name, ctx.preset.net.pooling, ctx.run_name) == ("tiny", "netvlad", "tiny-netvlad")
+    assert ctx.base_preset is custom  # databases and queries depend on it, not on the network options
+    assert ctx.run == tmp_path / "demo" / "runs" / "tiny-netvlad-mine"
+    assert ctx.db("sparse") == tmp_path / "demo" / "db" / "sparse-mine" and ctx.db("uniform").name == "uniform"
+    silhouette = RunContext.resolve(preset="tiny", work=tmp_path, modality="silhouette")
+    assert silhouette.run.name == "tiny-silhouette" and silhouette.dem.demo
+    with pytest.raises(ConfigError, match="--modality 'rgb'.*depth, silhouette, semantic"):
+        RunContext.resolve(preset="tiny", modality="rgb")
+    with pytest.raises(ConfigError, match="region 'alps' needs a DEM"):
+        RunContext.resolve(region="alps", preset="tiny")
 
 
 @pytest.mark.parametrize("name", ["paper", "cpu", "tiny"])

@@ -22,6 +22,7 @@ from crosslocate.errors import QueryCSVError
 from crosslocate.pipelines import build
 from crosslocate.pipelines.benchmark import run_benchmark
 from crosslocate.pipelines.cli import main
+from crosslocate.pipelines.context import RunContext
 from crosslocate.pipelines.presets import get_preset
 from crosslocate.pipelines.train import run_train
 
@@ -75,14 +76,15 @@ def test_photo_csv_trains_and_benchmarks_with_its_own_splits(photo_world, tmp_pa
     assert n_train >= 4 and n_test >= 2, splits  # the layout gives every split photos
 
     work = tmp_path / "work"
-    summary = run_train(region, dem, preset, work, queries_csv=csv)
+    ctx = RunContext.resolve(region=region, dem=dem, preset=preset, work=work, queries_csv=csv)
+    summary = run_train(ctx)
     assert summary["n_train_queries"] == n_train and summary["query_set"]["source"] == str(csv)
     assert summary["query_set"]["n_test"] == n_test
     region_dir = work / "tinyreg"
     # the photo set has its own sparse/compact databases and run folder; the uniform one is shared
     assert (region_dir / "db" / "sparse-myphotos" / "manifest.json").is_file()
     assert (region_dir / "runs" / "tiny-myphotos" / "checkpoint.pt").is_file()
-    out = run_benchmark(region, dem, preset, work, queries_csv=csv)
+    out = run_benchmark(ctx)
     res = json.loads(Path(out["results"]).read_text())
     assert res["n_queries"] == n_test and res["query_set"]["id"] == summary["query_set"]["id"]
     assert res["n_spots"] * 2 == n_test  # the two photos of a spot share its position, hence its split
