@@ -55,6 +55,10 @@ MODALITY_DTYPES: dict[Modality, np.dtype] = {
 
 ALL_MODALITIES: tuple[Modality, ...] = (Modality.DEPTH, Modality.SILHOUETTE, Modality.SEMANTIC)
 
+#: Database kinds (manifest ``kind``): views at the query positions, the uniform grid near training
+#: queries, the uniform grid over the region (:mod:`crosslocate.pipelines.build`).
+DB_KINDS: tuple[str, ...] = ("sparse", "compact", "uniform")
+
 #: Split codes in the per-view table.
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2, "none": 255}
 

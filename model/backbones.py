@@ -24,6 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from crosslocate.model.config import BACKBONE_NAMES
+
 #: VGG16 conv widths per block (ImageNet VGG16 "D").
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 #: torchvision ``vgg16().features`` indices of the 13 conv layers.
@@ -152,13 +154,8 @@ def efficientnet_lite0(width: float = 1.0, final_relu: bool = False, in_channels
     return build(width=width, final_relu=final_relu, in_channels=in_channels)
 
 
-#: Backbone registry: ``NetConfig.backbone`` -> factory.
-BACKBONES: dict[str, Callable[..., Backbone]] = {
-    "vgg16": vgg16,
-    "alexnet": alexnet,
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "efficientnet_lite0": efficientnet_lite0,
-}
+#: Backbone registry: ``NetConfig.backbone`` -> the factory of that name in this module, for every
+#: name of :data:`crosslocate.model.config.BACKBONE_NAMES` (a name without a factory fails at import).
+BACKBONES: dict[str, Callable[..., Backbone]] = {name: globals()[name] for name in BACKBONE_NAMES}
 
 __all__ = ["BACKBONES", "VGG16_BLOCKS", "VGG16_CONV_INDICES", "Backbone", "BasicBlock", "scaled"]

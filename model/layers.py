@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from crosslocate.model import functional as F
+from crosslocate.model.config import POOLING_CLASSES
 
 
 class L2N(nn.Module):
@@ -150,6 +151,6 @@ class MixVPR(nn.Module):
 
 #: Pooling registry: ``NetConfig.pooling`` -> module class. ``netvlad`` and ``mixvpr`` take the
 #: backbone's channel count first and have an ``out_dim``; the others keep the channels.
-POOLING: dict[str, type[nn.Module]] = {"mac": MAC, "spoc": SPoC, "gem": GeM, "netvlad": NetVLAD, "mixvpr": MixVPR}
+POOLING: dict[str, type[nn.Module]] = {name: globals()[cls] for name, cls in POOLING_CLASSES.items()}
 
 __all__ = ["L2N", "MAC", "POOLING", "GeM", "MixVPR", "NetVLAD", "SPoC", "TripletLoss"]

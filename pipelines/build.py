@@ -31,7 +31,7 @@ import numpy as np
 from crosslocate.datasets import codecs
 from crosslocate.datasets.atomic import remove_stale_temps
 from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord, file_sha256
-from crosslocate.datasets.schema import SCHEMA_VERSION, SPLIT_CODES
+from crosslocate.datasets.schema import DB_KINDS, SCHEMA_VERSION, SPLIT_CODES
 from crosslocate.dem.mosaic import DEM
 from crosslocate.dem.regions import Region
 from crosslocate.dem.sources import DemSource, DemSpec
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DB_KINDS: tuple[str, ...] = ("sparse", "compact", "uniform")
 #: Uncovered share of the region area tolerated before ``uniform`` refuses (projection slivers).
 COVERAGE_TOLERANCE: float = 1e-4
 

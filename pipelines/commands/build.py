@@ -7,15 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from crosslocate.datasets.schema import DB_KINDS
 from crosslocate.pipelines.commands import add_dem_argument
-
-KINDS = ("sparse", "compact", "uniform")
 
 
 def add_parser(sub: Any) -> None:
     """Register ``build``."""
     p = sub.add_parser("build", help="render a sparse/compact/uniform database into work/<region>/db/<kind>")
-    p.add_argument("kind", choices=KINDS, help="sparse: query positions; compact: grid near training queries; uniform")
+    p.add_argument(
+        "kind", choices=DB_KINDS, help="sparse: query positions; compact: grid near training queries; uniform"
+    )
     p.add_argument("--region", required=True, help="demo, alps, switzerland, or a GeoJSON/shapefile polygon")
     add_dem_argument(p)
     p.add_argument("--preset", default="cpu", help="paper, cpu or tiny (default: cpu)")
