@@ -32,6 +32,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -222,3 +223,57 @@ def _largest_remainder(n: int, fractions: tuple[float, float, float]) -> tuple[i
                 counts[donor] -= 1
                 counts[k] += 1
     return counts[0], counts[1], counts[2]
+
+
+def shared_terrain_areas(areas: SplitAreas, range_m: float) -> dict[str, dict[str, float]]:
+    """How much terrain the held-out splits share with training, for views that reach ``range_m``.
+
+    Geographically disjoint positions are not disjoint terrain: a view sees mountains up to
+    ``range_m`` away, so training views can show the test area's mountains and test views the
+    training area's. The train area is the region outside the buffered val/test areas (where train
+    positions lie). Per held-out split ``s`` in ``("val", "test")`` (absent when its area is empty):
+
+    ``area_km2``
+        The split's area.
+    ``seen_by_train``
+        Share of the split's area within ``range_m`` of the train area: terrain that training
+        views can show (an upper bound; occlusion hides some of it).
+    ``view_terrain_in_train``
+        Share of the terrain within ``range_m`` of the split's area (clipped to the region) that
+        lies in the train area: what the split's own views look at that training views stand on.
+
+    All areas in the region's LAEA frame (``areas.crs_wkt``); shares in [0, 1].
+    """
+    if range_m < 0:
+        raise ConfigError(f"shared_terrain: range_m must be >= 0, got {range_m}")
+    train_xy = shapely.difference(areas.region_xy, areas.near_val_or_test_xy)
+    near_train = shapely.buffer(train_xy, range_m, quad_segs=_QUAD_SEGS) if range_m > 0 else train_xy
+    out: dict[str, dict[str, float]] = {}
+    for name, geom in (("val", areas.val_xy), ("test", areas.test_xy)):
+        area = float(geom.area)
+        if area <= 0.0:
+            continue
+        seen = float(shapely.intersection(geom, near_train).area) / area
+        visible = shapely.intersection(
+            shapely.buffer(geom, range_m, quad_segs=_QUAD_SEGS) if range_m > 0 else geom, areas.region_xy
+        )
+        in_train = float(shapely.intersection(visible, train_xy).area) / max(float(visible.area), 1e-9)
+        out[name] = {
+            "area_km2": round(area / 1e6, 3),
+            "seen_by_train": round(min(seen, 1.0), 4),
+            "view_terrain_in_train": round(min(in_train, 1.0), 4),
+        }
+    return out
+
+
+def shared_terrain(region: Region | str, cfg: GridConfig, range_m: float) -> dict[str, Any]:
+    """:func:`shared_terrain_areas` of ``region`` split by ``cfg`` for views of range ``range_m``
+    (metres), with the range and the split method recorded."""
+    region = get_region(region)
+    areas = split_areas(region, cfg)
+    return {
+        "range_m": float(range_m),
+        "method": areas.method,
+        "buffer_m": float(cfg.split_buffer_m),
+        **shared_terrain_areas(areas, range_m),
+    }

@@ -182,6 +182,7 @@ def benchmark_results(
     rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name.
     """
     from crosslocate.datasets.transforms import INPUT_ENCODING
+    from crosslocate.dem.splits import shared_terrain
     from crosslocate.model import checkpoint, evaluate, search
     from crosslocate.model.device import seed_everything
     from crosslocate.model.net import build_net
@@ -239,6 +240,7 @@ def benchmark_results(
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
         "n_database": len(pool),
         "query_set": inp.query_set,
+        "shared_terrain": shared_terrain(inp.ctx.region, preset.grid, float(preset.render.range_m)),
         "modality": inp.ctx.modality,
         "input_encoding": INPUT_ENCODING,
         "preset": preset.name,
@@ -521,6 +523,13 @@ def summary_table(results: dict[str, Any]) -> str:
         f"queries: {results['n_queries']} ({results.get('n_spots', '?')} spots), "
         f"database views: {results['n_database']}, preset: {results['preset']}"
     )
+    test = results.get("shared_terrain", {}).get("test")
+    if test:
+        lines.append(
+            f"shared terrain (views reach {results['shared_terrain']['range_m'] / 1000:g} km): "
+            f"{100 * test['seen_by_train']:.0f}% of the test area lies within reach of training views; "
+            f"{100 * test['view_terrain_in_train']:.0f}% of what test views can see is training area"
+        )
     return "\n".join(lines)
 
 

@@ -114,3 +114,25 @@ def test_polygon_method_needs_overlap(tmp_path):
     cfg = GridConfig(split_method="polygon")
     with pytest.raises(ConfigError, match="does not overlap"):
         assign_splits([7.0], [40.0], _square(tmp_path, 5000.0, lon0=7.0, lat0=40.0), cfg)
+
+
+def test_shared_terrain_of_two_rectangles_by_hand():
+    """Region 30 x 10 km, test = its right third, 1 km buffer, views reach 5 km (shares by hand):
+    train positions fill x < 19 km, so training views see test terrain up to x = 24 km (4 of its
+    10 km: 0.4); test views see x >= 15 km, of which 15..19 km (4 of 15 km: 4/15) is train area."""
+    from shapely.geometry import Polygon, box
+
+    from crosslocate.dem.splits import SplitAreas, shared_terrain_areas
+
+    region, test = box(0, 0, 30_000, 10_000), box(20_000, 0, 30_000, 10_000)
+    near = test.buffer(1_000)
+    areas = SplitAreas("polygon", "", region, Polygon(), test, near, near)
+    shared = shared_terrain_areas(areas, 5_000.0)
+    assert set(shared) == {"test"}  # no val area, no val entry
+    assert shared["test"]["area_km2"] == pytest.approx(100.0)
+    assert shared["test"]["seen_by_train"] == pytest.approx(0.4, abs=1e-4)
+    assert shared["test"]["view_terrain_in_train"] == pytest.approx(4 / 15, abs=1e-4)
+    # views that reach less than the buffer share nothing; a negative range is refused
+    assert shared_terrain_areas(areas, 500.0)["test"]["seen_by_train"] == 0.0
+    with pytest.raises(ConfigError, match="range_m"):
+        shared_terrain_areas(areas, -1.0)

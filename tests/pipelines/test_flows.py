@@ -164,7 +164,7 @@ def world(tmp_path, monkeypatch):
     preset = types.SimpleNamespace(
         name="tiny",
         grid=None,
-        render=types.SimpleNamespace(size_px=SIZE, fov_deg=60.0),
+        render=types.SimpleNamespace(size_px=SIZE, fov_deg=60.0, range_m=5_000.0),
         net=types.SimpleNamespace(),
         train=train_cfg,
         eval=EvalConfig(batch_size=32),
@@ -189,6 +189,11 @@ def world(tmp_path, monkeypatch):
     fake_region = types.SimpleNamespace(crs_wkt=CRS, name="demo")
     monkeypatch.setattr("crosslocate.dem.regions.get_region", lambda r: fake_region)
     monkeypatch.setattr("crosslocate.pipelines.context.get_region", lambda r: fake_region)
+    # the fake region has no polygon: its shared terrain is given (the geometry is tested in tests/dem)
+    shared = {"test": {"area_km2": 9.0, "seen_by_train": 0.25, "view_terrain_in_train": 0.5}}
+    monkeypatch.setattr(
+        "crosslocate.dem.splits.shared_terrain", lambda region, grid, range_m: {"range_m": range_m, **shared}
+    )
     monkeypatch.setattr(
         flow,
         "query_splits",
@@ -224,6 +229,7 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path, monkeypatch
     assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
     out = capsys.readouterr().out
     assert "paper (Switzerland, other queries)" in out and "38.66%" in out
+    assert "25% of the test area lies within reach of training views; 50% of what test views" in out
     res = json.loads((run / "results.json").read_text())
     for key in (
         "recall",
