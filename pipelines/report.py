@@ -225,6 +225,21 @@ def markdown_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) 
     return "\n".join(lines) + "\n"
 
 
+def shared_terrain_note(results: dict[str, Any]) -> str:
+    """One sentence on how much terrain the test split shares with training (``results["shared_terrain"]``,
+    :func:`crosslocate.dem.splits.shared_terrain`), or "" when the run did not record it."""
+    st = results.get("shared_terrain") or {}
+    test = st.get("test")
+    if not test:
+        return ""
+    return (
+        f"Test positions are geographically disjoint from training positions, but views reach "
+        f"{st['range_m'] / 1000:g} km: {100 * test['seen_by_train']:.0f}% of the test area lies within reach of "
+        f"training views, and {100 * test['view_terrain_in_train']:.0f}% of what the test views can see is "
+        "training area."
+    )
+
+
 def markdown_spread_table(runs: list[dict[str, Any]], threshold: float = HIT_THRESHOLD_M) -> str:
     """Mean and standard deviation over runs (e.g. training seeds) of every :func:`table_rows` row, Markdown.
 
@@ -417,6 +432,7 @@ def render_report(run_dir: str | os.PathLike[str], *, max_rows: int = MAX_ROWS) 
         f"against {_esc(results.get('n_database', '?'))} database views.</p>",
         "<h2>Recall curves</h2>", "".join(panels),
         "<h2>Results vs chance and baselines</h2>", results_table(results),
+        f"<p class='note'>{_esc(shared_terrain_note(results))}</p>",
         "<h2>Map of the test spots</h2>", the_map,
         "<h2>Per query</h2>", per_query,
         "<h2>Plots of the run</h2>", _plots(results, run_dir),

@@ -91,6 +91,22 @@ def test_markdown_table_is_the_readme_table_from_results(export_data, capsys):
     assert rows["horizon"] == "| horizon | 50.0% | 60.0% | 70.0% | 100.0% |"
     assert rows["ours / chance"] == "| ours / chance | 6.7× | 3.3× | 2.2× | 1.1× |"  # (1/3) / 0.05 etc.
     assert not (run / "report.html").exists()  # --markdown writes nothing
+    # a run that recorded how much terrain its splits share says so under the table
+    res = json.loads((run / "results.json").read_text())
+    res["shared_terrain"] = {
+        "range_m": 35000.0,
+        "test": {"area_km2": 1.0, "seen_by_train": 1.0, "view_terrain_in_train": 0.588},
+    }
+    (run / "results.json").write_text(json.dumps(res))
+    assert main(["report", str(run), "--markdown"]) == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .endswith(
+            "views reach 35 km: 100% of the test area lies within reach of training views, and 59% of what "
+            "the test views can see is training area."
+        )
+    )
 
 
 def test_report_without_results_is_a_clear_error(export_data, capsys):
