@@ -60,10 +60,10 @@ render-compact: setup
 	$(CL) build compact --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(ARGS)
 
 train: setup
-	$(CL) train --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(NET_ARGS)
+	$(CL) train --region $(REGION) $(DEM_ARG) $(CLIP_ARG) --preset $(PRESET) --work $(WORK) $(NET_ARGS)
 
 benchmark: setup
-	$(CL) benchmark --region $(REGION) $(DEM_ARG) --preset $(PRESET) --work $(WORK) $(NET_ARGS)
+	$(CL) benchmark --region $(REGION) $(DEM_ARG) $(CLIP_ARG) --preset $(PRESET) --work $(WORK) $(NET_ARGS)
 
 # render-only backends, then the atlas vs the per-position pyramid (accuracy, cost per position)
 bench-render: setup

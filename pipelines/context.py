@@ -64,6 +64,9 @@ class RunContext:
         Database modality of the network (:class:`~crosslocate.datasets.schema.Modality` value).
     queries_csv : Path or None
         A user's query CSV (absolute), or None for the synthetic query set.
+    clip_to_dem : bool
+        Build the uniform database over the DEM-covered part of the region only (``--clip-to-dem``)
+        instead of refusing a region the DEM does not cover.
     """
 
     work: Path
@@ -73,6 +76,7 @@ class RunContext:
     run_name: str = ""
     modality: str = Modality.DEPTH.value
     queries_csv: Path | None = None
+    clip_to_dem: bool = False
     _base: Preset | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -86,6 +90,7 @@ class RunContext:
         modality: str = Modality.DEPTH.value,
         queries_csv: str | os.PathLike[str] | None = None,
         net_options: NetOptions | None = None,
+        clip_to_dem: bool = False,
     ) -> RunContext:
         """Resolve what a user typed; every error names the offending option."""
         from crosslocate.dem.sources import DemSource
@@ -111,6 +116,7 @@ class RunContext:
             run_name=run_name,
             modality=mod,
             queries_csv=None if queries_csv is None else Path(queries_csv).resolve(),
+            clip_to_dem=bool(clip_to_dem),
             _base=base,
         )
 

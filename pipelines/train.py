@@ -141,7 +141,17 @@ def ensure_databases(kinds: tuple[str, ...], ctx: RunContext, queries: list[Quer
     out: dict[str, Path] = {}
     for kind in kinds:
         t0 = time.perf_counter()
-        out[kind] = Path(build_database(kind, ctx.base_preset, ctx.region, ctx.dem, ctx.db(kind), queries=queries))
+        out[kind] = Path(
+            build_database(
+                kind,
+                ctx.base_preset,
+                ctx.region,
+                ctx.dem,
+                ctx.db(kind),
+                queries=queries,
+                clip_to_dem=ctx.clip_to_dem,
+            )
+        )
         logger.info("database %s ready at %s (%.1f s)", kind, out[kind], time.perf_counter() - t0)
     return out
 

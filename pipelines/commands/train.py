@@ -41,6 +41,12 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "(weights shipped by a pinned package); sets width 1. Runs go to runs/<preset>[-<backbone>][-<pooling>]-imagenet",
     )
     p.add_argument(
+        "--clip-to-dem",
+        action="store_true",
+        help="build the uniform database over the DEM-covered part of the region only (real tiles that cover "
+        "part of it, e.g. --region alps with the shared SRTM tiles)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -71,6 +77,7 @@ def run_context(args: argparse.Namespace) -> object:
         modality=args.modality,
         queries_csv=args.queries,
         net_options=net_options(args),
+        clip_to_dem=args.clip_to_dem,
     )
 
 

@@ -171,7 +171,7 @@ def world(tmp_path, monkeypatch):
     )
     built = []
 
-    def build_database(kind, preset, region, dem_src, out_dir, queries=None, client=None):
+    def build_database(kind, preset, region, dem_src, out_dir, queries=None, client=None, clip_to_dem=False):
         built.append(kind)
         return _make_db(out_dir)
 
