@@ -269,21 +269,74 @@ def run_benchmark(ctx: RunContext, *, device: str | None = None) -> dict[str, An
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     inp = prepare_benchmark(ctx, device=device, timings=timings)
-    results, rankings = benchmark_results(inp, timings)
-    spots = spot_ids(inp.qset.dataset.queries)
     run = inp.ctx.run
+    key = evaluation_key(inp)
+    out = run / "results.json"
+    previous = _previous_results(out)
+    if previous is not None and previous.get("evaluation_key") == key:
+        logger.info(
+            "the test split was already scored with this checkpoint, query set, database and EvalConfig: "
+            "%s is kept (the test split is evaluated once per configuration; see %s)",
+            out,
+            run / TEST_LOG_NAME,
+        )
+        return {"results": str(out), "table": summary_table(previous), "report": str(run / "report.html")}
+    results, rankings = benchmark_results(inp, timings)
+    results["evaluation_key"] = key
+    results["test_evaluations"] = _log_test_evaluation(run, key, results)
+    spots = spot_ids(inp.qset.dataset.queries)
     results["plots"] = _plots(results, inp.qset, inp.pool, rankings[NETWORK], run, spots)
     results["rankings"] = save_rankings(run / RANKINGS_NAME, inp.qset, inp.pool, rankings[NETWORK], spots).name
     results["environment"] = environment_info()
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
-    out = run / "results.json"
     write_bytes_atomic(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
     summary = {"results": str(out), "table": summary_table(results)}
     from crosslocate.pipelines.report import write_report
 
     summary["report"] = str(write_report(run))
     return summary
+
+
+#: The run folder's record of every scoring of the test split (JSON lines: key, time, R@1 within 1 km).
+TEST_LOG_NAME = "test_evaluations.jsonl"
+
+
+def evaluation_key(inp: BenchmarkInputs) -> dict[str, Any]:
+    """What a test-split score depends on: the evaluated weights (sha256), the query set, the test
+    photos and views as the network gets them (database digests, modality, sizes:
+    :func:`crosslocate.pipelines.descriptors.source_identity`) and the EvalConfig. ``run_benchmark``
+    scores the test split once per key and keeps ``results.json`` when asked again."""
+    from crosslocate.pipelines.descriptors import source_identity
+
+    return {
+        "checkpoint_sha256": file_sha256(inp.checkpoint),
+        "query_set_id": inp.query_set["id"],
+        "inputs": _digest({"views": source_identity(inp.pool), "queries": source_identity(inp.qset.dataset)}),
+        "eval": _cfg_dict(inp.eval),
+    }
+
+
+def _previous_results(path: Path) -> dict[str, Any] | None:
+    """The run's ``results.json``, or None when absent or unreadable (then it is written anew)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _log_test_evaluation(run: Path, key: dict[str, Any], results: dict[str, Any]) -> int:
+    """Append this scoring of the test split to ``<run>/test_evaluations.jsonl``; returns how many
+    distinct configurations of this run have been scored on the test split (this one included)."""
+    path = run / TEST_LOG_NAME
+    lines = path.read_text().splitlines() if path.exists() else []
+    r1 = results.get("recall", {}).get("1000", {}).get("1")
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "key": key, "recall@1_1km": r1}
+    lines.append(json.dumps(entry, sort_keys=True, default=str))
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+    keys = {json.dumps(json.loads(line)["key"], sort_keys=True, default=str) for line in lines if line.strip()}
+    return len(keys)
 
 
 #: Per-query rankings of a benchmark run, for ``crosslocate report`` (see :func:`save_rankings`).

@@ -231,6 +231,11 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path, monkeypatch
     assert "paper (Switzerland, other queries)" in out and "38.66%" in out
     assert "25% of the test area lies within reach of training views; 50% of what test views" in out
     res = json.loads((run / "results.json").read_text())
+    # the test split is scored once per configuration: asked again, the run keeps its results
+    before = (run / "results.json").read_bytes()
+    assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
+    assert "already scored" in capsys.readouterr().err and (run / "results.json").read_bytes() == before
+    assert res["test_evaluations"] == 1 and len((run / "test_evaluations.jsonl").read_text().splitlines()) == 1
     for key in (
         "recall",
         "chance",
