@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from crosslocate.dem.config import get_grid_preset
     from crosslocate.dem.grid import grid_summary, uniform_grid
     from crosslocate.dem.regions import get_region
+    from crosslocate.dem.splits import shared_terrain
     from crosslocate.errors import FileOverwriteError
+    from crosslocate.render.config import RENDER_PRESETS
 
     cfg = get_grid_preset(args.preset)
     if args.spacing is not None:
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         positions = uniform_grid(region, None, cfg)
     summary = grid_summary(positions, cfg, region)
     summary["dem"] = None if args.dem is None else " ".join(args.dem)
+    # positions are split disjointly; views reaching the preset's range are not (dem.splits.shared_terrain)
+    summary["shared_terrain"] = shared_terrain(region, cfg, RENDER_PRESETS[args.preset].range_m)
     if not args.dry_run:
         summary["output"] = str(positions.to_npz(out))
     if args.json:
@@ -75,4 +79,12 @@ def _format(s: dict) -> str:  # type: ignore[type-arg]
         f"estimate   {gb:,.1f} GB  ({kb:g} KB per view: depth+silhouette+semantic at 500x500 px)",
         f"output     {s['output']}" if "output" in s else "output     (dry run: nothing written)",
     ]
+    st = s.get("shared_terrain") or {}
+    for name in ("val", "test"):
+        if name in st:
+            lines.append(
+                f"shared     {name}: {100 * st[name]['seen_by_train']:.0f}% of its area within "
+                f"{st['range_m'] / 1000:g} km of train positions; {100 * st[name]['view_terrain_in_train']:.0f}% "
+                "of what its views can see is train area"
+            )
     return "\n".join(lines)
