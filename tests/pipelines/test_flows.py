@@ -5,6 +5,7 @@ layout and CLI are what is tested here)."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import types
 from typing import ClassVar
@@ -179,7 +180,11 @@ def world(tmp_path, monkeypatch):
     from crosslocate.datasets import shards
 
     monkeypatch.setattr(shards, "open_database", lambda d, **kw: _Db(d))
-    monkeypatch.setitem(sys.modules, "crosslocate.pipelines.presets", _fake("p", get_preset=lambda name: preset))
+    monkeypatch.setitem(
+        sys.modules,
+        "crosslocate.pipelines.presets",
+        _fake("p", get_preset=lambda name: preset, PRESET_NAMES=("paper", "cpu", "tiny")),
+    )
     monkeypatch.setitem(
         sys.modules,
         "crosslocate.pipelines.queries",
@@ -216,7 +221,7 @@ def world(tmp_path, monkeypatch):
     return types.SimpleNamespace(queries=queries, built=built, work=tmp_path / "work", preset=preset)
 
 
-def test_train_then_benchmark_then_localize(world, capsys, tmp_path, monkeypatch):
+def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, monkeypatch):
     work = str(world.work)
     assert main(["train", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
     run = world.work / "demo" / "runs" / "tiny"
@@ -233,8 +238,10 @@ def test_train_then_benchmark_then_localize(world, capsys, tmp_path, monkeypatch
     res = json.loads((run / "results.json").read_text())
     # the test split is scored once per configuration: asked again, the run keeps its results
     before = (run / "results.json").read_bytes()
-    assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
-    assert "already scored" in capsys.readouterr().err and (run / "results.json").read_bytes() == before
+    with caplog.at_level(logging.INFO, logger="crosslocate.pipelines.benchmark"):
+        assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
+    assert "already scored" in caplog.text and (run / "results.json").read_bytes() == before
+    assert "38.66%" in capsys.readouterr().out  # the kept results' table
     assert res["test_evaluations"] == 1 and len((run / "test_evaluations.jsonl").read_text().splitlines()) == 1
     for key in (
         "recall",
