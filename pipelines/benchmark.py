@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.atomic import write_bytes_atomic
-from crosslocate.datasets.manifest import file_sha256
 from crosslocate.datasets.schema import SPLIT_CODES
 from crosslocate.errors import ConfigError, ShardCorruptError
+from crosslocate.fileio import config_to_dict, file_sha256, write_json_atomic, write_npz_atomic
 from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines.benchinfo import environment_info
 
@@ -232,7 +231,7 @@ def benchmark_results(
     t0 = time.perf_counter()
     untrained = build_net(preset.net).to(inp.device)
     init = getattr(untrained, "init_source", None)
-    u_db, u_q = _descriptors(inp, untrained, "untrained-" + _digest(_cfg_dict(preset.net)))
+    u_db, u_q = _descriptors(inp, untrained, "untrained-" + _digest(config_to_dict(preset.net)))
     net = build_net(preset.net).to(inp.device)
     state = checkpoint.load_checkpoint(inp.checkpoint, net, optimizer=None, map_location=inp.device)
     ckpt_sha = file_sha256(inp.checkpoint)
@@ -287,7 +286,7 @@ def benchmark_results(
             "sha256": ckpt_sha,
             "epoch": int(state.get("epoch", -1)) if isinstance(state, dict) else None,
         },
-        "config": {name: _cfg_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
+        "config": {name: config_to_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
         "init": init,
         "device": str(inp.device),
         "oriented_max_yaw_deg": float(cfg.orient_max_yaw_deg),
@@ -335,7 +334,7 @@ def run_benchmark(
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
     out = run / "results.json"
-    write_bytes_atomic(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
+    write_json_atomic(out, results, default=str, allow_nan=True)
     summary = {"results": str(out), "table": summary_table(results)}
     from crosslocate.pipelines.report import write_report
 
@@ -356,12 +355,10 @@ def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], 
     ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
     ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str.
     """
-    from crosslocate.datasets.atomic import atomic_path
-
     parts = np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(pool.datasets)])
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
+    write_npz_atomic(
+        path,
+        dict(
             ranking=idx.astype(np.int64),
             distance_m=np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2),
             query_image=np.array([q.image for q in qset.dataset.queries], dtype=str),
@@ -375,7 +372,8 @@ def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], 
             db_part=parts,
             db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
             modality=np.array(pool.datasets[0].modality.value),
-        )
+        ),
+    )
     return path
 
 
@@ -469,11 +467,6 @@ def _view_rgb(pool: Any, j: int) -> npt.NDArray[np.uint8]:
 
     ds, i = pool.locate(int(j))
     return view_to_rgb(ds.modality.value, ds.read_raw(i))
-
-
-def _cfg_dict(cfg: Any) -> Any:
-    to_dict = getattr(cfg, "to_dict", None)
-    return to_dict() if callable(to_dict) else repr(cfg)
 
 
 def _plots(

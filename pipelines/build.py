@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from crosslocate.datasets import codecs
-from crosslocate.datasets.atomic import remove_stale_temps
-from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord
 from crosslocate.datasets.schema import SCHEMA_VERSION, SPLIT_CODES
 from crosslocate.errors import (
     ConfigError,
@@ -41,6 +40,7 @@ from crosslocate.errors import (
     OutsideCoverageError,
     ShardCorruptError,
 )
+from crosslocate.fileio import file_sha256, remove_stale_temps
 from crosslocate.pipelines.plan import ShardPlan, estimate, plan_shards
 from crosslocate.pipelines.presets import Preset, get_preset
 from crosslocate.pipelines.tasks import POSITION_FIELDS, ShardJob, calibrate, opened_dem, render_shard
