@@ -20,7 +20,6 @@ All distances are metres in the region's LAEA frame (:attr:`crosslocate.dem.regi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ import numpy.typing as npt
 from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SPLIT_CODES, Modality
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_to_dict, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -237,11 +237,6 @@ def make_queryset(
     return QuerySet(ds, xy, yaw)
 
 
-def _json_safe(obj: Any) -> Any:
-    to_dict = getattr(obj, "to_dict", None)
-    return to_dict() if callable(to_dict) else repr(obj)
-
-
 def run_train(
     region: str,
     dem_src: Any,
@@ -335,8 +330,8 @@ def run_train(
         "region": paths.region,
         "query_set": query_set_record(queries, splits, paths),
         "modality": paths.modality,
-        "net": _json_safe(preset.net),
-        "train": _json_safe(tcfg),
+        "net": config_to_dict(preset.net),
+        "train": config_to_dict(tcfg),
         "init": getattr(net, "init_source", None),
         "device": str(dev),
     }
@@ -357,7 +352,7 @@ def run_train(
         "last_epoch": result.history[-1] if result.history else None,
         "train_s": round(time.perf_counter() - t0, 2),
     }
-    (paths.run / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json_atomic(paths.run / "train.json", summary, default=str, allow_nan=True)
     return summary
 
 
