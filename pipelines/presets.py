@@ -32,6 +32,7 @@ from typing import Any
 from crosslocate.datasets.config import SHARD_PRESETS, ShardConfig
 from crosslocate.dem.config import GRID_PRESETS, GridConfig
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_to_dict
 from crosslocate.render.config import RENDER_PRESETS, RenderConfig
 
 logger = logging.getLogger(__name__)
@@ -105,23 +106,14 @@ class Preset:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict: the name and each config's ``to_dict()`` (None for missing ones)."""
-        out: dict[str, Any] = {"name": self.name}
-        for section in ("grid", "render", "shard", "queries", "net", "train", "eval"):
-            cfg = getattr(self, section)
-            out[section] = None if cfg is None else _cfg_to_dict(cfg)
-        if self.missing:
-            out["missing"] = list(self.missing)
+        """JSON-friendly dict: the name and each config as a dict (None for missing ones).
+
+        ``missing`` appears only when a config is missing.
+        """
+        out = config_to_dict(self)
+        if not self.missing:
+            del out["missing"]
         return out
-
-
-def _cfg_to_dict(cfg: Any) -> Any:
-    to_dict = getattr(cfg, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return dataclasses.asdict(cfg)
-    return repr(cfg)
 
 
 def _optional_presets(module: str, names: tuple[str, ...], preset: str) -> tuple[list[Any], str | None]:
