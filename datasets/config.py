@@ -7,10 +7,11 @@ Pure dataclasses (standard library + errors only): the codec math lives in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_from_dict, config_to_dict
 
 #: Blosc compressors understood by the shard writer.
 COMPRESSORS: tuple[str, ...] = ("zstd", "lz4", "lz4hc", "zlib", "blosclz")
@@ -99,16 +100,12 @@ class ShardConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of the fields."""
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"ShardConfig: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 #: Named storage settings. ``tiny`` uses small shards so a handful of positions gives several files.

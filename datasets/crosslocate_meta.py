@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.atomic import write_bytes_atomic
 from crosslocate.datasets.queries import Query
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError, ForeignFormatError
+from crosslocate.fileio import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

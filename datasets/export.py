@@ -42,7 +42,7 @@ extension       ``.png`` (query photos keep ``.jpg``/``.jpeg``/``.png``; others 
   :class:`~crosslocate.dem.landcover.LandCover` ids (so ``np.asarray(Image.open(p))`` gives the
   ids back) and whose palette is :func:`~crosslocate.datasets.schema.semantic_palette`.
 
-Files are written one by one, atomically (:mod:`crosslocate.datasets.atomic`); a file that exists
+Files are written one by one, atomically (:mod:`crosslocate.fileio`); a file that exists
 is complete, so an interrupted export resumes by skipping existing names.
 """
 
@@ -61,9 +61,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.atomic import atomic_path, atomic_write, write_bytes_atomic
 from crosslocate.datasets.schema import Modality, semantic_palette
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import atomic_path, atomic_write, write_bytes_atomic
 from crosslocate.progress import Progress
 
 logger = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from crosslocate.datasets.atomic import write_json_atomic
 from crosslocate.datasets.schema import SCHEMA_VERSION
 from crosslocate.errors import ManifestMismatchError, NotBuiltError, ShardCorruptError
+from crosslocate.fileio import file_sha256, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +54,6 @@ CONFIG_KEYS: tuple[str, ...] = (
 def shard_name(shard_id: int) -> str:
     """File name of shard ``shard_id`` (``shard-00000.h5``)."""
     return f"shard-{shard_id:05d}.h5"
-
-
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_bytes), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -308,6 +299,5 @@ __all__ = [
     "POSITIONS_NAME",
     "Manifest",
     "ShardRecord",
-    "file_sha256",
     "shard_name",
 ]

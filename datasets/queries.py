@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
 from crosslocate.dem.poses import Pose
 from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, xy_to_lonlat
 from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
+from crosslocate.fileio import atomic_write, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +178,7 @@ def query_set_digest(queries: Sequence[Query], extra: bytes = b"") -> str:
     for q in queries:
         p = q.pose
         h.update(np.array([p.lon, p.lat, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg], "<f8").tobytes())
-        with open(q.image, "rb") as fh:
-            h.update(hashlib.sha256(fh.read()).digest())
+        h.update(bytes.fromhex(file_sha256(q.image)))
     h.update(extra)
     return h.hexdigest()
 
@@ -251,7 +250,7 @@ def _covered(dem: Any | None, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
 
 
 def write_query_csv(path: str | os.PathLike[str], queries: Iterable[Query]) -> Path:
-    """Write queries as a CSV (header + one row each) atomically (temp file + ``os.replace``).
+    """Write queries as a CSV (header + one row each) atomically (:func:`crosslocate.fileio.atomic_write`).
 
     Image paths inside the CSV's folder are written relative to it, others absolute; floats are
     written with ``repr`` so :func:`load_query_csv` reads back the same values.
@@ -259,21 +258,13 @@ def write_query_csv(path: str | os.PathLike[str], queries: Iterable[Query]) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(QUERY_COLUMNS)
-            for q in queries:
-                p = q.pose
-                numbers = (p.lat, p.lon, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg)
-                writer.writerow([_relative_image(q.image, base), *(repr(float(v)) for v in numbers)])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(QUERY_COLUMNS)
+        for q in queries:
+            p = q.pose
+            numbers = (p.lat, p.lon, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg)
+            writer.writerow([_relative_image(q.image, base), *(repr(float(v)) for v in numbers)])
     return path
 
 

@@ -39,11 +39,11 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets import codecs
-from crosslocate.datasets.atomic import require_free_space, write_bytes_atomic
 from crosslocate.datasets.config import ShardConfig
-from crosslocate.datasets.manifest import Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.manifest import Manifest, ShardRecord
 from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality, first_invalid
 from crosslocate.errors import ConfigError, NotBuiltError, ShardCorruptError
+from crosslocate.fileio import file_sha256, require_free_space, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class ShardWriter:
 
     Use as a context manager: views are appended with :meth:`add` to an in-memory HDF5 file (a
     shard is a few MB); :meth:`commit` checks the free space, writes the file image with
-    :func:`~crosslocate.datasets.atomic.write_bytes_atomic` and returns ``(sha256, bytes, n_views)``.
+    :func:`~crosslocate.fileio.write_bytes_atomic` and returns ``(sha256, bytes, n_views)``.
     HDF5 itself never writes to disk, so a full disk is one clean
     :class:`~crosslocate.errors.DiskFullError` (never an HDF5 crash), and ``path`` never holds a
     partial shard. Entering the block already refuses when the folder has less free space than a

@@ -35,7 +35,7 @@ Augmentation is numpy-only and seeded by an explicit ``np.random.Generator``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -45,6 +45,7 @@ import torch
 
 from crosslocate.datasets.schema import SKY_DEPTH_M, Modality, semantic_palette
 from crosslocate.errors import ConfigError, RenderError
+from crosslocate.fileio import config_to_dict
 
 #: ImageNet channel statistics (RGB, fractions of 255).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -276,7 +277,7 @@ class AugmentConfig:
                 raise ConfigError(f"AugmentConfig.{name} must be <= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:

@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from crosslocate.datasets.manifest import POSITIONS_NAME, Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.manifest import POSITIONS_NAME, Manifest, ShardRecord
 from crosslocate.datasets.schema import Modality, first_invalid
 from crosslocate.datasets.shards import ShardReader, shard_file_problem
 from crosslocate.errors import CrosslocateError
+from crosslocate.fileio import file_sha256
 
 logger = logging.getLogger(__name__)
 

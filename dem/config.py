@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from crosslocate.dem.poses import DB_FOV_DEG, DB_YAWS_DEG
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_from_dict, config_to_dict
 
 #: Split methods understood by :func:`crosslocate.dem.splits.assign_splits`.
 SPLIT_METHODS: tuple[str, ...] = ("auto", "polygon", "blocks")
@@ -97,23 +98,12 @@ class GridConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists)."""
-        d = asdict(self)
-        d["yaws_deg"] = list(self.yaws_deg)
-        d["split_fractions"] = list(self.split_fractions)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"GridConfig: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        kw = dict(data)
-        for key in ("yaws_deg", "split_fractions"):
-            if key in kw:
-                kw[key] = tuple(float(v) for v in kw[key])
-        return cls(**kw)
+        """Inverse of :meth:`to_dict` (numbers become floats); unknown keys raise :class:`ConfigError`."""
+        return config_from_dict(cls, data)
 
 
 #: Named grid settings. ``paper``: 500 m as in CrossLocate. ``cpu``: 1 km (4x fewer positions) for a

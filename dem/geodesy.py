@@ -221,6 +221,11 @@ def crs_is_geographic(crs: Any) -> bool:
     return bool(CRS.from_user_input(crs).is_geographic)
 
 
+def crs_is_projected(crs: Any) -> bool:
+    """True when ``crs`` (WKT / "EPSG:..." / pyproj CRS) is a projected CRS (planar, linear units)."""
+    return bool(CRS.from_user_input(crs).is_projected)
+
+
 def crs_name(crs: Any) -> str:
     """Short name of a CRS: ``"EPSG:xxxx"`` when it has an EPSG code, else its PROJ name."""
     c = CRS.from_user_input(crs)

@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from crosslocate.dem.poses import DB_FOV_DEG, DB_YAWS_DEG, Pose
 from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, project_geometry, xy_to_lonlat
 from crosslocate.dem.splits import NONE, assign_splits
 from crosslocate.errors import ConfigError, OutsideCoverageError
+from crosslocate.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -123,31 +123,21 @@ class Positions:
         return dataclasses.replace(self, position_id=np.arange(len(self), dtype=np.int64))
 
     def to_npz(self, path: str | os.PathLike[str]) -> Path:
-        """Write all arrays and ``crs_wkt`` to ``path`` (``.npz``) atomically (temp file + ``os.replace``).
+        """Write all arrays and ``crs_wkt`` to ``path`` (``.npz``) atomically (:func:`crosslocate.fileio.atomic_write`).
 
         The bytes depend only on the positions (the zip members carry a fixed timestamp), so two
         builds of the same configuration write identical files.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                _savez_deterministic(
-                    fh,
-                    {
-                        "version": np.int64(_NPZ_VERSION),
-                        "crs_wkt": np.str_(self.crs_wkt),
-                        **{name: getattr(self, name) for name in _ARRAY_FIELDS},
-                    },
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; positions are an ordinary shared output
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            _savez_deterministic(
+                fh,
+                {
+                    "version": np.int64(_NPZ_VERSION),
+                    "crs_wkt": np.str_(self.crs_wkt),
+                    **{name: getattr(self, name) for name in _ARRAY_FIELDS},
+                },
+            )
         return path
 
     @classmethod

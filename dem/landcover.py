@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from crosslocate.dem import geodesy, sampling
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_to_dict
 
 
 class LandCover(IntEnum):
@@ -106,7 +107,7 @@ class LandcoverRules:
             raise ConfigError(f"LandcoverRules.lake_closed_fraction must be in [0, 1], got {self.lake_closed_fraction}")
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LandcoverRules:

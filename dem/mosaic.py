@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from crosslocate.dem.landcover import (
     rule_landcover,
 )
 from crosslocate.errors import ConfigError, DEMReadError, OutsideCoverageError
+from crosslocate.fileio import save_npy_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -581,14 +581,10 @@ def _load_cached_classes(path: Path, shape: tuple[int, int]) -> npt.NDArray[np.u
 
 
 def _save_cached_classes(path: Path, arr: npt.NDArray[np.uint8]) -> None:
-    """Write ``arr`` to ``path`` atomically (temporary file + rename); a failure only logs."""
+    """Write ``arr`` to ``path`` atomically (:func:`crosslocate.fileio.save_npy_atomic`); a failure only logs."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError as exc:
+        save_npy_atomic(path, arr)
+    except OSError as exc:  # a cache: a full disk or a read-only cache folder only costs a recomputation
         logger.warning("could not cache land cover at %s: %s", path, exc)
 
 

@@ -15,10 +15,11 @@ Conventions (used everywhere in crosslocate):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from crosslocate.errors import ConfigError, RenderError
+from crosslocate.fileio import config_to_dict
 
 #: The 12 database yaws of the paper, degrees clockwise from north.
 DB_YAWS_DEG: tuple[float, ...] = tuple(float(30 * i) for i in range(12))
@@ -75,7 +76,7 @@ class Pose:
 
     def to_dict(self) -> dict[str, float]:
         """JSON-friendly dict of the fields."""
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Pose:

@@ -5,8 +5,8 @@ API
 - ``save_checkpoint(path, net, *, optimizer=None, epoch=0, meta=None) -> Path``: writes
   ``{"magic", "format_version", "input_encoding", "model_state", "optimizer_state", "epoch",
   "net_config", "meta"}``
-  to a temp file in the same folder, fsyncs, then ``os.replace`` (a crash never leaves a partial
-  file under ``path``). ``net_config`` (JSON) is ``net.config.to_dict()`` when the net has one;
+  atomically (:func:`crosslocate.fileio.atomic_write`: a crash never leaves a partial file under
+  ``path``). ``net_config`` (JSON) is ``net.config.to_dict()`` when the net has one;
   ``meta`` is any JSON-able dict (resolved configs, init, metrics), stored as JSON text.
 - ``read_checkpoint(path, map_location="cpu") -> dict``: the validated raw content with ``meta``
   and ``net_config`` decoded; :class:`~crosslocate.errors.CheckpointError` naming the path for
@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from crosslocate.errors import CheckpointError
+from crosslocate.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write a checkpoint of ``net`` (and ``optimizer``) after ``epoch`` completed epochs."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     cfg = getattr(net, "config", None)
     to_dict = getattr(cfg, "to_dict", None)
     from crosslocate.datasets.transforms import INPUT_ENCODING
@@ -74,16 +73,8 @@ def save_checkpoint(
         "net_config": json.dumps(to_dict()) if callable(to_dict) else None,
         "meta": json.dumps(meta or {}, default=str),
     }
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as fh:
+        torch.save(state, fh)
     logger.info("saved checkpoint %s (epoch %d)", out, epoch)
     return out
 

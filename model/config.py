@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 from crosslocate.datasets.schema import DB_KINDS
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_from_dict, config_to_dict
 
 #: The backbone registry's names, the one list: ``NetConfig.backbone`` and ``--backbone`` accept these;
 #: :data:`crosslocate.model.backbones.BACKBONES` maps each to the factory of the same name there.
@@ -43,27 +44,6 @@ INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 METRICS: tuple[str, ...] = ("l2", "ip")
 #: Database kinds (:data:`crosslocate.datasets.schema.DB_KINDS`) that ``TrainConfig.val_databases`` may name.
 DATABASE_KINDS: tuple[str, ...] = DB_KINDS
-
-_C = TypeVar("_C")
-
-
-def _to_dict(cfg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def _from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**kw)
 
 
 def _is_number(value: Any) -> bool:
@@ -214,12 +194,12 @@ class NetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -341,12 +321,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -438,12 +418,12 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field (tuples as lists)."""
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -494,12 +474,12 @@ class RerankConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RerankConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -527,12 +507,12 @@ class VoteConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VoteConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 #: ``paper``: VGG16 at full width, 500 px input, D=512. ``cpu``: VGG16-BN at 1/4 width (D=128), 96 px,

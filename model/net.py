@@ -25,7 +25,6 @@ per-location L2 across channels, global max pooling (MAC), L2 -> D = 512.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from crosslocate.errors import CheckpointError, ConfigError
+from crosslocate.fileio import file_sha256
 from crosslocate.model import functional as F
 from crosslocate.model.backbones import BACKBONES, VGG16_CONV_INDICES
 from crosslocate.model.config import NetConfig
@@ -152,14 +152,6 @@ def random_init(net: nn.Module, seed: int) -> dict[str, Any]:
     return {"kind": "random", "scheme": "kaiming_normal(fan_out, relu)", "seed": int(seed)}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(
@@ -223,7 +215,7 @@ def load_imagenet_vgg16(net: RetrievalNet, path: str | os.PathLike[str]) -> dict
     ignored = sorted(k for k in sd if not k.startswith("features."))
     if ignored:
         logger.info("%s: ignored %d non-feature tensors (e.g. %s)", p, len(ignored), ignored[0])
-    return {"kind": "imagenet", "path": str(p), "sha256": _file_sha256(p), "n_tensors": n}
+    return {"kind": "imagenet", "path": str(p), "sha256": file_sha256(p), "n_tensors": n}
 
 
 def load_imagenet_lite0(net: RetrievalNet, spec: str | os.PathLike[str]) -> dict[str, Any]:
@@ -234,7 +226,7 @@ def load_imagenet_lite0(net: RetrievalNet, spec: str | os.PathLike[str]) -> dict
     n = 0
     for name in net.branch_names:
         n += load_lite0_state(net.branches[name].features, p)["n_tensors"]
-    return {"kind": "imagenet", "path": str(p), "sha256": _file_sha256(p), "n_tensors": n}
+    return {"kind": "imagenet", "path": str(p), "sha256": file_sha256(p), "n_tensors": n}
 
 
 #: Backbone -> loader of its ImageNet weights (``NetConfig.imagenet_weights``).

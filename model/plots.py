@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.errors import missing_dependency
+from crosslocate.fileio import save_figure_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,7 @@ def _figure(width_in: float, height_in: float) -> Any:
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    os.replace(tmp, out)
+    out = save_figure_atomic(fig, path, bbox_inches="tight")
     logger.info("wrote %s", out)
     return out
 

@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from crosslocate.datasets.views import QueryDataset, ViewDataset
 from crosslocate.errors import CheckpointError, ConfigError, FileOverwriteError
+from crosslocate.fileio import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -371,23 +371,9 @@ def batch_negative_mask(
 # Metrics files
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     """Write the per-epoch history as ``metrics.json`` (list of dicts) and ``metrics.csv`` (atomic)."""
-    _atomic_text(out_dir / METRICS_JSON, json.dumps(history, indent=2) + "\n")
+    write_json_atomic(out_dir / METRICS_JSON, history, allow_nan=True)  # a diverged loss is NaN
     cols: list[str] = []
     for row in history:
         cols.extend(k for k in row if k not in cols)
@@ -395,7 +381,7 @@ def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=cols)
     writer.writeheader()
     writer.writerows(history)
-    _atomic_text(out_dir / METRICS_CSV, buf.getvalue())
+    write_text_atomic(out_dir / METRICS_CSV, buf.getvalue())
 
 
 def validation_recall(

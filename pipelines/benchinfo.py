@@ -7,14 +7,12 @@ Standard library only; safe to import from the CLI at start-up.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -110,24 +108,14 @@ def environment_info() -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically: temp file in the same folder, fsync, ``os.replace``.
+    """Write ``data`` as indented JSON atomically (:func:`crosslocate.fileio.write_json_atomic`).
 
-    Parent folders are created. A reader never sees a half-written file. Returns the path.
+    numpy scalars/arrays and paths become plain JSON values; NaN is written as ``NaN`` (a benchmark
+    may measure nothing). Parent folders are created. Returns the path.
     """
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
+    from crosslocate.fileio import write_json_atomic  # numpy: kept out of this module's import
+
+    return write_json_atomic(path, data, default=_json_default, allow_nan=True)
 
 
 def _json_default(obj: Any) -> Any:

@@ -40,9 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.atomic import write_bytes_atomic
-from crosslocate.datasets.manifest import file_sha256
 from crosslocate.errors import ConfigError, ShardCorruptError
+from crosslocate.fileio import config_to_dict, file_sha256, write_json_atomic, write_npz_atomic, write_text_atomic
 from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines.benchinfo import environment_info
 from crosslocate.pipelines.context import RunContext
@@ -194,7 +193,7 @@ def benchmark_results(
     t0 = time.perf_counter()
     untrained = build_net(preset.net).to(inp.device)
     init = getattr(untrained, "init_source", None)
-    u_db, u_q = _descriptors(inp, untrained, "untrained-" + _digest(_cfg_dict(preset.net)))
+    u_db, u_q = _descriptors(inp, untrained, "untrained-" + _digest(config_to_dict(preset.net)))
     net = build_net(preset.net).to(inp.device)
     state = checkpoint.load_checkpoint(inp.checkpoint, net, optimizer=None, map_location=inp.device)
     ckpt_sha = file_sha256(inp.checkpoint)
@@ -250,7 +249,7 @@ def benchmark_results(
             "sha256": ckpt_sha,
             "epoch": int(state.get("epoch", -1)) if isinstance(state, dict) else None,
         },
-        "config": {name: _cfg_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
+        "config": {name: config_to_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
         "init": init,
         "device": str(inp.device),
         "oriented_max_yaw_deg": float(cfg.orient_max_yaw_deg),
@@ -290,7 +289,7 @@ def run_benchmark(ctx: RunContext, *, device: str | None = None) -> dict[str, An
     results["environment"] = environment_info()
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
-    write_bytes_atomic(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
+    write_json_atomic(out, results, default=str, allow_nan=True)
     summary = {"results": str(out), "table": summary_table(results)}
     from crosslocate.pipelines.report import write_report
 
@@ -313,7 +312,7 @@ def evaluation_key(inp: BenchmarkInputs) -> dict[str, Any]:
         "checkpoint_sha256": file_sha256(inp.checkpoint),
         "query_set_id": inp.query_set["id"],
         "inputs": _digest({"views": source_identity(inp.pool), "queries": source_identity(inp.qset.dataset)}),
-        "eval": _cfg_dict(inp.eval),
+        "eval": config_to_dict(inp.eval),
     }
 
 
@@ -334,7 +333,7 @@ def _log_test_evaluation(run: Path, key: dict[str, Any], results: dict[str, Any]
     r1 = results.get("recall", {}).get("1000", {}).get("1")
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "key": key, "recall@1_1km": r1}
     lines.append(json.dumps(entry, sort_keys=True, default=str))
-    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_text_atomic(path, "\n".join(lines) + "\n")
     keys = {json.dumps(json.loads(line)["key"], sort_keys=True, default=str) for line in lines if line.strip()}
     return len(keys)
 
@@ -352,12 +351,10 @@ def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], 
     ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
     ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str.
     """
-    from crosslocate.datasets.atomic import atomic_path
-
     parts = np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(pool.datasets)])
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
+    write_npz_atomic(
+        path,
+        dict(
             ranking=idx.astype(np.int64),
             distance_m=np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2),
             query_image=np.array([q.image for q in qset.dataset.queries], dtype=str),
@@ -371,7 +368,8 @@ def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], 
             db_part=parts,
             db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
             modality=np.array(pool.datasets[0].modality.value),
-        )
+        ),
+    )
     return path
 
 
@@ -465,11 +463,6 @@ def _view_rgb(pool: Any, j: int) -> npt.NDArray[np.uint8]:
 
     ds, i = pool.locate(int(j))
     return view_to_rgb(ds.modality.value, ds.read_raw(i))
-
-
-def _cfg_dict(cfg: Any) -> Any:
-    to_dict = getattr(cfg, "to_dict", None)
-    return to_dict() if callable(to_dict) else repr(cfg)
 
 
 def _plots(

@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crosslocate.datasets import codecs
-from crosslocate.datasets.atomic import remove_stale_temps
-from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord, file_sha256
+from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord
 from crosslocate.datasets.schema import DB_KINDS, SCHEMA_VERSION, SPLIT_CODES
 from crosslocate.dem.mosaic import DEM
 from crosslocate.dem.regions import Region
@@ -44,6 +43,7 @@ from crosslocate.errors import (
     OutsideCoverageError,
     ShardCorruptError,
 )
+from crosslocate.fileio import file_sha256, remove_stale_temps
 from crosslocate.pipelines.context import RegionSpec, resolve_region
 from crosslocate.pipelines.plan import ShardPlan, estimate, plan_shards
 from crosslocate.pipelines.presets import Preset, get_preset

@@ -19,7 +19,6 @@ call with any output folder); ``benchmark`` keeps them under ``<run>/descriptors
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -29,8 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.atomic import write_bytes_atomic, write_json_atomic
-from crosslocate.datasets.manifest import file_sha256
+from crosslocate.fileio import file_sha256, save_npy_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +130,7 @@ def cached_descriptors(
             logger.warning("ignoring descriptor cache %s: made for other inputs", npy)
     arr = extract_descriptors(net, source, device, batch_size=batch_size, num_workers=num_workers, desc=kind)
     try:
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        write_bytes_atomic(npy, buf.getvalue())
+        save_npy_atomic(npy, arr)
         write_json_atomic(meta, key)
     except OSError as exc:
         logger.warning("cannot cache descriptors in %s (%s); they will be computed again next time", npy.parent, exc)

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.atomic import write_json_atomic
 from crosslocate.datasets.schema import SPLIT_CODES, Modality
 from crosslocate.errors import ConfigError, FileOverwriteError, ManifestMismatchError, RegionError
+from crosslocate.fileio import file_sha256, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,6 @@ def finish_output(out: Path, settings: dict[str, Any], summary: dict[str, Any]) 
 
 
 def _load_queries(queries_csv: str | os.PathLike[str] | None) -> tuple[list[Any], dict[str, Any]]:
-    from crosslocate.datasets.manifest import file_sha256
     from crosslocate.datasets.queries import load_query_csv
 
     if queries_csv is None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from crosslocate.errors import ConfigError, FileOverwriteError
+from crosslocate.fileio import file_sha256, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ def localize(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Retrieve the top-``k`` database views of ``photo``; returns candidates and output paths."""
-    from crosslocate.datasets.atomic import write_json_atomic
-    from crosslocate.datasets.manifest import file_sha256
     from crosslocate.datasets.queries import Query
     from crosslocate.datasets.views import QueryDataset, ViewDataset
     from crosslocate.dem.geodesy import aeqd_crs_wkt

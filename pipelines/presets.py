@@ -30,6 +30,7 @@ from typing import Any
 from crosslocate.datasets.config import SHARD_PRESETS, ShardConfig
 from crosslocate.dem.config import GRID_PRESETS, GridConfig
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_to_dict
 from crosslocate.model.config import EVAL_PRESETS, NET_PRESETS, TRAIN_PRESETS, EvalConfig, NetConfig, TrainConfig
 from crosslocate.pipelines.queries import QUERY_PRESETS, QuerySetConfig
 from crosslocate.render.config import RENDER_PRESETS, RenderConfig
@@ -108,20 +109,8 @@ class Preset:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict: the name and each config's ``to_dict()``."""
-        out: dict[str, Any] = {"name": self.name}
-        for section in ("grid", "render", "shard", "queries", "net", "train", "eval"):
-            out[section] = _cfg_to_dict(getattr(self, section))
-        return out
-
-
-def _cfg_to_dict(cfg: Any) -> Any:
-    to_dict = getattr(cfg, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return dataclasses.asdict(cfg)
-    return repr(cfg)
+        """JSON-friendly dict: the name and each config as a dict."""
+        return config_to_dict(self)
 
 
 def _build(name: str) -> Preset:

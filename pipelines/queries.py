@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.dem.poses import Pose
 from crosslocate.dem.regions import Region
 from crosslocate.errors import ConfigError, ManifestMismatchError
+from crosslocate.fileio import config_from_dict, config_to_dict, save_image_atomic, write_json_atomic
 from crosslocate.pipelines.context import RegionSpec, region_dir, resolve_region
 from crosslocate.render.config import BACKEND_NAMES, RenderConfig
 from crosslocate.render.photo import PHOTO_PRESETS, PhotoConfig, PhotoRenderer, perturb_dem
@@ -195,22 +195,13 @@ class QuerySetConfig:
         return self.min_sky_fraction > 0.0 or self.min_horizon_m > 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (``photo`` nested)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "photo"}
-        out["photo"] = self.photo.to_dict()
-        return out
+        """JSON-friendly dict (``photo`` nested; :func:`crosslocate.fileio.config_to_dict`)."""
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuerySetConfig:
-        """Inverse of :meth:`to_dict`."""
-        kw = dict(data)
-        if "photo" in kw:
-            kw["photo"] = PhotoConfig.from_dict(kw["photo"])
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kw) - known)
-        if unknown:
-            raise ConfigError(f"QuerySetConfig: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**kw)
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return config_from_dict(cls, data)
 
 
 QUERY_PRESETS: dict[str, QuerySetConfig] = {
@@ -279,26 +270,12 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write through ``write(file_object)`` into a temp file beside ``path``, fsync, ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_png(path: Path, image: npt.NDArray[np.uint8]) -> None:
     """Write an (H, W, 3) uint8 RGB image as PNG atomically."""
-    from PIL import Image
-
-    pil = Image.fromarray(np.ascontiguousarray(image), mode="RGB")
-    _atomic_write_bytes(path, lambda fh: pil.save(fh, format="PNG"))
+    rgb = np.asarray(image)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"{path}: expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+    save_image_atomic(path, rgb, format="PNG")
 
 
 def png_complete(path: Path, width_px: int, height_px: int) -> bool:
@@ -346,8 +323,7 @@ def _check_fingerprint(out_dir: Path, fp: dict[str, Any], overwrite: bool) -> No
         for p in existing:
             p.unlink(missing_ok=True)
         (out_dir / MOSAIC_NAME).unlink(missing_ok=True)
-    text = json.dumps(fp, indent=2, sort_keys=True) + "\n"
-    _atomic_write_bytes(fp_path, lambda fh: fh.write(text.encode("utf-8")))
+    write_json_atomic(fp_path, fp, sort_keys=True, allow_nan=True)
 
 
 def _existing_set(out_dir: Path, cfg: QuerySetConfig) -> list[Query] | None:

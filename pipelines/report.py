@@ -448,10 +448,10 @@ def write_report(
     run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, max_rows: int = MAX_ROWS
 ) -> Path:
     """Write ``report.html`` (default: into ``run_dir``) atomically; returns its path."""
-    from crosslocate.datasets.atomic import write_bytes_atomic
+    from crosslocate.fileio import write_text_atomic
 
     path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
-    write_bytes_atomic(path, render_report(run_dir, max_rows=max_rows).encode("utf-8"))
+    write_text_atomic(path, render_report(run_dir, max_rows=max_rows))
     logger.info("wrote %s", path)
     return path
 

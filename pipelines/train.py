@@ -20,7 +20,6 @@ All distances are metres in the region's LAEA frame (:attr:`crosslocate.dem.regi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from crosslocate.dem.config import GridConfig
     from crosslocate.dem.regions import Region
     from crosslocate.pipelines.presets import Preset
+from crosslocate.fileio import config_to_dict, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -225,11 +225,6 @@ def make_queryset(
     return QuerySet(ds, xy, yaw)
 
 
-def _json_safe(obj: Any) -> Any:
-    to_dict = getattr(obj, "to_dict", None)
-    return to_dict() if callable(to_dict) else repr(obj)
-
-
 def run_train(
     ctx: RunContext, *, resume: bool = False, device: str | None = None, inputs: FlowInputs | None = None
 ) -> dict[str, Any]:
@@ -297,8 +292,8 @@ def run_train(
         "region": reg.name,
         "query_set": inputs.record,
         "modality": ctx.modality,
-        "net": _json_safe(preset.net),
-        "train": _json_safe(tcfg),
+        "net": config_to_dict(preset.net),
+        "train": config_to_dict(tcfg),
         "init": getattr(net, "init_source", None),
         "device": str(dev),
     }
@@ -319,7 +314,7 @@ def run_train(
         "last_epoch": result.history[-1] if result.history else None,
         "train_s": round(time.perf_counter() - t0, 2),
     }
-    (ctx.run / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json_atomic(ctx.run / "train.json", summary, default=str, allow_nan=True)
     return summary
 
 

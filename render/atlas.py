@@ -71,6 +71,7 @@ import numpy.typing as npt
 from crosslocate.dem import geodesy
 from crosslocate.dem.landcover import LANDCOVER_NODATA
 from crosslocate.errors import OutsideCoverageError, RenderError
+from crosslocate.fileio import fsync_dir, fsync_file
 from crosslocate.render.backends.base import FrameCamera
 from crosslocate.render.camera import rotation_cam_to_enu, validate_camera
 from crosslocate.render.terrain import (
@@ -473,6 +474,9 @@ def save_atlas(atlas: TerrainAtlas, folder: Path) -> Path:
     """Write ``atlas`` to ``folder`` atomically (temporary folder, then rename); returns ``folder``.
 
     An existing complete ``folder`` (another process won the race) is kept and ours discarded.
+    A whole folder, so not through :mod:`crosslocate.fileio`'s file writers: its files are written
+    plainly inside the private temporary folder, fsynced, and the folder renamed (then its parent
+    fsynced, so the rename survives a power loss).
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -494,14 +498,15 @@ def save_atlas(atlas: TerrainAtlas, folder: Path) -> Path:
     }
     (tmp / "atlas.json").write_text(json.dumps(meta, indent=1))
     for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+        fsync_file(f)
     try:
         os.rename(tmp, folder)
     except OSError:
         if not (folder / "atlas.json").is_file():
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+    fsync_dir(folder.parent)
     return folder
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from crosslocate.datasets.schema import ALL_MODALITIES, Modality
 from crosslocate.errors import ConfigError
+from crosslocate.fileio import config_from_dict, config_to_dict
 from crosslocate.render.backends import BACKENDS
 
 #: Backend names: the keys of the registry :data:`crosslocate.render.backends.BACKENDS` (listing it
@@ -89,30 +91,14 @@ class RenderConfig:
             raise ConfigError(f"near_patch_cells must be an integer >= 0, got {self.near_patch_cells!r}")
         object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-friendly dict (modalities as strings)."""
-        return {
-            "size_px": self.size_px,
-            "fov_deg": self.fov_deg,
-            "range_m": self.range_m,
-            "refraction_k": self.refraction_k,
-            "near_m": self.near_m,
-            "backend": self.backend,
-            "gl_platform": self.gl_platform,
-            "silhouette_rel_jump": self.silhouette_rel_jump,
-            "modalities": [m.value for m in self.modalities],
-            "lod_cells": self.lod_cells,
-            "near_patch_cells": self.near_patch_cells,
-            "atlas": self.atlas,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (modalities as strings), fields in declaration order."""
+        return config_to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> RenderConfig:
-        """Inverse of :meth:`to_dict`."""
-        kw = dict(data)
-        if "modalities" in kw:
-            kw["modalities"] = tuple(Modality(str(m)) for m in kw["modalities"])  # type: ignore[union-attr]
-        return cls(**kw)  # type: ignore[arg-type]
+    def from_dict(cls, data: dict[str, Any]) -> RenderConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        return config_from_dict(cls, data)
 
 
 #: Named render settings, complete (the end-to-end presets of :mod:`crosslocate.pipelines.presets`

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import numpy.typing as npt
-import pyproj
 
 from crosslocate.dem import geodesy
 from crosslocate.errors import ConfigError
@@ -156,7 +155,7 @@ class PerturbedDEM:
         # renderer's native-coordinate sampling needs no reprojection), else a local azimuthal
         # equidistant frame at the DEM centre.
         # Coordinates are centred on ``frame_origin`` so the wave phases stay small.
-        if pyproj.CRS.from_user_input(dem.crs_wkt).is_projected:
+        if geodesy.crs_is_projected(dem.crs_wkt):
             self.frame_wkt: str = dem.crs_wkt
             x0, y0, x1, y1 = (float(v) for v in dem.bounds_native)
             self.frame_origin = ((x0 + x1) / 2.0, (y0 + y1) / 2.0)

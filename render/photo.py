@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from statistics import NormalDist
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -45,6 +45,7 @@ from crosslocate.datasets.schema import Modality
 from crosslocate.dem.landcover import LANDCOVER_NODATA, LandCover
 from crosslocate.dem.poses import Pose
 from crosslocate.errors import ConfigError, OutsideCoverageError, RenderError
+from crosslocate.fileio import config_from_dict, config_to_dict
 from crosslocate.render.camera import focal_px, pixel_rays_cam, rotation_cam_to_enu, validate_camera
 from crosslocate.render.perturb import PerturbedDEM, PlaneWaves, perturb_dem
 
@@ -181,16 +182,12 @@ class PhotoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (colours as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhotoConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"PhotoConfig: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if k.endswith("_rgb") else v for k, v in data.items()})
+        return config_from_dict(cls, data)
 
 
 #: Named appearance presets. ``clean`` has no randomness besides the terrain perturbation seed.

@@ -1,4 +1,4 @@
-"""PNG previews of rendered views: one image per view and modality, and mosaics (lazy PIL / matplotlib).
+"""PNG previews of rendered views: one image per view and modality, and mosaics (lazy matplotlib).
 
 Colours come from :mod:`crosslocate.datasets.derived` (depth ramp, semantic palette); silhouettes are
 black lines on white.
@@ -17,6 +17,7 @@ import numpy.typing as npt
 from crosslocate.datasets.derived import depth_to_rgb, semantic_to_rgb
 from crosslocate.datasets.schema import Modality
 from crosslocate.errors import RenderError, missing_dependency
+from crosslocate.fileio import save_figure_atomic, save_image_atomic
 
 if TYPE_CHECKING:
     from crosslocate.render.backends.base import ViewBatch
@@ -36,16 +37,6 @@ def view_rgb(modality: Modality | str, view: npt.ArrayLike) -> npt.NDArray[np.ui
         return semantic_to_rgb(arr)
     grey = np.where(arr > 0, 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
-
-
-def _save_png(rgb: npt.NDArray[np.uint8], path: Path) -> None:
-    try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - pillow is a core dependency
-        raise missing_dependency("pillow") from exc
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
-    tmp.replace(path)
 
 
 def save_view_pngs(batch: ViewBatch, out_dir: str | Path, prefix: str | Sequence[str] = "view") -> list[Path]:
@@ -74,7 +65,7 @@ def save_view_pngs(batch: ViewBatch, out_dir: str | Path, prefix: str | Sequence
     for i, name in enumerate(prefixes):
         for m, arr in batch.arrays.items():
             path = out / f"{name}_{Modality(m).value}.png"
-            _save_png(view_rgb(m, arr[i]), path)
+            save_image_atomic(path, view_rgb(m, arr[i]), format="PNG")
             written.append(path)
     return written
 
@@ -116,11 +107,7 @@ def save_mosaic(
                 if titles is not None:
                     ax.set_title(titles[k], fontsize=9)
         fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        fig.savefig(tmp, format="png", dpi=100)
-        tmp.replace(out)
+        out = save_figure_atomic(fig, path, format="png", dpi=100)
     finally:
         plt.close(fig)
     return out

@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from crosslocate.dem import geodesy
 from crosslocate.dem.mosaic import TileSource
 from crosslocate.errors import DEMReadError
+from crosslocate.fileio import atomic_path, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +85,7 @@ class RasterTile(TileSource):
         if self.synthetic:
             h.update(json.dumps({k: self.tags.get(k) for k in SYNTHETIC_TAGS}, sort_keys=True).encode())
             return h.hexdigest()
-        with Path(self.path).open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self.path)
 
 
 def write_geotiff(
@@ -101,20 +99,14 @@ def write_geotiff(
 ) -> Path:
     """Write ``z (H, W)`` as a float32 (or the array's integer dtype) GeoTIFF, atomically.
 
-    The raster goes to a temporary file next to ``path`` and is moved into place with ``os.replace``,
-    so a reader never sees a half-written file. ``transform`` is a corner-based ``affine.Affine``;
+    The raster goes to a temporary file next to ``path`` and is moved into place atomically
+    (:func:`crosslocate.fileio.atomic_path`), so a reader never sees a half-written file. ``transform`` is a corner-based ``affine.Affine``;
     ``crs`` anything rasterio accepts. Returns ``path``.
     """
-    import os
-    import tempfile
-
     arr = np.asarray(z)
     if arr.dtype.kind == "f":
         arr = arr.astype(np.float32)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     profile = {
         "driver": "GTiff",
         "height": arr.shape[0],
@@ -131,13 +123,8 @@ def write_geotiff(
     }
     if arr.dtype.kind == "f":
         profile["predictor"] = 3
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(arr, 1)
-            if tags:
-                dst.update_tags(**tags)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(arr, 1)
+        if tags:
+            dst.update_tags(**tags)
     return path

@@ -10,7 +10,6 @@ rows/columns. Voids are -32768.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import zipfile
@@ -23,6 +22,7 @@ from affine import Affine
 from crosslocate.dem import geodesy
 from crosslocate.dem.mosaic import TileSource
 from crosslocate.errors import DEMReadError
+from crosslocate.fileio import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,4 @@ class SRTMTile(TileSource):
         return out
 
     def checksum(self) -> str:
-        h = hashlib.sha256()
-        with self._path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self._path)

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from scipy import ndimage
 from crosslocate.dem import geodesy
 from crosslocate.dem.mosaic import DEM, ArraySource
 from crosslocate.errors import ConfigError, DEMReadError
+from crosslocate.fileio import config_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class AlpineParams:
         return Affine(self.spacing_m, 0.0, self.west_m, 0.0, -self.spacing_m, self.north_m)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlpineParams:

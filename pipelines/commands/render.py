@@ -67,12 +67,12 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render the requested yaws at one position and write arrays, previews and the mosaic."""
-    import numpy as np
 
     from crosslocate.datasets.schema import parse_modalities
     from crosslocate.dem.poses import Pose, check_camera_clearance
     from crosslocate.dem.sources import DemSource
     from crosslocate.errors import ConfigError
+    from crosslocate.fileio import save_npy_atomic
     from crosslocate.render.config import RenderConfig
     from crosslocate.render.preview import save_mosaic, save_view_pngs, view_rgb
     from crosslocate.render.views import render_views
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     names = [view_name(y) for y in args.yaw]
     for i, name in enumerate(names):
         for m, arr in batch.arrays.items():
-            np.save(out / f"{name}_{m.value}.npy", arr[i])
+            save_npy_atomic(out / f"{name}_{m.value}.npy", arr[i])
     save_view_pngs(batch, out, names)
     if len(names) > 1:
         images = [view_rgb(m, batch.arrays[m][i]) for m in mods for i in range(len(names))]

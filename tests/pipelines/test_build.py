@@ -234,10 +234,10 @@ def test_disk_full_mid_write_is_one_error_and_resumes(tiny_world, tmp_path, monk
     import errno
     import re
 
-    from crosslocate.datasets import atomic
+    from crosslocate import fileio
 
     out = tmp_path / "db"
-    real, shards = atomic.fsync_file, []
+    real, shards = fileio.fsync_file, []
 
     def full_from_the_third_shard(path):
         if Path(path).name.startswith(".shard-"):
@@ -246,7 +246,7 @@ def test_disk_full_mid_write_is_one_error_and_resumes(tiny_world, tmp_path, monk
                 raise OSError(errno.ENOSPC, "No space left on device")
         real(path)
 
-    monkeypatch.setattr(atomic, "fsync_file", full_from_the_third_shard)
+    monkeypatch.setattr(fileio, "fsync_file", full_from_the_third_shard)
     assert main(_cli_build(tiny_world, out)) == 2
     err = capsys.readouterr().err
     m = re.search(r"error: \S+shard-00002\.h5: disk full: [\d,]+ bytes left on its file system \(No space left on "
@@ -256,7 +256,7 @@ def test_disk_full_mid_write_is_one_error_and_resumes(tiny_world, tmp_path, monk
     assert "Traceback" not in err and list(out.glob(".*.tmp")) == [] and not (out / shard_name(2)).exists()
     report = verify_database(out)
     assert report.problems == [] and report.n_ok == 2 and report.exit_code == 3  # incomplete, not corrupt
-    monkeypatch.setattr(atomic, "fsync_file", real)
+    monkeypatch.setattr(fileio, "fsync_file", real)
     assert main(_cli_build(tiny_world, out)) == 0 and verify_database(out).ok
     assert len(Manifest.load(out).shards) == int(m[1])
 
@@ -265,13 +265,13 @@ def test_free_space_checked_before_each_shard(tiny_world, tmp_path, monkeypatch,
     """Less room than a shard needs: refused before it is written (the check, not the write, fails)."""
     from collections import namedtuple
 
-    from crosslocate.datasets import atomic
+    from crosslocate import fileio
 
     out = tmp_path / "db"
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(4 << 20, 3 << 20, 1 << 20))  # 1 MiB free
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(4 << 20, 3 << 20, 1 << 20))  # 1 MiB free
     writes = []
-    monkeypatch.setattr(atomic, "fsync_file", lambda p: writes.append(Path(p).name))
+    monkeypatch.setattr(fileio, "fsync_file", lambda p: writes.append(Path(p).name))
     assert main(_cli_build(tiny_world, out)) == 2
     err = capsys.readouterr().err
     assert "shard-00000.h5: disk full: 1,048,576 bytes left, this shard needs about" in err

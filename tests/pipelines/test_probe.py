@@ -2,7 +2,7 @@
 
 Every probe states the case and checks that it now fails loudly (exit code, a message naming the
 file, row or value) or behaves; ``make probe`` runs this file alone. The detailed tests of each
-mechanism live beside their modules (test_atomic, test_shards, test_verify, test_descriptors,
+mechanism live beside their modules (test_fileio, test_shards, test_verify, test_descriptors,
 test_queries, test_cmd_render, test_build).
 """
 
@@ -108,11 +108,11 @@ def test_probe_1_full_disk_before_a_shard(db, tiny_world, monkeypatch, capsys):
     """No room for the next shard: exit 2 and one message (path, space left, shards kept, how to resume)."""
     from collections import namedtuple
 
-    from crosslocate.datasets import atomic
+    from crosslocate import fileio
 
     (db / shard_name(6)).unlink()
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 300_000))
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 300_000))
     assert _resume(db, tiny_world, monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "shard-00006.h5: disk full: 300,000 bytes left" in err
