@@ -374,7 +374,7 @@ def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], 
 
 
 def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
