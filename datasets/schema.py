@@ -17,10 +17,11 @@ Every rule that differs between modalities is one field of that modality's :clas
 in :data:`MODALITY_SPECS`: decoded dtype, sky value, the physically possible values (what readers
 and ``crosslocate verify`` accept), the default stored codec and the :class:`ShardConfig` fields
 that tune it, the network input encoding and the preview colours. Every layer looks these up
-(:func:`modality_spec`) instead of branching on the modality, and every CLI flag and config field
-names modalities through :func:`parse_modality` / :func:`parse_modalities` (one
-:class:`~crosslocate.errors.ConfigError` wording that lists the valid names). Adding a modality
-is one :class:`Modality` member, one registry entry, and its renderer in each backend.
+(:func:`modality_spec`) instead of branching on the modality. Code and configs name modalities
+through :func:`parse_modality` / :func:`parse_modalities` (one
+:class:`~crosslocate.errors.ConfigError` wording that lists the valid names); CLI flags take their
+``choices`` from :func:`modality_names`. Adding a modality is one :class:`Modality` member, one
+registry entry, and its renderer in each backend.
 
 Network input (:attr:`ModalitySpec.to_input`, all ``(3, H, W) float32``, versioned by
 :data:`INPUT_ENCODING`; :mod:`crosslocate.datasets.transforms` wraps them in torch tensors):
