@@ -45,8 +45,8 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.datasets.config import ShardConfig
-from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
-from crosslocate.errors import RenderError, ShardCorruptError
+from crosslocate.datasets.schema import SKY_DEPTH_M, Modality, modality_spec
+from crosslocate.errors import ConfigError, RenderError, ShardCorruptError
 
 #: Code of sky pixels in ``logq16``.
 SKY_CODE: int = 0
@@ -132,24 +132,26 @@ class CodecSpec:
 
 
 def codec_spec(modality: Modality | str, cfg: ShardConfig) -> CodecSpec:
-    """The :class:`CodecSpec` of ``modality`` under ``cfg``."""
-    m = Modality(modality)
-    if m is Modality.DEPTH:
-        if cfg.depth_codec == "float32":
-            return CodecSpec("depth", "float32", "<f4", 0.0, 0.0, "none", cfg.compressor, cfg.clevel, cfg.depth_shuffle)
+    """The :class:`CodecSpec` of ``modality`` under ``cfg``.
+
+    The codec is the modality's registry default (:attr:`~crosslocate.datasets.schema.ModalitySpec.codec`)
+    unless its ``codec_setting`` field of ``cfg`` names another; the Blosc shuffle is its
+    ``shuffle_setting`` field of ``cfg``.
+    """
+    ms = modality_spec(modality)
+    name = ms.modality.value
+    codec = getattr(cfg, ms.codec_setting) if ms.codec_setting else ms.codec
+    shuffle = getattr(cfg, ms.shuffle_setting)
+    if codec == "logq16":
+        step = depth_step(cfg.depth_rel_error)
         return CodecSpec(
-            "depth",
-            "logq16",
-            "<u2",
-            cfg.depth_min_m,
-            depth_step(cfg.depth_rel_error),
-            cfg.depth_delta,
-            cfg.compressor,
-            cfg.clevel,
-            cfg.depth_shuffle,
+            name, "logq16", "<u2", cfg.depth_min_m, step, cfg.depth_delta, cfg.compressor, cfg.clevel, shuffle
         )
-    shuffle = cfg.mask_shuffle if m is Modality.SILHOUETTE else cfg.label_shuffle
-    return CodecSpec(m.value, "raw", "|u1", compressor=cfg.compressor, clevel=cfg.clevel, shuffle=shuffle)
+    if codec == "float32":
+        return CodecSpec(name, "float32", "<f4", 0.0, 0.0, "none", cfg.compressor, cfg.clevel, shuffle)
+    if codec == "raw":
+        return CodecSpec(name, "raw", ms.dtype.str, compressor=cfg.compressor, clevel=cfg.clevel, shuffle=shuffle)
+    raise ConfigError(f"{name}: unknown codec {codec!r}; choose logq16, float32 or raw")
 
 
 def _check_depth(depth: npt.NDArray[Any], max_m: float) -> npt.NDArray[np.float64]:
@@ -282,8 +284,8 @@ def encode(spec: CodecSpec, array: npt.NDArray[Any], depth_max_m: float = math.i
     if spec.codec == "float32":
         return np.ascontiguousarray(_check_depth(array, depth_max_m).astype(np.float32))
     arr = np.asarray(array)
-    if arr.dtype != np.uint8:
-        raise RenderError(f"{spec.modality} must be uint8, got {arr.dtype}")
+    if arr.dtype != np.dtype(spec.stored_dtype):
+        raise RenderError(f"{spec.modality} must be {np.dtype(spec.stored_dtype)}, got {arr.dtype}")
     return np.ascontiguousarray(arr)
 
 
@@ -294,7 +296,13 @@ def decode(spec: CodecSpec, stored: npt.NDArray[Any]) -> npt.NDArray[Any]:
     if spec.codec == "float32":
         return np.asarray(stored, dtype=np.float32)
     if spec.codec == "raw":
-        return np.asarray(stored, dtype=np.uint8)
+        try:
+            dtype = np.dtype(spec.stored_dtype)
+        except TypeError:
+            raise ShardCorruptError(
+                f"stored_dtype {spec.stored_dtype!r} of {spec.modality} is not a dtype; rebuild the shard"
+            ) from None
+        return np.asarray(stored, dtype=dtype)
     raise ShardCorruptError(f"unknown codec {spec.codec!r} for {spec.modality}; rebuild the shard")
 
 

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.schema import Modality, semantic_palette
+from crosslocate.datasets.schema import Modality, parse_modality, semantic_palette
 from crosslocate.errors import ConfigError
 from crosslocate.fileio import atomic_path, atomic_write, write_bytes_atomic
 from crosslocate.progress import Progress
@@ -121,10 +121,14 @@ def depth_to_gray8(depth: npt.ArrayLike) -> npt.NDArray[np.uint8]:
 
 
 def view_png(modality: Modality | str, array: npt.ArrayLike, depth_png: str = "log16") -> bytes:
-    """PNG bytes of one decoded view (see the module docstring for each modality's encoding)."""
+    """PNG bytes of one decoded view (see the module docstring for each modality's encoding).
+
+    Exported PNGs are a format of their own (not the previews), so each modality's encoding is
+    spelled out here; a modality without one is refused.
+    """
     from PIL import Image
 
-    mod = Modality(modality)
+    mod = parse_modality(modality)
     a = np.asarray(array)
     if a.ndim != 2:
         raise ConfigError(f"view_png: expected an (H, W) {mod.value} view, got shape {a.shape}")
@@ -134,9 +138,11 @@ def view_png(modality: Modality | str, array: npt.ArrayLike, depth_png: str = "l
         img = Image.fromarray(depth_to_log16(a) if depth_png == "log16" else depth_to_gray8(a))
     elif mod is Modality.SILHOUETTE:
         img = Image.fromarray(np.where(a > 0, 255, 0).astype(np.uint8))
-    else:
+    elif mod is Modality.SEMANTIC:
         img = Image.fromarray(a.astype(np.uint8), mode="P")
         img.putpalette(semantic_palette().astype(np.uint8).reshape(-1).tolist())
+    else:
+        raise ConfigError(f"no PNG export encoding for {mod.value} views; add one to datasets/export.py")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

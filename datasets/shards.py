@@ -41,7 +41,15 @@ import numpy.typing as npt
 from crosslocate.datasets import codecs
 from crosslocate.datasets.config import ShardConfig
 from crosslocate.datasets.manifest import Manifest, ShardRecord
-from crosslocate.datasets.schema import SCHEMA_VERSION, VIEW_DTYPE, Modality, first_invalid
+from crosslocate.datasets.schema import (
+    SCHEMA_VERSION,
+    VIEW_DTYPE,
+    Modality,
+    first_invalid,
+    modality_spec,
+    parse_modalities,
+    parse_modality,
+)
 from crosslocate.errors import ConfigError, NotBuiltError, ShardCorruptError
 from crosslocate.fileio import file_sha256, require_free_space, write_bytes_atomic
 
@@ -136,7 +144,7 @@ class ShardWriter:
         attrs: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.modalities = tuple(Modality(m) for m in modalities)
+        self.modalities = parse_modalities(modalities)
         self.size_px = int(size_px)
         self.cfg = cfg
         self.attrs = dict(attrs or {})
@@ -187,7 +195,7 @@ class ShardWriter:
             raise ShardCorruptError(f"{self.path}: ShardWriter.add outside its `with` block")
         rows = np.asarray(rows, dtype=VIEW_DTYPE).reshape(-1)
         n = len(rows)
-        given = {Modality(k): v for k, v in arrays.items()}
+        given = {parse_modality(k): v for k, v in arrays.items()}
         missing = set(self.modalities) - set(given)
         if missing:
             raise ConfigError(f"{self.path}: arrays for {sorted(m.value for m in missing)} missing in ShardWriter.add")
@@ -312,7 +320,7 @@ class ShardReader:
     @property
     def modalities(self) -> tuple[Modality, ...]:
         """Stored modalities."""
-        return tuple(Modality(m) for m in json.loads(str(self._file().attrs["modalities"])))
+        return tuple(parse_modality(m, str(self.path)) for m in json.loads(str(self._file().attrs["modalities"])))
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -321,7 +329,7 @@ class ShardReader:
 
     def spec(self, modality: Modality | str) -> codecs.CodecSpec:
         """The codec of a stored modality; :class:`ShardCorruptError` when it is not stored."""
-        m = Modality(modality)
+        m = parse_modality(modality)
         if m not in self._specs:
             h5 = self._file()
             if m.value not in h5:
@@ -356,7 +364,7 @@ class ShardReader:
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"{self.path}: view index out of range [0, {n}): {idx[(idx < 0) | (idx >= n)][0]}")
         self.spec(modality)
-        ds = self._file()[Modality(modality).value]
+        ds = self._file()[parse_modality(modality).value]
         uniq, inverse = np.unique(idx, return_inverse=True)
         try:
             data = ds[uniq] if uniq.size else np.empty((0, *ds.shape[1:]), ds.dtype)
@@ -447,8 +455,7 @@ class Database:
         """(n, H, W) decoded views in the order of ``indices``."""
         shard, local = self.locate(indices)
         size = int(self.manifest.render.get("size_px", 0)) or (self.readers[0].size_px if self.readers else 0)
-        dtype = np.float32 if Modality(modality) is Modality.DEPTH else np.uint8
-        out = np.empty((len(shard), size, size), dtype)
+        out = np.empty((len(shard), size, size), modality_spec(modality).dtype)
         for s in np.unique(shard):
             sel = np.flatnonzero(shard == s)
             out[sel] = self.readers[int(s)].read_batch(modality, local[sel])

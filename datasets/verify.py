@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from crosslocate.datasets.manifest import POSITIONS_NAME, Manifest, ShardRecord
-from crosslocate.datasets.schema import Modality, first_invalid
+from crosslocate.datasets.schema import Modality, first_invalid, parse_modality
 from crosslocate.datasets.shards import ShardReader, shard_file_problem
 from crosslocate.errors import CrosslocateError
 from crosslocate.fileio import file_sha256
@@ -236,7 +236,13 @@ def verify_database(db_dir: str | os.PathLike[str], *, check_values: bool = True
     except CrosslocateError as exc:
         report.problems.append(Problem("manifest", str(db / "manifest.json"), str(exc)))
         return report
-    modalities = tuple(Modality(m) for m in manifest.render.get("modalities", []))
+    try:
+        modalities = tuple(
+            parse_modality(m, "manifest render.modalities") for m in manifest.render.get("modalities", [])
+        )
+    except CrosslocateError as exc:
+        report.problems.append(Problem("manifest", str(db / "manifest.json"), str(exc)))
+        return report
     size_px = int(manifest.render.get("size_px", 0))
     report.n_planned = manifest.n_planned_shards
     report.n_listed = len(manifest.shards)

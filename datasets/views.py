@@ -32,8 +32,8 @@ from torch.utils.data import Dataset
 
 from crosslocate.datasets import transforms as T
 from crosslocate.datasets.queries import Query
-from crosslocate.datasets.schema import Modality
-from crosslocate.errors import ConfigError, RenderError, ShardCorruptError
+from crosslocate.datasets.schema import Modality, parse_modality
+from crosslocate.errors import ConfigError, ShardCorruptError
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +145,7 @@ class ViewDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
             raise ConfigError(f"ViewDataset size_px must be >= 8 or None, got {size_px}")
         self.size_px = None if size_px is None else int(size_px)
         self.db_dir = Path(db_dir)
-        try:
-            self.modality = Modality(modality)
-        except ValueError:
-            raise RenderError(f"unknown modality {modality!r}; known: {', '.join(m.value for m in Modality)}") from None
+        self.modality = parse_modality(modality)
         db = _open_database(self.db_dir)
         try:
             full = db.table()

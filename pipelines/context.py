@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crosslocate.datasets.schema import Modality
+from crosslocate.datasets.schema import Modality, parse_modality
 from crosslocate.dem.regions import Region, get_region
-from crosslocate.errors import ConfigError
 
 if TYPE_CHECKING:
     from crosslocate.dem.sources import DemSource, DemSpec
@@ -102,12 +101,7 @@ class RunContext:
             resolved, run_name = base, base.name
         else:
             resolved, run_name = net_options.apply(base), net_options.run_name(base.name)
-        try:
-            mod = Modality(modality).value
-        except ValueError:
-            raise ConfigError(
-                f"--modality {modality!r}: choose one of {', '.join(m.value for m in Modality)}"
-            ) from None
+        mod = parse_modality(modality, "--modality").value
         return cls(
             work=Path(work),
             region=reg,

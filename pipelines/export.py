@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.schema import SPLIT_CODES, Modality
+from crosslocate.datasets.schema import SPLIT_CODES, parse_modality
 from crosslocate.errors import ConfigError, FileOverwriteError, ManifestMismatchError, RegionError
 from crosslocate.fileio import file_sha256, write_json_atomic
 
@@ -127,10 +127,7 @@ def _utm(lon: Any, lat: Any, epsg: int) -> npt.NDArray[np.float64]:
 def _open(db_dir: str | os.PathLike[str], modality: str) -> Any:
     from crosslocate.datasets.shards import open_database
 
-    try:
-        mod = Modality(modality)
-    except ValueError:
-        raise ConfigError(f"--modality {modality!r}: choose one of {', '.join(m.value for m in Modality)}") from None
+    mod = parse_modality(modality, "--modality")
     db = open_database(db_dir)
     stored = db.manifest.render.get("modalities", [])
     if mod.value not in stored:
@@ -164,6 +161,7 @@ def export_vpr(
     from crosslocate.datasets.export import ImageJobs, photo_suffix, remove_named, vpr_name, write_images, write_lines
     from crosslocate.dem.geodesy import utm_zone
 
+    modality = parse_modality(modality, "--modality").value
     if split not in SPLIT_CHOICES:
         raise ConfigError(f"--split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
     out = Path(out)
@@ -189,7 +187,7 @@ def export_vpr(
         rows = table[idx]
         en = _utm(rows["lon"], rows["lat"], epsg)
         n_yaws = int(db.manifest.layout.get("views_per_position") or 1)
-        note = Modality(modality).value
+        note = modality
 
         def db_name(k: int) -> str:
             r = rows[k]
@@ -231,6 +229,7 @@ def export_crosslocate(
     from crosslocate.datasets.crosslocate_meta import META_SETS, meta_dict, save_meta_npy
     from crosslocate.datasets.export import ImageJobs, photo_suffix, remove_named, write_images
 
+    modality = parse_modality(modality, "--modality").value
     out = Path(out)
     meta = meta or f"photos_to_{modality}"
     queries, qinfo = _load_queries(queries_csv)

@@ -38,6 +38,7 @@ def localize(
 ) -> dict[str, Any]:
     """Retrieve the top-``k`` database views of ``photo``; returns candidates and output paths."""
     from crosslocate.datasets.queries import Query
+    from crosslocate.datasets.schema import parse_modality
     from crosslocate.datasets.views import QueryDataset, ViewDataset
     from crosslocate.dem.geodesy import aeqd_crs_wkt
     from crosslocate.dem.poses import Pose
@@ -59,7 +60,7 @@ def localize(
     dev = resolve_device(device)
     net, meta = checkpoint.load_network(ckpt, map_location=dev)
     net = net.to(dev)
-    mod = modality or (meta or {}).get("modality", "depth")
+    mod = parse_modality(modality or (meta or {}).get("modality", "depth"), "--modality").value
     cfg = getattr(net, "config", None)
     views = ViewDataset(db_dir, mod, size_px=getattr(cfg, "input_size_px", None))
     if len(views) == 0:

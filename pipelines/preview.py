@@ -44,7 +44,7 @@ def save_database_preview(
 
     Returns the PNG path (default ``db_dir/preview.png``).
     """
-    from crosslocate.datasets.schema import Modality
+    from crosslocate.datasets.schema import MODALITY_SPECS, Modality
     from crosslocate.datasets.shards import open_database
     from crosslocate.render.preview import save_mosaic, view_rgb
 
@@ -52,10 +52,10 @@ def save_database_preview(
     path = Path(out) if out is not None else db_dir / PREVIEW_NAME
     with open_database(db_dir) as db:
         table = db.table()
-        stored = {str(m) for m in db.manifest.render.get("modalities", [m.value for m in Modality])}
-        mods = [m for m in (Modality.DEPTH, Modality.SILHOUETTE, Modality.SEMANTIC) if m.value in stored]
+        stored = {str(m) for m in db.manifest.render.get("modalities", [m.value for m in MODALITY_SPECS])}
+        mods = [m for m in MODALITY_SPECS if m.value in stored]  # one row per modality, registry order
         if position_id is None:
-            if Modality.DEPTH in mods:
+            if Modality.DEPTH in mods:  # the most relief, judged from the horizon
                 position_id = pick_position(table, lambda i: db.read(Modality.DEPTH, i))
             else:
                 position_id = int(table["position_id"][0])

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from crosslocate.datasets.schema import ALL_MODALITIES, Modality
+from crosslocate.datasets.schema import ALL_MODALITIES, Modality, parse_modality
 from crosslocate.errors import ConfigError
 from crosslocate.fileio import config_from_dict, config_to_dict
 from crosslocate.render.backends import BACKENDS
@@ -89,7 +89,9 @@ class RenderConfig:
             raise ConfigError(f"lod_cells must be an integer >= 4, got {self.lod_cells!r}")
         if not isinstance(self.near_patch_cells, int) or self.near_patch_cells < 0:
             raise ConfigError(f"near_patch_cells must be an integer >= 0, got {self.near_patch_cells!r}")
-        object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
+        object.__setattr__(
+            self, "modalities", tuple(parse_modality(m, "RenderConfig.modalities") for m in self.modalities)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (modalities as strings), fields in declaration order."""

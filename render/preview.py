@@ -1,7 +1,8 @@
 """PNG previews of rendered views: one image per view and modality, and mosaics (lazy matplotlib).
 
-Colours come from :mod:`crosslocate.datasets.derived` (depth ramp, semantic palette); silhouettes are
-black lines on white.
+Colours are the modality registry's previews (:attr:`crosslocate.datasets.schema.ModalitySpec.preview`,
+through :func:`crosslocate.datasets.derived.view_to_rgb`): depth ramp, semantic palette, silhouettes
+as light edges on dark, the same pictures as the benchmark mosaics and the report.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.derived import depth_to_rgb, semantic_to_rgb
-from crosslocate.datasets.schema import Modality
+from crosslocate.datasets.derived import view_to_rgb
+from crosslocate.datasets.schema import Modality, parse_modality
 from crosslocate.errors import RenderError, missing_dependency
 from crosslocate.fileio import save_figure_atomic, save_image_atomic
 
@@ -27,16 +28,11 @@ logger = logging.getLogger(__name__)
 
 def view_rgb(modality: Modality | str, view: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     """(H, W, 3) uint8 RGB preview of one (H, W) view of ``modality``."""
-    m = Modality(modality)
+    m = parse_modality(modality)
     arr = np.asarray(view)
     if arr.ndim != 2:
         raise RenderError(f"a view must be (H, W), got shape {arr.shape}")
-    if m is Modality.DEPTH:
-        return depth_to_rgb(arr)
-    if m is Modality.SEMANTIC:
-        return semantic_to_rgb(arr)
-    grey = np.where(arr > 0, 0, 255).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
+    return view_to_rgb(m, arr)
 
 
 def save_view_pngs(batch: ViewBatch, out_dir: str | Path, prefix: str | Sequence[str] = "view") -> list[Path]:
@@ -64,7 +60,7 @@ def save_view_pngs(batch: ViewBatch, out_dir: str | Path, prefix: str | Sequence
     written: list[Path] = []
     for i, name in enumerate(prefixes):
         for m, arr in batch.arrays.items():
-            path = out / f"{name}_{Modality(m).value}.png"
+            path = out / f"{name}_{parse_modality(m).value}.png"
             save_image_atomic(path, view_rgb(m, arr[i]), format="PNG")
             written.append(path)
     return written

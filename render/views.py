@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from crosslocate.datasets.schema import MODALITY_DTYPES, parse_modalities
+from crosslocate.datasets.schema import modality_spec, parse_modalities
 from crosslocate.errors import RenderError
 from crosslocate.render.atlas import TerrainAtlas, atlas_camera, camera_height, camera_metric, near_patch
 from crosslocate.render.backends import open_backend
@@ -137,7 +137,7 @@ class ViewRenderer:
         poses : sequence of Pose
             Cameras; ``fov_deg`` per pose, image size ``cfg.size_px`` (square).
         modalities : sequence of str, optional
-            Default ``cfg.modalities``; unknown names raise :class:`RenderError`.
+            Default ``cfg.modalities``; unknown names raise :class:`ConfigError`.
 
         Returns
         -------
@@ -152,8 +152,10 @@ class ViewRenderer:
         ------
         OutsideCoverageError
             A position without DEM data (the message names the coordinate).
+        ConfigError
+            Unknown modality (:func:`~crosslocate.datasets.schema.parse_modalities`).
         RenderError
-            Closed renderer, unknown modality, bad FOV or size.
+            Closed renderer, a modality the backend does not render, bad FOV or size.
         """
         if self.backend is None:
             raise RenderError("ViewRenderer is closed; open a new one")
@@ -165,7 +167,7 @@ class ViewRenderer:
             validate_camera(p.fov_deg, size, size)
         n = len(poses)
         groups = group_by_position(poses)
-        arrays = {m: np.empty((n, size, size), MODALITY_DTYPES[m]) for m in mods} if len(groups) > 1 else {}
+        arrays = {m: np.empty((n, size, size), modality_spec(m).dtype) for m in mods} if len(groups) > 1 else {}
         times = np.zeros(n, np.float32)
         self.last_setup_s = 0.0
         for (lon, lat, alt), idx in groups.items():

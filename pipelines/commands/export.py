@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 
+from crosslocate.datasets.schema import modality_names  # the registry drives --modality (render-view loads it anyway)
+
 #: Mirrors ``crosslocate.pipelines.export`` / ``datasets.export`` (literal so ``--help`` imports nothing).
 FORMATS: tuple[str, ...] = ("vpr-eval", "crosslocate")
 SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
-MODALITIES: tuple[str, ...] = ("depth", "silhouette", "semantic")
 DEPTH_PNG: tuple[str, ...] = ("log16", "gray8")
 
 
@@ -22,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("db", help="database folder (with manifest.json)")
     p.add_argument("--format", required=True, choices=FORMATS, help="vpr-eval | crosslocate")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--modality", default="depth", choices=MODALITIES, help="views to write (default: depth)")
+    p.add_argument("--modality", default="depth", choices=modality_names(), help="views to write (default: depth)")
     p.add_argument(
         "--split", default="test", choices=SPLITS, help="vpr-eval: views and queries of this split (default: test)"
     )

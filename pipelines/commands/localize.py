@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from crosslocate.datasets.schema import modality_names
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("localize", help="retrieve the top-K database views of a photo and map them")
@@ -12,7 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--checkpoint", required=True, help="trained network (checkpoint.pt)")
     p.add_argument("--fov", type=float, required=True, help="horizontal field of view of the photo, degrees")
     p.add_argument("-k", "--top-k", type=int, default=10, help="number of candidates (default 10)")
-    p.add_argument("--modality", default=None, help="database modality (default: the checkpoint's)")
+    p.add_argument(
+        "--modality", default=None, choices=modality_names(), help="database modality (default: the checkpoint's)"
+    )
     p.add_argument("--out", default=None, help="output folder for the JSON and PNG map (default: next to the photo)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     p.set_defaults(func=run)

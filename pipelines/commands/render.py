@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crosslocate.datasets.schema import modality_names
 from crosslocate.dem.poses import DB_FOV_DEG, DB_SIZE_PX, DB_YAWS_DEG
 from crosslocate.pipelines.commands import add_dem_argument
 from crosslocate.render.config import BACKEND_NAMES
@@ -37,7 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--fov", type=float, default=DB_FOV_DEG, help=f"horizontal FOV, degrees (default {DB_FOV_DEG:g})")
     p.add_argument("--size", type=int, default=DB_SIZE_PX, help=f"image side, pixels (default {DB_SIZE_PX})")
     p.add_argument("--range-km", type=float, default=60.0, help="render range, km (default 60)")
-    p.add_argument("--modalities", default="depth,silhouette,semantic", help="comma-separated modalities")
+    p.add_argument(
+        "--modalities", default=",".join(modality_names()), help=f"comma-separated, of: {', '.join(modality_names())}"
+    )
     p.add_argument("--backend", default="cpu", choices=BACKEND_NAMES, help="renderer (default cpu)")
     p.add_argument("-o", "--output", default="render_view", help="output directory (default ./render_view)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing non-empty directory")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from crosslocate.render.preview import save_mosaic, save_view_pngs, view_rgb
     from crosslocate.render.views import render_views
 
-    mods = parse_modalities(args.modalities)
+    mods = parse_modalities(args.modalities, "--modalities")
     if not 1 <= args.size <= MAX_SIZE_PX:
         raise ConfigError(f"--size {args.size}: the view side must be within 1..{MAX_SIZE_PX} pixels")
     cfg = RenderConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from crosslocate.datasets.schema import Modality
+from crosslocate.datasets.schema import modality_names
 from crosslocate.model.config import BACKBONE_NAMES, POOLING_NAMES
 from crosslocate.pipelines.commands import add_dem_argument
 from crosslocate.pipelines.presets import PRESET_NAMES
@@ -17,7 +17,7 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
     add_dem_argument(p)
     p.add_argument("--preset", default="cpu", choices=PRESET_NAMES, help="settings preset (default: cpu)")
     p.add_argument("--work", default="work", help="work folder (queries, databases, runs)")
-    p.add_argument("--modality", default="depth", choices=[m.value for m in Modality], help="database modality")
+    p.add_argument("--modality", default="depth", choices=modality_names(), help="database modality")
     p.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: the preset's)")
     p.add_argument(
         "--queries",

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.schema import Modality
+from crosslocate.datasets.schema import Modality, parse_modality
+from crosslocate.errors import RenderError
 
 if TYPE_CHECKING:
     from crosslocate.render.atlas import PackedLevels
@@ -95,9 +96,24 @@ class RenderBackend(ABC):
     #: Whether :meth:`prepare` accepts a :class:`~crosslocate.render.atlas.TerrainAtlas` (cameras then
     #: carry their own curvature, :class:`FrameCamera`).
     supports_atlas: bool = False
+    #: Modalities :meth:`render` produces (each backend has a renderer per modality; a request for
+    #: another one is refused by :meth:`requested`).
+    rendered_modalities: tuple[Modality, ...] = ()
 
     def __init__(self, config: RenderConfig) -> None:
         self.config = config
+
+    def requested(self, modalities: tuple[Modality | str, ...]) -> tuple[Modality, ...]:
+        """The modalities of a :meth:`render` call, parsed; :class:`RenderError` when none is given
+        or this backend has no renderer for one of them."""
+        mods = tuple(parse_modality(m) for m in modalities)
+        if not mods:
+            raise RenderError("no modality requested")
+        other = [m.value for m in mods if m not in self.rendered_modalities]
+        if other:
+            have = ", ".join(m.value for m in self.rendered_modalities)
+            raise RenderError(f"the {self.name} backend does not render {', '.join(other)} (it renders {have})")
+        return mods
 
     @abstractmethod
     def prepare(self, terrain: LocalTerrain) -> None:

@@ -547,6 +547,7 @@ class HeightfieldBackend(RenderBackend):
 
     name = "cpu"
     supports_atlas = True
+    rendered_modalities = (Modality.DEPTH, Modality.SILHOUETTE, Modality.SEMANTIC)
 
     def __init__(self, config: RenderConfig, *, oversample: float = STRIP_OVERSAMPLE):
         super().__init__(config)
@@ -705,9 +706,7 @@ class HeightfieldBackend(RenderBackend):
             uint8 {0, 1} from the depth; only those requested. ``render_time_s`` per view: the level
             views' shared kernel launch and the batch's silhouette pass are split evenly.
         """
-        mods = tuple(Modality(m) for m in modalities)
-        if not mods:
-            raise RenderError("no modality requested")
+        mods = self.requested(modalities)
         if self._pyr is None:
             raise RenderError("no terrain prepared: call backend.prepare(terrain) before render()")
         sizes = {(c.height_px, c.width_px) for c in cameras}

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
+from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality, modality_spec
 from crosslocate.errors import BackendUnavailableError, RenderError, missing_dependency
 from crosslocate.render.backends.base import FrameCamera, RenderBackend, ViewBatch
 from crosslocate.render.camera import intrinsics
@@ -208,6 +208,7 @@ class PyrenderBackend(RenderBackend):
     """
 
     name = "pyrender"
+    rendered_modalities = (Modality.DEPTH, Modality.SILHOUETTE, Modality.SEMANTIC)
 
     def __init__(self, config: RenderConfig, *, lod_base_m: float | None = None, tile_cells: int = 32) -> None:
         super().__init__(config)
@@ -481,13 +482,11 @@ class PyrenderBackend(RenderBackend):
         """
         if self._platform is None:
             raise RenderError("PyrenderBackend is closed; open a new backend")
-        mods = tuple(Modality(m) for m in modalities)
-        if not mods:
-            raise RenderError("no modality requested")
+        mods = self.requested(modalities)
         if self._mesh is None:
             self._levels()  # raises the 'call prepare' error
         if not cameras:
-            return ViewBatch({m: np.zeros((0, 1, 1), np.float32) for m in mods}, np.zeros(0, np.float32))
+            return ViewBatch({m: np.zeros((0, 1, 1), modality_spec(m).dtype) for m in mods}, np.zeros(0, np.float32))
         sizes = {(c.height_px, c.width_px) for c in cameras}
         if len(sizes) != 1:
             raise RenderError(f"all cameras of one render() call must share a size, got {sorted(sizes)}")

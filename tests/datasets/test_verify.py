@@ -73,8 +73,18 @@ def test_out_of_range_values_detected(tmp_path):
     db = build_db(tmp_path / "db", bad_silhouette_in=1)
     report = verify_database(db)
     assert [(p.shard_id, p.kind) for p in report.problems] == [(1, "values")]
-    assert "silhouette view 1 pixel (3, 4)" in report.problems[0].message
+    assert "silhouette view 1 pixel (3, 4) has invalid value 7 (expected 0 or 1)" in report.problems[0].message
     assert verify_database(db, check_values=False).ok
+
+
+def test_unknown_manifest_modality_is_a_manifest_problem(tmp_path):
+    db = build_db(tmp_path / "db", n_shards=1)
+    m = Manifest.load(db)
+    render = {**m.render, "modalities": ["depth", "rgb"]}
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "render": render}).save(db)
+    report = verify_database(db)
+    assert [p.kind for p in report.problems] == ["manifest"] and report.exit_code == 1
+    assert "unknown modality 'rgb'; choose one of depth, silhouette, semantic" in report.problems[0].message
 
 
 def replan(db, n_shards):

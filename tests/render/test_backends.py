@@ -406,3 +406,27 @@ def test_cpu_batch_of_level_and_tilted_views_equals_single_views(plane_dem):
         one = render("cpu", plane_dem, [pose], cfg)
         for m in ALL:
             np.testing.assert_array_equal(batch.arrays[m][i], one.arrays[m][0])
+
+
+def test_backend_refuses_a_modality_it_has_no_renderer_for():
+    from crosslocate.render.backends import BACKENDS, backend_class
+    from crosslocate.render.backends.base import RenderBackend, ViewBatch
+
+    class DepthOnly(RenderBackend):
+        name = "depth-only"
+        rendered_modalities = (Modality.DEPTH,)
+
+        def prepare(self, terrain):
+            pass
+
+        def render(self, cameras, modalities):
+            return ViewBatch()
+
+    b = DepthOnly(RenderConfig())
+    assert b.requested(("depth",)) == (Modality.DEPTH,)
+    with pytest.raises(RenderError, match=r"the depth-only backend does not render semantic \(it renders depth\)"):
+        b.requested(("depth", "semantic"))
+    with pytest.raises(RenderError, match="no modality requested"):
+        b.requested(())
+    for name in BACKENDS:  # the shipped backends render every modality
+        assert set(backend_class(name).rendered_modalities) == set(Modality)

@@ -26,7 +26,7 @@ def test_save_view_pngs(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == sorted(f"yaw0{y}_{m}.png" for y in ("00", "30") for m in ("depth", "silhouette", "semantic"))
     img = np.asarray(Image.open(tmp_path / "out" / "yaw030_silhouette.png"))
-    assert img.shape == (6, 8, 3) and np.all(img[2] == 0) and np.all(img[3] == 255)  # black lines on white
+    assert img.shape == (6, 8, 3) and np.all(img[2] == 255) and np.all(img[3] == 0)  # light edges on dark
     assert len(save_view_pngs(_batch(), tmp_path / "b", "v")) == 6 and (tmp_path / "b" / "v001_depth.png").exists()
     with pytest.raises(RenderError, match="one prefix per view"):
         save_view_pngs(_batch(), tmp_path, ["only-one"])

@@ -71,7 +71,7 @@ def test_modality_subset_and_errors(cone_dem):
     b = render_views(cone_dem, [Pose(lon=lon, lat=lat, alt_m=600.0, yaw_deg=90.0)], cfg)
     assert set(b.arrays) == {Modality.SEMANTIC} and b.arrays[Modality.SEMANTIC].dtype == np.uint8
     with ViewRenderer(cone_dem, cfg) as r:
-        with pytest.raises(RenderError, match="unknown modality"):
+        with pytest.raises(ConfigError, match="unknown modality 'colour'; choose one of depth, silhouette, semantic"):
             r.render([Pose(lon=lon, lat=lat, alt_m=600.0)], modalities=["depth", "colour"])
         with pytest.raises(OutsideCoverageError, match=r"lon=10\.500000, lat=46\.000000"):
             r.render([Pose(lon=10.5, lat=46.0, alt_m=600.0)])
