@@ -143,3 +143,27 @@ def test_id_ranges():
     from crosslocate.datasets.verify import id_ranges
 
     assert id_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8" and id_ranges([]) == "" and id_ranges([4]) == "4"
+
+
+def test_values_sample_picks_shards_spread_evenly():
+    from crosslocate.datasets.verify import values_checked
+
+    assert values_checked(5, True, None).all() and not values_checked(5, False, None).any()
+    assert np.flatnonzero(values_checked(9, True, 3)).tolist() == [0, 4, 8]  # first, middle, last
+    assert np.flatnonzero(values_checked(10, True, 1)).tolist() == [0] and values_checked(4, True, 99).all()
+
+
+def test_parallel_and_sampled_verify(tmp_path, capsys):
+    """Two processes find what one finds; a sampled value check finds a bad value only in a sampled
+    shard, while every shard's checksum is still checked."""
+    db = tmp_path / "db"
+    build_db(db, n_shards=5, bad_silhouette_in=2)
+    one, two = verify_database(db), verify_database(db, workers=2)
+    assert one.to_dict() == two.to_dict() and one.bad_shards() == [2] and one.n_values_checked == 5
+    assert verify_database(db, values_sample=3, workers=2).bad_shards() == [2]  # shards 0, 2, 4 sampled
+    missed = verify_database(db, values_sample=2)  # shards 0 and 4: the bad value goes unseen ...
+    assert missed.ok and missed.n_values_checked == 2 and missed.n_ok == 5
+    (db / shard_name(3)).write_bytes(b"flipped")  # ... but a damaged file never does
+    assert verify_database(db, values_sample=2).bad_shards() == [3]
+    assert main(["verify", str(db), "--values-sample", "2", "--workers", "2"]) == 1
+    assert "values range-checked in 2 shards" in capsys.readouterr().out
