@@ -171,6 +171,109 @@ def _descriptors(
     return db, cached_descriptors(net, inp.qset.dataset, inp.device, desc_dir, "queries", network, batch_size=bs)
 
 
+@dataclass(frozen=True, slots=True)
+class _Network:
+    """The evaluated network's and its untrained twin's outputs on the test inputs."""
+
+    idx: npt.NDArray[np.int64]  # (Q, k) pool rows per query, best first
+    untrained_idx: npt.NDArray[np.int64]
+    q_desc: npt.NDArray[np.float32]  # (Q, D)
+    db_desc: npt.NDArray[np.float32]  # (N, D)
+    init: Any  # the untrained network's init_source
+    epoch: int | None
+    checkpoint_sha256: str
+
+
+def _network_rankings(inp: BenchmarkInputs, timings: dict[str, float]) -> _Network:
+    """Descriptors (cached by content) and the search, for the checkpoint and the untrained network."""
+    from crosslocate.model import checkpoint, search
+    from crosslocate.model.device import seed_everything
+    from crosslocate.model.net import build_net
+
+    preset, k = inp.preset, inp.k
+    seed_everything(int(preset.train.seed))
+    t0 = time.perf_counter()
+    untrained = build_net(preset.net).to(inp.device)
+    u_db, u_q = _descriptors(inp, untrained, "untrained-" + _digest(config_to_dict(preset.net)))
+    net = build_net(preset.net).to(inp.device)
+    state = checkpoint.load_checkpoint(inp.checkpoint, net, optimizer=None, map_location=inp.device)
+    ckpt_sha = file_sha256(inp.checkpoint)
+    db_desc, q_desc = _descriptors(inp, net, ckpt_sha)
+    timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    idx = search.ranking(db_desc, q_desc, k, inp.eval)
+    timings["search_s"] = round(time.perf_counter() - t0, 4)
+    return _Network(
+        idx=idx,
+        untrained_idx=search.ranking(u_db, u_q, k, inp.eval),
+        q_desc=q_desc,
+        db_desc=db_desc,
+        init=getattr(untrained, "init_source", None),
+        epoch=int(state.get("epoch", -1)) if isinstance(state, dict) else None,
+        checkpoint_sha256=ckpt_sha,
+    )
+
+
+def _skyline_methods(
+    inp: BenchmarkInputs,
+    nw: _Network,
+    geometry: tuple[Any, ...],
+    spots: npt.NDArray[np.int64],
+    timings: dict[str, float],
+) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, Any], dict[str, Any]]:
+    """(horizon baseline rankings, their info, the ``refined`` block: the network's top K re-ranked by
+    skyline agreement and its places voted); the skylines are read once for both."""
+    from crosslocate.pipelines.refine import load_skylines, refine_ranking
+
+    cfg, db_fov = inp.eval, float(inp.preset.render.fov_deg)
+    rankings: dict[str, npt.NDArray[np.int64]] = {}
+    info: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    sky = None
+    try:
+        sky = load_skylines(inp.qset, inp.pool)
+        for name, (h_idx, h_info) in horizon_rankings(inp.qset, inp.pool, inp.k, db_fov, cfg, sky).items():
+            rankings[name], info[name] = h_idx, h_info
+    except ShardCorruptError as exc:  # e.g. a database rendered without the depth modality
+        logger.warning("horizon baselines skipped: %s", exc)
+        info["horizon"] = {"skipped": str(exc)}
+    timings["horizon_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
+    if sky is not None:
+        refined = refine_ranking(nw.idx, nw.q_desc, nw.db_desc, *geometry, sky, db_fov, cfg, spots=spots)
+    timings["refine_s"] = round(time.perf_counter() - t0, 2)
+    return rankings, info, refined
+
+
+def _run_record(inp: BenchmarkInputs, nw: _Network) -> dict[str, Any]:
+    """What was evaluated, on what and how (the non-recall part of ``results.json``)."""
+    from crosslocate.datasets.transforms import INPUT_ENCODING
+    from crosslocate.dem.splits import shared_terrain
+
+    preset = inp.preset
+    return {
+        "n_queries": len(inp.qset.dataset),
+        "n_database": len(inp.pool),
+        "query_set": inp.query_set,
+        "shared_terrain": shared_terrain(inp.ctx.region, preset.grid, float(preset.render.range_m)),
+        "modality": inp.ctx.modality,
+        "input_encoding": INPUT_ENCODING,
+        "preset": preset.name,
+        "region": inp.ctx.region.name,
+        "checkpoint": {"path": str(inp.checkpoint), "sha256": nw.checkpoint_sha256, "epoch": nw.epoch},
+        "config": {name: config_to_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
+        "init": nw.init,
+        "device": str(inp.device),
+        "oriented_max_yaw_deg": float(inp.eval.orient_max_yaw_deg),
+        "paper": {
+            "note": "CrossLocate paper, Switzerland uniform test DB: a different query set and database",
+            "recall@1_1km": PAPER_R1_1KM,
+            "recall@100_1km": PAPER_R100_1KM,
+        },
+    }
+
+
 def benchmark_results(
     inp: BenchmarkInputs, timings: dict[str, float]
 ) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.int64]]]:
@@ -180,50 +283,16 @@ def benchmark_results(
     Returns the ``results.json`` content (plots and total time not yet added) and the (Q, k)
     rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name.
     """
-    from crosslocate.datasets.transforms import INPUT_ENCODING
-    from crosslocate.dem.splits import shared_terrain
-    from crosslocate.model import checkpoint, evaluate, search
-    from crosslocate.model.device import seed_everything
-    from crosslocate.model.net import build_net
-    from crosslocate.pipelines.refine import load_skylines, refine_ranking
+    from crosslocate.model import evaluate
 
-    preset, cfg, qset, pool, k = inp.preset, inp.eval, inp.qset, inp.pool, inp.k
-    seed_everything(int(preset.train.seed))
-    q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
-    t0 = time.perf_counter()
-    untrained = build_net(preset.net).to(inp.device)
-    init = getattr(untrained, "init_source", None)
-    u_db, u_q = _descriptors(inp, untrained, "untrained-" + _digest(config_to_dict(preset.net)))
-    net = build_net(preset.net).to(inp.device)
-    state = checkpoint.load_checkpoint(inp.checkpoint, net, optimizer=None, map_location=inp.device)
-    ckpt_sha = file_sha256(inp.checkpoint)
-    db_desc, q_desc = _descriptors(inp, net, ckpt_sha)
-    timings["descriptors_s"] = round(time.perf_counter() - t0, 2)
-
-    t0 = time.perf_counter()
-    idx = search.ranking(db_desc, q_desc, k, cfg)
-    timings["search_s"] = round(time.perf_counter() - t0, 4)
+    cfg, qset, pool = inp.eval, inp.qset, inp.pool
+    nw = _network_rankings(inp, timings)
     spots = spot_ids(qset.dataset.queries)
+    q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
-    ours = evaluate.evaluate_retrieval(idx, *geometry, cfg, groups=spots)
-    rankings = {NETWORK: idx, "untrained": search.ranking(u_db, u_q, k, cfg)}
-    info: dict[str, Any] = {"untrained": {"init": init}}
-    t0 = time.perf_counter()
-    db_fov, sky = float(preset.render.fov_deg), None
-    try:
-        sky = load_skylines(qset, pool)
-        for name, (h_idx, h_info) in horizon_rankings(qset, pool, k, db_fov, cfg, sky).items():
-            rankings[name], info[name] = h_idx, h_info
-    except ShardCorruptError as exc:  # e.g. a database rendered without the depth modality
-        logger.warning("horizon baselines skipped: %s", exc)
-        info["horizon"] = {"skipped": str(exc)}
-    timings["horizon_s"] = round(time.perf_counter() - t0, 2)
-    # skyline re-ranking of the network's top K and place voting (pipelines/refine.py)
-    t0 = time.perf_counter()
-    refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
-    if sky is not None:
-        refined = refine_ranking(idx, q_desc, db_desc, *geometry, sky, db_fov, cfg, spots=spots)
-    timings["refine_s"] = round(time.perf_counter() - t0, 2)
+    ours = evaluate.evaluate_retrieval(nw.idx, *geometry, cfg, groups=spots)
+    sky_rankings, sky_info, refined = _skyline_methods(inp, nw, geometry, spots, timings)
+    rankings = {NETWORK: nw.idx, "untrained": nw.untrained_idx, **sky_rankings}
     baselines = {
         name: evaluate.evaluate_retrieval(r, *geometry, cfg, chance=False)
         for name, r in rankings.items()
@@ -233,31 +302,10 @@ def benchmark_results(
         **ours,
         "baselines": {name: b["recall"] for name, b in baselines.items()},
         "baselines_oriented": {name: b["recall_oriented"] for name, b in baselines.items()},
-        "baseline_info": info,
+        "baseline_info": {"untrained": {"init": nw.init}, **sky_info},
         "refined": refined,
-        "n_queries": len(qset.dataset),
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
-        "n_database": len(pool),
-        "query_set": inp.query_set,
-        "shared_terrain": shared_terrain(inp.ctx.region, preset.grid, float(preset.render.range_m)),
-        "modality": inp.ctx.modality,
-        "input_encoding": INPUT_ENCODING,
-        "preset": preset.name,
-        "region": inp.ctx.region.name,
-        "checkpoint": {
-            "path": str(inp.checkpoint),
-            "sha256": ckpt_sha,
-            "epoch": int(state.get("epoch", -1)) if isinstance(state, dict) else None,
-        },
-        "config": {name: config_to_dict(getattr(preset, name)) for name in ("grid", "render", "net", "train", "eval")},
-        "init": init,
-        "device": str(inp.device),
-        "oriented_max_yaw_deg": float(cfg.orient_max_yaw_deg),
-        "paper": {
-            "note": "CrossLocate paper, Switzerland uniform test DB: a different query set and database",
-            "recall@1_1km": PAPER_R1_1KM,
-            "recall@100_1km": PAPER_R100_1KM,
-        },
+        **_run_record(inp, nw),
     }
     return results, rankings
 

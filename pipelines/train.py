@@ -248,44 +248,13 @@ def run_train(
 
     preset, reg = ctx.preset, ctx.region
     inputs = inputs if inputs is not None else flow_inputs(ctx)
-    queries = inputs.queries
     tcfg = preset.train
     val_kinds = tuple(getattr(tcfg, "val_databases", TRAIN_DB_KINDS))
     kinds = TRAIN_DB_KINDS + tuple(k for k in val_kinds if k not in TRAIN_DB_KINDS)
-    dbs = ensure_databases(kinds, ctx, queries)
+    dbs = ensure_databases(kinds, ctx, inputs.queries)
     dev = resolve_device(device or getattr(tcfg, "device", "auto"))
     seed_everything(int(tcfg.seed))
-    (size_px, fov_scaling), db_fov = net_input(preset), float(preset.render.fov_deg)
-    augment = _augment_config(tcfg)
-    trainq = make_queryset(
-        queries,
-        inputs.mask("train"),
-        reg.crs_wkt,
-        size_px,
-        db_fov,
-        augment=augment,
-        seed=tcfg.seed,
-        fov_scaling=fov_scaling,
-    )
-    if len(trainq.dataset) == 0:
-        raise ConfigError(f"no training-split queries among {len(queries)} of query set {inputs.record['source']}")
-    pool = make_pool(
-        [dbs["sparse"], dbs["compact"]],
-        ctx.modality,
-        "train",
-        reg.crs_wkt,
-        augment=augment,
-        seed=tcfg.seed,
-        size_px=size_px,
-    )
-    val = None
-    valmask = inputs.mask("val")
-    val_dbs = [dbs[k] for k in val_kinds if split_indices(dbs[k], "val").size]
-    if valmask.any() and val_dbs:
-        val = (
-            make_queryset(queries, valmask, reg.crs_wkt, size_px, db_fov, fov_scaling=fov_scaling),
-            make_pool(val_dbs, ctx.modality, "val", reg.crs_wkt, size_px=size_px),
-        )
+    trainq, pool, val = training_sets(ctx, inputs, dbs, val_kinds)
     net = build_net(preset.net).to(dev)
     meta = {
         "preset": preset.name,
@@ -316,6 +285,45 @@ def run_train(
     }
     write_json_atomic(ctx.run / "train.json", summary, default=str, allow_nan=True)
     return summary
+
+
+def training_sets(
+    ctx: RunContext, inputs: FlowInputs, dbs: dict[str, Path], val_kinds: tuple[str, ...]
+) -> tuple[Any, Any, tuple[Any, Any] | None]:
+    """(training queries, training views of sparse + compact, (val queries, val views) or None).
+
+    Photos are FOV-scaled onto the network's input canvas (:func:`net_input`); training sets are
+    augmented when ``TrainConfig.augment``; validation uses the val-split views of ``val_kinds``.
+    """
+    preset, crs, tcfg = ctx.preset, ctx.region.crs_wkt, ctx.preset.train
+    (size_px, fov_scaling), db_fov = net_input(preset), float(preset.render.fov_deg)
+    augment = _augment_config(tcfg)
+    trainq = make_queryset(
+        inputs.queries,
+        inputs.mask("train"),
+        crs,
+        size_px,
+        db_fov,
+        augment=augment,
+        seed=tcfg.seed,
+        fov_scaling=fov_scaling,
+    )
+    if len(trainq.dataset) == 0:
+        raise ConfigError(
+            f"no training-split queries among {len(inputs.queries)} of query set {inputs.record['source']}"
+        )
+    pool = make_pool(
+        [dbs["sparse"], dbs["compact"]], ctx.modality, "train", crs, augment=augment, seed=tcfg.seed, size_px=size_px
+    )
+    valmask = inputs.mask("val")
+    val_dbs = [dbs[k] for k in val_kinds if split_indices(dbs[k], "val").size]
+    if not (valmask.any() and val_dbs):
+        return trainq, pool, None
+    val = (
+        make_queryset(inputs.queries, valmask, crs, size_px, db_fov, fov_scaling=fov_scaling),
+        make_pool(val_dbs, ctx.modality, "val", crs, size_px=size_px),
+    )
+    return trainq, pool, val
 
 
 def _check_resumable(run: Path, query_set_id: str) -> None:
@@ -350,4 +358,5 @@ __all__ = [
     "query_xy",
     "run_train",
     "split_indices",
+    "training_sets",
 ]
