@@ -16,6 +16,7 @@ comes from one of two sources:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -45,6 +46,11 @@ def group_by_position(poses: Sequence[Pose]) -> dict[tuple[float, float, float],
     for i, p in enumerate(poses):
         groups.setdefault((float(p.lon), float(p.lat), float(p.alt_m)), []).append(i)
     return groups
+
+
+#: Height above the DEM (metres) a camera needs to be rendered from a neighbour's terrain
+#: (:meth:`ViewRenderer.terrain`); database cameras stand 10 m up, query photos 1.7 m.
+REUSE_MIN_CLEARANCE_M: float = 5.0
 
 
 class ViewRenderer:
@@ -100,9 +106,23 @@ class ViewRenderer:
         self.backend = None
         self._terrain = self._prepared = None
 
-    def terrain(self, lon: float, lat: float) -> LocalTerrain:
-        """The terrain around ``(lon, lat)`` (the last one is cached); raises ``OutsideCoverageError``."""
+    def terrain(self, lon: float, lat: float, alt_m: float | None = None) -> LocalTerrain:
+        """The terrain around ``(lon, lat)``; raises ``OutsideCoverageError``.
+
+        The last one is kept and reused while positions stay within the backend's
+        ``terrain_reuse_m`` of its origin (0: only for the same position), so neighbouring positions
+        share one pyramid (and a mesh-based backend's meshes); only for cameras (``alt_m``) at least
+        :data:`REUSE_MIN_CLEARANCE_M` above the DEM, since away from its origin the triangulated
+        surface may differ from the DEM's bilinear height by a few metres (a camera 1.7 m above a
+        steep slope gets a pyramid of its own, with a node under it).
+        """
         t = self._terrain
+        reuse_m = float(getattr(self.backend, "terrain_reuse_m", 0.0))
+        if t is not None and reuse_m > 0.0 and alt_m is not None and (t.lon0, t.lat0) != (float(lon), float(lat)):
+            x, y, _ = t.to_frame(lon, lat, 0.0)
+            ground = float(self.dem.sample([lon], [lat])[0])
+            if math.hypot(float(x), float(y)) <= reuse_m and alt_m - ground >= REUSE_MIN_CLEARANCE_M:
+                return t
         if t is None or (t.lon0, t.lat0) != (float(lon), float(lat)):
             t = build_terrain(self.dem, lon, lat, self.cfg, lod_cells=self.cfg.lod_cells)
             self.terrain_build_s.append(t.build_time_s)
@@ -175,7 +195,7 @@ class ViewRenderer:
             if self.atlases:
                 terrain, cams = self._atlas_cameras(lon, lat, alt, [poses[i] for i in idx], size)
             else:
-                terrain = self.terrain(lon, lat)
+                terrain = self.terrain(lon, lat, alt)
                 cams = [frame_camera(terrain, poses[i], size) for i in idx]
             if self._prepared is not terrain:
                 self.backend.prepare(terrain)

@@ -96,6 +96,10 @@ class RenderBackend(ABC):
     #: Whether :meth:`prepare` accepts a :class:`~crosslocate.render.atlas.TerrainAtlas` (cameras then
     #: carry their own curvature, :class:`FrameCamera`).
     supports_atlas: bool = False
+    #: A :class:`~crosslocate.render.terrain.LocalTerrain` is reused for positions up to this far (metres,
+    #: horizontal) from its origin: the backend renders cameras anywhere in it exactly, taking the
+    #: refraction lift relative to each camera (0: a terrain per position).
+    terrain_reuse_m: float = 0.0
     #: Modalities :meth:`render` produces (each backend has a renderer per modality; a request for
     #: another one is refused by :meth:`requested`).
     rendered_modalities: tuple[Modality, ...] = ()

@@ -46,6 +46,16 @@ Geometry: the mesh (:func:`crosslocate.render.mesh.build_terrain_mesh`) follows 
 own level schedule (``TerrainLevel.max_distance_m``) and triangulation, the surface the ``cpu``
 backend casts rays against, unless ``lod_base_m`` is given.
 
+Shared terrain: one :class:`~crosslocate.render.terrain.LocalTerrain` serves every position within
+``terrain_reuse_m`` of its origin (:class:`~crosslocate.render.views.ViewRenderer` reuses it, so a
+shard's neighbouring positions share one pyramid and its meshes). Its heights carry the refraction
+lift ``k d^2 / (2R)`` measured from the origin; for a camera at horizontal ``p`` the lift must be
+measured from the camera, and the difference ``k (|v - p|^2 - |v|^2) / (2R) = -(k/R) p.v + k |p|^2 / (2R)``
+is affine in the vertex ``v``: the vertex shader adds it (``u_lift``), and the camera gets the same
+correction, so the render equals a terrain built at the camera up to the level-of-detail schedule
+(which follows the origin) and the lean of distant verticals. Curvature itself is exact anywhere
+in the frame (ENU heights).
+
 Platform: ``PYOPENGL_PLATFORM`` is set from ``RenderConfig.gl_platform`` right before the lazy
 ``import pyrender``. PyOpenGL binds its platform at import, so once ``OpenGL`` is loaded with another
 platform this backend refuses (:class:`BackendUnavailableError`) instead of switching. Nothing falls
@@ -95,11 +105,12 @@ layout(location = 1) in uint a_level; // pyramid level of the vertex's tile
 uniform mat3 u_world_to_cam;          // to camera frame: x right, y down, z forward
 uniform vec3 u_cam;                   // camera centre, terrain frame
 uniform mat4 u_proj;                  // GL projection (camera looks down -z, y up), reversed z
+uniform vec3 u_lift;                  // refraction lift relative to the camera: z += a x + b y + c
 out float v_depth;
 out vec2 v_dxy;
 flat out uint v_level;
 void main() {
-    vec3 rel = a_pos - u_cam;
+    vec3 rel = vec3(a_pos.xy, a_pos.z + dot(u_lift.xy, a_pos.xy) + u_lift.z) - u_cam;
     vec3 pc = u_world_to_cam * rel;
     v_depth = pc.z;
     v_dxy = rel.xy;
@@ -209,6 +220,7 @@ class PyrenderBackend(RenderBackend):
 
     name = "pyrender"
     rendered_modalities = (Modality.DEPTH, Modality.SILHOUETTE, Modality.SEMANTIC)
+    terrain_reuse_m = 1500.0
 
     def __init__(self, config: RenderConfig, *, lod_base_m: float | None = None, tile_cells: int = 32) -> None:
         super().__init__(config)
@@ -544,7 +556,7 @@ class PyrenderBackend(RenderBackend):
         gl.glBindVertexArray(self._vao)
         self._uniforms = {
             name: gl.glGetUniformLocation(self._program, name)
-            for name in ("u_world_to_cam", "u_cam", "u_proj", "u_range2", "u_cls", "u_lvl", "u_lvl_n")
+            for name in ("u_world_to_cam", "u_cam", "u_proj", "u_range2", "u_cls", "u_lvl", "u_lvl_n", "u_lift")
         }
         gl.glUniform1f(self._uniforms["u_range2"], float(self.config.range_m) ** 2)
         gl.glActiveTexture(gl.GL_TEXTURE0)
@@ -561,8 +573,10 @@ class PyrenderBackend(RenderBackend):
         near, far = NEAR_PLANE_M, _FAR_FACTOR * self.config.range_m
         proj = gl_projection(k[0, 0], k[1, 1], k[0, 2], k[1, 2], cam.width_px, cam.height_px, near, far)
         rot = np.asarray(cam.rotation, dtype=np.float64)
-        pos = np.asarray(cam.position, dtype=np.float64)
+        lift = self._lift(cam)
+        pos = self._lifted_position(cam, lift)
         u = self._uniforms
+        gl.glUniform3f(u["u_lift"], *lift.astype(np.float32).tolist())
         # GL matrices are column-major: pass transpose=GL_TRUE for our row-major numpy matrices.
         gl.glUniformMatrix3fv(u["u_world_to_cam"], 1, gl.GL_TRUE, rot.T.astype(np.float32))
         gl.glUniform3f(u["u_cam"], *pos.astype(np.float32).tolist())
@@ -575,18 +589,51 @@ class PyrenderBackend(RenderBackend):
         gl.glClearBufferfv(gl.GL_COLOR, 0, np.zeros(4, np.float32))
         gl.glClearBufferuiv(gl.GL_COLOR, 1, np.array([SKY_CLASS, 0, 0, 0], np.uint32))
         gl.glClearBufferfv(gl.GL_DEPTH, 0, np.zeros(1, np.float32))
-        for start, stop in self._visible_runs(cam, k):
+        for start, stop in self._visible_runs(cam, k, pos, lift):
             gl.glDrawElements(gl.GL_TRIANGLES, 3 * (stop - start), gl.GL_UNSIGNED_INT, ctypes.c_void_p(12 * start))
 
-    def _visible_runs(self, cam: FrameCamera, k: npt.NDArray[np.float64]) -> list[tuple[int, int]]:
-        """Face ranges of the tiles that intersect the view frustum and range (merged when adjacent)."""
+    def _lift(self, cam: FrameCamera) -> npt.NDArray[np.float64]:
+        """(a, b, c): the refraction lift measured from the camera instead of the frame origin is the
+        terrain's ``z + a x + b y + c`` (module docstring, "Shared terrain"); zeros at the origin."""
+        k = float(getattr(self._terrain, "refraction_k", 0.0))  # 0 for bare level stacks (tests)
+        if k == 0.0:
+            return np.zeros(3)
+        px, py = float(cam.position[0]), float(cam.position[1])
+        g = k / float(self._terrain.radius_m)
+        return np.array([-g * px, -g * py, 0.5 * g * (px * px + py * py)])
+
+    @staticmethod
+    def _lifted_position(cam: FrameCamera, lift: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The camera centre with the same correction as the terrain under it."""
+        pos = np.array(cam.position, dtype=np.float64)
+        pos[2] += lift[0] * pos[0] + lift[1] * pos[1] + lift[2]
+        return pos
+
+    def _visible_runs(
+        self,
+        cam: FrameCamera,
+        k: npt.NDArray[np.float64],
+        pos: npt.NDArray[np.float64] | None = None,
+        lift: npt.NDArray[np.float64] | None = None,
+    ) -> list[tuple[int, int]]:
+        """Face ranges of the tiles that intersect the view frustum and range (merged when adjacent).
+
+        ``pos`` / ``lift``: the lifted camera centre and the lift (:meth:`_lift`); the tiles' height
+        ranges are widened by the largest lift change over them.
+        """
         mesh = self._mesh
         assert mesh is not None  # internal invariant
         b, zr = mesh.tile_bounds, mesh.tile_zrange
+        if pos is None:
+            pos = np.asarray(cam.position, np.float64)
+        if lift is not None and np.any(lift):
+            corner = np.abs(b).reshape(-1, 2, 2).max(axis=1)  # (T, 2) largest |x|, |y| of each tile
+            pad = np.abs(lift[0]) * corner[:, 0] + np.abs(lift[1]) * corner[:, 1] + abs(lift[2])
+            zr = np.stack([zr[:, 0] - pad, zr[:, 1] + pad], axis=1)
         cx = np.stack([b[:, 0], b[:, 2]], 1)[:, [0, 1, 0, 1, 0, 1, 0, 1]]
         cy = np.stack([b[:, 1], b[:, 3]], 1)[:, [0, 0, 1, 1, 0, 0, 1, 1]]
         cz = zr[:, [0, 0, 0, 0, 1, 1, 1, 1]]
-        rel = np.stack([cx, cy, cz], -1) - np.asarray(cam.position, np.float64)
+        rel = np.stack([cx, cy, cz], -1) - pos
         pc = rel @ np.asarray(cam.rotation, np.float64)  # (T, 8, 3) camera frame
         th = 1.02 * (cam.width_px / 2.0) / k[0, 0]
         tv = 1.02 * (cam.height_px / 2.0) / k[1, 1]
