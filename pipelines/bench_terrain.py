@@ -16,6 +16,13 @@ atlas (:mod:`crosslocate.render.atlas`, what builds use). It reports, over all v
   atlas's one-off build time for the area.
 
 Costs are wall clock on one process using every core (numba threads), measured after a warm-up.
+
+``pyrender`` (with an EGL context, ``--pyrender-per-kind`` positions per kind, 0 to skip): the mesh
+backend can reuse one pyramid for neighbouring positions (``RenderBackend.terrain_reuse_m``, off by
+default; the refraction lift is taken from each camera). For each position, its neighbours 500 m
+east and 1 km north-east are rendered from the position's pyramid and from pyramids of their own;
+the same agreement statistics against the same bounds, by depth band too, and the terrain cost per
+position both ways: what sharing would save and what it costs in accuracy.
 """
 
 from __future__ import annotations
@@ -48,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="paper", help="render settings of this preset (default paper)")
     parser.add_argument("--per-kind", type=int, default=PER_KIND, help=f"positions per kind (default {PER_KIND})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the candidate positions")
+    parser.add_argument(
+        "--pyrender-per-kind",
+        type=int,
+        default=1,
+        help="positions per kind for the pyrender shared-pyramid check (0: skip; skipped without EGL)",
+    )
     parser.add_argument("--size-px", type=int, default=None, help="override the view size")
     parser.add_argument("--near-patch-cells", type=int, default=None, help="override RenderConfig.near_patch_cells")
 
@@ -251,10 +264,90 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "measured by bench build; the atlas build is a one-off per DEM and settings"
         ),
     }
+    if int(getattr(args, "pyrender_per_kind", 0)) > 0:
+        result["pyrender_shared_pyramid"] = pyrender_shared(
+            args.srtm, cfg, preset.grid, picks, int(args.pyrender_per_kind)
+        )
+        summary["pyrender_shared_pyramid"] = {
+            k: result["pyrender_shared_pyramid"].get(k) for k in ("agreement", "bounds_met", "terrain_s_per_position")
+        }
     from crosslocate.pipelines import benchinfo
 
     path = benchinfo.write_json(Path(args.out), {**result, "environment": benchinfo.environment_info()})
     return {"path": str(path), "summary": summary}
 
 
-__all__ = ["BOUNDS", "add_arguments", "compare", "pick_positions", "run"]
+#: Reuse distance (metres) of the pyrender shared-pyramid check.
+SHARED_REUSE_M: float = 1500.0
+#: Depth bands (metres) of its agreement breakdown.
+DEPTH_BANDS_M: tuple[float, ...] = (0.0, 200.0, 1000.0, 5000.0, 20000.0, float("inf"))
+#: Neighbours (metres east, north) of each checked position, rendered from its pyramid.
+NEIGHBOURS_M: tuple[tuple[float, float], ...] = ((500.0, 0.0), (707.0, 707.0))
+
+
+def pyrender_shared(
+    srtm: Path, cfg: Any, grid: Any, picks: list[tuple[str, float, float]], per_kind: int
+) -> dict[str, Any]:
+    """The pyrender backend's shared pyramid against a pyramid per position (module docstring)."""
+    import dataclasses
+
+    from crosslocate.dem.geodesy import enu_to_lonlat
+    from crosslocate.dem.sources import open_dem
+    from crosslocate.errors import BackendUnavailableError
+    from crosslocate.pipelines.tasks import position_poses
+    from crosslocate.render.backends.pyrender_egl import PyrenderBackend
+    from crosslocate.render.views import ViewRenderer
+
+    pcfg = dataclasses.replace(cfg, backend="pyrender")
+    chosen: list[tuple[str, float, float]] = []
+    for kind in dict.fromkeys(k for k, _, _ in picks):
+        chosen += [p for p in picks if p[0] == kind][:per_kind]
+    parts: list[dict[str, Any]] = []
+    cost = {"shared": 0.0, "own": 0.0}
+    try:
+        backend = PyrenderBackend(pcfg)
+    except BackendUnavailableError as exc:
+        logger.warning("pyrender shared-pyramid check skipped: %s", exc)
+        return {"skipped": str(exc)}
+    with backend, open_dem(str(srtm)) as dem:
+        for _kind, lo, la in chosen:
+            pts = [(lo, la)]
+            for de, dn in NEIGHBOURS_M:
+                nlo, nla, _ = enu_to_lonlat(de, dn, 0.0, lo, la, 0.0)
+                pts.append((float(nlo), float(nla)))
+            h = dem.sample(np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) + grid.camera_offset_m
+            if not np.isfinite(h).all():
+                continue
+            poses = [
+                position_poses(p[0], p[1], float(z), grid.yaws_deg, grid.fov_deg) for p, z in zip(pts, h, strict=True)
+            ]
+            backend.terrain_reuse_m = SHARED_REUSE_M
+            shared = ViewRenderer(dem, pcfg, backend=backend)
+            got = [shared.render(ps) for ps in poses]
+            cost["shared"] += sum(shared.terrain_build_s)
+            backend.terrain_reuse_m = 0.0
+            own = ViewRenderer(dem, pcfg, backend=backend)
+            ref = [own.render(ps) for ps in poses]
+            cost["own"] += sum(own.terrain_build_s)
+            for a, b in zip(ref[1:], got[1:], strict=True):  # the neighbours (the position itself is identical)
+                for v in range(len(poses[0])):
+                    parts.append(
+                        compare({m: x[v] for m, x in a.arrays.items()}, {m: x[v] for m, x in b.arrays.items()})
+                    )
+    overall = _summary(parts)
+    n_pos = max(1, len(chosen) * (1 + len(NEIGHBOURS_M)))
+    return {
+        "positions": len(chosen),
+        "neighbours_m": [list(n) for n in NEIGHBOURS_M],
+        "agreement": overall,
+        "bounds_met": {
+            "median_rel_depth": overall["median_rel_depth"] <= BOUNDS["median_rel_depth"],
+            "p99_rel_depth": overall["p99_rel_depth"] <= BOUNDS["p99_rel_depth"],
+            "sky_agreement": overall["sky_agreement"] >= BOUNDS["sky_agreement"],
+            "semantic_agreement": overall["semantic_agreement"] >= BOUNDS["semantic_agreement"],
+        },
+        "terrain_s_per_position": {"shared": round(cost["shared"] / n_pos, 4), "own": round(cost["own"] / n_pos, 4)},
+    }
+
+
+__all__ = ["BOUNDS", "NEIGHBOURS_M", "add_arguments", "compare", "pick_positions", "pyrender_shared", "run"]

@@ -455,10 +455,11 @@ def test_pyrender_shares_a_terrain_between_neighbours_with_the_lift_from_each_ca
         return depth, len(renderer.terrain_build_s)
 
     with PyrenderBackend(cfg) as be:
+        be.terrain_reuse_m = 1500.0
         shared, n_shared = second(be)
-        be.terrain_reuse_m = 0.0  # a pyramid per position: the reference
+        be.terrain_reuse_m = 0.0  # a pyramid per position (the default): the reference
         own, n_own = second(be)
-        be.terrain_reuse_m = PyrenderBackend.terrain_reuse_m
+        be.terrain_reuse_m = 1500.0
         monkeypatch.setattr(PyrenderBackend, "_lift", lambda self, cam: np.zeros(3))
         unlifted, _ = second(be)
     assert (n_shared, n_own) == (1, 2)
