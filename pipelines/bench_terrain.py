@@ -28,6 +28,7 @@ position both ways: what sharing would save and what it costs in accuracy.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -291,6 +292,7 @@ def pyrender_shared(
     """The pyrender backend's shared pyramid against a pyramid per position (module docstring)."""
     import dataclasses
 
+    from crosslocate.datasets.schema import Modality
     from crosslocate.dem.geodesy import enu_to_lonlat
     from crosslocate.dem.sources import open_dem
     from crosslocate.errors import BackendUnavailableError
@@ -303,6 +305,7 @@ def pyrender_shared(
     for kind in dict.fromkeys(k for k, _, _ in picks):
         chosen += [p for p in picks if p[0] == kind][:per_kind]
     parts: list[dict[str, Any]] = []
+    bands: list[tuple[np.ndarray, np.ndarray]] = []
     cost = {"shared": 0.0, "own": 0.0}
     try:
         backend = PyrenderBackend(pcfg)
@@ -334,12 +337,27 @@ def pyrender_shared(
                     parts.append(
                         compare({m: x[v] for m, x in a.arrays.items()}, {m: x[v] for m, x in b.arrays.items()})
                     )
+                    da, db = a.arrays[Modality.DEPTH][v], b.arrays[Modality.DEPTH][v]
+                    both = (da > 0) & (db > 0)
+                    bands.append((da[both], np.abs(db[both].astype(np.float64) - da[both]) / da[both]))
     overall = _summary(parts)
     n_pos = max(1, len(chosen) * (1 + len(NEIGHBOURS_M)))
+    depth = np.concatenate([d for d, _ in bands]) if bands else np.zeros(0)
+    rel = np.concatenate([r for _, r in bands]) if bands else np.zeros(0)
+    by_depth = {}
+    for lo, hi in itertools.pairwise(DEPTH_BANDS_M):
+        sel = (depth >= lo) & (depth < hi)
+        if sel.any():
+            by_depth[f"{lo:g}-{hi:g} m"] = {
+                "pixels": int(sel.sum()),
+                "median_rel_depth": float(np.median(rel[sel])),
+                "p90_rel_depth": float(np.quantile(rel[sel], 0.9)),
+            }
     return {
         "positions": len(chosen),
         "neighbours_m": [list(n) for n in NEIGHBOURS_M],
         "agreement": overall,
+        "agreement_by_depth": by_depth,
         "bounds_met": {
             "median_rel_depth": overall["median_rel_depth"] <= BOUNDS["median_rel_depth"],
             "p99_rel_depth": overall["p99_rel_depth"] <= BOUNDS["p99_rel_depth"],
