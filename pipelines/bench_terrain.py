@@ -327,7 +327,7 @@ def pyrender_shared(
             backend.terrain_reuse_m = SHARED_REUSE_M
             shared = ViewRenderer(dem, pcfg, backend=backend)
             got = [shared.render(ps) for ps in poses]
-            cost["shared"] += sum(shared.terrain_build_s)
+            cost["shared"] += sum(shared.terrain_build_s) + sum(shared.near_patch_build_s)
             backend.terrain_reuse_m = 0.0
             own = ViewRenderer(dem, pcfg, backend=backend)
             ref = [own.render(ps) for ps in poses]

@@ -87,6 +87,8 @@ class ViewRenderer:
         if atlases and not self.atlases:
             logger.info("the %s backend renders a terrain pyramid per position (no atlas support)", cfg.backend)
         self.terrain_build_s: list[float] = []
+        #: Build times of the near patches of positions rendered from a neighbour's pyramid.
+        self.near_patch_build_s: list[float] = []
         #: Seconds the last :meth:`render` call spent on terrain setup (atlas cameras and near patches,
         #: or per-position pyramids), summed over its positions.
         self.last_setup_s = 0.0
@@ -117,7 +119,8 @@ class ViewRenderer:
         steep slope gets a pyramid of its own, with a node under it).
         """
         t = self._terrain
-        reuse_m = float(getattr(self.backend, "terrain_reuse_m", 0.0))
+        # sharing needs a backend that draws each position's own near patch (render_near)
+        reuse_m = float(getattr(self.backend, "terrain_reuse_m", 0.0)) if hasattr(self.backend, "render_near") else 0.0
         if t is not None and reuse_m > 0.0 and alt_m is not None and (t.lon0, t.lat0) != (float(lon), float(lat)):
             x, y, _ = t.to_frame(lon, lat, 0.0)
             ground = float(self.dem.sample([lon], [lat])[0])
@@ -128,6 +131,20 @@ class ViewRenderer:
             self.terrain_build_s.append(t.build_time_s)
             self._terrain = t
         return t
+
+    def _near_patch(
+        self, lon: float, lat: float, poses: Sequence[Pose], size: int
+    ) -> tuple[LocalTerrain, list[FrameCamera]]:
+        """The position's own finest level within ``cfg.near_patch_cells`` DEM cells and the cameras in
+        its frame, for a position rendered from a neighbour's pyramid (:meth:`terrain`): near the
+        camera, the neighbour's nodes sample the DEM elsewhere, which is another surface."""
+        import dataclasses
+
+        reach = max(1, int(self.cfg.near_patch_cells)) * float(self.dem.resolution_m)
+        cfg = dataclasses.replace(self.cfg, range_m=min(reach, float(self.cfg.range_m)))
+        patch = build_terrain(self.dem, lon, lat, cfg, lod_cells=self.cfg.lod_cells)
+        self.near_patch_build_s.append(patch.build_time_s)
+        return patch, [frame_camera(patch, p, size) for p in poses]
 
     def _atlas_cameras(
         self, lon: float, lat: float, alt: float, poses: Sequence[Pose], size: int
@@ -200,9 +217,15 @@ class ViewRenderer:
             if self._prepared is not terrain:
                 self.backend.prepare(terrain)
                 self._prepared = terrain
+            near = None
+            if not self.atlases and (terrain.lon0, terrain.lat0) != (float(lon), float(lat)):
+                near = self._near_patch(lon, lat, [poses[i] for i in idx], size)
             setup_s = time.perf_counter() - t0
             self.last_setup_s += setup_s
-            batch = self.backend.render(cams, tuple(mods))
+            if near is None:
+                batch = self.backend.render(cams, tuple(mods))
+            else:
+                batch = self.backend.render_near(cams, tuple(mods), *near)
             sel = np.asarray(idx)
             for m in mods:
                 if len(groups) > 1:

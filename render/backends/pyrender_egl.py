@@ -46,7 +46,7 @@ Geometry: the mesh (:func:`crosslocate.render.mesh.build_terrain_mesh`) follows 
 own level schedule (``TerrainLevel.max_distance_m``) and triangulation, the surface the ``cpu``
 backend casts rays against, unless ``lod_base_m`` is given.
 
-Shared terrain (opt-in, ``terrain_reuse_m`` > 0): one :class:`~crosslocate.render.terrain.LocalTerrain`
+Shared terrain: one :class:`~crosslocate.render.terrain.LocalTerrain`
 serves every position within ``terrain_reuse_m`` of its origin (:class:`~crosslocate.render.views.ViewRenderer` reuses it, so a
 shard's neighbouring positions share one pyramid and its meshes). Its heights carry the refraction
 lift ``k d^2 / (2R)`` measured from the origin; for a camera at horizontal ``p`` the lift must be
@@ -54,7 +54,10 @@ measured from the camera, and the difference ``k (|v - p|^2 - |v|^2) / (2R) = -(
 is affine in the vertex ``v``: the vertex shader adds it (``u_lift``), and the camera gets the same
 correction, so the render equals a terrain built at the camera up to the level-of-detail schedule
 (which follows the origin) and the lean of distant verticals. Curvature itself is exact anywhere
-in the frame (ENU heights).
+in the frame (ENU heights). Within ``RenderConfig.near_patch_cells`` DEM cells of the camera the
+position's own finest level is drawn instead (:meth:`PyrenderBackend.render_near`, one depth buffer
+for both draws): there the shared pyramid's nodes sample the DEM elsewhere, a visibly different
+surface under the camera. ``crosslocate bench terrain`` measures shared against own pyramids.
 
 Platform: ``PYOPENGL_PLATFORM`` is set from ``RenderConfig.gl_platform`` right before the lazy
 ``import pyrender``. PyOpenGL binds its platform at import, so once ``OpenGL`` is loaded with another
@@ -95,6 +98,9 @@ NEAR_PLANE_M: float = 0.01
 #: cut is the per-fragment horizontal-distance test).
 _FAR_FACTOR: float = 2.0
 
+#: Backend attributes holding one terrain's mesh state (the main terrain's, or the near patch's).
+_SLOT_ATTRS: tuple[str, ...] = ("_terrain", "_mesh", "_focus", "_vao", "_buffers", "_cls_tex", "_lvl_geo", "_lvl_n")
+
 #: Most pyramid levels the class lookup supports (size of the shader's uniform arrays).
 MAX_LEVELS: int = 16
 
@@ -122,6 +128,7 @@ void main() {
 _FRAGMENT_SHADER = """
 #version 330 core
 uniform float u_range2;               // squared horizontal range, m^2
+uniform float u_cut2;                 // squared radius drawn by the near patch instead (0: none), m^2
 uniform usampler2DArray u_cls;        // LandCover id of every node, one layer per level (row 0 north)
 uniform vec3 u_lvl[16];               // per level: (x0 - cam_x, y0 - cam_y, spacing), metres
 uniform ivec2 u_lvl_n[16];            // per level: (nx, ny)
@@ -131,7 +138,8 @@ flat in uint v_level;
 layout(location = 0) out float o_depth;
 layout(location = 1) out uint o_cls;
 void main() {
-    if (dot(v_dxy, v_dxy) > u_range2) discard;
+    float d2 = dot(v_dxy, v_dxy);
+    if (d2 > u_range2 || d2 < u_cut2) discard;
     o_depth = v_depth;
     int k = int(v_level);
     vec3 g = u_lvl[k];
@@ -220,11 +228,11 @@ class PyrenderBackend(RenderBackend):
 
     name = "pyrender"
     rendered_modalities = (Modality.DEPTH, Modality.SILHOUETTE, Modality.SEMANTIC)
-    #: Off by default: on real terrain a neighbour's pyramid samples the DEM at other nodes, which near
-    #: the camera is a different surface (``bench terrain``'s pyrender section: ~4 % median depth
-    #: difference within 200 m at 500 m offsets); exact sharing needs a per-position near patch, as the
-    #: ``cpu`` atlas path has. The lift correction itself is exact (module docstring).
-    terrain_reuse_m = 0.0
+    #: Neighbouring positions share a pyramid; each draws its own finest level within
+    #: ``RenderConfig.near_patch_cells`` DEM cells (:meth:`render_near`), since near the camera a
+    #: neighbour's nodes sample the DEM elsewhere (4 % median depth difference within 200 m without
+    #: it, on SRTM at 500 m offsets).
+    terrain_reuse_m = 1500.0
 
     def __init__(self, config: RenderConfig, *, lod_base_m: float | None = None, tile_cells: int = 32) -> None:
         super().__init__(config)
@@ -244,6 +252,10 @@ class PyrenderBackend(RenderBackend):
         self._fbo: Any = None
         self._fbo_size: tuple[int, int] | None = None
         self._rbos: list[Any] = []
+        #: The near patch's mesh state, swapped with the attributes above while it is drawn (:meth:`_swap`).
+        self._near: dict[str, Any] = {a: None for a in _SLOT_ATTRS}
+        self._near["_buffers"] = []
+        self._near_pass: tuple[float, list[FrameCamera]] | None = None
         self._create_context()
 
     # ------------------------------------------------------------------------------------- context
@@ -363,6 +375,9 @@ class PyrenderBackend(RenderBackend):
         try:
             self._platform.make_current()
             self._delete_mesh_buffers()
+            self._swap()
+            self._delete_mesh_buffers()
+            self._swap()
             self._delete_fbo()
             if self._program is not None:
                 self._gl.glDeleteProgram(self._program)
@@ -385,6 +400,42 @@ class PyrenderBackend(RenderBackend):
             raise RenderError("PyrenderBackend is closed; open a new backend")
         self._terrain = terrain
         self._build_mesh(np.zeros((1, 2)))  # the frame origin is the block centre
+
+    def _swap(self) -> None:
+        """Exchange the main terrain's mesh state with the near patch's (:data:`_SLOT_ATTRS`)."""
+        for a in _SLOT_ATTRS:
+            mine = getattr(self, a)
+            setattr(self, a, self._near[a])
+            self._near[a] = mine
+
+    def render_near(
+        self,
+        cameras: list[FrameCamera],
+        modalities: tuple[Modality, ...],
+        near: LocalTerrain,
+        near_cameras: list[FrameCamera],
+    ) -> ViewBatch:
+        """:meth:`render` with a near patch: ``near`` (a pyramid around the cameras' position, range
+        ``near.range_m``) is drawn within that distance of each camera (``near_cameras[i]`` is camera
+        ``i`` in ``near``'s frame), the prepared terrain beyond it; one depth buffer decides visibility.
+
+        The shared pyramid samples the DEM at its own nodes; under the camera that is another surface
+        than the camera's own pyramid (metres in rough terrain), which the patch replaces.
+        """
+        if len(near_cameras) != len(cameras):
+            raise RenderError(f"{len(cameras)} cameras but {len(near_cameras)} near-patch cameras")
+        self._platform.make_current()
+        self._swap()
+        try:
+            self._terrain = near
+            self._build_mesh(np.zeros((1, 2)))
+        finally:
+            self._swap()
+        self._near_pass = (float(near.range_m), near_cameras)
+        try:
+            return self.render(cameras, modalities)
+        finally:
+            self._near_pass = None
 
     def _remesh_distance(self) -> float:
         """A camera this far (m) outside the meshed focus box triggers a re-mesh around it: a quarter of
@@ -516,9 +567,18 @@ class PyrenderBackend(RenderBackend):
         self._platform.make_current()
         self._ensure_fbo(w, h)
         self._begin(w, h, want_depth, want_cls)
+        near = self._near_pass
         for i, cam in enumerate(cameras):
             t0 = time.perf_counter()
-            self._draw(cam)
+            if near is None:
+                self._draw(cam)
+            else:
+                self._draw(cam, cut_m=near[0])
+                self._swap()
+                self._bind_slot()
+                self._draw(near[1][i], clear=False, range_m=near[0])
+                self._swap()
+                self._bind_slot()
             if depth is not None:
                 depth[i] = self._read(self._gl.GL_COLOR_ATTACHMENT0, w, h, np.float32)
             if sem is not None:
@@ -557,24 +617,35 @@ class PyrenderBackend(RenderBackend):
             gl.glDisable(cap)
         gl.glPixelStorei(gl.GL_PACK_ALIGNMENT, 1)
         gl.glUseProgram(self._program)
-        gl.glBindVertexArray(self._vao)
         self._uniforms = {
             name: gl.glGetUniformLocation(self._program, name)
-            for name in ("u_world_to_cam", "u_cam", "u_proj", "u_range2", "u_cls", "u_lvl", "u_lvl_n", "u_lift")
-        }
-        gl.glUniform1f(self._uniforms["u_range2"], float(self.config.range_m) ** 2)
+            for name in (
+                "u_world_to_cam", "u_cam", "u_proj", "u_range2", "u_cut2", "u_cls", "u_lvl", "u_lvl_n", "u_lift"
+            )
+        }  # fmt: skip
+        gl.glUniform1i(self._uniforms["u_cls"], 0)
+        self._bind_slot()
+
+    def _bind_slot(self) -> None:
+        """Bind the current terrain's vertex array, class texture and level sizes."""
+        gl = self._gl
+        gl.glBindVertexArray(self._vao)
         gl.glActiveTexture(gl.GL_TEXTURE0)
         gl.glBindTexture(gl.GL_TEXTURE_2D_ARRAY, self._cls_tex)
-        gl.glUniform1i(self._uniforms["u_cls"], 0)
         assert self._lvl_n is not None  # set with the mesh upload; internal invariant
         n = np.zeros((MAX_LEVELS, 2), np.int32)
         n[: self._lvl_n.shape[0]] = self._lvl_n
         gl.glUniform2iv(self._uniforms["u_lvl_n"], MAX_LEVELS, n)
 
-    def _draw(self, cam: FrameCamera) -> None:
+    def _draw(self, cam: FrameCamera, *, clear: bool = True, cut_m: float = 0.0, range_m: float | None = None) -> None:
+        """Draw the current terrain for ``cam``: fragments farther than ``range_m`` (default the
+        config's range) or nearer than ``cut_m`` (horizontal metres) are discarded; ``clear`` first."""
         gl = self._gl
         k = intrinsics(cam.fov_deg, cam.width_px, cam.height_px)
         near, far = NEAR_PLANE_M, _FAR_FACTOR * self.config.range_m
+        rng = float(self.config.range_m if range_m is None else range_m)
+        gl.glUniform1f(self._uniforms["u_range2"], rng * rng)
+        gl.glUniform1f(self._uniforms["u_cut2"], float(cut_m) ** 2)
         proj = gl_projection(k[0, 0], k[1, 1], k[0, 2], k[1, 2], cam.width_px, cam.height_px, near, far)
         rot = np.asarray(cam.rotation, dtype=np.float64)
         lift = self._lift(cam)
@@ -590,9 +661,10 @@ class PyrenderBackend(RenderBackend):
         geo[: self._lvl_geo.shape[0]] = self._lvl_geo - np.array([pos[0], pos[1], 0.0])
         gl.glUniform3fv(u["u_lvl"], MAX_LEVELS, geo)
         gl.glUniformMatrix4fv(u["u_proj"], 1, gl.GL_TRUE, proj.astype(np.float32))
-        gl.glClearBufferfv(gl.GL_COLOR, 0, np.zeros(4, np.float32))
-        gl.glClearBufferuiv(gl.GL_COLOR, 1, np.array([SKY_CLASS, 0, 0, 0], np.uint32))
-        gl.glClearBufferfv(gl.GL_DEPTH, 0, np.zeros(1, np.float32))
+        if clear:
+            gl.glClearBufferfv(gl.GL_COLOR, 0, np.zeros(4, np.float32))
+            gl.glClearBufferuiv(gl.GL_COLOR, 1, np.array([SKY_CLASS, 0, 0, 0], np.uint32))
+            gl.glClearBufferfv(gl.GL_DEPTH, 0, np.zeros(1, np.float32))
         for start, stop in self._visible_runs(cam, k, pos, lift):
             gl.glDrawElements(gl.GL_TRIANGLES, 3 * (stop - start), gl.GL_UNSIGNED_INT, ctypes.c_void_p(12 * start))
 
