@@ -277,3 +277,43 @@ def test_free_space_checked_before_each_shard(tiny_world, tmp_path, monkeypatch,
     assert "shard-00000.h5: disk full: 1,048,576 bytes left, this shard needs about" in err
     assert "0 of " in err and "free space and rerun" in err
     assert not [w for w in writes if w.startswith(".shard-")]  # no shard byte was written
+
+
+def test_manifest_saved_in_batches_and_whenever_the_build_stops(tmp_path):
+    """Rewriting the manifest costs O(shards): it is saved after the first shard, then once 50 times its
+    last save cost has passed (here: not again within 40 fast shards), and always when the build ends
+    or stops, with every finished shard."""
+    from types import SimpleNamespace
+
+    from crosslocate.errors import DiskFullError
+    from crosslocate.pipelines import build
+
+    saves = []
+
+    class FakeManifest:
+        def __init__(self, shards=()):
+            self.shards = tuple(shards)
+
+        def with_shard(self, record):
+            return FakeManifest((*self.shards, record))
+
+        def save(self, db_dir):
+            time.sleep(0.02)  # next save not before 50 x 20 ms = 1 s
+            saves.append(len(self.shards))
+
+    def runner(n, fail_at=None):
+        def map_unordered(fn, jobs):
+            for i in range(n):
+                time.sleep(0.002)
+                if i == fail_at:
+                    yield SimpleNamespace(shard_id=i), None, DiskFullError("disk full")
+                yield SimpleNamespace(shard_id=i), SimpleNamespace(shard_id=i, n_views=2), None
+
+        return SimpleNamespace(map_unordered=map_unordered)
+
+    out = build.run_shards(runner(40), [], FakeManifest(), tmp_path, 80, "t")
+    assert len(out.shards) == 40 and saves[0] == 1 and saves[-1] == 40 and len(saves) <= 3
+    saves.clear()
+    with pytest.raises(DiskFullError):
+        build.run_shards(runner(40, fail_at=25), [], FakeManifest(), tmp_path, 80, "t")
+    assert saves[-1] == 25  # the 25 finished shards are recorded before the error surfaces
