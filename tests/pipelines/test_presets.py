@@ -107,7 +107,9 @@ def test_net_options_on_a_resolved_preset_name_the_run_folder(tmp_path):
     assert ctx.db("sparse") == tmp_path / "demo" / "db" / "sparse-mine" and ctx.db("uniform").name == "uniform"
     silhouette = RunContext.resolve(preset="tiny", work=tmp_path, modality="silhouette")
     assert silhouette.run.name == "tiny-silhouette" and silhouette.dem.demo
-    with pytest.raises(ConfigError, match="--modality 'rgb'.*depth, silhouette, semantic"):
+    with pytest.raises(
+        ConfigError, match="--modality: unknown modality 'rgb'; choose one of depth, silhouette, semantic"
+    ):
         RunContext.resolve(preset="tiny", modality="rgb")
     with pytest.raises(ConfigError, match="region 'alps' needs a DEM"):
         RunContext.resolve(region="alps", preset="tiny")
