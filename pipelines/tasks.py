@@ -113,9 +113,7 @@ def opened_dem(src: DemSource | DemSpec | DEM | None, region_name: str | None = 
     worker renders many shards of one DEM, and opening one costs seconds (tile index, land cover).
     The one DEM opener of the pipelines layer.
     """
-    from crosslocate.dem.mosaic import DEM as _DEM
-
-    if isinstance(src, _DEM):
+    if isinstance(src, DEM):
         yield src
         return
     source = DemSource.resolve(src, region_name)

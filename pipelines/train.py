@@ -78,8 +78,9 @@ def flow_queries(ctx: RunContext) -> list[Query]:
 
         return ensure_query_set(ctx.region, ctx.dem, ctx.base_preset, ctx.work)
     from crosslocate.datasets.queries import load_query_csv
+    from crosslocate.pipelines.tasks import opened_dem
 
-    with ctx.dem.open() as dem:
+    with opened_dem(ctx.dem) as dem:  # the process's open DEM, which the builds use next
         queries = load_query_csv(ctx.queries_csv, dem=dem, region=ctx.region)
     if not queries:
         raise ConfigError(f"{ctx.queries_csv}: the query CSV has no rows")
