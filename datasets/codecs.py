@@ -1,4 +1,4 @@
-"""Encodings of stored modalities (pure numpy) and the compressor settings of each dataset.
+"""Encodings of stored modalities (numpy; the depth encoder also compiled, :mod:`~crosslocate.datasets.codec_kernels`) and the compressor settings of each dataset.
 
 Depth: ``logq16``
 -----------------
@@ -248,6 +248,28 @@ def decode_depth_logq16(codes: npt.NDArray[np.uint16], depth_min_m: float, step:
     return np.where(c == SKY_CODE, SKY_DEPTH_M, d).astype(np.float32)
 
 
+def encode_depth_fast(
+    depth: npt.NDArray[np.floating[Any]], depth_min_m: float, step: float, delta: str, max_m: float = math.inf
+) -> npt.NDArray[np.uint16]:
+    """``delta_encode(encode_depth_logq16(depth, ...), delta)`` in one compiled pass per pixel
+    (:mod:`crosslocate.datasets.codec_kernels`), bit-identical; a value it cannot store is
+    refused with :func:`encode_depth_logq16`'s own error."""
+    from crosslocate.datasets.codec_kernels import logq16_rows
+
+    if delta not in ("none", "row", "col"):
+        raise RenderError(f"unknown depth delta {delta!r}; choose none, row or col")
+    d = np.asarray(depth)
+    if d.dtype != np.float32 or d.ndim < 1:
+        return delta_encode(encode_depth_logq16(d, depth_min_m, step, max_m), delta)
+    k0, code_lo, thr = _logq16_lut(float(depth_min_m), float(step), float(max_m))
+    limit = min(float(np.float32(max_m)), codebook_max_m(depth_min_m, step, max_m))
+    codes, bad = logq16_rows(d, lut_shift(step), k0, code_lo, thr, SKY_DEPTH_M, limit, delta == "row")
+    if bad >= 0:  # the reference encoder raises the exact error for the first bad value
+        encode_depth_logq16(d, depth_min_m, step, max_m)
+        raise RenderError(f"depth value {d.reshape(-1)[bad]!r} (flat index {bad}) cannot be stored")  # unreachable
+    return delta_encode(codes, "col") if delta == "col" else codes
+
+
 def delta_encode(codes: npt.NDArray[np.uint16], delta: str) -> npt.NDArray[np.uint16]:
     """Reversible predictor on (..., H, W) uint16 codes: ``row`` (left neighbour), ``col`` (above), ``none``.
 
@@ -280,7 +302,7 @@ def delta_decode(residuals: npt.NDArray[np.uint16], delta: str) -> npt.NDArray[n
 def encode(spec: CodecSpec, array: npt.NDArray[Any], depth_max_m: float = math.inf) -> npt.NDArray[Any]:
     """Decoded (..., H, W) array of ``spec.modality`` -> the stored array (dtype ``spec.stored_dtype``)."""
     if spec.codec == "logq16":
-        return delta_encode(encode_depth_logq16(array, spec.depth_min_m, spec.step, depth_max_m), spec.delta)
+        return encode_depth_fast(array, spec.depth_min_m, spec.step, spec.delta, depth_max_m)
     if spec.codec == "float32":
         return np.ascontiguousarray(_check_depth(array, depth_max_m).astype(np.float32))
     arr = np.asarray(array)

@@ -36,7 +36,7 @@ THIRD_PARTY = {
     "pyrender": ("render.backends.pyrender_egl", "render.mesh"),
     "OpenGL": ("render.backends.pyrender_egl", "render.mesh"),
     "trimesh": ("render.backends.pyrender_egl", "render.mesh"),
-    "numba": ("render.backends.heightfield_numba",),
+    "numba": ("render.backends.heightfield_numba", "datasets.codec_kernels"),
     "faiss": ("model.search",),
     "dask": ("pipelines",),
     "distributed": ("pipelines",),

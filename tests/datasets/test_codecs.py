@@ -137,3 +137,40 @@ def test_depth_beyond_the_code_book_is_refused():
     codecs.encode_depth_logq16(np.array([top], np.float32), 0.5, step)
     with pytest.raises(RenderError, match="code book"):
         codecs.encode_depth_logq16(np.array([1.01 * top], np.float32), 0.5, step)
+
+
+@pytest.mark.parametrize("delta", ["row", "none", "col"])
+def test_compiled_encoder_equals_the_logarithm_and_the_numpy_encoder(delta):
+    """The builds' one-pass encoder (codec_kernels) gives the codes of ``1 + rint(ln(d / d_min) / step)``
+    at, just below and just above every code threshold, sky as code 0, and the same delta residuals
+    (modulo 2^16) as the numpy path, so shards keep their bytes."""
+    dmin, step = CFG.depth_min_m, codecs.depth_step(CFG.depth_rel_error)
+    c = np.arange(1, 14_000, dtype=np.float64)
+    t = (dmin * np.exp((c - 0.5) * step)).astype(np.float32)
+    t = t[t < CFG.depth_max_m]
+    rng = np.random.default_rng(5)
+    d = np.concatenate([
+        t, np.nextafter(t, np.float32(0)), np.nextafter(t, np.float32(np.inf)),
+        np.exp(rng.uniform(math.log(1e-3), math.log(CFG.depth_max_m), 100_000)).astype(np.float32),
+        np.array([0.0, dmin, CFG.depth_max_m], np.float32),
+    ])  # fmt: skip
+    d[rng.random(d.size) < 0.2] = SKY_DEPTH_M
+    d = d[: d.size // 120 * 120].reshape(-1, 4, 30)
+    expected = 1.0 + np.rint(np.log(np.maximum(d.astype(np.float64), dmin) / dmin) / step)
+    expected = np.where(d == SKY_DEPTH_M, codecs.SKY_CODE, expected).astype(np.uint16)
+    fast = codecs.encode_depth_fast(d, dmin, step, delta, CFG.depth_max_m)
+    assert fast.dtype == np.uint16 and fast.shape == d.shape
+    assert np.array_equal(fast, codecs.delta_encode(expected, delta))
+    assert np.array_equal(codecs.delta_decode(fast, delta), expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, -np.inf, -0.5, 2e6])
+def test_compiled_encoder_refuses_what_the_numpy_encoder_refuses(bad):
+    d = np.full((2, 3, 5), 100.0, np.float32)
+    d[1, 2, 3] = bad
+    with pytest.raises(RenderError, match=r"index \(1, 2, 3\)"):
+        codecs.encode_depth_fast(d, CFG.depth_min_m, codecs.depth_step(CFG.depth_rel_error), "row", CFG.depth_max_m)
+    step = codecs.depth_step(1e-4)
+    top = codecs.codebook_max_m(0.5, step)
+    with pytest.raises(RenderError, match="code book"):
+        codecs.encode_depth_fast(np.array([[1.01 * top]], np.float32), 0.5, step, "none")
