@@ -85,8 +85,9 @@ class Modality(StrEnum):
 
 
 #: Database kinds (manifest ``kind``): views at the query positions, the uniform grid near training
-#: queries, the uniform grid over the region (:mod:`crosslocate.pipelines.build`).
-DB_KINDS: tuple[str, ...] = ("sparse", "compact", "uniform")
+#: queries, the uniform grid over the region, and its val and test splits (optionally only near the
+#: held-out photos): what validation and the benchmark search (:mod:`crosslocate.pipelines.build`).
+DB_KINDS: tuple[str, ...] = ("sparse", "compact", "uniform", "heldout")
 
 #: Split codes in the per-view table.
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2, "none": 255}

@@ -1,4 +1,4 @@
-"""Camera positions of the databases: uniform grid, compact grid, sparse (query) positions.
+"""Camera positions of the databases: uniform grid, compact grid, held-out grid, sparse (query) positions.
 
 Frames and conventions
 ----------------------
@@ -44,7 +44,7 @@ from crosslocate.dem.config import GridConfig
 from crosslocate.dem.geodesy import equal_area_crs_wkt
 from crosslocate.dem.poses import DB_FOV_DEG, DB_YAWS_DEG, Pose
 from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, project_geometry, xy_to_lonlat
-from crosslocate.dem.splits import NONE, assign_splits
+from crosslocate.dem.splits import NONE, TEST, VAL, assign_splits
 from crosslocate.errors import ConfigError, OutsideCoverageError
 from crosslocate.fileio import atomic_write
 
@@ -276,6 +276,60 @@ def compact_grid(uniform: Positions, query_lon: npt.ArrayLike, query_lat: npt.Ar
         np.column_stack([uniform.x, uniform.y]), k=1, distance_upper_bound=radius_m * (1 + 1e-9) + 1e-6
     )
     return uniform.subset(dist <= radius_m).renumbered()
+
+
+def heldout_grid(
+    uniform: Positions,
+    query_lon: npt.ArrayLike,
+    query_lat: npt.ArrayLike,
+    query_split: npt.ArrayLike,
+    radius_m: float | None,
+    splits: tuple[int, ...] = (VAL, TEST),
+) -> Positions:
+    """The uniform positions of the held-out splits that validation and the benchmark search.
+
+    Parameters
+    ----------
+    uniform : Positions
+        The uniform grid (its ``split`` column assigned).
+    query_lon, query_lat : (M,) float
+        Query positions, degrees EPSG:4326.
+    query_split : (M,) uint8
+        Split code of each query (same rule as the grid's).
+    radius_m : float or None
+        None: every position of ``splits`` (the paper's test database is all of the test area).
+        Otherwise only positions within ``radius_m`` (metres in ``uniform.crs_wkt``, a position at
+        exactly ``radius_m`` kept) of a query *of the same split*: on a large region a CPU run
+        searches the neighbourhoods of its held-out photos instead of the whole area.
+    splits : tuple of int
+        Split codes kept (default val and test).
+
+    Returns
+    -------
+    Positions
+        The selected positions in uniform order, renumbered ``0..K-1``.
+    """
+    keep = np.isin(uniform.split, np.asarray(splits, np.uint8))
+    if radius_m is None:
+        return uniform.subset(keep).renumbered()
+    if not (math.isfinite(radius_m) and radius_m > 0):
+        raise ConfigError(f"heldout_grid: radius_m must be None or a finite number > 0, got {radius_m!r}")
+    qlon = np.atleast_1d(np.asarray(query_lon, np.float64))
+    qlat = np.atleast_1d(np.asarray(query_lat, np.float64))
+    qsplit = np.atleast_1d(np.asarray(query_split, np.uint8))
+    if not (qlon.shape == qlat.shape == qsplit.shape):
+        raise ConfigError(f"heldout_grid: query lon/lat/split lengths differ ({qlon.size}, {qlat.size}, {qsplit.size})")
+    near = np.zeros(len(uniform), bool)
+    for code in splits:
+        mine = qsplit == code
+        if not mine.any():
+            continue
+        qx, qy = lonlat_to_xy(qlon[mine], qlat[mine], uniform.crs_wkt)
+        dist, _ = cKDTree(np.column_stack([qx, qy])).query(
+            np.column_stack([uniform.x, uniform.y]), k=1, distance_upper_bound=radius_m * (1 + 1e-9) + 1e-6
+        )
+        near |= (uniform.split == code) & (dist <= radius_m)
+    return uniform.subset(keep & near).renumbered()
 
 
 def camera_altitudes(

@@ -1,4 +1,4 @@
-"""``crosslocate benchmark``: train if needed, then evaluate test queries against the test-area uniform DB.
+"""``crosslocate benchmark``: train if needed, then evaluate test queries against the test area's views (``heldout`` DB).
 
 The flow only ensures its inputs, calls the model library and writes; every number comes from
 :func:`crosslocate.model.evaluate.evaluate_retrieval` under the preset's
@@ -7,10 +7,10 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
 
 1. :func:`prepare_benchmark`: the training flow (:func:`crosslocate.pipelines.train.run_train`)
    when the run has no checkpoint; the query set (synthetic, or the user's ``--queries`` CSV); the
-   ``uniform`` database; the checkpoint to score (``best.pt`` else ``checkpoint.pt``), refused
+   ``heldout`` database (the uniform grid's held-out splits); the checkpoint to score (``best.pt`` else ``checkpoint.pt``), refused
    when its run did not finish, was trained on another query set or is another run's
    (:func:`crosslocate.model.checkpoint.check_run_record`).
-2. :func:`benchmark_results`: descriptors of the test-split queries and the test-split uniform
+2. :func:`benchmark_results`: descriptors of the test-split queries and the test-split
    views (batched, cached under ``<run>/descriptors/`` keyed by content: weights, database,
    photos, input settings, encoding; :mod:`crosslocate.pipelines.descriptors`), the search, and the recall tables of the network (with spot-resampled intervals and
    the analytic chance, plain and orientation-restricted) and of the baselines: the untrained
@@ -23,8 +23,10 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
    ``<run>/results.json`` (``baselines`` / ``baselines_oriented`` hold one table per baseline,
    laid out like ``recall``), the HTML report (``crosslocate report``) and a summary table vs the paper.
 
-The uniform database is built for the whole region (the build layer has no split filter); only its
-test-split views are searched. For the demo region that is a few thousand views.
+The searched database is the ``heldout`` kind (:func:`crosslocate.dem.grid.heldout_grid`): the
+uniform grid's test split (and the val split validation uses), all of it (``paper``: the whole test
+area, as in CrossLocate) or, with ``EvalConfig.database_radius_m`` (``cpu``), the positions within
+that distance of a test photo; results.json's ``database`` says which, with its size.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class BenchmarkInputs:
     qset : QuerySet
         The test-split queries (true positions in the region's LAEA frame, metres).
     pool : ViewPool
-        The test-split views of the uniform database (same frame).
+        The test-split views of the heldout database (same frame).
     checkpoint : Path
         The evaluated weights: ``best.pt`` when the run has one, else ``checkpoint.pt``.
     query_set : dict
@@ -107,7 +109,7 @@ class BenchmarkInputs:
 def prepare_benchmark(
     ctx: RunContext, *, device: str | None = None, timings: dict[str, float] | None = None
 ) -> BenchmarkInputs:
-    """Train when the run has no checkpoint, ensure the uniform database, and choose the checkpoint
+    """Train when the run has no checkpoint, ensure the heldout database, and choose the checkpoint
     to evaluate; a checkpoint of an unfinished run, of another query set or of another run is
     refused (:func:`crosslocate.model.checkpoint.check_run_record`). The query set is resolved once
     and shared with training (:func:`crosslocate.pipelines.train.flow_inputs`)."""
@@ -129,11 +131,11 @@ def prepare_benchmark(
         if timings is not None:
             timings["train_s"] = round(time.perf_counter() - t0, 2)
     ckpt = checkpoint_to_evaluate(ctx.run, inputs.record["id"])
-    dbs = flow.ensure_databases(("uniform",), ctx, inputs.queries)
+    dbs = flow.ensure_databases(("heldout",), ctx, inputs.queries)
     crs = ctx.region.crs_wkt
     (size_px, fov_scaling), db_fov = flow.net_input(preset), float(preset.render.fov_deg)
     qset = flow.make_queryset(inputs.queries, inputs.mask("test"), crs, size_px, db_fov, fov_scaling=fov_scaling)
-    pool = flow.make_pool([dbs["uniform"]], ctx.modality, "test", crs, size_px=size_px)
+    pool = flow.make_pool([dbs["heldout"]], ctx.modality, "test", crs, size_px=size_px)
     dev = resolve_device(device or getattr(preset.train, "device", "auto"))
     return BenchmarkInputs(
         ctx=ctx, preset=preset, qset=qset, pool=pool, checkpoint=ckpt, query_set=inputs.record, device=dev
@@ -255,6 +257,17 @@ def _run_record(inp: BenchmarkInputs, nw: _Network) -> dict[str, Any]:
     return {
         "n_queries": len(inp.qset.dataset),
         "n_database": len(inp.pool),
+        "database": {
+            "kind": "heldout",
+            "split": "test",
+            "radius_m": preset.eval.database_radius_m,
+            "n_views": len(inp.pool),
+            "what": (
+                "every test-split position of the uniform grid"
+                if preset.eval.database_radius_m is None
+                else f"the uniform grid's test-split positions within {preset.eval.database_radius_m:g} m of a test photo"
+            ),
+        },
         "query_set": inp.query_set,
         "shared_terrain": shared_terrain(inp.ctx.region, preset.grid, float(preset.render.range_m)),
         "modality": inp.ctx.modality,

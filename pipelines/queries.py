@@ -35,7 +35,7 @@ from crosslocate.datasets.queries import (
     sample_synthetic_poses,
     write_query_csv,
 )
-from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
+from crosslocate.datasets.schema import SKY_DEPTH_M, SPLIT_CODES, Modality
 from crosslocate.dem.poses import Pose
 from crosslocate.dem.regions import Region
 from crosslocate.errors import ConfigError, ManifestMismatchError
@@ -45,6 +45,9 @@ from crosslocate.render.config import BACKEND_NAMES, RenderConfig
 from crosslocate.render.photo import PHOTO_PRESETS, PhotoConfig, PhotoRenderer, perturb_dem
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from crosslocate.dem.config import GridConfig
     from crosslocate.dem.mosaic import DEM
     from crosslocate.dem.sources import DemSource, DemSpec
     from crosslocate.pipelines.presets import Preset
@@ -110,6 +113,12 @@ class QuerySetConfig:
         and FOV (and screened like the first). Photos of a spot share one sparse-database position,
         and a further photo costs a fraction of the first (the terrain is built once), so this
         multiplies the training queries cheaply. 1 = every photo from its own position.
+    max_val_spots, max_test_spots : int or None
+        At most this many spots (camera positions) in the val / test split (the grid's split rule,
+        :func:`crosslocate.dem.splits.assign_splits`); a spot of a full split is passed over and the
+        sampling goes on until ``n_queries`` photos. None: no limit, the splits take what the
+        geography gives (on the Alps with the paper's split, Switzerland would take half the photos).
+        The limits bound what validation and the benchmark cost on a large region.
     """
 
     n_queries: int = 300
@@ -132,6 +141,8 @@ class QuerySetConfig:
     screen_size_px: int = 64
     lod_cells: int = 256
     photos_per_spot: int = 1
+    max_val_spots: int | None = None
+    max_test_spots: int | None = None
 
     def __post_init__(self) -> None:
         ints = ("n_queries", "width_px", "height_px", "seed", "mosaic_count", "photos_per_spot", "lod_cells")
@@ -169,6 +180,10 @@ class QuerySetConfig:
             )
         if self.photos_per_spot < 1:
             raise ConfigError(f"QuerySetConfig.photos_per_spot must be >= 1, got {self.photos_per_spot}")
+        for name in ("max_val_spots", "max_test_spots"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0):
+                raise ConfigError(f"QuerySetConfig.{name} must be None or a non-negative integer, got {value!r}")
         self.render_config()  # validates range_m and near_m
 
     def render_config(self) -> RenderConfig:
@@ -190,6 +205,12 @@ class QuerySetConfig:
         )
 
     @property
+    def split_caps(self) -> dict[int, int]:
+        """``{split code: max spots}`` of the capped splits (empty: no limits)."""
+        caps = {SPLIT_CODES["val"]: self.max_val_spots, SPLIT_CODES["test"]: self.max_test_spots}
+        return {code: int(cap) for code, cap in caps.items() if cap is not None}
+
+    @property
     def screens(self) -> bool:
         """Whether candidate poses are screened at all."""
         return self.min_sky_fraction > 0.0 or self.min_horizon_m > 0.0
@@ -204,10 +225,13 @@ class QuerySetConfig:
         return config_from_dict(cls, data)
 
 
+#: ``cpu``: 800 photos, 4 per spot; at most 30 val and 40 test spots (120 / 160 photos), so
+#: validation and the benchmark cost the same on the Alps (where Switzerland, the test area, would
+#: otherwise take half the spots) as on the demo region (28 val / 33 test spots, no limit reached).
 QUERY_PRESETS: dict[str, QuerySetConfig] = {
     "paper": QuerySetConfig(n_queries=1000, width_px=640, height_px=480, range_m=60_000.0, photo=PHOTO_PRESETS["paper"]),
     "cpu": QuerySetConfig(n_queries=800, width_px=400, height_px=300, range_m=40_000.0, photo=PHOTO_PRESETS["cpu"],
-                          photos_per_spot=4, lod_cells=128),
+                          photos_per_spot=4, lod_cells=128, max_val_spots=30, max_test_spots=40),
     "tiny": QuerySetConfig(n_queries=12, width_px=128, height_px=96, range_m=20_000.0, photo=PHOTO_PRESETS["tiny"],
                            mosaic_count=12),
 }  # fmt: skip
@@ -236,21 +260,40 @@ def resolve_query_config(preset: str | QuerySetConfig | Any) -> QuerySetConfig:
         raise ConfigError(f"unknown query preset {name!r}; choose one of {sorted(QUERY_PRESETS)}") from None
 
 
+def _grid_config(preset: str | QuerySetConfig | Any) -> GridConfig | None:
+    """The grid settings (splits) that go with ``preset``: a pipeline Preset's ``grid``, the
+    same-named grid preset for a name, None for a bare :class:`QuerySetConfig`."""
+    from crosslocate.dem.config import GRID_PRESETS, GridConfig
+
+    if isinstance(preset, QuerySetConfig):
+        return None
+    if isinstance(preset, str):
+        return GRID_PRESETS.get(preset)
+    grid = getattr(preset, "grid", None)
+    return grid if isinstance(grid, GridConfig) else None
+
+
 def query_dir(work: str | os.PathLike[str], region: RegionSpec) -> Path:
     """``work/<region>/queries`` (:func:`crosslocate.pipelines.context.region_dir`)."""
     return region_dir(work, resolve_region(region)) / "queries"
 
 
-def fingerprint(cfg: QuerySetConfig, region: Region, dem: DEM) -> dict[str, Any]:
+def fingerprint(cfg: QuerySetConfig, region: Region, dem: DEM, grid: GridConfig | None = None) -> dict[str, Any]:
     """What identifies a query set: format version, region, base-DEM checksum and the config.
 
-    ``mosaic_count`` is left out: the preview does not change the set; so are ``photos_per_spot``
-    and ``lod_cells`` at their defaults (1 and 256: sets made before they existed are the same sets).
+    ``mosaic_count`` is left out: the preview does not change the set; so are ``photos_per_spot``,
+    ``lod_cells`` and the split limits at their defaults (1, 256, None: sets made before they
+    existed are the same sets). With split limits the grid's split settings (``grid``) are part of
+    it: they decide which spots are kept.
     """
     config = {k: v for k, v in cfg.to_dict().items() if k != "mosaic_count"}
-    for key, default in (("photos_per_spot", 1), ("lod_cells", 256)):
-        if config.get(key) == default:
+    for key, default in (("photos_per_spot", 1), ("lod_cells", 256), ("max_val_spots", None), ("max_test_spots", None)):
+        if key in config and config[key] == default:
             del config[key]
+    if cfg.split_caps:
+        if grid is None:
+            raise ConfigError("QuerySetConfig.max_val_spots/max_test_spots need the grid's split settings")
+        config["split"] = {k: v for k, v in grid.to_dict().items() if k.startswith("split_")}
     return {
         "format": "crosslocate-queries",
         "version": FINGERPRINT_VERSION,
@@ -371,17 +414,25 @@ def ensure_query_set(
     from crosslocate.pipelines.tasks import opened_dem
 
     cfg = resolve_query_config(preset)
+    grid = _grid_config(preset)
     reg = resolve_region(region)
     out_dir = query_dir(work, reg)
     out_dir.mkdir(parents=True, exist_ok=True)
     with opened_dem(dem_src, reg.name) as dem:
-        _check_fingerprint(out_dir, fingerprint(cfg, reg, dem), overwrite)
+        _check_fingerprint(out_dir, fingerprint(cfg, reg, dem, grid), overwrite)
         done = _existing_set(out_dir, cfg)
         if done is not None:
             logger.info("query set complete: %s (%d queries)", out_dir / CSV_NAME, len(done))
             return done
         pdem = perturb_dem(dem, cfg.photo)
-        poses = sample_photo_spots(reg, pdem, cfg)
+        split_of = None
+        if cfg.split_caps and grid is not None:
+            from crosslocate.dem.splits import assign_splits
+
+            def split_of(lon: npt.ArrayLike, lat: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+                return assign_splits(lon, lat, reg, grid)
+
+        poses = sample_photo_spots(reg, pdem, cfg, split_of=split_of)
         rendered = _render_missing(pdem, poses, cfg, out_dir)
     queries = [Query(image=str((out_dir / image_name(i)).resolve()), pose=p) for i, p in enumerate(poses)]
     csv_path = write_query_csv(out_dir / CSV_NAME, queries)
@@ -515,7 +566,14 @@ def _map(
     return out
 
 
-def sample_photo_spots(region: RegionSpec, dem: DEM, cfg: QuerySetConfig, workers: int | None = None) -> list[Pose]:
+def sample_photo_spots(
+    region: RegionSpec,
+    dem: DEM,
+    cfg: QuerySetConfig,
+    workers: int | None = None,
+    *,
+    split_of: Callable[[npt.ArrayLike, npt.ArrayLike], npt.NDArray[np.uint8]] | None = None,
+) -> list[Pose]:
     """``cfg.n_queries`` synthetic query poses where a photographer would stand.
 
     Candidates come from :func:`~crosslocate.datasets.queries.sample_synthetic_poses` (seeded by
@@ -525,6 +583,9 @@ def sample_photo_spots(region: RegionSpec, dem: DEM, cfg: QuerySetConfig, worker
     many photos in all: further orientations from the same position
     (:func:`~crosslocate.datasets.queries.sample_orientations`, seeded by ``(cfg.seed, spot)``),
     screened the same way. Poses come spot by spot; deterministic for a given seed, whatever ``workers``.
+    With split limits (``cfg.max_val_spots`` / ``max_test_spots``) ``split_of(lon, lat)`` gives each
+    spot's split code and the spots of a full split are passed over (without limits, or while no
+    limit is reached, the same poses as without them).
 
     Raises
     ------
@@ -548,7 +609,11 @@ def sample_photo_spots(region: RegionSpec, dem: DEM, cfg: QuerySetConfig, worker
 
     if cfg.n_queries == 0:
         return []
-    if not cfg.screens and cfg.photos_per_spot == 1:
+    caps = cfg.split_caps
+    if caps and split_of is None:
+        raise ConfigError("QuerySetConfig.max_val_spots/max_test_spots need the split rule (split_of)")
+    taken = dict.fromkeys(caps, 0)
+    if not cfg.screens and cfg.photos_per_spot == 1 and not caps:
         return draw(cfg.n_queries)
     screen_args = (dem, cfg, screening_atlases(region, dem, cfg) if cfg.screens else ())
     kept: list[Pose] = []
@@ -576,7 +641,13 @@ def sample_photo_spots(region: RegionSpec, dem: DEM, cfg: QuerySetConfig, worker
             for g, e, flags in zip(groups, extra, good, strict=True):
                 g += [p for p, f in zip(e, flags, strict=True) if f][: cfg.photos_per_spot - 1]
         n_spots += len(spots)
-        for g in groups:
+        codes = split_of([g[0].lon for g in groups], [g[0].lat for g in groups]) if caps and groups else None
+        for i, g in enumerate(groups):
+            if codes is not None and int(codes[i]) in caps:
+                code = int(codes[i])
+                if taken[code] >= caps[code]:
+                    continue
+                taken[code] += 1
             kept += g
             if len(kept) >= cfg.n_queries:
                 break

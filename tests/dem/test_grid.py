@@ -15,6 +15,7 @@ from crosslocate.dem.grid import (
     camera_altitudes,
     compact_grid,
     database_poses,
+    heldout_grid,
     sparse_positions,
     uniform_grid,
 )
@@ -138,6 +139,32 @@ def test_compact_grid_equals_brute_force():
     assert np.allclose(compact.x, uni.x[expected]) and np.allclose(compact.y, uni.y[expected])
     assert np.array_equal(compact.position_id, np.arange(len(expected)))
     assert len(compact_grid(uni, [], [], radius)) == 0
+
+
+def test_heldout_grid_equals_brute_force():
+    """Val/test positions within the radius of a query of their own split (a train query or a test
+    query next to a val position does not keep it); None keeps every val/test position."""
+    rng = np.random.default_rng(11)
+    crs = CRS.from_proj4(f"+proj=laea +lat_0={LAT0} +lon_0={LON0} +datum=WGS84 +units=m").to_wkt()
+    uni = _random_positions(rng, 4000, crs)
+    uni = dataclasses.replace(uni, split=rng.choice(np.array([0, 1, 2, 255], np.uint8), len(uni)))
+    qx, qy = rng.uniform(-9000, 9000, 30), rng.uniform(-9000, 9000, 30)
+    qsplit = rng.choice(np.array([0, 1, 2], np.uint8), 30)
+    qlon, qlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(qx, qy)
+    radius = 1500.0
+    d = np.hypot(uni.x[:, None] - qx[None, :], uni.y[:, None] - qy[None, :])
+    same = uni.split[:, None] == qsplit[None, :]
+    expected = np.flatnonzero(np.isin(uni.split, [1, 2]) & ((d <= radius) & same).any(axis=1))
+    held = heldout_grid(uni, qlon, qlat, qsplit, radius)
+    assert len(held) == len(expected) > 50
+    assert np.allclose(held.x, uni.x[expected]) and np.array_equal(held.split, uni.split[expected])
+    assert np.array_equal(held.position_id, np.arange(len(expected)))
+    near_any = (d <= radius).any(axis=1) & np.isin(uni.split, [1, 2])
+    assert near_any.sum() > len(expected)  # other splits' queries would have kept more
+    every = heldout_grid(uni, qlon, qlat, qsplit, None)
+    assert np.array_equal(every.x, uni.x[np.isin(uni.split, [1, 2])])
+    with pytest.raises(ConfigError, match="radius_m"):
+        heldout_grid(uni, qlon, qlat, qsplit, 0.0)
 
 
 def test_compact_grid_radius_is_geodesic(square10):

@@ -173,6 +173,45 @@ def test_sparse_and_compact_from_given_queries(tiny_world, tmp_path):
     assert verify_database(compact).ok
 
 
+def test_heldout_database_is_the_val_and_test_grid_near_their_photos(tiny_world, tmp_path):
+    """kind heldout: without a radius every val/test position of the uniform grid; with
+    eval.database_radius_m only those within it (geodesic, 1 m slack) of a photo of their own split."""
+    from crosslocate.datasets.queries import Query
+    from crosslocate.dem.geodesy import geodesic_distance_m
+    from crosslocate.dem.grid import uniform_grid
+    from crosslocate.dem.poses import Pose
+    from crosslocate.dem.sources import open_dem
+    from crosslocate.dem.splits import assign_splits
+
+    dem_path, region, _ = tiny_world
+    pre = tiny_preset().with_overrides(grid={"split_block_m": 2000.0, "split_buffer_m": 0.0, "split_method": "blocks"})
+    with open_dem(dem_path) as dem:
+        w, s, e, n = dem.bounds_lonlat
+        lon, lat = (a.ravel() for a in np.meshgrid(np.linspace(w + 0.25 * (e - w), w + 0.75 * (e - w), 4),
+                                                   np.linspace(s + 0.25 * (n - s), s + 0.75 * (n - s), 4)))  # fmt: skip
+        ground = dem.sample(lon, lat)
+        uni = uniform_grid(region, dem, pre.grid)
+    queries = [Query(image=f"q{i}.png", pose=Pose(lon=lo, lat=la, alt_m=g + 1.7, yaw_deg=10.0, fov_deg=45.0))
+               for i, (lo, la, g) in enumerate(zip(lon, lat, ground, strict=True))]  # fmt: skip
+    qsplit = assign_splits(lon, lat, region, pre.grid)
+    assert {1, 2} <= set(qsplit.tolist()) and {1, 2} <= set(uni.split.tolist())
+    every = build_database("heldout", pre, region, dem_path, tmp_path / "all", queries=queries, scheduler="sync")
+    t, _ = arrays_of(every)
+    held = np.isin(uni.split, [1, 2])
+    assert np.allclose(np.unique(t["lon"]), np.unique(uni.lon[held])) and set(t["split"].tolist()) == {1, 2}
+    near = pre.with_overrides(eval={"database_radius_m": 250.0})
+    some = build_database("heldout", near, region, dem_path, tmp_path / "near", queries=queries, scheduler="sync")
+    t2, _ = arrays_of(some)
+    assert 0 < len(t2) < len(t)
+    for code in (1, 2):
+        rows = t2["split"] == code
+        mine = qsplit == code
+        d = np.min([geodesic_distance_m(t2["lon"][rows], t2["lat"][rows], lo, la)
+                    for lo, la in zip(lon[mine], lat[mine], strict=True)], axis=0)  # fmt: skip
+        assert d.max() <= 251.0
+    assert Manifest.load(some).info["database_radius_m"] == 250.0 and verify_database(some).ok
+
+
 def test_cli_build_and_verify(tiny_world, tmp_path, capsys):
     dem, region, _ = tiny_world
     out = tmp_path / "db"

@@ -324,7 +324,7 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
                 "localize",
                 photo,
                 "--db",
-                str(world.work / "demo" / "db" / "uniform"),
+                str(world.work / "demo" / "db" / "heldout"),
                 "--checkpoint",
                 str(run / "checkpoint.pt"),
                 "--fov",
@@ -342,7 +342,7 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     d = [c["descriptor_distance"] for c in loc["candidates"]]
     assert d == sorted(d) and (tmp_path / "loc" / "localize_map.png").exists()
     # the database descriptors live beside the database: a second photo, another --out, reuses them
-    db_cache = world.work / "demo" / "db" / "uniform" / "descriptors"
+    db_cache = world.work / "demo" / "db" / "heldout" / "descriptors"
     assert len(list(db_cache.glob("db-*.npy"))) == 1
     calls = []
     import crosslocate.model.train as model_train

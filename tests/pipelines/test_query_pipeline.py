@@ -264,3 +264,35 @@ def test_several_photos_per_spot_are_screened_and_share_a_position(tmp_path):
     assert len(sparse_positions(poses, dem, GridConfig(), region)) == len(groups)
     with pytest.raises(ConfigError, match="photos_per_spot"):
         dataclasses.replace(cfg, photos_per_spot=0)
+
+
+def test_split_limits_cap_val_and_test_spots():
+    """max_val_spots / max_test_spots: spots of a full split are passed over until n_queries photos;
+    limits never reached give the same poses as no limits; a limit without a split rule is refused."""
+    from crosslocate.dem.sources.synthetic import analytic_dem
+    from crosslocate.pipelines.queries import sample_photo_spots
+
+    dem = analytic_dem("plane", size_px=64, spacing_m=30.0, height_m=500.0)
+    w, s, e, n = dem.bounds_lonlat
+    region = make_region("flat", box(w, s, e, n))
+    cut = (w + (e - w) / 3, w + 2 * (e - w) / 3)
+
+    def split_of(lon, lat):  # west third test, middle val, east train
+        lon = np.asarray(lon, np.float64)
+        return np.where(lon < cut[0], 2, np.where(lon < cut[1], 1, 0)).astype(np.uint8)
+
+    base = dataclasses.replace(
+        CFG, n_queries=12, pitch_deg=0.0, roll_deg=0.0, min_sky_fraction=0.3, min_horizon_m=100.0
+    )
+    free = sample_photo_spots(region, dem, base, workers=1)
+    assert np.bincount(split_of([p.lon for p in free], None), minlength=3)[1:].min() >= 2  # both splits drawn
+    capped_cfg = dataclasses.replace(base, max_val_spots=1, max_test_spots=0)
+    capped = sample_photo_spots(region, dem, capped_cfg, workers=1, split_of=split_of)
+    codes = split_of([p.lon for p in capped], None)
+    assert len(capped) == 12 and int((codes == 1).sum()) == 1 and int((codes == 2).sum()) == 0
+    loose = dataclasses.replace(base, max_val_spots=100, max_test_spots=100)
+    assert sample_photo_spots(region, dem, loose, workers=1, split_of=split_of) == free
+    with pytest.raises(ConfigError, match="split"):
+        sample_photo_spots(region, dem, capped_cfg, workers=1)
+    with pytest.raises(ConfigError, match="max_test_spots"):
+        dataclasses.replace(base, max_test_spots=-1)

@@ -81,7 +81,7 @@ def test_photo_csv_trains_and_benchmarks_with_its_own_splits(photo_world, tmp_pa
     assert summary["n_train_queries"] == n_train and summary["query_set"]["source"] == str(csv)
     assert summary["query_set"]["n_test"] == n_test
     region_dir = work / "tinyreg"
-    # the photo set has its own sparse/compact databases and run folder; the uniform one is shared
+    # the photo set has its own sparse/compact/heldout databases and run folder
     assert (region_dir / "db" / "sparse-myphotos" / "manifest.json").is_file()
     assert (region_dir / "runs" / "tiny-myphotos" / "checkpoint.pt").is_file()
     out = run_benchmark(ctx)
@@ -89,8 +89,9 @@ def test_photo_csv_trains_and_benchmarks_with_its_own_splits(photo_world, tmp_pa
     assert res["n_queries"] == n_test and res["query_set"]["id"] == summary["query_set"]["id"]
     assert res["n_spots"] * 2 == n_test  # the two photos of a spot share its position, hence its split
 
-    with open_database(region_dir / "db" / "uniform") as db:
+    with open_database(region_dir / "db" / "heldout-myphotos") as db:  # tiny: every test position
         assert res["n_database"] == int((db.table()["split"] == SPLIT_CODES["test"]).sum())
+    assert res["database"]["kind"] == "heldout" and res["database"]["radius_m"] is None
     for table in (res["recall"], res["chance"], *res["baselines"].values()):
         assert all(0.0 <= v <= 1.0 for row in table.values() for v in row.values())
     assert {"untrained", "horizon", "horizon_searched"} <= set(res["baselines"])
