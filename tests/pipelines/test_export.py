@@ -78,6 +78,55 @@ def test_vpr_eval_names_match_the_manifest(export_data):
     assert dist.min() > 25  # random query spots are not on the 4 km grid
 
 
+def _framework_paths_file(folder: str) -> list[str]:
+    """What VPR-methods-evaluation's ``read_images_paths`` does when ``<folder>_images_paths.txt`` exists
+    (test_dataset.py, unchanged since 43f7450): read the file's lines and prefix each with ``folder + "/"``,
+    the folder exactly as given on its command line (so names are relative to that folder, not to its parent)."""
+    with open(folder + "_images_paths.txt") as fh:
+        return [folder + "/" + line for line in fh.read().splitlines()]
+
+
+def test_vpr_eval_paths_files_read_the_frameworks_way(export_data, monkeypatch):
+    db, qcsv, tmp, grid = export_data
+    out = tmp / "vpr"
+    assert (
+        main(["export", str(db), "--format", "vpr-eval", "--split", "test", "--queries", str(qcsv), "-o", str(out)])
+        == 0
+    )
+    monkeypatch.chdir(tmp)  # the framework is usually given relative folders: --database_folder vpr/database
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True)
+    with open_database(db) as d:
+        table = d.table()
+    test_rows = table[table["split"] == 2]
+    listed = {}
+    for name in ("database", "queries"):
+        paths = _framework_paths_file(f"vpr/{name}")
+        assert paths and len(set(paths)) == len(paths)
+        assert all(Path(p).is_file() for p in paths), name  # the framework only checks the first one
+        assert {Path(p).name for p in paths} == {p.name for p in (out / name).iterdir()}  # nothing unlisted
+        listed[name] = paths
+    seen = set()
+    for path in listed["database"]:
+        f = Path(path).name.split("@")
+        east, north = float(path.split("@")[1]), float(path.split("@")[2])  # the framework's parse of the whole path
+        row = test_rows[(test_rows["position_id"] == int(f[7])) & (test_rows["view_id"] % 4 == int(f[8]))]
+        assert len(row) == 1
+        assert (east, north) == pytest.approx(to_utm.transform(row["lon"][0], row["lat"][0]), abs=0.005)
+        seen.add(int(row["view_id"][0]))
+    assert seen == set(test_rows["view_id"].tolist())  # every test view listed once
+    queries = load_query_csv(qcsv)
+    lon, lat = np.array([q.pose.lon for q in queries]), np.array([q.pose.lat for q in queries])
+    in_test = np.flatnonzero(assign_splits(lon, lat, str(tmp / "testregion.geojson"), grid) == 2)
+    rows = []
+    for path in listed["queries"]:
+        k = int(Path(path).name.split("@")[7][1:])
+        east, north = float(path.split("@")[1]), float(path.split("@")[2])
+        assert (east, north) == pytest.approx(to_utm.transform(queries[k].pose.lon, queries[k].pose.lat), abs=0.005)
+        assert Path(path).read_bytes() == Path(queries[k].image).read_bytes()
+        rows.append(k)
+    assert sorted(rows) == in_test.tolist()
+
+
 def test_vpr_eval_resume_overwrite_and_other_modalities(export_data):
     db, _, tmp, _ = export_data
     out = tmp / "vpr"
