@@ -19,12 +19,27 @@ key                meaning (``q`` keys: the same for the queries)
 ``dbCameraParams`` ``(yaw, pitch, roll, horizontal FOV)`` in **radians**
 =================  ===============================================================================
 
-**Yaw.** CrossLocate's code uses yaw only through differences between a query and database views
-(``computeYawDistances``, both wrapped to [0, 2π)), so its origin and direction are fixed by
-nothing but consistency between the two. We write and read crosslocate's convention, clockwise
-from north (see :mod:`crosslocate.dem.poses`), in radians wrapped to [0, 2π); database views at
-yaw index k are ``k · 30°`` = ``k · π/6``. A file whose FOV column exceeds π (degrees, not
-radians) or whose WGS and UTM columns disagree is refused.
+**Yaw.** CrossLocate's public code (``core/Dataset.py``) fixes only this much: radians, database
+yaws in [0, 2π) (the class docstring's assumption), query yaws wrapped into [0, 2π]
+(``getQueryYaw``), and yaw used only through wrapped differences ``min(|q − db|, 2π − |q − db|)``
+(``computeYawDistances``), which any common rotation or mirror of both columns leaves unchanged.
+The origin and direction are therefore set by nothing in that code (the repository holds no
+dataset-creation scripts, and its published meta files were not available to us); its databases
+render 12 views per location (README), which we take to be every 30° from yaw 0. We write crosslocate's convention, clockwise from north (:mod:`crosslocate.dem.poses`), in radians
+wrapped to [0, 2π): database views at yaw index k are ``k · 30°`` = ``k · π/6``.
+
+Reading (:func:`meta_queries`), ``yaw_convention`` (``queries import --yaw-convention``) names the
+file's convention, one of :data:`YAW_CONVENTIONS`: ``cw-north`` (default: ours, and what ``crosslocate
+export --format crosslocate`` writes), ``ccw-north`` (counter-clockwise from north: yaw → −yaw) or
+``ccw-east`` (the mathematical angle from east: yaw → 90° − yaw). When the file also holds database
+entries, their yaws are the evidence checked: the expected 12-yaw grid ``k · π/6`` from 0 (which
+a convention whose origin is 0° or 90° from north keeps, in either direction; a database with other
+evenly spaced yaws, ``k · 2π/n`` from 0, is accepted too). Yaws off every such grid
+(an origin we do not know, e.g. a 15° offset) or outside [0, 2π) get a warning naming the file;
+the direction itself cannot be read from the metadata, so a file from a tool that measures yaw
+counter-clockwise imports correctly only with the matching ``--yaw-convention``.
+A file whose FOV column exceeds π (degrees, not radians) or whose WGS and UTM columns disagree is
+refused.
 
 **Safety.** Loading a pickle runs code chosen by the file, so :func:`load_meta_npy` never calls
 ``np.load(allow_pickle=True)``: it parses the ``.npy`` header itself and unpickles with an
@@ -61,6 +76,16 @@ META_FIELDS: tuple[str, ...] = ("ImageFns", "IDs", "PlaceNames", "WGS", "UTM", "
 META_SETS: tuple[str, ...] = ("train", "val", "test")
 #: Largest median mismatch between a file's WGS and UTM columns that counts as agreement, metres.
 WGS_UTM_TOLERANCE_M: float = 100.0
+#: A file's yaw convention -> (sign, origin in degrees): our yaw = origin + sign · file yaw (module docstring).
+YAW_CONVENTIONS: dict[str, tuple[float, float]] = {
+    "cw-north": (1.0, 0.0),  # clockwise from north: crosslocate's own, what export writes
+    "ccw-north": (-1.0, 0.0),  # counter-clockwise from north
+    "ccw-east": (-1.0, 90.0),  # counter-clockwise from east (the mathematical angle in an east/north plane)
+}
+#: The convention read when none is named: crosslocate's, the one ``export --format crosslocate`` writes.
+DEFAULT_YAW_CONVENTION: str = "cw-north"
+#: Largest distance of a database yaw from its grid line that still counts as on the grid, degrees.
+YAW_GRID_TOLERANCE_DEG: float = 0.01
 
 _NUMPY_GLOBALS: dict[tuple[str, str], tuple[str, str]] = {
     ("numpy", "ndarray"): ("numpy", "ndarray"),
@@ -234,20 +259,91 @@ def _lonlat(
     return best[1], best[2]
 
 
+def yaw_grid(yaw_rad: npt.ArrayLike) -> int | None:
+    """The grid of database yaws: 12 when every yaw (radians, any wrap) lies on CrossLocate's ``k · π/6``,
+    else n when they lie on ``k · 2π/n`` for n = their number of distinct values; None when off both."""
+    deg = np.degrees(np.asarray(yaw_rad, np.float64)) % 360.0
+    if not deg.size:
+        return 12
+    distinct = np.unique(np.round(deg, 3) % 360.0).size
+    for n in dict.fromkeys((12, distinct)):
+        step = 360.0 / n
+        r = deg / step
+        if np.all(np.abs(r - np.round(r)) * step <= YAW_GRID_TOLERANCE_DEG):
+            return n
+    return None
+
+
+def check_database_yaws(meta: dict[str, Any], path: Path) -> int | None:
+    """Check a meta structure's database yaws against the grid (module docstring); warn when off it.
+
+    Returns :func:`yaw_grid`'s n (None: off every grid, warned), or None when the file has no database
+    entries. Raises ForeignFormatError for a malformed ``dbCameraParams`` column.
+    """
+    if not len(meta.get("dbCameraParams") or []):
+        return None
+    yaw = _column(meta, "dbCameraParams", path, 4)[:, 0]
+    if np.any(yaw < 0) or np.any(yaw >= 2 * math.pi):
+        logger.warning(
+            "%s: dbCameraParams yaws span %.4g..%.4g rad, outside CrossLocate's [0, 2π); read modulo 2π",
+            path,
+            float(yaw.min()),
+            float(yaw.max()),
+        )
+    n = yaw_grid(yaw)
+    if n is None:
+        deg = np.degrees(yaw) % 360.0
+        off = np.abs(deg / 30.0 - np.round(deg / 30.0)) * 30.0 > YAW_GRID_TOLERANCE_DEG
+        i = int(np.flatnonzero(off)[0])
+        logger.warning(
+            "%s: %d of %d database yaws are off CrossLocate's 12-view grid (k·30° from 0) and off any even grid, "
+            "first: entry %d = %.6g rad (%.3f°); the file's yaw origin is not one we know, so the query yaws "
+            "may not follow the --yaw-convention they are read with",
+            path,
+            int(off.sum()),
+            yaw.size,
+            i,
+            float(yaw[i]),
+            float(deg[i]),
+        )
+    elif n != 12:
+        logger.info("%s: database yaws on an even %d-yaw grid from 0 (CrossLocate's own: 12)", path, n)
+    return n
+
+
+def to_our_yaw_deg(yaw_rad: npt.ArrayLike, convention: str) -> npt.NDArray[np.float64]:
+    """Yaws of a file in ``convention`` (radians) -> ours, degrees clockwise from north in [0, 360)."""
+    if convention not in YAW_CONVENTIONS:
+        raise ConfigError(f"--yaw-convention {convention!r}: choose one of {', '.join(YAW_CONVENTIONS)}")
+    sign, origin = YAW_CONVENTIONS[convention]
+    return (origin + sign * np.degrees(np.asarray(yaw_rad, np.float64))) % 360.0
+
+
 def meta_queries(
-    meta: dict[str, Any], images: str | os.PathLike[str], path: str | os.PathLike[str], *, prefix: str = "q"
+    meta: dict[str, Any],
+    images: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    prefix: str = "q",
+    yaw_convention: str = DEFAULT_YAW_CONVENTION,
 ) -> list[Query]:
     """Queries (``prefix="q"``) or database views (``"db"``) of a meta structure, poses in degrees.
 
     ``images``: the folder the ``ImageFns`` are relative to; every image must exist there.
+    ``yaw_convention``: the file's, one of :data:`YAW_CONVENTIONS`; yaws come back in ours. The
+    database yaws, when present, are checked against the grid first (:func:`check_database_yaws`).
 
     Raises
     ------
     ForeignFormatError
         Missing keys, lengths that differ, non-finite values, angles that are not radians,
         WGS and UTM columns that disagree, or images missing under ``images``.
+    ConfigError
+        An unknown ``yaw_convention``.
     """
     path, images = Path(path), Path(images)
+    if yaw_convention not in YAW_CONVENTIONS:
+        raise ConfigError(f"--yaw-convention {yaw_convention!r}: choose one of {', '.join(YAW_CONVENTIONS)}")
     fns = meta.get(f"{prefix}ImageFns")
     if fns is None:
         raise ForeignFormatError(f"{path}: no key '{prefix}ImageFns'; not a CrossLocate datasets_meta dict")
@@ -269,16 +365,18 @@ def meta_queries(
     if np.any(np.abs(cam[:, :3]) > 4 * math.pi):
         raise ForeignFormatError(f"{path}: {prefix}CameraParams yaw/pitch/roll exceed 4π; degrees instead of radians?")
     lon, lat = _lonlat(wgs, utm, meta.get("utmEPSG"), path, prefix)
+    check_database_yaws(meta, path)
     missing = [f for f in fns if not (images / f).is_file()]
     if missing:
         raise ForeignFormatError(
             f"{len(missing)} of {len(fns)} images of {path} are missing under {images}, first: {missing[0]}"
         )
     deg = np.degrees(cam)
+    yaw = to_our_yaw_deg(cam[:, 0], yaw_convention)
     out = []
     for i, fn in enumerate(fns):
         try:
-            pose = Pose(lon=float(lon[i]), lat=float(lat[i]), alt_m=float(alt[i]), yaw_deg=float(deg[i, 0] % 360.0),
+            pose = Pose(lon=float(lon[i]), lat=float(lat[i]), alt_m=float(alt[i]), yaw_deg=float(yaw[i]),
                         pitch_deg=float(deg[i, 1]), roll_deg=float(deg[i, 2]), fov_deg=float(deg[i, 3]))  # fmt: skip
         except ConfigError as exc:
             raise ForeignFormatError(f"{path}: {prefix} entry {i} ({fn}): {exc}") from exc
@@ -286,4 +384,16 @@ def meta_queries(
     return out
 
 
-__all__ = ["META_FIELDS", "META_SETS", "load_meta_npy", "meta_dict", "meta_queries", "save_meta_npy"]
+__all__ = [
+    "DEFAULT_YAW_CONVENTION",
+    "META_FIELDS",
+    "META_SETS",
+    "YAW_CONVENTIONS",
+    "check_database_yaws",
+    "load_meta_npy",
+    "meta_dict",
+    "meta_queries",
+    "save_meta_npy",
+    "to_our_yaw_deg",
+    "yaw_grid",
+]

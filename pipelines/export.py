@@ -275,18 +275,20 @@ def import_crosslocate_queries(
     images: str | os.PathLike[str],
     csv_out: str | os.PathLike[str],
     *,
+    yaw_convention: str = "cw-north",
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """CrossLocate meta structure -> our query CSV (radians -> degrees, lon/lat order checked)."""
+    """CrossLocate meta structure -> our query CSV (radians -> degrees, lon/lat order checked, yaw read in
+    ``yaw_convention`` and its database yaws checked: :mod:`crosslocate.datasets.crosslocate_meta`)."""
     from crosslocate.datasets.crosslocate_meta import load_meta_npy, meta_queries
     from crosslocate.datasets.queries import write_query_csv
 
     csv_out = Path(csv_out)
     if csv_out.exists() and not overwrite:
         raise FileOverwriteError(f"{csv_out} exists; pass --overwrite to replace it")
-    queries = meta_queries(load_meta_npy(meta_path), images, meta_path)
+    queries = meta_queries(load_meta_npy(meta_path), images, meta_path, yaw_convention=yaw_convention)
     write_query_csv(csv_out, queries)
-    return {"csv": str(csv_out), "queries": len(queries)}
+    return {"csv": str(csv_out), "queries": len(queries), "yaw_convention": yaw_convention}
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """``crosslocate queries``: render a synthetic query set (``synth``), describe a query CSV (``show``) or
-import another tool's query metadata (``import --format crosslocate META.npy --images DIR``).
+import another tool's query metadata (``import --format crosslocate META.npy --images DIR
+[--yaw-convention cw-north|ccw-north|ccw-east]``; conventions: :mod:`crosslocate.datasets.crosslocate_meta`).
 
 ``queries synth --region demo [--dem PATH] [--n N] [--preset cpu] [--work work] [--overwrite]``
 renders (or resumes) ``work/<region>/queries/`` and prints the CSV path and a summary;
@@ -15,6 +16,8 @@ from crosslocate.pipelines.commands import add_dem_argument
 
 #: Mirrors ``crosslocate.pipelines.queries.QUERY_PRESETS`` (kept literal so ``--help`` imports nothing).
 PRESET_NAMES: tuple[str, ...] = ("paper", "cpu", "tiny")
+#: Mirrors ``crosslocate.datasets.crosslocate_meta.YAW_CONVENTIONS`` (first: the default).
+YAW_CONVENTIONS: tuple[str, ...] = ("cw-north", "ccw-north", "ccw-east")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,6 +60,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     m.add_argument("meta", help="metadata file, e.g. CrossLocate's datasets_meta .npy")
     m.add_argument("--format", required=True, choices=("crosslocate",), help="metadata format")
     m.add_argument("--images", required=True, help="folder the metadata's image names are relative to")
+    m.add_argument(
+        "--yaw-convention",
+        default=YAW_CONVENTIONS[0],
+        choices=YAW_CONVENTIONS,
+        help="the file's yaw: clockwise from north (default; what `export --format crosslocate` writes), "
+        "counter-clockwise from north, or counter-clockwise from east",
+    )
     m.add_argument("-o", "--out", default="queries.csv", help="query CSV to write (default: queries.csv)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     m.set_defaults(func=run)
@@ -123,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "import":
         from crosslocate.pipelines.export import import_crosslocate_queries
 
-        out = import_crosslocate_queries(args.meta, args.images, args.out, overwrite=args.overwrite)
-        print(f"queries    {out['queries']:,} -> {out['csv']}")
+        out = import_crosslocate_queries(
+            args.meta, args.images, args.out, yaw_convention=args.yaw_convention, overwrite=args.overwrite
+        )
+        print(f"queries    {out['queries']:,} -> {out['csv']} (yaw read as {out['yaw_convention']})")
         return 0
     if args.action == "show":
         from crosslocate.datasets.queries import load_query_csv

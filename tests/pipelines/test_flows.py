@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import types
 from typing import ClassVar
@@ -243,6 +244,24 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     assert "already scored" in caplog.text and (run / "results.json").read_bytes() == before
     assert "38.66%" in capsys.readouterr().out  # the kept results' table
     assert res["test_evaluations"] == 1 and len((run / "test_evaluations.jsonl").read_text().splitlines()) == 1
+    # kept results still get their report: written again from results.json + rankings.npz when it is
+    # missing (deleted, or a run from before reports) or older than results.json, never by scoring again
+    import crosslocate.pipelines.benchmark as bench_flow
+
+    with monkeypatch.context() as m:
+        m.setattr(bench_flow, "benchmark_results", lambda *a, **k: pytest.fail("the test split was scored again"))
+        (run / "report.html").unlink()
+        assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
+        assert str(run / "report.html") in capsys.readouterr().out and "hit@" in (run / "report.html").read_text()
+        old = (run / "results.json").stat().st_mtime_ns - 10**9
+        os.utime(run / "report.html", ns=(old, old))
+        assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
+        assert (run / "report.html").stat().st_mtime_ns > old
+        fresh = (run / "report.html").stat().st_mtime_ns
+        assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
+        assert (run / "report.html").stat().st_mtime_ns == fresh  # up to date: left alone
+    assert (run / "results.json").read_bytes() == before
+    assert len((run / "test_evaluations.jsonl").read_text().splitlines()) == 1
     for key in (
         "recall",
         "chance",

@@ -120,26 +120,58 @@ def test_report_without_results_is_a_clear_error(export_data, capsys):
     assert "rankings.npz: missing db_index" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+NO_CHROMIUM = "chromium is not installed (apt-get install -y chromium; .ci/run does it)"
+#: Appended to a copy of a page: once loaded, "<images>/<broken images>" goes into the DOM as data-probe.
+PROBE = ("<script>addEventListener('load',()=>{const b=[...document.images].filter(i=>!(i.complete&&i.naturalWidth>0));"
+         "document.body.setAttribute('data-probe',document.images.length+'/'+b.length);});</script></body>")  # fmt: skip
+
+
+def _chromium_flags(tmp_path: Path) -> list[str]:
+    assert CHROMIUM is not None
+    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr",
+            "--v=0", "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+
+
+def chromium_check(page: str, tmp_path: Path) -> tuple[str | None, list[str]]:
+    """Load ``page`` (HTML text, with the probe appended) in headless Chromium: ("images/broken", console lines).
+
+    Console messages (console.error, uncaught exceptions) reach Chromium's stderr log as ``:CONSOLE`` lines;
+    a failed image load does not (checked by the positive control), hence the DOM probe.
+    """
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", PROBE))
+    dom = subprocess.run([*_chromium_flags(tmp_path), "--dump-dom", checked.as_uri()], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    probe = re.search(r'data-probe="([0-9]+/[0-9]+)"', dom.stdout)
+    return (probe.group(1) if probe else None), [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_chromium_checker_catches_console_errors_and_broken_images(tmp_path):
+    """Positive control of :func:`chromium_check`: a page that logs an error, throws, and references a missing image."""
+    scripts = "<script>console.error('control-marker-7f3')</script><script>undefinedControlFn()</script>"
+    img = "<img src='no-such-picture.png' alt='missing'>"
+    page = f"<!doctype html><html><body><p>control</p>{img}{scripts}</body></html>"
+    probe, console = chromium_check(page, tmp_path)
+    assert probe == "1/1"  # the image counted, and counted as broken
+    assert any("control-marker-7f3" in line for line in console), console
+    assert any("undefinedControlFn" in line for line in console), console
+    probe, console = chromium_check(page.replace(scripts, ""), tmp_path)
+    assert console == [] and probe == "1/1"  # without the scripts: no console line, the image still caught
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_report_renders_in_headless_chromium(export_data, tmp_path):
     db, qcsv, tmp, _ = export_data
     run = make_run(tmp, db, qcsv)
     page = Path(main(["report", str(run)]) == 0 and run / "report.html").read_text()
-    # the test's own check, appended to a copy: every <img> decoded, result written into the DOM
-    probe = ("<script>addEventListener('load',()=>{const b=[...document.images].filter(i=>!(i.complete&&i.naturalWidth>0));"
-             "document.body.setAttribute('data-probe',document.images.length+'/'+b.length);});</script></body>")  # fmt: skip
-    checked = tmp_path / "checked.html"
-    checked.write_text(page.replace("</body>", probe))
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr",
-             "--v=0", "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
-    dom = subprocess.run([*flags, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'data-probe="19/0"' in dom.stdout  # 19 images, none broken
-    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    probe, console = chromium_check(page, tmp_path)
+    assert probe == "19/0"  # 19 images, none broken
     assert not console, console
     shot = tmp_path / "shot.png"
-    res = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,900", (run / "report.html").as_uri()],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    res = subprocess.run([*_chromium_flags(tmp_path), f"--screenshot={shot}", "--window-size=1200,900",
+                          (run / "report.html").as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
     px = np.asarray(Image.open(shot).convert("L"), np.float64)
     assert px.shape == (900, 1200) and px.std() > 10 and (px < 200).mean() > 0.02  # text, charts and pictures drawn
