@@ -53,6 +53,11 @@ class DiskFullError(CrosslocateError, OSError):
     """An output did not fit on its file system; the message gives the path, the space left and how to resume."""
 
 
+class OutputWriteError(CrosslocateError, OSError):
+    """The operating system refused to write an output (I/O error, read-only file system, permission);
+    the message names the path, the OS reason and what to do."""
+
+
 class ManifestMismatchError(CrosslocateError, ValueError):
     """An existing database was built with a different configuration than the one requested."""
 
