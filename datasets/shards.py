@@ -118,8 +118,8 @@ class ShardWriter:
     HDF5 itself never writes to disk, so a full disk is one clean
     :class:`~crosslocate.errors.DiskFullError` (never an HDF5 crash), and ``path`` never holds a
     partial shard. Entering the block already refuses when the folder has less free space than a
-    shard is expected to take (the mean size of the shards this process or earlier runs wrote
-    there).
+    shard is expected to take: the mean size of the shards this process or earlier runs wrote
+    there, or ``expected_bytes`` before any is known (a fresh build's first shard).
 
     Parameters
     ----------
@@ -133,6 +133,9 @@ class ShardWriter:
         Codec and compressor settings.
     attrs : mapping, optional
         Extra file attributes (JSON-serialisable scalars / strings).
+    expected_bytes : int
+        Expected file size when no shard of the folder is known yet (e.g.
+        :func:`crosslocate.pipelines.plan.shard_bytes_estimate`); 0: no check before the first shard.
     """
 
     def __init__(
@@ -142,8 +145,11 @@ class ShardWriter:
         size_px: int,
         cfg: ShardConfig,
         attrs: Mapping[str, Any] | None = None,
+        *,
+        expected_bytes: int = 0,
     ) -> None:
         self.path = Path(path)
+        self.expected_bytes = int(expected_bytes)
         self.modalities = parse_modalities(modalities)
         self.size_px = int(size_px)
         self.cfg = cfg
@@ -157,6 +163,8 @@ class ShardWriter:
         expected = _expected_shard_bytes(self.path.parent)
         if expected:
             require_free_space(self.path, expected, "a shard (the mean size so far)")
+        elif self.expected_bytes:
+            require_free_space(self.path, self.expected_bytes, "a shard (estimated from the view size)")
         # The file is built in a Python BytesIO (h5py's file-object driver): bytes HDF5 never writes
         # are zeros, and the image is taken after close(), so a shard's bytes depend only on its
         # content. (The in-memory "core" driver's image, taken before close, carried stale heap bytes

@@ -39,7 +39,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _progress_note(out: Path) -> str:
-    """``"N of M shards complete (kept)"`` from the manifest in ``out``, for a build that stopped."""
+    """``"N of M shards complete and kept"`` for a build that stopped: the shards its manifest lists
+    whose files exist (a manifest the build could not rewrite may still list a shard it removed)."""
     from crosslocate.datasets.manifest import Manifest
     from crosslocate.errors import CrosslocateError
 
@@ -47,12 +48,13 @@ def _progress_note(out: Path) -> str:
         m = Manifest.load(out)
     except CrosslocateError:
         return "no shard complete yet"
-    return f"{len(m.shards)} of {m.n_planned_shards} shards complete and kept"
+    kept = sum((out / s.path).is_file() for s in m.shards)
+    return f"{kept} of {m.n_planned_shards} shards complete and kept"
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the database; prints its folder (or the dry-run summary as JSON)."""
-    from crosslocate.errors import DiskFullError
+    from crosslocate.errors import DiskFullError, OutputWriteError
     from crosslocate.pipelines.build import build_database
     from crosslocate.pipelines.context import RunContext
     from crosslocate.pipelines.presets import get_preset
@@ -81,5 +83,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except DiskFullError as exc:
         raise DiskFullError(f"{exc}; {_progress_note(out)}; free space and rerun the same command to resume") from exc
+    except OutputWriteError as exc:
+        raise OutputWriteError(f"{exc}; {_progress_note(out)}; rerun the same command to resume") from exc
     print(json.dumps(result, indent=2, default=str) if args.dry_run else result)
     return 0

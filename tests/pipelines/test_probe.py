@@ -120,6 +120,50 @@ def test_probe_1_full_disk_before_a_shard(db, tiny_world, monkeypatch, capsys):
     assert not list(db.glob(".*.tmp")) and main(["verify", str(db)]) == 3  # what was built still verifies
 
 
+@pytest.mark.parametrize(
+    ("code", "victim"), [("EIO", "shard-00006.h5"), ("EROFS", "manifest.json"), ("EACCES", "shard-00006.h5")]
+)
+def test_probe_1_other_write_failures(db, tiny_world, monkeypatch, capsys, code, victim):
+    """An I/O error, a read-only file system or a refused permission while a shard or the manifest is
+    written: exit 2 and one line naming the file and the OS reason; no temporary file, no traceback."""
+    import errno
+    import os
+    from pathlib import Path
+
+    from crosslocate import fileio
+
+    (db / shard_name(6)).unlink()
+    real = fileio.fsync_file
+    number = getattr(errno, code)
+
+    def failing(path):
+        if Path(path).name.startswith(f".{victim}."):
+            raise OSError(number, os.strerror(number))
+        real(path)
+
+    monkeypatch.setattr(fileio, "fsync_file", failing)
+    assert _resume(db, tiny_world, monkeypatch) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert f"{db / victim}: cannot write: {os.strerror(number)} [{code}]; " in last, last
+    assert last.endswith("7 of 8 shards complete and kept; rerun the same command to resume")
+    assert "Traceback" not in err and not list(db.glob(".*.tmp"))
+
+
+def test_probe_1_file_too_large_outside_our_writers(monkeypatch, capsys):
+    """EFBIG (a file over the file system's size limit) raised anywhere is the disk-full line, exit 2."""
+    import errno
+
+    from crosslocate.pipelines.commands import verify
+
+    def too_large(args):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(verify, "run", too_large)
+    assert main(["verify", "anything"]) == 2
+    assert "error: disk full: [Errno 27] File too large; free space and rerun" in capsys.readouterr().err
+
+
 def test_probe_5_camera_underground_and_huge_views(tiny_world, tmp_path, capsys):
     from crosslocate.dem.sources import open_dem
 
