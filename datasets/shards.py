@@ -16,7 +16,8 @@ pickled (dask workers and ``DataLoader`` workers each open their own).
 
 Integrity at read time: a reader given its manifest record (every reader of :class:`Database`)
 checks the file's size and sha256 before it first opens it, once per file per process (a forked
-worker inherits the result), and every decoded batch is checked against physical bounds
+worker inherits the result), and its view count against the record's on opening (the view
+numbering of a database follows the records), and every decoded batch is checked against physical bounds
 (:func:`~crosslocate.datasets.schema.invalid_values`). Either failure raises
 :class:`~crosslocate.errors.ShardCorruptError` naming the shard.
 """
@@ -311,6 +312,13 @@ class ShardReader:
                 raise ShardCorruptError(
                     f"{self.path}: schema version {h5.attrs.get('schema_version')}, expected {SCHEMA_VERSION}; "
                     "rebuild the database"
+                )
+            stored = int(h5.attrs.get("n_views", -1))
+            if self.record is not None and stored != self.record.n_views:
+                h5.close()
+                raise ShardCorruptError(
+                    f"{self.path}: {stored} views in the file, the manifest lists {self.record.n_views}; "
+                    "run `crosslocate verify` and rerun `crosslocate build`"
                 )
             self._h5, self._pid, self._specs = h5, os.getpid(), {}
         return self._h5

@@ -144,6 +144,19 @@ def test_first_shard_of_a_folder_is_checked_against_the_expected_size(tmp_path, 
         w.commit()
 
 
+def test_view_count_of_the_record_must_match_the_file(tmp_path):
+    """Views are numbered by the manifest's counts: a record claiming another count than the file holds
+    (a damaged manifest whose shard checksum still matches) is refused when the shard is opened."""
+    from dataclasses import replace
+
+    make_db(tmp_path / "db", counts=(4, 3))
+    m = Manifest.load(tmp_path / "db")
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
+                "shards": (replace(m.shards[0], n_views=5), m.shards[1])}).save(tmp_path / "db")  # fmt: skip
+    with open_database(tmp_path / "db") as db, pytest.raises(ShardCorruptError, match=r"shard-00000\.h5: 4 views in the file, the manifest lists 5"):  # fmt: skip
+        db.read_batch(Modality.DEPTH, [0])
+
+
 def test_open_database_across_shards(tmp_path):
     arrays, rows = make_db(tmp_path / "db", counts=(4, 3))
     with open_database(tmp_path / "db") as db:
