@@ -64,9 +64,44 @@ def test_probe_2_positions_file_damaged_or_deleted(db, capsys):
     raw[len(raw) // 2] ^= 0x10
     (db / "positions.npz").write_bytes(bytes(raw))
     assert main(["verify", str(db), "--no-values"]) == 1
+    assert "8 of 8 shards complete, 0 not yet built, 0 corrupt, positions.npz corrupt;" in capsys.readouterr().out
     (db / "positions.npz").unlink()
     assert main(["verify", str(db), "--no-values"]) == 1
-    assert "positions.npz: missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 corrupt, positions.npz missing;" in out and "positions.npz: missing" in out
+
+
+def test_probe_2_flipped_bits_in_the_manifest(db, capsys):
+    """200 random single-bit flips in manifest.json: each one is refused (invalid JSON, a fingerprint
+    that does not match the content, an impossible shard record) or found by verify (a shard or
+    positions.npz no longer matching its record), unless it only touched the free-form ``info`` or
+    left the parsed content unchanged (e.g. ``1e-05`` -> ``1E-05``)."""
+    import json
+
+    from crosslocate.datasets.verify import verify_database
+
+    path = db / "manifest.json"
+    pristine = path.read_bytes()
+    original, info_at = json.loads(pristine), pristine.index(b'"info"')
+    rng = np.random.default_rng(215)
+    for _ in range(200):
+        raw = bytearray(pristine)
+        k = int(rng.integers(len(raw)))
+        raw[k] ^= 1 << int(rng.integers(8))
+        path.write_bytes(bytes(raw))
+        report = verify_database(db, check_values=False)
+        if report.exit_code != 1:
+            assert report.exit_code == 0 and (k > info_at or json.loads(bytes(raw)) == original), bytes(
+                raw[k - 40 : k + 40]
+            )
+    path.write_bytes(pristine)
+    raw = bytearray(pristine)
+    raw[pristine.index(b'"spacing_m": 1500.0') + 14] ^= 0x01  # 1500.0 -> 1501.0
+    path.write_bytes(bytes(raw))
+    assert main(["verify", str(db), "--no-values"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"CORRUPT: {db}: manifest.json corrupt; no shard checked")
+    assert "fingerprint does not match its content: edited or damaged" in out
 
 
 def test_probe_7_partial_database_report_is_readable(db, capsys):
