@@ -152,21 +152,36 @@ def _check_inside(path: Path, lines: list[int], queries: list[Query], region: Re
         )
 
 
-def _check_image(path: Path, line: int, image: str) -> None:
-    """Raise :class:`QueryCSVError` unless ``image`` opens as an image of at least MIN_IMAGE_SIDE_PX a side."""
+def photo_problem(image: str | os.PathLike[str]) -> str | None:
+    """Why ``image`` cannot be a query photo (missing, unreadable, under :data:`MIN_IMAGE_SIDE_PX` a
+    side), or None. Only the header is read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(image) as im:
             w, h = im.size
     except FileNotFoundError:
-        raise QueryCSVError(path, line, f"image {image} does not exist") from None
+        return f"image {image} does not exist"
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise QueryCSVError(path, line, f"image {image} is not a readable image ({exc})") from exc
+        return f"image {image} is not a readable image ({exc})"
     if min(w, h) < MIN_IMAGE_SIDE_PX:
-        raise QueryCSVError(
-            path, line, f"image {image} is {w}x{h} px; a query photo needs at least {MIN_IMAGE_SIDE_PX} px a side"
-        )
+        return f"image {image} is {w}x{h} px; a query photo needs at least {MIN_IMAGE_SIDE_PX} px a side"
+    return None
+
+
+def fov_problem(fov_deg: float) -> str | None:
+    """Why ``fov_deg`` cannot be a query photo's horizontal FOV (outside :data:`QUERY_FOV_RANGE_DEG`), or None."""
+    lo, hi = QUERY_FOV_RANGE_DEG
+    if not lo <= fov_deg <= hi:  # NaN fails too
+        return f"{fov_deg!r} must be within [{lo:g}, {hi:g}] degrees (horizontal FOV of the photo)"
+    return None
+
+
+def _check_image(path: Path, line: int, image: str) -> None:
+    """Raise :class:`QueryCSVError` unless ``image`` opens as an image of at least MIN_IMAGE_SIDE_PX a side."""
+    why = photo_problem(image)
+    if why is not None:
+        raise QueryCSVError(path, line, why)
 
 
 def query_set_digest(queries: Sequence[Query], extra: bytes = b"") -> str:
@@ -200,16 +215,14 @@ def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -
     checks = (
         ("lat", -90.0 <= values["lat"] <= 90.0, "must be within [-90, 90] degrees"),
         ("lon", -180.0 <= values["lon"] <= 180.0, "must be within [-180, 180] degrees"),
-        (
-            "fov_deg",
-            QUERY_FOV_RANGE_DEG[0] <= values["fov_deg"] <= QUERY_FOV_RANGE_DEG[1],
-            "must be within [{:g}, {:g}] degrees (horizontal FOV of the photo)".format(*QUERY_FOV_RANGE_DEG),
-        ),
         ("pitch_deg", -90.0 <= values["pitch_deg"] <= 90.0, "must be within [-90, 90] degrees"),
     )
     for name, ok, why in checks:
         if not ok:
             raise QueryCSVError(path, line, f"column {name}: {values[name]!r} {why}")
+    fov = fov_problem(values["fov_deg"])
+    if fov is not None:
+        raise QueryCSVError(path, line, f"column fov_deg: {fov}")
     return values
 
 
@@ -427,7 +440,9 @@ __all__ = [
     "QUERY_COLUMNS",
     "QUERY_FOV_RANGE_DEG",
     "Query",
+    "fov_problem",
     "load_query_csv",
+    "photo_problem",
     "queries_to_lonlat",
     "query_set_digest",
     "sample_orientations",

@@ -36,8 +36,15 @@ def localize(
     out_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Retrieve the top-``k`` database views of ``photo``; returns candidates and output paths."""
-    from crosslocate.datasets.queries import Query
+    """Retrieve the top-``k`` database views of ``photo``; returns candidates and output paths.
+
+    Before the network is loaded or anything is computed, the photo is opened (header only) and must
+    be a readable image of at least ``MIN_IMAGE_SIDE_PX`` a side, ``fov_deg`` must lie within
+    ``QUERY_FOV_RANGE_DEG`` (the checks of a query CSV), the checkpoint must exist and ``out_dir``
+    must not be a file (:class:`~crosslocate.errors.ConfigError`,
+    :class:`~crosslocate.errors.FileOverwriteError`).
+    """
+    from crosslocate.datasets.queries import Query, fov_problem, photo_problem
     from crosslocate.datasets.schema import parse_modality
     from crosslocate.datasets.views import QueryDataset, ViewDataset
     from crosslocate.dem.geodesy import aeqd_crs_wkt
@@ -51,9 +58,16 @@ def localize(
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
     photo, ckpt = Path(photo), Path(checkpoint_path)
-    for p in (photo, ckpt):
-        if not p.exists():
-            raise ConfigError(f"{p} does not exist")
+    why = photo_problem(photo)
+    if why is not None:
+        raise ConfigError(f"photo: {why}")
+    why = fov_problem(float(fov_deg))
+    if why is not None:
+        raise ConfigError(f"--fov: {why}")
+    if not ckpt.exists():
+        raise ConfigError(f"--checkpoint {ckpt} does not exist")
+    if not Path(db_dir).is_dir():
+        raise ConfigError(f"--db {db_dir}: no such database folder")
     out = Path(out_dir) if out_dir else photo.parent / f"{photo.stem}_localize"
     if out.exists() and not out.is_dir():
         raise FileOverwriteError(f"--out {out} is an existing file, not a folder; choose another --out")
