@@ -241,3 +241,132 @@ def test_probe_4_query_csv_with_bad_photos(tmp_path, capsys):
         (tmp_path / "q.csv").write_text(header + rows)
         assert main(["queries", "show", str(tmp_path / "q.csv")]) == 2
         assert re.search(needle, capsys.readouterr().err)
+
+
+def test_probe_4_localize_checks_the_photo_and_fov_before_any_work(tmp_path, capsys, monkeypatch):
+    """localize opens and size-checks its photo and bounds --fov (as a query CSV row is checked) before
+    the network is loaded: a garbage checkpoint is never read, nothing is written."""
+    from PIL import Image
+
+    from crosslocate.model import checkpoint
+
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    Image.new("RGB", (64, 48)).save(tmp_path / "ok.png")
+    (tmp_path / "text.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "ckpt.pt").write_bytes(b"garbage")
+    (tmp_path / "db").mkdir()
+    loads = []
+    monkeypatch.setattr(checkpoint, "load_network", lambda *a, **k: loads.append(a))
+    cases = {
+        ("dot.png", "50"): "photo: image .*dot.png is 1x1 px; a query photo needs at least 8 px a side",
+        ("text.jpg", "50"): "photo: image .*text.jpg is not a readable image",
+        ("nope.png", "50"): "photo: image .*nope.png does not exist",
+        ("ok.png", "2"): r"--fov: 2.0 must be within \[5, 150\] degrees",
+        ("ok.png", "170"): r"--fov: 170.0 must be within \[5, 150\] degrees",
+        ("ok.png", "nan"): r"--fov: nan must be within \[5, 150\] degrees",
+    }
+    import re
+
+    out = tmp_path / "out"
+    for (photo, fov), needle in cases.items():
+        args = ["localize", str(tmp_path / photo), "--db", str(tmp_path / "db"), "--checkpoint",
+                str(tmp_path / "ckpt.pt"), "--fov", fov, "--out", str(out)]  # fmt: skip
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(needle, err[0]), err
+    assert loads == [] and not out.exists()
+
+
+def test_probe_6_existing_output_file_is_never_clobbered(tiny_world, tmp_path, capsys, monkeypatch):
+    """render-view -o and localize --out naming an existing file (or render-view a non-empty folder):
+    exit 2 before any work, the file untouched."""
+    from PIL import Image
+
+    from crosslocate.model import checkpoint
+
+    dem, _, _ = tiny_world
+    keep = tmp_path / "results.txt"
+    keep.write_text("keep me")
+    loads = []
+    monkeypatch.setattr(checkpoint, "load_network", lambda *a, **k: loads.append(a))
+    Image.new("RGB", (64, 48)).save(tmp_path / "ok.png")
+    (tmp_path / "ckpt.pt").write_bytes(b"garbage")
+    (tmp_path / "db").mkdir()
+    args = ["localize", str(tmp_path / "ok.png"), "--db", str(tmp_path / "db"), "--checkpoint",
+            str(tmp_path / "ckpt.pt"), "--fov", "50", "--out", str(keep)]  # fmt: skip
+    assert main(args) == 2 and "is an existing file" in capsys.readouterr().err and loads == []
+    view = ["render-view", "--dem", dem, "--lat", "0", "--lon", "0", "--size", "8"]  # refused before the DEM is read
+    assert main([*view, "-o", str(keep)]) == 2 and "is an existing file" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "yaw000_depth.npy").write_bytes(b"earlier result")
+    assert main([*view, "-o", str(tmp_path / "full")]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert keep.read_text() == "keep me" and (tmp_path / "full" / "yaw000_depth.npy").read_bytes() == b"earlier result"
+
+
+def test_probe_4_sideways_phone_photo_is_read_upright(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 reaches the network exactly as the same photo
+    stored upright (detailed case: tests/datasets/test_queries.py::test_exif_orientation_is_applied)."""
+    from PIL import Image
+
+    from crosslocate.datasets.queries import Query
+    from crosslocate.datasets.views import QueryDataset
+    from crosslocate.dem.poses import Pose
+
+    rng = np.random.default_rng(4)
+    upright = np.repeat(np.repeat(rng.integers(0, 255, (12, 8, 3), dtype=np.uint8), 8, 0), 8, 1)  # 96 x 64
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    img = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # as the sensor stored it (sideways)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    img.save(tmp_path / "phone.png", exif=exif)
+    pose = Pose(lon=7.5, lat=46.5, alt_m=2000.0, fov_deg=40.0)
+    qs = QueryDataset([Query(str(tmp_path / n), pose) for n in ("upright.png", "phone.png")], 32)
+    assert qs.photo(0).shape == qs.photo(1).shape and np.array_equal(qs.photo(0), qs.photo(1))
+
+
+def test_probe_6_descriptor_cache_never_crosses_modality_or_database(tiny_db, tmp_path):
+    """Descriptors cached for one modality or database are never served for another: each request
+    equals a fresh, uncached computation (detailed case: tests/pipelines/test_descriptors.py)."""
+    from dataclasses import replace
+
+    import torch
+    from torch import nn
+
+    from crosslocate.datasets.views import ViewDataset
+    from crosslocate.model.train import extract_descriptors
+    from crosslocate.pipelines import descriptors as D
+
+    class Mean(nn.Module):
+        def forward(self, x):
+            return nn.functional.normalize(torch.cat([x.mean(dim=(2, 3)), torch.ones(len(x), 1)], dim=1), dim=1)
+
+    other = shutil.copytree(tiny_db, tmp_path / "other")  # another database: shards 0 and 1 swapped
+    (other / shard_name(0)).rename(other / "swap")
+    (other / shard_name(1)).rename(other / shard_name(0))
+    (other / "swap").rename(other / shard_name(1))
+    m = Manifest.load(other)
+    s0, s1 = (
+        replace(m.shards[1], shard_id=0, path=shard_name(0)),
+        replace(m.shards[0], shard_id=1, path=shard_name(1)),
+    )
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "shards": (s0, s1, *m.shards[2:])}).save(other)
+    net, dev, cache = Mean(), torch.device("cpu"), tmp_path / "cache"
+    seen = []
+    for db, modality in ((tiny_db, "depth"), (tiny_db, "semantic"), (other, "depth"), (tiny_db, "depth")):
+        ds = ViewDataset(db, modality, size_px=16)
+        got = D.cached_descriptors(net, ds, dev, cache, "db", "ckpt", batch_size=8)
+        assert np.array_equal(got, extract_descriptors(net, ds, dev, batch_size=8))
+        seen.append(got)
+    assert not np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[0], seen[2])
+    assert len(list(cache.glob("db-*.npy"))) == 3  # the last request was served from the first entry
+
+
+def test_probe_6_two_fresh_builds_are_byte_identical(tiny_db, tiny_world, tmp_path, database_difference):
+    """Building the same database again from nothing gives the very same bytes (manifest, positions, shards)."""
+    dem, region, _ = tiny_world
+    again = build_database("uniform", _PROBE_PRESET, region, dem, tmp_path / "again", scheduler="sync")
+    names = sorted(p.name for p in tiny_db.glob("*") if p.is_file() and p.name != "preview.png")
+    assert names == sorted(p.name for p in again.glob("*") if p.is_file() and p.name != "preview.png")
+    assert all((tiny_db / n).read_bytes() == (again / n).read_bytes() for n in names), database_difference(
+        tiny_db, again
+    )
