@@ -9,7 +9,8 @@ CSV format (UTF-8, header row required, extra columns ignored, column order free
   to absolute paths on load.
 * ``lat``/``lon``: degrees, EPSG:4326. ``alt_m``: camera altitude in metres above the DEM datum;
   may be empty, then the camera is placed ``height_m`` (1.7 m) above the DEM at load time
-  (a DEM is needed then).
+  (a DEM is needed then). Loaded with a DEM, a given altitude must lie at least
+  :data:`~crosslocate.dem.poses.MIN_CAMERA_CLEARANCE_M` above the terrain where the DEM covers the row.
 * ``yaw_deg`` (clockwise from north), ``pitch_deg``, ``roll_deg``, ``fov_deg`` (horizontal, within
   :data:`QUERY_FOV_RANGE_DEG`): see :mod:`crosslocate.dem.poses`.
 
@@ -36,9 +37,9 @@ import numpy as np
 import shapely
 
 from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
-from crosslocate.dem.poses import Pose
+from crosslocate.dem.poses import MIN_CAMERA_CLEARANCE_M, Pose, check_camera_clearance
 from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, xy_to_lonlat
-from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
+from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError, RenderError
 from crosslocate.fileio import atomic_write, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ def load_query_csv(
     ------
     QueryCSVError
         Missing file/header/column, non-numeric or out-of-range value, an empty ``alt_m``
-        that cannot be filled (no DEM, or outside its coverage), a position outside ``region`` (or
+        that cannot be filled (no DEM, or outside its coverage), a given ``alt_m`` below or inside
+        the DEM's terrain (naming the terrain height there), a position outside ``region`` (or
         its DEM), or (``check_images``) a missing, unreadable or too small image; names the path
         and 1-based line.
     """
@@ -232,12 +234,22 @@ def _make_queries(
     lon = np.array([v["lon"] for _, _, v in rows], np.float64)
     lat = np.array([v["lat"] for _, _, v in rows], np.float64)
     alt = np.array([v["alt_m"] for _, _, v in rows], np.float64)
+    given = np.isfinite(alt)
     try:
-        _, alt = camera_altitudes(lon, lat, dem, height_m, alt)
+        ground, alt = camera_altitudes(lon, lat, dem, height_m, alt)
     except OutsideCoverageError:
         k = int(np.flatnonzero(~np.isfinite(alt) & ~_covered(dem, lon, lat))[0])
         why = "no DEM was given to fill it" if dem is None else "the position is outside the DEM coverage"
         raise QueryCSVError(path, rows[k][0], f"alt_m is empty and {why}; fill in alt_m") from None
+    low = given & np.isfinite(ground) & ~(alt >= ground + MIN_CAMERA_CLEARANCE_M)
+    if low.any():  # an explicit altitude under (or within the clearance of) the terrain
+        k = int(np.flatnonzero(low)[0])
+        try:
+            check_camera_clearance(
+                lon[k], lat[k], alt[k], ground[k], fix=f"leave alt_m empty to stand {height_m:g} m above the ground"
+            )
+        except RenderError as exc:
+            raise QueryCSVError(path, rows[k][0], f"alt_m: {exc}") from None
     base = path.resolve().parent
     queries = []
     for (line, image, v), a in zip(rows, alt.tolist(), strict=True):
