@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--memory-limit", default="auto", help="per-worker memory limit of the local cluster (dask syntax)")
     p.add_argument("--views-per-shard", type=int, default=None, help="override the preset's shard size")
     p.add_argument("--spacing-m", type=float, default=None, help="override the preset's grid spacing (metres)")
-    p.add_argument("--size-px", type=int, default=None, help="override the preset's view size (pixels)")
+    p.add_argument("--size-px", type=int, default=None, help="override the preset's view size (pixels, 1..4096)")
     p.add_argument("--clip-to-dem", action="store_true", help="uniform: build only the DEM-covered part of the region")
     p.add_argument("--overwrite", action="store_true", help="replace a database built with another configuration")
     p.add_argument(
@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.presets import get_preset
 
     preset = get_preset(args.preset).with_overrides(
-        shard={"views_per_shard": args.views_per_shard} if args.views_per_shard else None,
-        grid={"spacing_m": args.spacing_m} if args.spacing_m else None,
-        render={"size_px": args.size_px} if args.size_px else None,
+        shard={"views_per_shard": args.views_per_shard} if args.views_per_shard is not None else None,
+        grid={"spacing_m": args.spacing_m} if args.spacing_m is not None else None,
+        render={"size_px": args.size_px} if args.size_px is not None else None,
     )
     ctx = RunContext.resolve(region=args.region, dem=args.dem, preset=preset, work=args.work)
     out = Path(args.out) if args.out else ctx.db(args.kind)

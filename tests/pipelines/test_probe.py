@@ -212,6 +212,34 @@ def test_probe_5_camera_underground_and_huge_views(tiny_world, tmp_path, capsys)
     assert f"the terrain, which is at {ground:.1f} m there" in capsys.readouterr().err
     assert main([*base, "--size", "100000"]) == 2 and "1..4096" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    _, region, _ = tiny_world
+    for size in ("100000", "0"):  # a database of huge (or empty) views: refused before anything is written
+        args = ["build", "uniform", "--region", region, "--dem", dem, "--preset", "tiny", "--size-px", size,
+                "--scheduler", "sync", "--out", str(tmp_path / "db")]  # fmt: skip
+        assert main(args) == 2 and f"size_px {size}: the view side must be within 1..4096" in capsys.readouterr().err
+    assert not (tmp_path / "db").exists()
+
+
+def test_probe_5_query_row_under_the_terrain(tiny_world, tmp_path):
+    """A query CSV row whose alt_m lies 300 m under the DEM's terrain is refused naming the file, the row and the
+    terrain height there (the DEM's own elevation); an empty alt_m stands on the ground."""
+    from crosslocate.datasets.queries import load_query_csv
+    from crosslocate.dem.sources import open_dem
+    from crosslocate.errors import QueryCSVError
+
+    dem, _, _ = tiny_world
+    header = "image,lat,lon,alt_m,yaw_deg,pitch_deg,roll_deg,fov_deg\n"
+    with open_dem(dem) as d:
+        w, s, e, n = d.bounds_lonlat
+        lon, lat = (w + e) / 2, (s + n) / 2
+        ground = float(d.elevation([lon], [lat])[0])
+        (tmp_path / "q.csv").write_text(
+            header + f"p.png,{lat!r},{lon!r},,0,0,0,50\np.png,{lat!r},{lon!r},{ground - 300.0!r},0,0,0,50\n"
+        )
+        with pytest.raises(
+            QueryCSVError, match=rf"q\.csv:3: alt_m: .* is below the terrain, which is at {ground:.1f} m there"
+        ):
+            load_query_csv(tmp_path / "q.csv", dem=d, check_images=False)
 
 
 def test_probe_5_bogus_scheduler_writes_nothing(tiny_world, tmp_path, capsys):
