@@ -2,8 +2,8 @@
 
 Every probe states the case and checks that it now fails loudly (exit code, a message naming the
 file, row or value) or behaves; ``make probe`` runs this file alone. The detailed tests of each
-mechanism live beside their modules (test_fileio, test_shards, test_verify, test_descriptors,
-test_queries, test_cmd_render, test_build).
+mechanism live beside their modules (test_fileio, test_shards, test_manifest, test_verify,
+test_descriptors, test_queries, test_poses, test_cmd_render, test_build, test_atlas, test_bench_localize).
 """
 
 from __future__ import annotations
