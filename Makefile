@@ -21,7 +21,7 @@ CLIP_ARG := $(if $(CLIP),--clip-to-dem,)
 NET_ARGS ?=
 
 .PHONY: setup test test-all probe lint demo render-sparse render-uniform render-compact train benchmark \
-        bench-render bench-terrain bench-build bench-search clean
+        bench-render bench-terrain bench-build bench-search bench-localize clean
 
 setup: $(STAMP)
 
@@ -78,6 +78,11 @@ bench-build: setup
 
 bench-search: setup
 	$(CL) bench search --out bench/search.json
+
+# a first and a second photo localized against the uniform database (built first if missing), each as
+# its own `crosslocate localize` process; the second call's wall time against the 5 s aim
+bench-localize: setup
+	$(CL) bench localize --region $(REGION) $(DEM_ARG) $(CLIP_ARG) --preset $(PRESET) --work $(WORK) --out bench/localize.json
 
 clean:
 	rm -rf $(WORK) bench/*.json

@@ -49,8 +49,17 @@ class ShardCorruptError(CrosslocateError, OSError):
     """A shard file is unreadable, truncated, or does not match its manifest checksum."""
 
 
+class ManifestCorruptError(ShardCorruptError):
+    """A database's ``manifest.json`` is unreadable, invalid, or its fingerprint does not match its content."""
+
+
 class DiskFullError(CrosslocateError, OSError):
     """An output did not fit on its file system; the message gives the path, the space left and how to resume."""
+
+
+class OutputWriteError(CrosslocateError, OSError):
+    """The operating system refused to write an output (I/O error, read-only file system, permission);
+    the message names the path, the OS reason and what to do."""
 
 
 class ManifestMismatchError(CrosslocateError, ValueError):

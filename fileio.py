@@ -27,6 +27,9 @@ What is not
 A full disk (``ENOSPC``, ``EDQUOT``, ``EFBIG``) while writing becomes
 :class:`~crosslocate.errors.DiskFullError` naming the destination and the space left (the
 temporary file removed); :func:`require_free_space` refuses a write that cannot fit before it starts.
+Any other refusal by the operating system (``EIO``, ``EROFS``, ``EACCES``, ``EPERM``:
+:data:`WRITE_FAILURE_ERRNOS`) becomes :class:`~crosslocate.errors.OutputWriteError` naming the
+destination, the OS reason and what to do (:func:`write_error`), again with the temporary file removed.
 
 Config (de)serialisation
 ------------------------
@@ -55,7 +58,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from crosslocate.errors import ConfigError, DiskFullError, missing_dependency
+from crosslocate.errors import ConfigError, CrosslocateError, DiskFullError, OutputWriteError, missing_dependency
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -71,6 +74,14 @@ TEMP_SUFFIX = ".tmp"
 FILE_MODE = 0o644
 #: errno values that mean "no room for this file".
 DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: errno values of other write failures turned into :class:`~crosslocate.errors.OutputWriteError`,
+#: with what the user can do about each.
+WRITE_FAILURE_ERRNOS: dict[int, str] = {
+    errno.EIO: "the device reported an I/O error; check the disk (e.g. `dmesg`) and rerun",
+    errno.EROFS: "the file system is read-only; choose an output folder on a writable one",
+    errno.EACCES: "permission denied; choose another output folder or fix its permissions",
+    errno.EPERM: "operation not permitted; choose another output folder or fix its permissions",
+}
 #: Free space kept in reserve by :func:`require_free_space` (file system metadata, the manifest), bytes.
 RESERVE_BYTES: int = 1 << 20
 #: Block size of :func:`file_sha256` reads, bytes.
@@ -102,6 +113,34 @@ def require_free_space(path: PathLike, needed: int, what: str = "") -> None:
 def is_disk_full(exc: BaseException) -> bool:
     """True for an OSError meaning the file system (or quota) is full."""
     return isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS)
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """True for a plain OSError (not one of ours) that :func:`write_error` turns into a clear error."""
+    return (
+        isinstance(exc, OSError)
+        and not isinstance(exc, CrosslocateError)
+        and (exc.errno in DISK_FULL_ERRNOS or exc.errno in WRITE_FAILURE_ERRNOS)
+    )
+
+
+def write_error(path: PathLike, exc: OSError) -> CrosslocateError:
+    """The one-line error of an OS failure while writing ``path``.
+
+    :class:`DiskFullError` (with the space left) for a full disk or quota, else
+    :class:`OutputWriteError` naming ``path``, the OS reason (errno name) and what to do; when the
+    OS named another file than the temporary one (e.g. a source being copied), that file too.
+    """
+    dst = Path(path)
+    why = exc.strerror or str(exc)
+    if exc.errno in DISK_FULL_ERRNOS:
+        return DiskFullError(f"{dst}: disk full: {free_bytes(dst.parent):,} bytes left on its file system ({why})")
+    code = errno.errorcode.get(exc.errno or 0, "unknown errno")
+    named = None if exc.filename is None else Path(os.fsdecode(exc.filename))
+    other = named is not None and named != dst and not named.name.startswith(f".{dst.name}.")
+    where = f" (at {named})" if other else ""
+    hint = WRITE_FAILURE_ERRNOS.get(exc.errno or 0, "check the disk and rerun")
+    return OutputWriteError(f"{dst}: cannot write: {why} [{code}]{where}; {hint}")
 
 
 # ---------------------------------------------------------------------------------------- fsync
@@ -151,24 +190,30 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     ------
     DiskFullError
         The file system filled up while writing (the temporary file is removed).
+    OutputWriteError
+        The OS refused the write otherwise (:data:`WRITE_FAILURE_ERRNOS`: I/O error, read-only file
+        system, permission), also when creating the folder or the temporary file; the temporary
+        file is removed.
     """
     dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TEMP_SUFFIX, dir=dst.parent)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TEMP_SUFFIX, dir=dst.parent)
+    except OSError as exc:
+        if is_write_failure(exc):
+            raise write_error(dst, exc) from exc
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; outputs are ordinary shared files
     try:
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; outputs are ordinary shared files
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, dst)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
-            why = getattr(exc, "strerror", None) or exc
-            raise DiskFullError(
-                f"{dst}: disk full: {free_bytes(dst.parent):,} bytes left on its file system ({why})"
-            ) from exc
+        if is_write_failure(exc):
+            raise write_error(dst, exc) from exc  # type: ignore[arg-type]
         raise
     fsync_dir(dst.parent)
 
@@ -475,6 +520,7 @@ __all__ = [
     "RESERVE_BYTES",
     "SHA256_CHUNK_BYTES",
     "TEMP_SUFFIX",
+    "WRITE_FAILURE_ERRNOS",
     "atomic_path",
     "atomic_write",
     "config_from_dict",
@@ -484,12 +530,14 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "is_disk_full",
+    "is_write_failure",
     "remove_stale_temps",
     "require_free_space",
     "save_figure_atomic",
     "save_image_atomic",
     "save_npy_atomic",
     "write_bytes_atomic",
+    "write_error",
     "write_json_atomic",
     "write_npz_atomic",
     "write_text_atomic",

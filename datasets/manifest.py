@@ -12,6 +12,11 @@ digest and shard count) identifies what the database *should* contain; its sha25
 (:meth:`Manifest.fingerprint`) is compared before a build resumes, and a different one is refused
 (:class:`~crosslocate.errors.ManifestMismatchError`). The **shard list** records what is *complete*:
 a shard file counts only when it is listed here with its sha256.
+
+The file carries its fingerprint; loading recomputes it from the configuration part and refuses a
+file whose content does not match (edited or damaged: :class:`~crosslocate.errors.ManifestCorruptError`),
+as it refuses duplicate shard ids or paths. Every writer goes through :meth:`Manifest.save`, which
+writes the fingerprint of what it writes.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crosslocate.datasets.schema import SCHEMA_VERSION
-from crosslocate.errors import ManifestMismatchError, NotBuiltError, ShardCorruptError
+from crosslocate.errors import ManifestCorruptError, ManifestMismatchError, NotBuiltError
 from crosslocate.fileio import file_sha256, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -230,9 +235,11 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = MANIFEST_NAME) -> Manifest:
-        """Inverse of :meth:`to_dict`; raises :class:`ShardCorruptError` naming ``where`` when invalid."""
+        """Inverse of :meth:`to_dict`; raises :class:`ManifestCorruptError` naming ``where`` when invalid,
+        when its ``fingerprint`` (if recorded) differs from the one recomputed from its configuration,
+        or when two shard records share an id or a file."""
         if data.get("format") != FORMAT:
-            raise ShardCorruptError(f"{where}: not a crosslocate database manifest (format={data.get('format')!r})")
+            raise ManifestCorruptError(f"{where}: not a crosslocate database manifest (format={data.get('format')!r})")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ManifestMismatchError(
                 f"{where}: schema version {data.get('schema_version')!r}, this crosslocate reads {SCHEMA_VERSION}; "
@@ -244,11 +251,21 @@ class Manifest:
             positions = data.get("positions")
             if positions is not None and not {"path", "sha256", "bytes"} <= set(positions):
                 raise ValueError(f"positions record {positions!r} lacks path, sha256 or bytes")
-            return cls(**kw, shards=shards, info=dict(data.get("info", {})), positions=positions)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ShardCorruptError(
+            _check_shard_records(shards, int(data["layout"].get("n_shards", len(shards))))
+            if positions is not None and positions["path"] != POSITIONS_NAME:
+                raise ValueError(f"positions record names {positions['path']!r}, not {POSITIONS_NAME!r}")
+            manifest = cls(**kw, shards=shards, info=dict(data.get("info", {})), positions=positions)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ManifestCorruptError(
                 f"{where}: invalid manifest ({exc!r}); rebuild the database with --overwrite"
             ) from exc
+        recorded = data.get("fingerprint")
+        if recorded is not None and recorded != manifest.fingerprint():
+            raise ManifestCorruptError(
+                f"{where}: fingerprint does not match its content: edited or damaged; "
+                "rebuild the database with --overwrite (or restore manifest.json from a copy)"
+            )
+        return manifest
 
     def save(self, db_dir: str | os.PathLike[str]) -> Path:
         """Write ``<db_dir>/manifest.json`` atomically; returns its path."""
@@ -262,8 +279,8 @@ class Manifest:
         ------
         NotBuiltError
             No manifest in ``db_dir``.
-        ShardCorruptError
-            Unreadable or invalid JSON.
+        ManifestCorruptError
+            Unreadable or invalid JSON, or a fingerprint that does not match the content.
         ManifestMismatchError
             Another schema version.
         """
@@ -273,10 +290,22 @@ class Manifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ShardCorruptError(f"{path}: unreadable manifest ({exc}); rebuild with --overwrite") from exc
+            raise ManifestCorruptError(f"{path}: unreadable manifest ({exc}); rebuild with --overwrite") from exc
         if not isinstance(data, dict):
-            raise ShardCorruptError(f"{path}: manifest is not a JSON object; rebuild with --overwrite")
+            raise ManifestCorruptError(f"{path}: manifest is not a JSON object; rebuild with --overwrite")
         return cls.from_dict(data, str(path))
+
+
+def _check_shard_records(shards: tuple[ShardRecord, ...], n_planned: int) -> None:
+    """ValueError unless every record has a planned id of its own and the file name of that id."""
+    ids = [s.shard_id for s in shards]
+    if len(set(ids)) != len(ids):
+        raise ValueError("two shard records have the same shard_id")
+    for s in shards:
+        if not 0 <= s.shard_id < n_planned:
+            raise ValueError(f"shard_id {s.shard_id} outside the planned 0..{n_planned - 1}")
+        if s.path != shard_name(s.shard_id):
+            raise ValueError(f"shard {s.shard_id} names the file {s.path!r}, not {shard_name(s.shard_id)!r}")
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:

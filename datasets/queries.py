@@ -9,7 +9,8 @@ CSV format (UTF-8, header row required, extra columns ignored, column order free
   to absolute paths on load.
 * ``lat``/``lon``: degrees, EPSG:4326. ``alt_m``: camera altitude in metres above the DEM datum;
   may be empty, then the camera is placed ``height_m`` (1.7 m) above the DEM at load time
-  (a DEM is needed then).
+  (a DEM is needed then). Loaded with a DEM, a given altitude must lie at least
+  :data:`~crosslocate.dem.poses.MIN_CAMERA_CLEARANCE_M` above the terrain where the DEM covers the row.
 * ``yaw_deg`` (clockwise from north), ``pitch_deg``, ``roll_deg``, ``fov_deg`` (horizontal, within
   :data:`QUERY_FOV_RANGE_DEG`): see :mod:`crosslocate.dem.poses`.
 
@@ -36,9 +37,9 @@ import numpy as np
 import shapely
 
 from crosslocate.dem.grid import camera_altitudes, dem_footprint_xy
-from crosslocate.dem.poses import Pose
+from crosslocate.dem.poses import MIN_CAMERA_CLEARANCE_M, Pose, check_camera_clearance
 from crosslocate.dem.regions import Region, get_region, lonlat_to_xy, xy_to_lonlat
-from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError
+from crosslocate.errors import ConfigError, OutsideCoverageError, QueryCSVError, RenderError
 from crosslocate.fileio import atomic_write, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ def load_query_csv(
     ------
     QueryCSVError
         Missing file/header/column, non-numeric or out-of-range value, an empty ``alt_m``
-        that cannot be filled (no DEM, or outside its coverage), a position outside ``region`` (or
+        that cannot be filled (no DEM, or outside its coverage), a given ``alt_m`` below or inside
+        the DEM's terrain (naming the terrain height there), a position outside ``region`` (or
         its DEM), or (``check_images``) a missing, unreadable or too small image; names the path
         and 1-based line.
     """
@@ -152,21 +154,36 @@ def _check_inside(path: Path, lines: list[int], queries: list[Query], region: Re
         )
 
 
-def _check_image(path: Path, line: int, image: str) -> None:
-    """Raise :class:`QueryCSVError` unless ``image`` opens as an image of at least MIN_IMAGE_SIDE_PX a side."""
+def photo_problem(image: str | os.PathLike[str]) -> str | None:
+    """Why ``image`` cannot be a query photo (missing, unreadable, under :data:`MIN_IMAGE_SIDE_PX` a
+    side), or None. Only the header is read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(image) as im:
             w, h = im.size
     except FileNotFoundError:
-        raise QueryCSVError(path, line, f"image {image} does not exist") from None
+        return f"image {image} does not exist"
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise QueryCSVError(path, line, f"image {image} is not a readable image ({exc})") from exc
+        return f"image {image} is not a readable image ({exc})"
     if min(w, h) < MIN_IMAGE_SIDE_PX:
-        raise QueryCSVError(
-            path, line, f"image {image} is {w}x{h} px; a query photo needs at least {MIN_IMAGE_SIDE_PX} px a side"
-        )
+        return f"image {image} is {w}x{h} px; a query photo needs at least {MIN_IMAGE_SIDE_PX} px a side"
+    return None
+
+
+def fov_problem(fov_deg: float) -> str | None:
+    """Why ``fov_deg`` cannot be a query photo's horizontal FOV (outside :data:`QUERY_FOV_RANGE_DEG`), or None."""
+    lo, hi = QUERY_FOV_RANGE_DEG
+    if not lo <= fov_deg <= hi:  # NaN fails too
+        return f"{fov_deg!r} must be within [{lo:g}, {hi:g}] degrees (horizontal FOV of the photo)"
+    return None
+
+
+def _check_image(path: Path, line: int, image: str) -> None:
+    """Raise :class:`QueryCSVError` unless ``image`` opens as an image of at least MIN_IMAGE_SIDE_PX a side."""
+    why = photo_problem(image)
+    if why is not None:
+        raise QueryCSVError(path, line, why)
 
 
 def query_set_digest(queries: Sequence[Query], extra: bytes = b"") -> str:
@@ -200,16 +217,14 @@ def _parse_numbers(path: Path, line: int, row: list[str], col: dict[str, int]) -
     checks = (
         ("lat", -90.0 <= values["lat"] <= 90.0, "must be within [-90, 90] degrees"),
         ("lon", -180.0 <= values["lon"] <= 180.0, "must be within [-180, 180] degrees"),
-        (
-            "fov_deg",
-            QUERY_FOV_RANGE_DEG[0] <= values["fov_deg"] <= QUERY_FOV_RANGE_DEG[1],
-            "must be within [{:g}, {:g}] degrees (horizontal FOV of the photo)".format(*QUERY_FOV_RANGE_DEG),
-        ),
         ("pitch_deg", -90.0 <= values["pitch_deg"] <= 90.0, "must be within [-90, 90] degrees"),
     )
     for name, ok, why in checks:
         if not ok:
             raise QueryCSVError(path, line, f"column {name}: {values[name]!r} {why}")
+    fov = fov_problem(values["fov_deg"])
+    if fov is not None:
+        raise QueryCSVError(path, line, f"column fov_deg: {fov}")
     return values
 
 
@@ -219,12 +234,22 @@ def _make_queries(
     lon = np.array([v["lon"] for _, _, v in rows], np.float64)
     lat = np.array([v["lat"] for _, _, v in rows], np.float64)
     alt = np.array([v["alt_m"] for _, _, v in rows], np.float64)
+    given = np.isfinite(alt)
     try:
-        _, alt = camera_altitudes(lon, lat, dem, height_m, alt)
+        ground, alt = camera_altitudes(lon, lat, dem, height_m, alt)
     except OutsideCoverageError:
         k = int(np.flatnonzero(~np.isfinite(alt) & ~_covered(dem, lon, lat))[0])
         why = "no DEM was given to fill it" if dem is None else "the position is outside the DEM coverage"
         raise QueryCSVError(path, rows[k][0], f"alt_m is empty and {why}; fill in alt_m") from None
+    low = given & np.isfinite(ground) & ~(alt >= ground + MIN_CAMERA_CLEARANCE_M)
+    if low.any():  # an explicit altitude under (or within the clearance of) the terrain
+        k = int(np.flatnonzero(low)[0])
+        try:
+            check_camera_clearance(
+                lon[k], lat[k], alt[k], ground[k], fix=f"leave alt_m empty to stand {height_m:g} m above the ground"
+            )
+        except RenderError as exc:
+            raise QueryCSVError(path, rows[k][0], f"alt_m: {exc}") from None
     base = path.resolve().parent
     queries = []
     for (line, image, v), a in zip(rows, alt.tolist(), strict=True):
@@ -427,7 +452,9 @@ __all__ = [
     "QUERY_COLUMNS",
     "QUERY_FOV_RANGE_DEG",
     "Query",
+    "fov_problem",
     "load_query_csv",
+    "photo_problem",
     "queries_to_lonlat",
     "query_set_digest",
     "sample_orientations",

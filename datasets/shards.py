@@ -16,7 +16,8 @@ pickled (dask workers and ``DataLoader`` workers each open their own).
 
 Integrity at read time: a reader given its manifest record (every reader of :class:`Database`)
 checks the file's size and sha256 before it first opens it, once per file per process (a forked
-worker inherits the result), and every decoded batch is checked against physical bounds
+worker inherits the result), and its view count against the record's on opening (the view
+numbering of a database follows the records), and every decoded batch is checked against physical bounds
 (:func:`~crosslocate.datasets.schema.invalid_values`). Either failure raises
 :class:`~crosslocate.errors.ShardCorruptError` naming the shard.
 """
@@ -118,8 +119,8 @@ class ShardWriter:
     HDF5 itself never writes to disk, so a full disk is one clean
     :class:`~crosslocate.errors.DiskFullError` (never an HDF5 crash), and ``path`` never holds a
     partial shard. Entering the block already refuses when the folder has less free space than a
-    shard is expected to take (the mean size of the shards this process or earlier runs wrote
-    there).
+    shard is expected to take: the mean size of the shards this process or earlier runs wrote
+    there, or ``expected_bytes`` before any is known (a fresh build's first shard).
 
     Parameters
     ----------
@@ -133,6 +134,9 @@ class ShardWriter:
         Codec and compressor settings.
     attrs : mapping, optional
         Extra file attributes (JSON-serialisable scalars / strings).
+    expected_bytes : int
+        Expected file size when no shard of the folder is known yet (e.g.
+        :func:`crosslocate.pipelines.plan.shard_bytes_estimate`); 0: no check before the first shard.
     """
 
     def __init__(
@@ -142,8 +146,11 @@ class ShardWriter:
         size_px: int,
         cfg: ShardConfig,
         attrs: Mapping[str, Any] | None = None,
+        *,
+        expected_bytes: int = 0,
     ) -> None:
         self.path = Path(path)
+        self.expected_bytes = int(expected_bytes)
         self.modalities = parse_modalities(modalities)
         self.size_px = int(size_px)
         self.cfg = cfg
@@ -157,6 +164,8 @@ class ShardWriter:
         expected = _expected_shard_bytes(self.path.parent)
         if expected:
             require_free_space(self.path, expected, "a shard (the mean size so far)")
+        elif self.expected_bytes:
+            require_free_space(self.path, self.expected_bytes, "a shard (estimated from the view size)")
         # The file is built in a Python BytesIO (h5py's file-object driver): bytes HDF5 never writes
         # are zeros, and the image is taken after close(), so a shard's bytes depend only on its
         # content. (The in-memory "core" driver's image, taken before close, carried stale heap bytes
@@ -303,6 +312,13 @@ class ShardReader:
                 raise ShardCorruptError(
                     f"{self.path}: schema version {h5.attrs.get('schema_version')}, expected {SCHEMA_VERSION}; "
                     "rebuild the database"
+                )
+            stored = int(h5.attrs.get("n_views", -1))
+            if self.record is not None and stored != self.record.n_views:
+                h5.close()
+                raise ShardCorruptError(
+                    f"{self.path}: {stored} views in the file, the manifest lists {self.record.n_views}; "
+                    "run `crosslocate verify` and rerun `crosslocate build`"
                 )
             self._h5, self._pid, self._specs = h5, os.getpid(), {}
         return self._h5

@@ -1,9 +1,9 @@
 """Check a database folder against its manifest; returns a :class:`VerifyReport` (the CLI maps it to an exit code).
 
 Per shard listed in the manifest: the file exists, its size and sha256 match, HDF5 opens it, the
-view count and array shapes agree with the manifest, and (unless ``check_values=False``) every
-decoded value is physically possible (:func:`~crosslocate.datasets.schema.invalid_values`) and
-table rows have ``position_id`` inside the recorded range. ``positions.npz`` must exist and match
+view and position counts, the array shapes and the table's ``position_id`` range agree with the
+manifest, view ids are unique, and (unless ``check_values=False``) every decoded value is physically
+possible (:func:`~crosslocate.datasets.schema.invalid_values`). ``positions.npz`` must exist and match
 the size and sha256 the manifest records (older manifests without the record: it must load and
 hold ``layout.n_positions`` rows). Planned shards not listed yet are counted as *not yet built*,
 which is not corruption: an interrupted build resumes them. Shard files on disk that the manifest
@@ -16,8 +16,9 @@ its sha256, structure and count checks (the report says how many shards had thei
 
 Outcomes and the exit codes of ``crosslocate verify``: :data:`EXIT_OK` (complete and sound),
 :data:`EXIT_CORRUPT` (anything listed is missing, damaged or implausible, or the manifest is
-unreadable), :data:`EXIT_INCOMPLETE` (everything built so far is sound, some shards are not built
-yet). Code 2 stays the CLI's "bad input" code.
+unreadable or its fingerprint does not match its content), :data:`EXIT_INCOMPLETE` (everything
+built so far is sound, some shards are not built yet). Code 2 stays the CLI's "bad input" code: a
+path that is not a database folder at all raises :class:`~crosslocate.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crosslocate.datasets.manifest import POSITIONS_NAME, Manifest, ShardRecord
+from crosslocate.datasets.manifest import MANIFEST_NAME, POSITIONS_NAME, Manifest, ShardRecord
 from crosslocate.datasets.schema import Modality, first_invalid, parse_modality
 from crosslocate.datasets.shards import ShardReader, shard_file_problem
-from crosslocate.errors import CrosslocateError
+from crosslocate.errors import ConfigError, CrosslocateError
 from crosslocate.fileio import file_sha256
 from crosslocate.progress import Progress
 
@@ -130,6 +131,10 @@ class VerifyReport:
         """Ids of listed shards that failed a check (missing file, checksum, unreadable, values), sorted."""
         return sorted({p.shard_id for p in self.problems if p.shard_id is not None})
 
+    def bad_files(self) -> list[str]:
+        """Names of the corrupt files other than shards (``manifest.json``, ``positions.npz``), sorted."""
+        return sorted({Path(p.path).name for p in self.problems if p.shard_id is None})
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
         return {
@@ -144,6 +149,7 @@ class VerifyReport:
             "n_values_checked": self.n_values_checked,
             "not_built": id_ranges(self.not_built),
             "bad_shards": self.bad_shards(),
+            "bad_files": self.bad_files(),
             "problems": [p.to_dict() for p in self.problems],
             "warnings": [p.to_dict() for p in self.warnings],
         }
@@ -160,10 +166,18 @@ def _check_values(reader: ShardReader, record: ShardRecord, modalities: tuple[Mo
             if bad is not None:
                 msgs.append(bad)
                 break
-    table = reader.table()
+    return msgs
+
+
+def _check_table(table: npt.NDArray[np.void], record: ShardRecord) -> list[str]:
+    """The per-view table against its manifest record (positions, id range, unique views); messages."""
+    msgs: list[str] = []
     lo, hi = record.position_ids
     if len(table) and (table["position_id"].min() < lo or table["position_id"].max() > hi):
         msgs.append(f"table position_id outside the recorded range [{lo}, {hi}]")
+    n_positions = len(np.unique(table["position_id"]))
+    if n_positions != record.n_positions:
+        msgs.append(f"{n_positions} positions in the table, {record.n_positions} in the manifest")
     if len(np.unique(table["view_id"])) != len(table):
         msgs.append("duplicate view_id in the table")
     return msgs
@@ -191,6 +205,9 @@ def verify_shard(
             return problem("count", f"modalities {sorted(stored)} differ from the manifest's {sorted(modalities)}")
         if reader.size_px != size_px:
             return problem("count", f"views are {reader.size_px} px, manifest says {size_px} px")
+        msgs = _check_table(reader.table(), record)
+        if msgs:
+            return problem("count", "; ".join(msgs))
         if check_values:
             msgs = _check_values(reader, record, modalities)
             if msgs:
@@ -282,22 +299,36 @@ def verify_database(
     workers : int
         Processes checking shards at once (1: in this process).
 
-    A missing or unreadable manifest becomes a ``manifest`` problem (no exception), so callers
-    always get a report.
+    A missing, unreadable or damaged manifest (its fingerprint not matching its content) becomes a
+    ``manifest`` problem (no exception), so callers always get a report about a database folder.
+
+    Raises
+    ------
+    ConfigError
+        ``db_dir`` is not a database folder at all: it does not exist, is not a folder, or holds
+        neither ``manifest.json`` nor any shard file (a mistyped path, not a damaged database).
     """
     db = Path(db_dir)
+    if not db.is_dir():
+        why = "is a file, not a folder" if db.exists() else "no such database folder"
+        raise ConfigError(f"{db}: {why}; pass the folder holding manifest.json and the shard-*.h5 files")
+    if not (db / MANIFEST_NAME).exists() and not any(db.glob("shard-*.h5")):
+        raise ConfigError(
+            f"{db}: not a database folder (no {MANIFEST_NAME}, no shard-*.h5); pass the folder holding them, "
+            "e.g. work/demo/db/uniform"
+        )
     report = VerifyReport(db_dir=str(db))
     try:
         manifest = Manifest.load(db)
     except CrosslocateError as exc:
-        report.problems.append(Problem("manifest", str(db / "manifest.json"), str(exc)))
+        report.problems.append(Problem("manifest", str(db / MANIFEST_NAME), str(exc)))
         return report
     try:
         modalities = tuple(
             parse_modality(m, "manifest render.modalities") for m in manifest.render.get("modalities", [])
         )
     except CrosslocateError as exc:
-        report.problems.append(Problem("manifest", str(db / "manifest.json"), str(exc)))
+        report.problems.append(Problem("manifest", str(db / MANIFEST_NAME), str(exc)))
         return report
     size_px = int(manifest.render.get("size_px", 0))
     report.n_planned = manifest.n_planned_shards

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from crosslocate.errors import ConfigError, RenderError
+from crosslocate.errors import ConfigError, OutsideCoverageError, RenderError
 from crosslocate.fileio import config_to_dict
 
 #: The 12 database yaws of the paper, degrees clockwise from north.
@@ -96,15 +96,29 @@ def yaw_difference_deg(a_deg: Any, b_deg: Any) -> Any:
 
 
 def check_camera_clearance(
-    lon: float, lat: float, alt_m: float, ground_m: float, clearance_m: float = MIN_CAMERA_CLEARANCE_M
+    lon: float,
+    lat: float,
+    alt_m: float,
+    ground_m: float,
+    clearance_m: float = MIN_CAMERA_CLEARANCE_M,
+    *,
+    fix: str = "omit --alt to stand 1.7 m above the ground",
 ) -> None:
     """Raise :class:`~crosslocate.errors.RenderError` naming the terrain height when the camera at
     ``alt_m`` (metres, DEM datum) is less than ``clearance_m`` above the ground ``ground_m`` at
-    (``lon``, ``lat``) degrees EPSG:4326."""
+    (``lon``, ``lat``) degrees EPSG:4326; ``fix`` is the alternative the message offers.
+
+    A NaN ``ground_m`` (no terrain known there: outside the DEM) raises
+    :class:`~crosslocate.errors.OutsideCoverageError` instead.
+    """
+    if not math.isfinite(ground_m):
+        raise OutsideCoverageError(
+            f"camera at lon {lon:.5f}, lat {lat:.5f} is outside the DEM coverage (no terrain height there); "
+            "choose a position inside the DEM or add the tiles that cover it"
+        )
     if not alt_m >= ground_m + clearance_m:
         where = "below" if alt_m < ground_m else "inside"
         raise RenderError(
             f"camera at lon {lon:.5f}, lat {lat:.5f}, altitude {alt_m:.1f} m is {where} the terrain, which is at "
-            f"{ground_m:.1f} m there; give an altitude of at least {ground_m + clearance_m:.1f} m "
-            "(or omit --alt to stand 1.7 m above the ground)"
+            f"{ground_m:.1f} m there; give an altitude of at least {ground_m + clearance_m:.1f} m (or {fix})"
         )

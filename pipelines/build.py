@@ -47,12 +47,13 @@ from crosslocate.errors import (
     FileOverwriteError,
     ManifestMismatchError,
     NotBuiltError,
+    OutputWriteError,
     OutsideCoverageError,
     ShardCorruptError,
 )
 from crosslocate.fileio import file_sha256, remove_stale_temps
 from crosslocate.pipelines.context import RegionSpec, resolve_region
-from crosslocate.pipelines.plan import ShardPlan, estimate, plan_shards
+from crosslocate.pipelines.plan import ShardPlan, estimate, plan_shards, shard_bytes_estimate
 from crosslocate.pipelines.presets import Preset, get_preset
 from crosslocate.pipelines.tasks import POSITION_FIELDS, ShardJob, calibrate, opened_dem, render_shard
 
@@ -270,7 +271,8 @@ def shard_jobs(
     atlas_specs: tuple[Any, ...] = (),
     threads: int = 0,
 ) -> Any:
-    """Generator of :class:`ShardJob` for ``shard_ids`` (each carries only its own positions)."""
+    """Generator of :class:`ShardJob` for ``shard_ids`` (each carries only its own positions and its
+    estimated size, :func:`~crosslocate.pipelines.plan.shard_bytes_estimate`)."""
     for sid in shard_ids:
         idx = plan.shard_positions(sid)
         yield ShardJob(
@@ -285,6 +287,7 @@ def shard_jobs(
             attrs={"db_fingerprint": fp},
             atlas_specs=atlas_specs,
             threads=threads,
+            expected_bytes=shard_bytes_estimate(plan.shard_views(sid), preset.render.size_px),
         )
 
 
@@ -319,7 +322,7 @@ def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_v
         with _progress(total_views, desc) as bar:
             for job, record, error in runner.map_unordered(render_shard, jobs):
                 if error is not None:
-                    if isinstance(error, DiskFullError):  # every later shard would fail alike: stop, one message
+                    if isinstance(error, DiskFullError | OutputWriteError):  # every later shard fails alike: stop
                         raise error
                     logger.error("shard %d failed: %s: %s", job.shard_id, type(error).__name__, error)
                     failures.append((job.shard_id, error))
@@ -347,11 +350,12 @@ def run_shards(runner: Any, jobs: Any, manifest: Manifest, db_dir: Path, total_v
 
 
 def _save_finished(manifest: Manifest, db_dir: Path) -> None:
-    """Save the manifest with every finished shard when a build stops (a full disk only logs: the
-    shards not recorded then are rendered again by the rerun)."""
+    """Save the manifest with every finished shard when a build stops (a full disk or a refused write
+    only logs, so the error that stopped the build is the one reported: the shards not recorded then
+    are rendered again by the rerun)."""
     try:
         manifest.save(db_dir)
-    except DiskFullError as exc:
+    except (DiskFullError, OutputWriteError) as exc:
         logger.warning("could not record the last finished shards in the manifest: %s", exc)
 
 

@@ -2,13 +2,12 @@
 
 This is the only place that configures logging. Every :class:`~crosslocate.errors.CrosslocateError`
 becomes exit code 2 with a one-line message (the traceback only with ``-vv``); so does an
-``OSError`` meaning the disk is full.
+``OSError`` meaning the disk is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``).
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 
 from crosslocate import __version__
 from crosslocate.errors import CrosslocateError
+from crosslocate.fileio import DISK_FULL_ERRNOS
 from crosslocate.pipelines.commands import COMMANDS
 
 logger = logging.getLogger("crosslocate")
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk outside crosslocate's own writers: still one line, not a traceback
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno not in DISK_FULL_ERRNOS:  # ENOSPC, EDQUOT, EFBIG
             raise
         print(f"crosslocate {args.command}: error: disk full: {exc}; free space and rerun", file=sys.stderr)
         return 2

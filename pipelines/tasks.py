@@ -69,6 +69,9 @@ class ShardJob:
     threads : int
         Render threads of the worker (a local cluster runs one single-threaded worker per core);
         0: the backend's default (all cores).
+    expected_bytes : int
+        Estimated shard file size, bytes: the free space is checked against it before rendering when
+        no shard of the database is known yet (:class:`~crosslocate.datasets.shards.ShardWriter`).
     """
 
     db_dir: str
@@ -82,6 +85,7 @@ class ShardJob:
     attrs: dict[str, Any] = field(default_factory=dict)
     atlas_specs: tuple[Any, ...] = ()
     threads: int = 0
+    expected_bytes: int = 0
 
     @property
     def n_positions(self) -> int:
@@ -230,7 +234,12 @@ def render_shard_timed(job: ShardJob) -> tuple[ShardRecord, dict[str, float]]:
         if job.threads and renderer.backend is not None:
             renderer.backend.set_threads(job.threads)
         writer = ShardWriter(
-            job.path, job.render.modalities, job.render.size_px, job.shard, {"shard_id": job.shard_id, **job.attrs}
+            job.path,
+            job.render.modalities,
+            job.render.size_px,
+            job.shard,
+            {"shard_id": job.shard_id, **job.attrs},
+            expected_bytes=job.expected_bytes,
         )
         timings["open"] = time.perf_counter() - t0
         with writer:

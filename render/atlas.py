@@ -71,7 +71,7 @@ import numpy.typing as npt
 from crosslocate.dem import geodesy
 from crosslocate.dem.landcover import LANDCOVER_NODATA
 from crosslocate.errors import OutsideCoverageError, RenderError
-from crosslocate.fileio import fsync_dir, fsync_file
+from crosslocate.fileio import fsync_dir, fsync_file, is_write_failure, require_free_space, write_error
 from crosslocate.render.backends.base import FrameCamera
 from crosslocate.render.camera import rotation_cam_to_enu, validate_camera
 from crosslocate.render.terrain import (
@@ -476,13 +476,37 @@ def save_atlas(atlas: TerrainAtlas, folder: Path) -> Path:
     An existing complete ``folder`` (another process won the race) is kept and ours discarded.
     A whole folder, so not through :mod:`crosslocate.fileio`'s file writers: its files are written
     plainly inside the private temporary folder, fsynced, and the folder renamed (then its parent
-    fsynced, so the rename survives a power loss).
+    fsynced, so the rename survives a power loss). Too little free space for ``atlas.nbytes`` is
+    refused before writing; any failure removes the temporary folder, and a full disk or another
+    refused write becomes one clear error naming ``folder``
+    (:class:`~crosslocate.errors.DiskFullError`, :class:`~crosslocate.errors.OutputWriteError`).
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        require_free_space(folder.parent, atlas.nbytes, "the terrain atlas")
+        tmp.mkdir()
+        _write_atlas_files(atlas, tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "atlas.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return folder
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_failure(exc):
+            raise write_error(folder, exc) from exc  # type: ignore[arg-type]
+        raise
+    fsync_dir(folder.parent)
+    return folder
+
+
+def _write_atlas_files(atlas: TerrainAtlas, tmp: Path) -> None:
+    """The arrays and ``atlas.json`` of ``atlas`` into the folder ``tmp``, each file fsynced."""
     p = atlas.packed
     for name, arr in (("z", p.zf), ("cls", p.cf), ("bmax", p.bz)):
         np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
@@ -499,15 +523,6 @@ def save_atlas(atlas: TerrainAtlas, folder: Path) -> Path:
     (tmp / "atlas.json").write_text(json.dumps(meta, indent=1))
     for f in tmp.iterdir():
         fsync_file(f)
-    try:
-        os.rename(tmp, folder)
-    except OSError:
-        if not (folder / "atlas.json").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        return folder
-    fsync_dir(folder.parent)
-    return folder
 
 
 def load_atlas(folder: str | Path, refraction_k: float, *, mmap: bool = True) -> TerrainAtlas:

@@ -14,6 +14,9 @@ from crosslocate.render.backends import BACKENDS
 #: Backend names: the keys of the registry :data:`crosslocate.render.backends.BACKENDS` (listing it
 #: imports no backend).
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
+#: Largest view side, pixels (one 4096 px view is 64 MiB per float32 array; a database shard holds
+#: hundreds): ``render-view --size`` and ``build --size-px`` alike.
+MAX_SIZE_PX: int = 4096
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -23,7 +26,7 @@ class RenderConfig:
     Attributes
     ----------
     size_px : int
-        Square image side, pixels (paper: 500).
+        Square image side, pixels (paper: 500), at most :data:`MAX_SIZE_PX`.
     fov_deg : float
         Horizontal field of view of database views, degrees (paper: 60).
     range_m : float
@@ -71,8 +74,8 @@ class RenderConfig:
     atlas: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.size_px, int) or self.size_px <= 0:
-            raise ConfigError(f"size_px must be a positive integer, got {self.size_px!r}")
+        if not isinstance(self.size_px, int) or not 1 <= self.size_px <= MAX_SIZE_PX:
+            raise ConfigError(f"size_px {self.size_px!r}: the view side must be within 1..{MAX_SIZE_PX} pixels")
         if not (math.isfinite(self.fov_deg) and 0.0 < self.fov_deg < 180.0):
             raise ConfigError(f"fov_deg must be in (0, 180), got {self.fov_deg}")
         if not self.range_m > self.near_m > 0.0:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from crosslocate import fileio
-from crosslocate.errors import ConfigError, DiskFullError
+from crosslocate.errors import ConfigError, DiskFullError, OutputWriteError
 from crosslocate.fileio import (
     atomic_path,
     atomic_write,
@@ -120,6 +120,70 @@ def test_full_disk_is_a_disk_full_error_and_leaves_no_temp(tmp_path, monkeypatch
     fileio.require_free_space(tmp_path, 951_424)  # + the 1 MiB reserve = exactly the 2,000,000 free
     with pytest.raises(DiskFullError, match=r"2,000,000 bytes left, shard x needs about 2,000,001"):
         fileio.require_free_space(tmp_path, 951_425, "shard x")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "hint"),
+    [
+        ("EIO", "Input/output error", "I/O error; check the disk"),
+        ("EROFS", "Read-only file system", "read-only; choose an output folder"),
+        ("EACCES", "Permission denied", "permission denied; choose another output folder"),
+    ],
+)
+@pytest.mark.parametrize("stage", ["write", "fsync", "rename"])
+def test_other_os_write_failures_are_one_clear_error(tmp_path, monkeypatch, code, reason, hint, stage):
+    """EIO, EROFS or EACCES while writing, syncing or renaming: OutputWriteError naming the destination,
+    the OS reason and what to do; the old content stays, no temporary file is left."""
+    import errno
+    import os
+
+    dst = tmp_path / "manifest.json"
+    write_bytes_atomic(dst, b"old")
+    err = OSError(getattr(errno, code), reason)
+
+    def fail(*args, **kwargs):
+        raise err
+
+    if stage == "fsync":
+        monkeypatch.setattr(fileio, "fsync_file", fail)
+    elif stage == "rename":
+        monkeypatch.setattr(fileio.os, "replace", fail)
+    with pytest.raises(OutputWriteError) as info, atomic_write(dst) as fh:
+        fh.write(b"new")
+        if stage == "write":
+            fail()
+    monkeypatch.setattr(fileio.os, "replace", os.replace)
+    msg = str(info.value)
+    assert msg.startswith(f"{dst}: cannot write: {reason} [{code}]; ") and hint in msg and "\n" not in msg
+    assert isinstance(info.value, OSError) and info.value.__cause__ is err
+    assert dst.read_bytes() == b"old" and _leftovers(tmp_path) == []
+
+
+def test_write_failure_creating_the_temporary_file_names_the_folder(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(dir))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", refuse)
+    with pytest.raises(
+        OutputWriteError, match=rf"out\.bin: cannot write: Read-only file system \[EROFS\] \(at {tmp_path}\)"
+    ):
+        write_bytes_atomic(tmp_path / "out.bin", b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_too_large_is_disk_full_and_other_errors_pass_through(tmp_path):
+    import errno
+
+    with (
+        pytest.raises(DiskFullError, match=r"big\.bin: disk full: .*File too large"),
+        atomic_write(tmp_path / "big.bin"),
+    ):
+        raise OSError(errno.EFBIG, "File too large")
+    with pytest.raises(FileNotFoundError), atomic_write(tmp_path / "x.bin"):  # not a write failure: unchanged
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "elsewhere")
+    assert _leftovers(tmp_path) == []
 
 
 # ------------------------------------------------------------------------------ format writers

@@ -1,4 +1,4 @@
-"""``crosslocate bench render|build|search|terrain|gravity``: run one benchmark, which writes JSON and returns a summary.
+"""``crosslocate bench render|build|search|terrain|gravity|localize``: run one benchmark, which writes JSON and returns a summary.
 
 Each benchmark lives in its own module (:data:`BENCHES`) exposing ``add_arguments(parser)`` and
 ``run(args) -> dict`` (the dict contains at least ``"path"``, the JSON written). This command only
@@ -22,6 +22,7 @@ BENCHES: dict[str, str] = {
     "search": "crosslocate.pipelines.bench_search",
     "terrain": "crosslocate.pipelines.bench_terrain",
     "gravity": "crosslocate.pipelines.bench_gravity",
+    "localize": "crosslocate.pipelines.bench_localize",
 }
 
 
@@ -38,7 +39,9 @@ def _load(name: str) -> ModuleType | None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``bench`` with one sub-subcommand per entry of :data:`BENCHES`."""
-    p = sub.add_parser("bench", help="benchmarks that write bench/*.json (render, build, search, terrain, gravity)")
+    p = sub.add_parser(
+        "bench", help="benchmarks that write bench/*.json (render, build, search, terrain, gravity, localize)"
+    )
     benches = p.add_subparsers(dest="bench", metavar="BENCH")
     benches.required = True
     for name in BENCHES:

@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--memory-limit", default="auto", help="per-worker memory limit of the local cluster (dask syntax)")
     p.add_argument("--views-per-shard", type=int, default=None, help="override the preset's shard size")
     p.add_argument("--spacing-m", type=float, default=None, help="override the preset's grid spacing (metres)")
-    p.add_argument("--size-px", type=int, default=None, help="override the preset's view size (pixels)")
+    p.add_argument("--size-px", type=int, default=None, help="override the preset's view size (pixels, 1..4096)")
     p.add_argument("--clip-to-dem", action="store_true", help="uniform: build only the DEM-covered part of the region")
     p.add_argument("--overwrite", action="store_true", help="replace a database built with another configuration")
     p.add_argument(
@@ -39,7 +39,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _progress_note(out: Path) -> str:
-    """``"N of M shards complete (kept)"`` from the manifest in ``out``, for a build that stopped."""
+    """``"N of M shards complete and kept"`` for a build that stopped: the shards its manifest lists
+    whose files exist (a manifest the build could not rewrite may still list a shard it removed)."""
     from crosslocate.datasets.manifest import Manifest
     from crosslocate.errors import CrosslocateError
 
@@ -47,20 +48,21 @@ def _progress_note(out: Path) -> str:
         m = Manifest.load(out)
     except CrosslocateError:
         return "no shard complete yet"
-    return f"{len(m.shards)} of {m.n_planned_shards} shards complete and kept"
+    kept = sum((out / s.path).is_file() for s in m.shards)
+    return f"{kept} of {m.n_planned_shards} shards complete and kept"
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the database; prints its folder (or the dry-run summary as JSON)."""
-    from crosslocate.errors import DiskFullError
+    from crosslocate.errors import DiskFullError, OutputWriteError
     from crosslocate.pipelines.build import build_database
     from crosslocate.pipelines.context import RunContext
     from crosslocate.pipelines.presets import get_preset
 
     preset = get_preset(args.preset).with_overrides(
-        shard={"views_per_shard": args.views_per_shard} if args.views_per_shard else None,
-        grid={"spacing_m": args.spacing_m} if args.spacing_m else None,
-        render={"size_px": args.size_px} if args.size_px else None,
+        shard={"views_per_shard": args.views_per_shard} if args.views_per_shard is not None else None,
+        grid={"spacing_m": args.spacing_m} if args.spacing_m is not None else None,
+        render={"size_px": args.size_px} if args.size_px is not None else None,
     )
     ctx = RunContext.resolve(region=args.region, dem=args.dem, preset=preset, work=args.work)
     out = Path(args.out) if args.out else ctx.db(args.kind)
@@ -81,5 +83,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except DiskFullError as exc:
         raise DiskFullError(f"{exc}; {_progress_note(out)}; free space and rerun the same command to resume") from exc
+    except OutputWriteError as exc:
+        raise OutputWriteError(f"{exc}; {_progress_note(out)}; rerun the same command to resume") from exc
     print(json.dumps(result, indent=2, default=str) if args.dry_run else result)
     return 0

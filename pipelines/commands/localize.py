@@ -9,10 +9,10 @@ from crosslocate.datasets.schema import modality_names
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("localize", help="retrieve the top-K database views of a photo and map them")
-    p.add_argument("photo", help="the photo (PNG/JPEG)")
+    p.add_argument("photo", help="the photo (PNG/JPEG; at least 8 px a side; its EXIF orientation is applied)")
     p.add_argument("--db", required=True, help="database folder (manifest.json + shards)")
     p.add_argument("--checkpoint", required=True, help="trained network (checkpoint.pt)")
-    p.add_argument("--fov", type=float, required=True, help="horizontal field of view of the photo, degrees")
+    p.add_argument("--fov", type=float, required=True, help="horizontal field of view of the photo, degrees (5 to 150)")
     p.add_argument("-k", "--top-k", type=int, default=10, help="number of candidates (default 10)")
     p.add_argument(
         "--modality", default=None, choices=modality_names(), help="database modality (default: the checkpoint's)"

@@ -13,12 +13,10 @@ from pathlib import Path
 from crosslocate.datasets.schema import modality_names
 from crosslocate.dem.poses import DB_FOV_DEG, DB_SIZE_PX, DB_YAWS_DEG
 from crosslocate.pipelines.commands import add_dem_argument
-from crosslocate.render.config import BACKEND_NAMES
+from crosslocate.render.config import BACKEND_NAMES, MAX_SIZE_PX
 
 #: Default camera height above the ground when ``--alt`` is not given, metres.
 DEFAULT_HEIGHT_ABOVE_GROUND_M: float = 1.7
-#: Largest accepted ``--size``, pixels (a 4096 px view is 64 MiB per float32 array).
-MAX_SIZE_PX: int = 4096
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,14 +1,17 @@
 """``crosslocate verify DB``: check every built shard and ``positions.npz`` against the manifest.
 
 Exit codes: 0 complete and sound; 1 corrupt (a listed shard or ``positions.npz`` is missing,
-damaged or holds impossible values, or the manifest is unreadable); 3 incomplete (every built shard
-is sound, some are not built yet: rerun the build to finish); 2 bad command-line input.
+damaged or holds impossible values, or the manifest is unreadable or does not match its
+fingerprint); 3 incomplete (every built shard is sound, some are not built yet: rerun the build to
+finish); 2 bad input, e.g. a path that is no database folder. The first line names what is corrupt
+(``N corrupt`` shards, ``positions.npz corrupt`` or ``missing``, ``manifest.json corrupt`` or ``missing``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 #: Problem lines printed without ``--all``.
@@ -20,7 +23,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "verify",
         help="check a database's shards (exists, sha256, readable, counts, value ranges); "
-        "exit 0 sound, 1 corrupt, 3 incomplete",
+        "exit 0 sound, 1 corrupt, 3 incomplete, 2 not a database folder",
     )
     p.add_argument("db", help="database folder (manifest.json + shards)")
     p.add_argument("--no-values", action="store_true", help="skip decoding and range-checking every view")
@@ -46,15 +49,24 @@ def _print_report(report: Any, db: str, show_all: bool) -> None:
     from crosslocate.datasets.verify import EXIT_CORRUPT, EXIT_INCOMPLETE, id_ranges
 
     status = {EXIT_CORRUPT: "CORRUPT", EXIT_INCOMPLETE: "INCOMPLETE"}.get(report.exit_code, "OK")
-    print(
-        f"{status}: {db}: {report.n_ok} of {report.n_planned} shards complete, {len(report.not_built)} not yet built, "
-        f"{len(report.bad_shards())} corrupt; {report.n_views:,} views verified"
-        + (
-            f" (values range-checked in {report.n_values_checked} shards)"
-            if report.n_values_checked < report.n_ok
-            else ""
+    bad = {
+        Path(p.path).name: "corrupt" if Path(p.path).exists() else "missing"
+        for p in report.problems
+        if p.shard_id is None
+    }
+    files = "".join(f", {name} {state}" for name, state in sorted(bad.items()))
+    if "manifest.json" in bad:  # nothing else could be checked
+        print(f"{status}: {db}: manifest.json {bad['manifest.json']}; no shard checked")
+    else:
+        print(
+            f"{status}: {db}: {report.n_ok} of {report.n_planned} shards complete, {len(report.not_built)} not yet "
+            f"built, {len(report.bad_shards())} corrupt{files}; {report.n_views:,} views verified"
+            + (
+                f" (values range-checked in {report.n_values_checked} shards)"
+                if report.n_values_checked < report.n_ok
+                else ""
+            )
         )
-    )
     lines = [p.line() for p in report.problems] + [f"warning: {w.line()}" for w in report.warnings]
     shown = lines if show_all else lines[:SHOWN_PROBLEMS]
     for line in shown:

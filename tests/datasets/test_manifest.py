@@ -69,3 +69,52 @@ def test_load_errors(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
     with pytest.raises(ManifestMismatchError, match="schema version 99"):
         Manifest.load(tmp_path)
+
+
+def test_content_not_matching_its_fingerprint_is_refused(tmp_path):
+    """manifest.json records the sha256 of its configuration: a value edited or damaged in the file
+    (an independent sha256 over the edited configuration differs) is refused on load, naming the file."""
+    import hashlib
+
+    from crosslocate.datasets.manifest import CONFIG_KEYS
+    from crosslocate.errors import ManifestCorruptError
+
+    m = manifest().with_shard(record(0))
+    m.save(tmp_path)
+    path = tmp_path / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    config = {k: data[k] for k in CONFIG_KEYS}
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    assert data["fingerprint"] == hashlib.sha256(blob).hexdigest()  # the documented recipe
+    for edit in (
+        lambda d: d["grid"].update(spacing_m=501.0),
+        lambda d: d["dem"].update(checksum="abd"),
+        lambda d: d.update(fingerprint=d["fingerprint"][:-1] + "0"),
+    ):
+        changed = json.loads(json.dumps(data))
+        edit(changed)
+        path.write_text(json.dumps(changed))
+        with pytest.raises(ManifestCorruptError, match=rf"{MANIFEST_NAME}: fingerprint does not match its content: edited or damaged"):  # fmt: skip
+            Manifest.load(tmp_path)
+    legacy = {k: v for k, v in data.items() if k != "fingerprint"}  # written before it was recorded: accepted
+    path.write_text(json.dumps(legacy))
+    assert Manifest.load(tmp_path) == m
+    assert issubclass(ManifestCorruptError, ShardCorruptError)  # callers catching the old class still do
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"shard_id": 0}, "two shard records have the same shard_id"),
+        ({"shard_id": 2, "path": "shard-00002.h5"}, "shard_id 2 outside the planned 0..1"),
+        ({"path": "shard-00000.h5"}, "shard 1 names the file 'shard-00000.h5'"),
+    ],
+)
+def test_shard_records_must_be_planned_and_distinct(tmp_path, change, needle):
+    from crosslocate.errors import ManifestCorruptError
+
+    data = manifest().with_shard(record(0)).with_shard(record(1)).to_dict()
+    data["shards"][1].update(change)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestCorruptError, match=needle):
+        Manifest.load(tmp_path)

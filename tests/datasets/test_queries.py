@@ -130,6 +130,26 @@ def test_empty_altitude_is_terrain_plus_eye_height(tmp_path):
         load_query_csv(outside, dem=PlaneDEM())
 
 
+def test_given_altitude_under_or_inside_the_terrain_is_refused(tmp_path):
+    """An explicit alt_m below the terrain, or within the clearance above it, is refused naming the file,
+    the row and the terrain height there (the plane's formula); without a DEM, or outside it, there is no
+    terrain to compare with."""
+    ground = float(PlaneDEM.truth(8.1, 46.05))
+    ok = f"a.png,46.05,8.1,{ground + 0.6!r},0,0,0,60"  # 0.6 m up: clear of the 0.5 m clearance
+    for alt, where in ((ground - 200.0, "below"), (ground + 0.2, "inside")):
+        path = _write(tmp_path / "q.csv", ok, f"b.png,46.05,8.1,{alt!r},0,0,0,60")
+        with pytest.raises(
+            QueryCSVError,
+            match=rf"q\.csv:3: alt_m: camera at lon 8\.10000, lat 46\.05000, altitude {alt:.1f} m is {where} the "
+            rf"terrain, which is at {ground:.1f} m there; give an altitude of at least {ground + 0.5:.1f} m "
+            r"\(or leave alt_m empty to stand 1\.7 m above the ground\)",
+        ):
+            load_query_csv(path, dem=PlaneDEM(), check_images=False)
+        assert len(load_query_csv(path, check_images=False)) == 2  # no DEM: nothing to compare with
+    outside = _write(tmp_path / "o.csv", ok, "b.png,47.0,8.0,10.0,0,0,0,60")  # the DEM ends at 46.1
+    assert load_query_csv(outside, dem=PlaneDEM(), check_images=False)[1].pose.alt_m == 10.0
+
+
 def _box_region(tmp_path, w, s, e, n):
     ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
     path = tmp_path / "box.geojson"

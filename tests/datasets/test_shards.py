@@ -120,6 +120,43 @@ def test_failed_writer_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_first_shard_of_a_folder_is_checked_against_the_expected_size(tmp_path, monkeypatch):
+    """No shard in the folder yet: ``expected_bytes`` stands in for the mean size, before any view is
+    added; once a shard exists its real size is what counts."""
+    from collections import namedtuple
+
+    from crosslocate import fileio
+    from crosslocate.errors import DiskFullError
+
+    usage = namedtuple("usage", "total used free")
+    free = fileio.RESERVE_BYTES + 50_000
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, free))
+    path = tmp_path / "fresh" / shard_name(0)
+    with pytest.raises(DiskFullError, match=r"shard-00000\.h5: disk full: .* a shard \(estimated from the view size\)"):
+        ShardWriter(path, ALL_MODALITIES, SIZE, CFG, expected_bytes=60_000).__enter__()
+    arrays, rows = fake_views(2, seed=1)
+    with ShardWriter(path, ALL_MODALITIES, SIZE, CFG, expected_bytes=40_000) as w:  # fits: written
+        w.add(arrays, rows)
+        _, size, _ = w.commit()
+    assert path.stat().st_size == size < 50_000
+    with ShardWriter(path.with_name(shard_name(1)), ALL_MODALITIES, SIZE, CFG, expected_bytes=10**9) as w:
+        w.add(arrays, rows)  # the folder's real mean size now wins over a wild estimate
+        w.commit()
+
+
+def test_view_count_of_the_record_must_match_the_file(tmp_path):
+    """Views are numbered by the manifest's counts: a record claiming another count than the file holds
+    (a damaged manifest whose shard checksum still matches) is refused when the shard is opened."""
+    from dataclasses import replace
+
+    make_db(tmp_path / "db", counts=(4, 3))
+    m = Manifest.load(tmp_path / "db")
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
+                "shards": (replace(m.shards[0], n_views=5), m.shards[1])}).save(tmp_path / "db")  # fmt: skip
+    with open_database(tmp_path / "db") as db, pytest.raises(ShardCorruptError, match=r"shard-00000\.h5: 4 views in the file, the manifest lists 5"):  # fmt: skip
+        db.read_batch(Modality.DEPTH, [0])
+
+
 def test_open_database_across_shards(tmp_path):
     arrays, rows = make_db(tmp_path / "db", counts=(4, 3))
     with open_database(tmp_path / "db") as db:

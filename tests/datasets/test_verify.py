@@ -69,6 +69,23 @@ def test_missing_corrupt_truncated_and_unlisted(tmp_path, capsys):
     assert "corrupt shards: 0-2;" in out
 
 
+def test_table_disagreeing_with_its_record_is_found_without_decoding(tmp_path):
+    """The position count and id range of a shard record are checked against its table even with
+    --no-values (a damaged record must not go unseen)."""
+    from dataclasses import replace
+
+    db = build_db(tmp_path / "db", n_shards=2)
+    m = Manifest.load(db)
+    bad = (replace(m.shards[0], n_positions=2), replace(m.shards[1], position_ids=(5, 5)))
+    Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "shards": bad}).save(db)
+    report = verify_database(db, check_values=False)
+    found = {p.shard_id: (p.kind, p.message) for p in report.problems}
+    assert found == {
+        0: ("count", "1 positions in the table, 2 in the manifest"),
+        1: ("count", "table position_id outside the recorded range [5, 5]"),
+    }
+
+
 def test_out_of_range_values_detected(tmp_path):
     db = build_db(tmp_path / "db", bad_silhouette_in=1)
     report = verify_database(db)
@@ -100,8 +117,46 @@ def test_incomplete_and_no_manifest(tmp_path, capsys):
     assert report.problems == [] and report.not_built == [2] and not report.ok and report.exit_code == 3
     assert main(["verify", str(db)]) == 3  # incomplete, not corrupt
     assert "INCOMPLETE" in capsys.readouterr().out
-    empty = verify_database(tmp_path / "nothing")
-    assert not empty.ok and empty.problems[0].kind == "manifest" and empty.exit_code == 1
+
+
+def test_not_a_database_folder_is_bad_input(tmp_path, capsys):
+    """A mistyped, missing or empty folder is bad input (exit 2, one line), not a corrupt database."""
+    import pytest
+
+    from crosslocate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nothing: no such database folder"):
+        verify_database(tmp_path / "nothing")
+    assert main(["verify", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("crosslocate verify: error: ") and "no such database folder" in err[0]
+    (tmp_path / "empty").mkdir()
+    assert main(["verify", str(tmp_path / "empty")]) == 2
+    assert "not a database folder (no manifest.json, no shard-*.h5)" in capsys.readouterr().err
+    db = build_db(tmp_path / "db", n_shards=2)
+    (db / "manifest.json").unlink()  # shards without their manifest: a damaged database
+    report = verify_database(db)
+    assert [p.kind for p in report.problems] == ["manifest"] and report.exit_code == 1
+    assert main(["verify", str(db)]) == 1
+    assert capsys.readouterr().out.startswith(f"CORRUPT: {db}: manifest.json missing; no shard checked")
+
+
+def test_manifest_edited_or_damaged_is_reported_by_name(tmp_path, capsys):
+    """A value changed inside manifest.json (here a codec setting, one bit): the fingerprint recorded in the
+    file no longer matches its content; verify says so and names the file."""
+    import json
+
+    db = build_db(tmp_path / "db", n_shards=1)
+    data = json.loads((db / "manifest.json").read_text())
+    data["render"]["size_px"] = SIZE ^ 1  # one flipped bit in a number
+    (db / "manifest.json").write_text(json.dumps(data, indent=2))
+    report = verify_database(db)
+    assert [p.kind for p in report.problems] == ["manifest"] and report.exit_code == 1
+    assert "fingerprint does not match its content: edited or damaged" in report.problems[0].message
+    assert main(["verify", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"CORRUPT: {db}: manifest.json corrupt; no shard checked")
+    assert "manifest.json: fingerprint does not match its content: edited or damaged" in out
 
 
 def test_partial_build_report_is_short(tmp_path, capsys):
@@ -134,9 +189,13 @@ def test_positions_file_checked(tmp_path, capsys):
     (db / "positions.npz").write_bytes(bytes(raw))
     report = verify_database(db)
     assert [p.kind for p in report.problems] == ["positions"] and report.exit_code == 1
+    assert main(["verify", str(db)]) == 1
+    assert "1 of 1 shards complete, 0 not yet built, 0 corrupt, positions.npz corrupt;" in capsys.readouterr().out
     (db / "positions.npz").unlink()
     assert main(["verify", str(db)]) == 1
-    assert "positions: " in capsys.readouterr().out and "missing" in verify_database(db).problems[0].message
+    out = capsys.readouterr().out
+    assert "0 corrupt, positions.npz missing;" in out and "positions: " in out
+    assert "missing" in verify_database(db).problems[0].message
 
 
 def test_id_ranges():

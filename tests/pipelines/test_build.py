@@ -24,6 +24,7 @@ from crosslocate.datasets.verify import verify_database
 from crosslocate.errors import ManifestMismatchError, OutsideCoverageError
 from crosslocate.pipelines.build import build_database
 from crosslocate.pipelines.cli import main
+from crosslocate.pipelines.plan import shard_bytes_estimate
 from crosslocate.pipelines.presets import get_preset
 
 YAWS = (0.0, 90.0, 180.0, 270.0)
@@ -59,6 +60,10 @@ def test_build_verify_resume_and_repair(tiny_world, tmp_path):
     depth = arrays[Modality.DEPTH]
     assert depth.shape == (64, 64, 64) and np.all((depth >= 0) | (depth == SKY_DEPTH_M))
     assert (depth > 0).mean() > 0.3 and (depth == SKY_DEPTH_M).mean() > 0.05  # terrain and sky in view
+
+    # the first-shard size estimate (free-space check before any shard exists) is generous, not wild
+    sizes = [p.stat().st_size for p in out.glob("shard-*.h5")]
+    assert max(sizes) <= shard_bytes_estimate(8, 64) <= 3 * min(sizes)
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")}
     build(tiny_world, out)  # complete: nothing is rendered again
@@ -301,21 +306,28 @@ def test_disk_full_mid_write_is_one_error_and_resumes(tiny_world, tmp_path, monk
 
 
 def test_free_space_checked_before_each_shard(tiny_world, tmp_path, monkeypatch, capsys):
-    """Less room than a shard needs: refused before it is written (the check, not the write, fails)."""
+    """A fresh build with less room than its first shard needs: refused before any view is rendered
+    (until a shard exists, the expected size is the estimate from the view size), and no shard byte is written."""
     from collections import namedtuple
 
     from crosslocate import fileio
+    from crosslocate.render.views import ViewRenderer
 
     out = tmp_path / "db"
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(4 << 20, 3 << 20, 1 << 20))  # 1 MiB free
-    writes = []
+    free = fileio.RESERVE_BYTES + 40_000  # less than one 12-view shard of 32 px (~50 KB written)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(4 << 20, 3 << 20, free))
+    writes, rendered = [], []
     monkeypatch.setattr(fileio, "fsync_file", lambda p: writes.append(Path(p).name))
+    real_render = ViewRenderer.render
+    monkeypatch.setattr(
+        ViewRenderer, "render", lambda self, poses: rendered.append(len(poses)) or real_render(self, poses)
+    )
     assert main(_cli_build(tiny_world, out)) == 2
     err = capsys.readouterr().err
-    assert "shard-00000.h5: disk full: 1,048,576 bytes left, this shard needs about" in err
+    assert f"shard-00000.h5: disk full: {free:,} bytes left, a shard (estimated from the view size) needs about" in err
     assert "0 of " in err and "free space and rerun" in err
-    assert not [w for w in writes if w.startswith(".shard-")]  # no shard byte was written
+    assert rendered == [] and not [w for w in writes if w.startswith(".shard-")]
 
 
 def test_manifest_saved_in_batches_and_whenever_the_build_stops(tmp_path):

@@ -68,3 +68,13 @@ def test_estimate_hand_computed():
     assert est["n_views"] == 192 and est["n_shards"] == 8
     assert est["estimated_bytes"] == 192 * 30_000
     assert est["estimated_s"] == pytest.approx(192 / 8.0 / 2)
+
+
+def test_first_shard_estimate_covers_the_measured_paper_shards():
+    """The paper preset's shards measured 29,324 bytes per view (240 views of 500 px; docs/bench/build.json):
+    the estimate a fresh build checks the free space against lies above, within 3x."""
+    from crosslocate.pipelines.plan import shard_bytes_estimate
+
+    measured = 240 * 29_324
+    assert measured <= shard_bytes_estimate(240, 500) <= 3 * measured
+    assert shard_bytes_estimate(0, 500) > 0 and shard_bytes_estimate(240, 64) < shard_bytes_estimate(240, 500)

@@ -120,6 +120,42 @@ def test_cache_round_trip_is_memory_mapped_and_keyed(rough_dem, tmp_path):
     assert spec.key("another dem") != spec.key(rough_dem.checksum)
 
 
+def test_full_disk_while_saving_leaves_no_temporary_folder(rough_dem, tmp_path, monkeypatch):
+    """ENOSPC as the atlas files are synced, too little room up front, or any other failure: the
+    temporary ``.atlas-*.tmp-PID`` folder is removed and nothing half-written is left to load."""
+    import errno
+    from collections import namedtuple
+
+    from crosslocate import fileio
+    from crosslocate.errors import DiskFullError
+    from crosslocate.render import atlas as atlas_mod
+
+    lon, lat = _centre(rough_dem)
+    spec = plan_atlas([lon], [lat], rough_dem.resolution_m, 20_000.0, 64)[0]
+    atlas = build_atlas(rough_dem, spec, 0.13)
+    folder = tmp_path / f"atlas-{spec.key(rough_dem.checksum)}"
+    synced = []
+
+    def full_after_one_file(path):
+        synced.append(path)
+        if len(synced) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atlas_mod, "fsync_file", full_after_one_file)
+    with pytest.raises(DiskFullError, match=rf"{folder.name}: disk full: [\d,]+ bytes left .*No space left"):
+        atlas_mod.save_atlas(atlas, folder)
+    assert len(synced) == 2 and list(tmp_path.iterdir()) == []  # files were in the temp folder; all gone
+    monkeypatch.setattr(atlas_mod, "fsync_file", lambda p: (_ for _ in ()).throw(RuntimeError("power cut")))
+    with pytest.raises(RuntimeError):
+        atlas_mod.save_atlas(atlas, folder)
+    assert list(tmp_path.iterdir()) == []
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, atlas.nbytes // 2))
+    with pytest.raises(DiskFullError, match=rf"the terrain atlas needs about {atlas.nbytes + fileio.RESERVE_BYTES:,}"):
+        ensure_atlas(rough_dem, spec, 0.13, root=tmp_path)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]  # only the lock file remains
+
+
 def test_atlas_levels_hold_dem_elevations(rough_dem):
     lon, lat = _centre(rough_dem)
     spec = plan_atlas([lon], [lat], rough_dem.resolution_m, 20_000.0, 64)[0]

@@ -79,8 +79,10 @@ def test_modality_subset_and_errors(cone_dem):
         r.render([Pose(lon=lon, lat=lat, alt_m=600.0)])
     with pytest.raises(ConfigError):
         Pose(lon=lon, lat=lat, alt_m=600.0, fov_deg=180.0)
-    with pytest.raises(ConfigError):
-        RenderConfig(size_px=0)
+    for size in (0, 4097, 2.5):
+        with pytest.raises(ConfigError, match=r"the view side must be within 1\.\.4096 pixels"):
+            RenderConfig(size_px=size)
+    assert RenderConfig(size_px=4096).size_px == 4096
     sky = render_views(cone_dem, [Pose(lon=lon, lat=lat, alt_m=600.0, pitch_deg=45.0, fov_deg=10.0)], cfg)
     assert sky.arrays[Modality.SEMANTIC].max() == 0  # looking up: all sky
     depth_cfg = RenderConfig(size_px=16, range_m=5_000.0, modalities=("depth",))
