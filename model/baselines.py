@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from crosslocate.errors import ConfigError
 from crosslocate.model.evaluate import RecallTable, chance_recall
+from crosslocate.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -431,12 +432,14 @@ def horizon_baseline(
     dist = np.full((m, len(dc)), np.inf)
     chosen = np.zeros((m, len(dc)), np.int64)  # which gravity candidate gave dist[q, n]
     qc = np.zeros((m, len(grid)), np.float32)
-    for c, (dp, dr) in enumerate(offsets):
-        qc = _query_curves(q_rows, q_fov_deg, q_height_px, pitch0 + dp, roll0 + dr, grid)
-        d = horizon_distances(qc, dc, step_deg, max_shift_deg, min_overlap=min_overlap, subtract_mean=subtract_mean)
-        better = d < dist
-        dist = np.where(better, d, dist)
-        chosen[better] = c
+    with Progress(len(offsets), f"horizon baseline ({m} queries x {len(dc)} views)", "gravity candidate") as bar:
+        for c, (dp, dr) in enumerate(offsets):
+            qc = _query_curves(q_rows, q_fov_deg, q_height_px, pitch0 + dp, roll0 + dr, grid)
+            d = horizon_distances(qc, dc, step_deg, max_shift_deg, min_overlap=min_overlap, subtract_mean=subtract_mean)
+            better = d < dist
+            dist = np.where(better, d, dist)
+            chosen[better] = c
+            bar.update(1)
     kk = min(int(k), dist.shape[1])
     # ties (above all the ``inf`` rows of queries without a usable horizon) are broken at random, so
     # an uninformative query gets a chance-level ranking rather than the database's storage order
