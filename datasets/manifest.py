@@ -245,9 +245,12 @@ class Manifest:
                 f"{where}: schema version {data.get('schema_version')!r}, this crosslocate reads {SCHEMA_VERSION}; "
                 "rebuild the database with --overwrite"
             )
+        unknown = sorted(set(data) - set(CONFIG_KEYS) - {"fingerprint", "positions", "shards", "info"})
+        if unknown:  # e.g. a flipped bit in a key name: "shards" read as absent would hide every shard
+            raise ManifestCorruptError(f"{where}: unknown manifest keys {unknown}; edited or damaged")
         try:
             kw = {key: data[key] for key in CONFIG_KEYS}
-            shards = tuple(sorted((ShardRecord.from_dict(s) for s in data.get("shards", [])), key=lambda s: s.shard_id))
+            shards = tuple(sorted((ShardRecord.from_dict(s) for s in data["shards"]), key=lambda s: s.shard_id))
             positions = data.get("positions")
             if positions is not None and not {"path", "sha256", "bytes"} <= set(positions):
                 raise ValueError(f"positions record {positions!r} lacks path, sha256 or bytes")

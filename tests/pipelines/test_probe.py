@@ -102,6 +102,12 @@ def test_probe_2_flipped_bits_in_the_manifest(db, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"CORRUPT: {db}: manifest.json corrupt; no shard checked")
     assert "fingerprint does not match its content: edited or damaged" in out
+    for key in (b'"shards"', b'"positions"', b'"fingerprint"'):  # a flipped key name hides what it holds
+        raw = bytearray(pristine)
+        raw[pristine.index(key) + 5] ^= 0x04
+        path.write_bytes(bytes(raw))
+        assert main(["verify", str(db), "--no-values"]) == 1
+        assert "unknown manifest keys" in capsys.readouterr().out
 
 
 def test_probe_7_partial_database_report_is_readable(db, capsys):
