@@ -274,22 +274,31 @@ def _covered(dem: Any | None, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return np.isfinite(np.asarray(dem.sample(lon, lat), np.float64))
 
 
-def write_query_csv(path: str | os.PathLike[str], queries: Iterable[Query]) -> Path:
+def write_query_csv(
+    path: str | os.PathLike[str], queries: Iterable[Query], splits: Sequence[str] | None = None
+) -> Path:
     """Write queries as a CSV (header + one row each) atomically (:func:`crosslocate.fileio.atomic_write`).
 
     Image paths inside the CSV's folder are written relative to it, others absolute; floats are
-    written with ``repr`` so :func:`load_query_csv` reads back the same values.
+    written with ``repr`` so :func:`load_query_csv` reads back the same values. ``splits`` (one
+    name per query: ``train``, ``val``, ``test``, ``none``) adds a ``split`` column recording each
+    photo's split; readers ignore it (the split always follows from the position and the grid's
+    split rule).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
+    queries = list(queries)
+    if splits is not None and len(splits) != len(queries):
+        raise ValueError(f"write_query_csv: {len(splits)} splits for {len(queries)} queries")
     with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(QUERY_COLUMNS)
-        for q in queries:
+        writer.writerow([*QUERY_COLUMNS, *(("split",) if splits is not None else ())])
+        for i, q in enumerate(queries):
             p = q.pose
             numbers = (p.lat, p.lon, p.alt_m, p.yaw_deg, p.pitch_deg, p.roll_deg, p.fov_deg)
-            writer.writerow([_relative_image(q.image, base), *(repr(float(v)) for v in numbers)])
+            extra = (str(splits[i]),) if splits is not None else ()
+            writer.writerow([_relative_image(q.image, base), *(repr(float(v)) for v in numbers), *extra])
     return path
 
 

@@ -260,6 +260,17 @@ def resolve_query_config(preset: str | QuerySetConfig | Any) -> QuerySetConfig:
         raise ConfigError(f"unknown query preset {name!r}; choose one of {sorted(QUERY_PRESETS)}") from None
 
 
+def _split_names(queries: list[Query], region: Region, grid: GridConfig | None) -> list[str] | None:
+    """Each photo's split name under the grid's split rule (the CSV's ``split`` column); None without a grid."""
+    if grid is None or not queries:
+        return None
+    from crosslocate.dem.splits import assign_splits
+
+    names = {code: name for name, code in SPLIT_CODES.items()}
+    codes = assign_splits([q.pose.lon for q in queries], [q.pose.lat for q in queries], region, grid)
+    return [names[int(c)] for c in codes]
+
+
 def _grid_config(preset: str | QuerySetConfig | Any) -> GridConfig | None:
     """The grid settings (splits) that go with ``preset``: a pipeline Preset's ``grid``, the
     same-named grid preset for a name, None for a bare :class:`QuerySetConfig`."""
@@ -435,7 +446,7 @@ def ensure_query_set(
         poses = sample_photo_spots(reg, pdem, cfg, split_of=split_of)
         rendered = _render_missing(pdem, poses, cfg, out_dir)
     queries = [Query(image=str((out_dir / image_name(i)).resolve()), pose=p) for i, p in enumerate(poses)]
-    csv_path = write_query_csv(out_dir / CSV_NAME, queries)
+    csv_path = write_query_csv(out_dir / CSV_NAME, queries, _split_names(queries, reg, grid))
     logger.info("query set written: %s (%d queries, %d rendered now)", csv_path, len(queries), rendered)
     if cfg.mosaic_count > 0 and queries:
         save_query_mosaic(queries[: cfg.mosaic_count], out_dir / MOSAIC_NAME)

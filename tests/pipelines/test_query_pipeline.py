@@ -296,3 +296,22 @@ def test_split_limits_cap_val_and_test_spots():
         sample_photo_spots(region, dem, capped_cfg, workers=1)
     with pytest.raises(ConfigError, match="max_test_spots"):
         dataclasses.replace(base, max_test_spots=-1)
+
+
+def test_csv_records_each_photos_split(tmp_path, cone, calls):
+    """With the grid's split rule known (a pipeline preset), queries.csv has a ``split`` column equal
+    to assign_splits of each photo's position; the reader ignores it."""
+    import csv
+    import types
+
+    from crosslocate.dem.config import GridConfig
+    from crosslocate.dem.splits import assign_splits
+
+    dem, region = cone
+    grid = GridConfig(split_method="blocks", split_block_m=300.0, split_buffer_m=0.0)
+    queries = ensure_query_set(region, dem, types.SimpleNamespace(queries=CFG, grid=grid), tmp_path)
+    rows = list(csv.DictReader((tmp_path / "cone" / "queries" / "queries.csv").read_text().splitlines()))
+    codes = assign_splits([q.pose.lon for q in queries], [q.pose.lat for q in queries], region, grid)
+    names = {0: "train", 1: "val", 2: "test", 255: "none"}
+    assert [r["split"] for r in rows] == [names[int(c)] for c in codes]
+    assert _poses(load_query_csv(tmp_path / "cone" / "queries" / "queries.csv")) == _poses(queries)
