@@ -264,11 +264,10 @@ def _split_names(queries: list[Query], region: Region, grid: GridConfig | None) 
     """Each photo's split name under the grid's split rule (the CSV's ``split`` column); None without a grid."""
     if grid is None or not queries:
         return None
-    from crosslocate.dem.splits import assign_splits
+    from crosslocate.pipelines.train import query_splits
 
     names = {code: name for name, code in SPLIT_CODES.items()}
-    codes = assign_splits([q.pose.lon for q in queries], [q.pose.lat for q in queries], region, grid)
-    return [names[int(c)] for c in codes]
+    return [names[int(c)] for c in query_splits(queries, region, grid)]
 
 
 def _grid_config(preset: str | QuerySetConfig | Any) -> GridConfig | None:
