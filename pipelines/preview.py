@@ -37,6 +37,22 @@ def pick_position(table: np.ndarray, depth_of: Any, candidates: int = 24) -> int
     return best
 
 
+def leading_table(db: Any, positions: int) -> np.ndarray:
+    """(n,) VIEW_DTYPE rows of the first shards of ``db``, enough to hold ``positions`` whole positions.
+
+    A prefix of ``db.table()`` (same view numbering), read shard by shard so a preview of a
+    2-million-view database opens a handful of files, not all of them (100 s cold for Switzerland).
+    Falls back to the whole table when the database holds fewer positions.
+    """
+    parts: list[np.ndarray] = []
+    for reader in db.readers:
+        parts.append(reader.table())
+        pids = np.unique(np.concatenate(parts)["position_id"])
+        if len(pids) > positions:  # the last position may continue in the next shard; one more is enough
+            break
+    return np.concatenate(parts) if parts else db.table()
+
+
 def save_database_preview(
     db_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, position_id: int | None = None
 ) -> Path:
@@ -51,12 +67,13 @@ def save_database_preview(
     db_dir = Path(db_dir)
     path = Path(out) if out is not None else db_dir / PREVIEW_NAME
     with open_database(db_dir) as db:
-        table = db.table()
+        candidates = 24
+        table = db.table() if position_id is not None else leading_table(db, candidates)
         stored = {str(m) for m in db.manifest.render.get("modalities", [m.value for m in MODALITY_SPECS])}
         mods = [m for m in MODALITY_SPECS if m.value in stored]  # one row per modality, registry order
         if position_id is None:
             if Modality.DEPTH in mods:  # the most relief, judged from the horizon
-                position_id = pick_position(table, lambda i: db.read(Modality.DEPTH, i))
+                position_id = pick_position(table, lambda i: db.read(Modality.DEPTH, i), candidates)
             else:
                 position_id = int(table["position_id"][0])
         rows = np.flatnonzero(table["position_id"] == position_id)
@@ -71,4 +88,4 @@ def save_database_preview(
     return save_mosaic(images, path, titles, ncols=len(rows))
 
 
-__all__ = ["PREVIEW_NAME", "pick_position", "save_database_preview"]
+__all__ = ["PREVIEW_NAME", "leading_table", "pick_position", "save_database_preview"]
