@@ -450,8 +450,17 @@ class Database:
         return self.n_views
 
     def table(self) -> npt.NDArray[np.void]:
-        """(N,) VIEW_DTYPE rows of all views, concatenated in view order."""
-        parts = [r.table() for r in self.readers]
+        """(N,) VIEW_DTYPE rows of all views, concatenated in view order.
+
+        Shards this call opens it closes again: an open HDF5 file costs ~0.6 MB, and holding all
+        8,238 shards of Switzerland open took 5.3 GB.
+        """
+        parts = []
+        for r in self.readers:
+            was_open = r._h5 is not None and r._pid == os.getpid()
+            parts.append(r.table())
+            if not was_open:
+                r.close()
         return np.concatenate(parts) if parts else np.empty(0, VIEW_DTYPE)
 
     def locate(self, indices: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

@@ -170,6 +170,15 @@ def test_open_database_across_shards(tmp_path):
     assert np.array_equal(clone.read("semantic", 6), arrays[Modality.SEMANTIC][6])
 
 
+def test_database_table_leaves_no_shard_open_it_opened(tmp_path):
+    make_db(tmp_path / "db", counts=(4, 3))
+    with open_database(tmp_path / "db") as db:
+        db.read("depth", 5)  # opens the second shard
+        assert [r._h5 is not None for r in db.readers] == [False, True]
+        assert len(db.table()) == 7
+        assert [r._h5 is not None for r in db.readers] == [False, True]  # the first was opened and closed
+
+
 def test_open_database_refuses_incomplete_or_missing(tmp_path):
     make_db(tmp_path / "db", counts=(2,), n_planned=2)
     with pytest.raises(NotBuiltError, match="1 of 2 shards missing"):
