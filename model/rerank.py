@@ -27,6 +27,8 @@ API
 - ``rerank(cand_idx (M, K), desc_dist (M, K), q_rows, q_fov_deg, q_height_px, db_rows (N, W), db_fov_deg,
   db_height_px, cfg) -> RerankResult``: the re-ordered (M, K) indices, the costs, the fused scores and
   the time per query.
+- ``union_candidates(rankings, k) -> (M, L)``: each query's first ``k`` candidates of several rankings
+  (e.g. the network's and the skyline search's), duplicates removed, in order of first appearance.
 """
 
 from __future__ import annotations
@@ -203,8 +205,9 @@ def rerank(
         cc = np.where(valid[:, None], curves[np.maximum(cand, 0)], np.nan)
         cost, _ = skyline_costs(q_rows[i], float(fov[i]), int(hgt[i]), cc, cfg, grid)
         no_sky += int(not np.isfinite(cost).any())
-        score = fuse_scores(dist[i, :k], cost, cfg.weight, cfg.cost_floor_deg2)
-        score = np.where(valid, score, np.inf)
+        score = np.full(k, np.inf)  # padding (-1) is neither a candidate nor part of the standardisation
+        if valid.any():
+            score[valid] = fuse_scores(dist[i, :k][valid], cost[valid], cfg.weight, cfg.cost_floor_deg2)
         order = np.lexsort((np.arange(k), score))  # stable: ties keep the descriptor order
         out_idx[i, :k] = cand[order]
         costs[i], fused[i] = cost[order], score[order]
@@ -220,4 +223,35 @@ def rerank(
     return RerankResult(indices=out_idx, costs=costs, fused=fused, info=info)
 
 
-__all__ = ["RerankConfig", "RerankResult", "fuse_scores", "pose_grid", "rerank", "skyline_costs"]
+def union_candidates(rankings: Sequence[npt.ArrayLike], k: int) -> npt.NDArray[np.int64]:
+    """(M, L) int64 candidate sets: per query, the first ``k`` entries of each ranking in turn, each
+    database row kept at its first appearance, padded with -1 (L = the largest set's size).
+
+    Parameters
+    ----------
+    rankings : sequence of (M, K_i) int
+        Database rows per query, best first (-1 = none), e.g. the network's and the horizon search's.
+    k : int
+        Entries taken from each ranking (>= 1).
+    """
+    if k < 1 or not rankings:
+        raise ConfigError(
+            f"union_candidates needs k >= 1 and at least one ranking, got k={k}, {len(rankings)} ranking(s)"
+        )
+    parts = [np.asarray(r, np.int64)[:, :k] for r in rankings]
+    m = len(parts[0])
+    if any(p.ndim != 2 or len(p) != m for p in parts):
+        raise ConfigError(f"union_candidates needs (M, K) rankings of the same M, got {[p.shape for p in parts]}")
+    rows = []
+    for i in range(m):
+        seen = np.concatenate([p[i] for p in parts])
+        seen = seen[seen >= 0]
+        _, first = np.unique(seen, return_index=True)
+        rows.append(seen[np.sort(first)])
+    out = np.full((m, max((len(r) for r in rows), default=0)), -1, np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+__all__ = ["RerankConfig", "RerankResult", "fuse_scores", "pose_grid", "rerank", "skyline_costs", "union_candidates"]

@@ -7,7 +7,7 @@ import pytest
 
 from crosslocate.errors import ConfigError
 from crosslocate.model.baselines import horizon_grid, resample_horizon
-from crosslocate.model.rerank import RerankConfig, fuse_scores, pose_grid, rerank, skyline_costs
+from crosslocate.model.rerank import RerankConfig, fuse_scores, pose_grid, rerank, skyline_costs, union_candidates
 
 
 def ridge(seed: int):
@@ -105,6 +105,31 @@ def test_only_the_first_k_are_reordered(scene):
     res = rerank(cand, dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, RerankConfig(k=4))
     np.testing.assert_array_equal(res.indices[0, 4:], cand[0, 4:])
     assert sorted(res.indices[0, :4].tolist()) == sorted(cand[0, :4].tolist())
+
+
+def test_union_candidates_by_hand():
+    net = np.array([[4, 1, 7, -1], [2, 3, 5, 6]])
+    sky = np.array([[7, 9, 4], [8, 2, 0]])
+    u = union_candidates([net, sky], k=3)
+    # query 0: 4, 1, 7 from the network, then 9 (7 and 4 already in); query 1: 2, 3, 5, then 8, 0
+    np.testing.assert_array_equal(u, [[4, 1, 7, 9, -1], [2, 3, 5, 8, 0]])
+    np.testing.assert_array_equal(union_candidates([net], k=2), [[4, 1], [2, 3]])
+    with pytest.raises(ConfigError, match="same M"):
+        union_candidates([net, sky[:1]], k=3)
+    with pytest.raises(ConfigError, match="k >= 1"):
+        union_candidates([net], k=0)
+
+
+def test_padding_is_not_a_candidate_and_does_not_shift_the_fusion(scene):
+    db_rows, q_rows, cand, dist = scene
+    cfg = RerankConfig(k=16)
+    base = rerank(cand, dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, cfg)
+    padded_idx = np.concatenate([cand, np.full((1, 4), -1)], axis=1)
+    padded_dist = np.concatenate([dist, np.full((1, 4), 99.0)], axis=1)  # whatever a pad's distance is
+    res = rerank(padded_idx, padded_dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, cfg)
+    np.testing.assert_array_equal(res.indices[0, :N_DB], base.indices[0])
+    np.testing.assert_array_equal(res.indices[0, N_DB:], -1)
+    np.testing.assert_allclose(res.fused[0, :N_DB], base.fused[0])
 
 
 def test_fuse_scores_by_hand():
