@@ -9,17 +9,32 @@
   (:func:`crosslocate.model.evaluate.evaluate_retrieval`, laid out like the top level), place-level
   recall of the plain and the re-ranked ranking with and without voting (thresholds and N of the
   same :class:`~crosslocate.model.config.EvalConfig`), the settings, and the cost per query (seconds).
+  With ``extra_candidates`` (name -> (M, >=K) view ranking of another method, e.g. the horizon
+  baseline that searches pitch/roll), also each extra ranking's place-level recall and a ``hybrid``
+  block: the union of the network's and the extra ranking's first K per query
+  (:func:`crosslocate.model.rerank.union_candidates`), re-ranked and voted the same way. The hybrid
+  borrows the other method's candidates, and its label in the report says so.
+- ``PIPELINES`` / ``pipeline_table(results, name)`` / ``choose_pipeline(results)``: the candidate
+  end-to-end pipelines (network; + re-ranking; + voting; hybrid + re-ranking; + voting) as key
+  paths into ``results.json``, and the rule that picks one on the validation split: the highest
+  R@1 within 1 km (view level unvoted, place level voted), ties broken by R@10, then by the simpler pipeline. The benchmark
+  applies the rule to validation results and reports the chosen pipeline's test numbers only.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from crosslocate.errors import ConfigError
+from crosslocate.model.config import RerankConfig, VoteConfig
+from crosslocate.model.rerank import rerank, union_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +98,81 @@ def refine_ranking(
     spots: npt.NDArray[np.int64] | None = None,
     rerank_cfg: Any = None,
     vote_cfg: Any = None,
+    extra_candidates: Mapping[str, npt.NDArray[np.int64]] | None = None,
 ) -> dict[str, Any]:
     """Re-rank ``idx`` (Q, K) by skyline agreement, vote places, and tabulate recall (module docstring).
 
     ``q_xy`` (Q, 2) / ``db_xy`` (N, 2) metres, ``q_yaw`` / ``db_yaw`` degrees, ``q_fov`` degrees, as for
     :func:`crosslocate.model.evaluate.evaluate_retrieval`; ``spots`` (Q,) groups the bootstrap interval;
     ``rerank_cfg`` / ``vote_cfg`` default to :class:`~crosslocate.model.config.RerankConfig` /
-    :class:`~crosslocate.model.config.VoteConfig`.
+    :class:`~crosslocate.model.config.VoteConfig`. ``extra_candidates`` (name -> (Q, K') rankings,
+    e.g. the horizon search's) adds the ``hybrid`` block: the union of the network's and their first
+    ``RerankConfig.k`` candidates (:func:`crosslocate.model.rerank.union_candidates`) re-ranked the
+    same way and voted; and each one's ranking read as places (``place["<name>_views_as_places"]``),
+    the place-level reference for it.
     """
-    from crosslocate.model import evaluate, rerank, voting
+    from crosslocate.model import evaluate, voting
 
-    rcfg = rerank_cfg or rerank.RerankConfig()
-    vcfg = vote_cfg or voting.VoteConfig()
-    d2 = np.sum((q_desc[:, None, :] - db_desc[np.maximum(idx, 0)]) ** 2, axis=2)  # (Q, K) squared L2
-    res = rerank.rerank(
-        idx,
+    rcfg = rerank_cfg or RerankConfig()
+    vcfg = vote_cfg or VoteConfig()
+    extra = dict(extra_candidates or {})
+    args = (q_desc, db_desc, q_xy, q_yaw, q_fov, db_xy, db_yaw, sky, db_fov_deg, eval_cfg, spots)
+    pos_id, centres = voting.position_ids(db_xy)
+    res, reranked = _rerank_and_score(idx, rcfg, *args)
+    t0 = time.perf_counter()
+    place: dict[str, Any] = {"n_places": len(centres), "grid_spacing_m": voting.grid_spacing_m(centres)}
+    place.update(_place_tables({"plain": idx, "reranked": res.indices}, pos_id, centres, q_xy, eval_cfg, vcfg))
+    vote_s = (time.perf_counter() - t0) / max(len(idx), 1) / 2.0
+    for name, ranking in extra.items():
+        first = voting.first_occurrence_places(ranking, pos_id)
+        ns = evaluate.report_ns(eval_cfg, max(first.shape[1], 1))
+        place[f"{name}_views_as_places"] = evaluate.table_to_json(
+            voting.place_recall(first, q_xy, centres, tuple(float(t) for t in eval_cfg.thresholds_m), ns)
+        )
+    out: dict[str, Any] = {
+        "reranked": reranked,
+        "place": place,
+        "config": {"rerank": rcfg.to_dict(), "vote": vcfg.to_dict()},
+        "rerank_info": res.info,
+        "cost_s_per_query": {"rerank": res.info["seconds_per_query"], "vote": vote_s},
+    }
+    if extra:
+        union = union_candidates([idx, *extra.values()], rcfg.k)
+        h_res, h_reranked = _rerank_and_score(union, replace(rcfg, k=max(union.shape[1], 1)), *args)
+        n_cand = (union >= 0).sum(axis=1)
+        out["hybrid"] = {
+            "candidates": ["network", *extra],
+            "k_each": rcfg.k,
+            "mean_candidates": float(n_cand.mean()) if n_cand.size else 0.0,
+            "reranked": h_reranked,
+            "place": _place_tables({"reranked": h_res.indices}, pos_id, centres, q_xy, eval_cfg, vcfg),
+            "rerank_info": h_res.info,
+            "cost_s_per_query": {"rerank": h_res.info["seconds_per_query"]},
+        }
+    return out
+
+
+def _rerank_and_score(
+    cand: npt.NDArray[np.int64],
+    rcfg: Any,
+    q_desc: npt.NDArray[np.float32],
+    db_desc: npt.NDArray[np.float32],
+    q_xy: npt.NDArray[np.float64],
+    q_yaw: npt.NDArray[np.float64],
+    q_fov: npt.NDArray[np.float64],
+    db_xy: npt.NDArray[np.float64],
+    db_yaw: npt.NDArray[np.float64],
+    sky: Skylines,
+    db_fov_deg: float,
+    eval_cfg: Any,
+    spots: npt.NDArray[np.int64] | None,
+) -> tuple[Any, dict[str, Any]]:
+    """(RerankResult, its recall tables) of candidates ``cand`` (Q, K), -1 padded; evaluated up to ``max_n``."""
+    from crosslocate.model import evaluate
+
+    d2 = np.sum((q_desc[:, None, :] - db_desc[np.maximum(cand, 0)]) ** 2, axis=2)  # (Q, K) squared L2
+    res = rerank(
+        cand,
         d2,
         sky.q_rows,
         q_fov,
@@ -109,29 +184,81 @@ def refine_ranking(
         db_pitch_deg=sky.db_pitch,
         db_roll_deg=sky.db_roll,
     )
-    reranked = evaluate.evaluate_retrieval(
-        res.indices, q_xy, q_yaw, q_fov, db_xy, db_yaw, eval_cfg, groups=spots, chance=False
+    ranked = res.indices[:, : int(eval_cfg.max_n)]
+    return res, evaluate.evaluate_retrieval(
+        ranked, q_xy, q_yaw, q_fov, db_xy, db_yaw, eval_cfg, groups=spots, chance=False
     )
+
+
+def _place_tables(
+    rankings: Mapping[str, npt.NDArray[np.int64]],
+    pos_id: npt.NDArray[np.int64],
+    centres: npt.NDArray[np.float64],
+    q_xy: npt.NDArray[np.float64],
+    eval_cfg: Any,
+    vcfg: Any,
+) -> dict[str, Any]:
+    """``{"<name>_views_as_places", "<name>_voting"}`` place-level recall tables of each view ranking."""
+    from crosslocate.model import evaluate, voting
+
     thresholds = tuple(float(t) for t in eval_cfg.thresholds_m)
-    t0 = time.perf_counter()
-    pos_id, centres = voting.position_ids(db_xy)
-    place: dict[str, Any] = {"n_places": len(centres), "grid_spacing_m": voting.grid_spacing_m(centres)}
-    for name, ranking in (("plain", idx), ("reranked", res.indices)):
+    out: dict[str, Any] = {}
+    for name, ranking in rankings.items():
         first = voting.first_occurrence_places(ranking, pos_id)
         voted, _ = voting.vote_places(ranking, pos_id, centres, vcfg)
         for suffix, places in (("views_as_places", first), ("voting", voted)):
             ns = evaluate.report_ns(eval_cfg, max(places.shape[1], 1))
-            place[f"{name}_{suffix}"] = evaluate.table_to_json(
-                voting.place_recall(places, q_xy, centres, thresholds, ns)
-            )
-    vote_s = (time.perf_counter() - t0) / max(len(idx), 1) / 2.0
-    return {
-        "reranked": reranked,
-        "place": place,
-        "config": {"rerank": rcfg.to_dict(), "vote": vcfg.to_dict()},
-        "rerank_info": res.info,
-        "cost_s_per_query": {"rerank": res.info["seconds_per_query"], "vote": vote_s},
-    }
+            out[f"{name}_{suffix}"] = evaluate.table_to_json(voting.place_recall(places, q_xy, centres, thresholds, ns))
+    return out
 
 
-__all__ = ["Skylines", "load_skylines", "refine_ranking"]
+#: The pipelines compared on the validation split, and where each one's recall table sits: in the
+#: network's own evaluation (``network``) or in :func:`refine_ranking`'s result (a key path).
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "network": ("recall",),
+    "network + re-ranking": ("refined", "reranked", "recall"),
+    "network + re-ranking + voting": ("refined", "place", "reranked_voting"),
+    "hybrid + re-ranking": ("refined", "hybrid", "reranked", "recall"),
+    "hybrid + re-ranking + voting": ("refined", "hybrid", "place", "reranked_voting"),
+}
+#: Threshold (metres) and N of the selection rule: recall@1 within 1 km, ties broken by recall@10.
+SELECTION_THRESHOLD_M: float = 1000.0
+SELECTION_NS: tuple[int, ...] = (1, 10)
+
+
+def pipeline_table(results: Mapping[str, Any], name: str) -> dict[str, dict[str, float]] | None:
+    """The recall table (``{"<threshold_m>": {"<N>": r}}``) of pipeline ``name`` in a results dict
+    holding the network's ``recall`` and the ``refined`` block; None when that run lacks it."""
+    node: Any = results
+    for key in PIPELINES[name]:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def choose_pipeline(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Pick the pipeline with the best recall@1 within 1 km (then recall@10; then the earlier, simpler
+    one in :data:`PIPELINES`) among those present in ``results`` (the validation split's, never the
+    test split's). Returns ``{"chosen", "rule", "scores": {name: {"1": r, "10": r}}}``."""
+    thr = f"{SELECTION_THRESHOLD_M:g}"
+    scores: dict[str, dict[str, float]] = {}
+    for name in PIPELINES:
+        table = pipeline_table(results, name)
+        if table is None or thr not in table:
+            continue
+        scores[name] = {str(n): float(table[thr].get(str(n), np.nan)) for n in SELECTION_NS}
+    if not scores:
+        raise ConfigError("no pipeline recall table to choose from")
+
+    def key(item: tuple[int, str]) -> tuple[float, ...]:
+        j, name = item
+        vals = [scores[name][str(n)] for n in SELECTION_NS]
+        return (*[-(v if np.isfinite(v) else -1.0) for v in vals], j)
+
+    chosen = min(enumerate(scores), key=key)[1]
+    rule = f"recall@{SELECTION_NS[0]} within {SELECTION_THRESHOLD_M / 1000:g} km, ties by recall@{SELECTION_NS[1]}"
+    return {"chosen": chosen, "rule": rule, "scores": scores}
+
+
+__all__ = ["PIPELINES", "Skylines", "choose_pipeline", "load_skylines", "pipeline_table", "refine_ranking"]
