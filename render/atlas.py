@@ -278,7 +278,9 @@ class TerrainAtlas:
         return int(p.zf.nbytes + p.cf.nbytes + p.bz.nbytes)
 
     def surface_height(self, x: float, y: float) -> float:
-        """Height (m) of the triangulated level-0 surface at grid ``(x, y)`` (the kernel's rule); NaN outside."""
+        """Height (m) of the triangulated level-0 surface at grid ``(x, y)`` (the kernel's rule); NaN
+        outside, or where a corner of the triangle has no DEM data (blending a no-data node would
+        put the ground hundreds of metres off at the DEM's edge)."""
         lv = self.packed.level(0)
         ny, nx = lv.shape
         fx, fy = (x - lv.x0) / lv.spacing_m, (lv.y0 - y) / lv.spacing_m
@@ -288,14 +290,16 @@ class TerrainAtlas:
         ax, ay = fx - i, fy - j
         z = lv.z
         if ax + ay <= 1.0:
+            corners = (z[j, i], z[j, i + 1], z[j + 1, i])
             v = z[j, i] + ax * (z[j, i + 1] - z[j, i]) + ay * (z[j + 1, i] - z[j, i])
         else:
+            corners = (z[j + 1, i + 1], z[j + 1, i], z[j, i + 1])
             v = (
                 z[j + 1, i + 1]
                 + (1.0 - ax) * (z[j + 1, i] - z[j + 1, i + 1])
                 + (1.0 - ay) * (z[j, i + 1] - z[j + 1, i + 1])
             )
-        return float(v) if v > NODATA_Z_M / 2 else float("nan")
+        return float(v) if min(corners) > NODATA_Z_M / 2 else float("nan")
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -758,14 +762,21 @@ def camera_height(atlas: TerrainAtlas, dem: DEM, metric: CameraMetric, lon: floa
     bilinear height there by metres on steep slopes; the camera is placed ``alt_m - dem(lon, lat)``
     above the atlas surface, the height above ground the pose was made with.
 
+    Within one level-0 node of the DEM's edge the atlas surface may have no node on the far side
+    (nodes lie on the atlas lattice, the DEM's last cell edge elsewhere) while the DEM still has a
+    height: the camera is then placed at ``alt_m``, as the per-position renderer places it, so every
+    position the DEM covers renders (the grid keeps exactly those).
+
     Raises
     ------
     OutsideCoverageError
-        The position has no DEM data, or lies outside the atlas's finest level.
+        The position has no DEM data.
     """
     ground = float(dem.sample([lon], [lat])[0])
     surf = atlas.surface_height(float(metric.xy[0]), float(metric.xy[1]))
-    if not (math.isfinite(ground) and math.isfinite(surf)):
+    if math.isfinite(ground) and not math.isfinite(surf):
+        surf = ground  # the DEM's edge band: no atlas triangle under the camera
+    if not math.isfinite(ground):
         w, s, e, n = dem.bounds_lonlat
         raise OutsideCoverageError(
             f"position lon={lon:.6f}, lat={lat:.6f} is outside the DEM coverage or the terrain atlas "

@@ -219,3 +219,36 @@ def test_atlas_views_agree_with_the_per_position_renderer(rough_dem):
     assert r.size > 0.3 * px
     assert np.median(r) <= 1e-3 and np.percentile(r, 99) <= 1e-2, (np.median(r), np.percentile(r, 99))
     assert sky / px >= 0.999 and sem / px >= 0.995, (sky / px, sem / px)
+
+
+def test_positions_in_the_dem_edge_band_render(rough_dem):
+    """A position the DEM covers but no atlas triangle does (within a node of the DEM's last cell edge)
+    still renders: the camera keeps its height above the datum, as in the per-position renderer."""
+    from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
+    from crosslocate.dem.geodesy import transform_xy
+    from crosslocate.render.atlas import camera_height
+    from crosslocate.render.views import ViewRenderer
+
+    cfg = RenderConfig(size_px=64, range_m=10_000.0, lod_cells=64)
+    # 10 points 5..95 m inside the raster's southern cell edge, in its native CRS (UTM 32N)
+    xmin, ymin, xmax, _ = rough_dem.bounds_native
+    ys = ymin + np.arange(5.0, 100.0, 10.0)
+    lon, lat = transform_xy(np.full(ys.size, 0.5 * (xmin + xmax)), ys, rough_dem.crs_wkt, "EPSG:4326")
+    ground = rough_dem.sample(lon, lat)
+    assert np.isfinite(ground).all()  # the DEM covers every one (its cell-edge footprint)
+    atlases = [build_atlas(rough_dem, sp, cfg.refraction_k) for sp in plan_atlas(lon, lat, 100.0, cfg.range_m, 64)]
+    assert len(atlases) == 1
+    edge = [
+        i
+        for i in range(len(lon))
+        if not math.isfinite(atlases[0].surface_height(*camera_metric(atlases[0].spec, lon[i], lat[i], 0.13).xy))
+    ]
+    assert edge, "no position fell in the atlas's uncovered edge band"
+    with ViewRenderer(rough_dem, cfg) as exact, ViewRenderer(rough_dem, cfg, atlases=atlases) as fast:
+        for i in edge:
+            alt = float(ground[i]) + 10.0
+            metric = camera_metric(atlases[0].spec, lon[i], lat[i], cfg.refraction_k)
+            assert camera_height(atlases[0], rough_dem, metric, lon[i], lat[i], alt) == alt
+            poses = [Pose(lon=lon[i], lat=lat[i], alt_m=alt, yaw_deg=0.0)]  # facing into the DEM
+            a, b = exact.render(poses).arrays[Modality.DEPTH], fast.render(poses).arrays[Modality.DEPTH]
+            assert np.mean((a == SKY_DEPTH_M) == (b == SKY_DEPTH_M)) >= 0.99
