@@ -328,7 +328,7 @@ def calibrate(runner: Any, job: ShardJob, samples: Sequence[npt.NDArray[np.intp]
     ``job`` holds (at least) the sampled positions, with the build's atlas specs and worker threads;
     its ``db_dir`` must be a scratch folder the workers can write. Each worker first renders a
     one-position warm-up shard (JIT compilation, DEM and atlas opening; ``warmup_s``), then every
-    ``samples[i]`` becomes one shard, all submitted together, so the measured rate includes
+    ``samples[i]`` becomes one shard, all submitted together (several per worker queue up as in a build), so the measured rate includes
     everything a build task pays (render, encode, compress, HDF5, fsync, rename, sha256) and the
     workers' contention for the machine.
 
@@ -347,6 +347,7 @@ def calibrate(runner: Any, job: ShardJob, samples: Sequence[npt.NDArray[np.intp]
         )
 
     jobs = [sub(np.asarray(s), 991_000 + i) for i, s in enumerate(samples)]
+    workers = max(1, min(len(jobs), int(runner.n_workers)))  # the ones kept busy
     out, wall, warmup = run_timed(runner, jobs, warmup_id=990_000)
     for f in Path(job.db_dir).glob("shard-99*.h5"):
         f.unlink()
@@ -358,13 +359,13 @@ def calibrate(runner: Any, job: ShardJob, samples: Sequence[npt.NDArray[np.intp]
     return {
         "views": views,
         "views_per_s": views / max(wall, 1e-9),
-        "views_per_s_per_worker": views / max(wall, 1e-9) / len(samples),
+        "views_per_s_per_worker": views / max(wall, 1e-9) / workers,
         "bytes_per_view": sum(r.bytes for r, _ in out) / max(views, 1),
         "bytes_per_view_by_modality": {m: sum(t[f"bytes_{m}"] for _, t in out) / max(views, 1) for m in mods},
         "shares": shares,
         "warmup_s": round(warmup, 2),
         "threads": job.threads,
-        "workers": len(samples),
+        "workers": workers,
     }
 
 

@@ -22,7 +22,7 @@ from crosslocate.datasets.schema import SKY_DEPTH_M, Modality
 from crosslocate.datasets.shards import open_database
 from crosslocate.datasets.verify import verify_database
 from crosslocate.errors import ManifestMismatchError, OutsideCoverageError
-from crosslocate.pipelines.build import build_database
+from crosslocate.pipelines.build import build_database, calibration_samples
 from crosslocate.pipelines.cli import main
 from crosslocate.pipelines.plan import shard_bytes_estimate
 from crosslocate.pipelines.presets import get_preset
@@ -144,11 +144,21 @@ def test_dry_run_writes_nothing(tiny_world, tmp_path):
     assert (summary["n_positions"], summary["n_views"], summary["n_shards"]) == (16, 64, 8)
     assert summary["estimated_bytes"] > 0 and summary["estimated_s"] > 0
     cal = summary["calibration"]
-    # the sync runner has one worker: 8 positions spread over the plan, x 4 yaws, timed end to end
-    assert cal["workers"] == 1 and cal["views"] == 8 * len(YAWS)
+    # the sync runner has one worker: 2 of the plan's shards (2 positions each), x 4 yaws, end to end
+    assert cal["workers"] == 1 and cal["views"] == 2 * 2 * len(YAWS)
     assert abs(sum(cal["shares"].values()) - 1.0) < 1e-9 and cal["shares"]["render"] > 0
     assert summary["estimated_s"] == pytest.approx(64 / cal["views_per_s"] + cal["start_s"], abs=0.1)
-    assert summary["terrain"]["atlases"] == 1 and "spread over the region" in summary["assumptions"]
+    assert summary["terrain"]["atlases"] == 1 and "shards spread over the" in summary["assumptions"]
+
+
+def test_calibration_takes_whole_shards_spread_over_the_plan():
+    from crosslocate.pipelines.plan import ShardPlan
+
+    plan = ShardPlan(order=np.arange(12)[::-1].copy(), bounds=np.array([0, 3, 6, 9, 12]), views_per_position=12)
+    got = calibration_samples(plan, 2, 2)  # shards 0 and 3, their first 2 positions in storage order
+    assert [g.tolist() for g in got] == [[11, 10], [2, 1]]
+    assert [g.tolist() for g in calibration_samples(plan, 9, 5)] == [[11, 10, 9], [8, 7, 6], [5, 4, 3], [2, 1, 0]]
+    assert [g.tolist() for g in calibration_samples(plan, 1, 20)] == [[11, 10, 9]]
 
 
 def test_sparse_and_compact_from_given_queries(tiny_world, tmp_path):
