@@ -17,7 +17,15 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
    network (same architecture and init) and the HLoc-style horizon line, once with the photos' true
    pitch/roll and once with pitch/roll searched (:func:`horizon_rankings`); then the network's top K
    re-ranked by skyline agreement and its places voted (:func:`crosslocate.pipelines.refine.refine_ranking`,
-   ``refined``; the skylines are read once for both). Returns the ``results.json`` content.
+   ``refined``; the skylines are read once for both), together with the hybrid that adds the
+   searched horizon baseline's top K to the candidates (``refined.hybrid``). Which of these
+   pipelines is reported as the best is decided on the validation split
+   (:func:`_validation_choice`: the same steps on the val queries against the val views,
+   :func:`crosslocate.pipelines.refine.choose_pipeline`); ``pipeline_selection`` records the
+   validation tables and the choice, ``best_pipeline`` the chosen pipeline's test table. Without
+   val queries or views nothing is chosen (``pipeline_selection.skipped`` says why, and there is
+   no ``best_pipeline``); without skylines only the network is a candidate. Returns the
+   ``results.json`` content.
 3. :func:`run_benchmark`: plots (recall curves, recall vs distance, retrieval map, query-vs-retrieved
    mosaic), the network's per-query ranking (``rankings.npz``, :func:`save_rankings`),
    ``<run>/results.json`` (``baselines`` / ``baselines_oriented`` hold one table per baseline,
@@ -87,6 +95,10 @@ class BenchmarkInputs:
     query_set : dict
         :func:`crosslocate.pipelines.train.query_set_record` of the whole query set.
     device : torch.device
+    val_qset, val_pool : QuerySet, ViewPool or None
+        The validation split's queries and heldout views (None without validation queries): the
+        pipeline (network, re-ranking, hybrid candidates, voting) is chosen on them
+        (:func:`crosslocate.pipelines.refine.choose_pipeline`), never on the test split.
     """
 
     ctx: RunContext
@@ -96,6 +108,8 @@ class BenchmarkInputs:
     checkpoint: Path
     query_set: dict[str, Any]
     device: Any
+    val_qset: Any = None
+    val_pool: Any = None
 
     @property
     def eval(self) -> Any:
@@ -138,9 +152,27 @@ def prepare_benchmark(
     (size_px, fov_scaling), db_fov = flow.net_input(preset), float(preset.render.fov_deg)
     qset = flow.make_queryset(inputs.queries, inputs.mask("test"), crs, size_px, db_fov, fov_scaling=fov_scaling)
     pool = flow.make_pool([dbs["heldout"]], ctx.modality, "test", crs, size_px=size_px)
+    val_qset = val_pool = None
+    if inputs.mask("val").any():
+        try:
+            val_pool = flow.make_pool([dbs["heldout"]], ctx.modality, "val", crs, size_px=size_px)
+            val_qset = flow.make_queryset(
+                inputs.queries, inputs.mask("val"), crs, size_px, db_fov, fov_scaling=fov_scaling
+            )
+        except ConfigError as exc:  # e.g. no val-split views: the pipeline is then not chosen
+            logger.warning("no validation split to choose the pipeline on: %s", exc)
+            val_qset = val_pool = None
     dev = resolve_device(device or getattr(preset.train, "device", "auto"))
     return BenchmarkInputs(
-        ctx=ctx, preset=preset, qset=qset, pool=pool, checkpoint=ckpt, query_set=inputs.record, device=dev
+        ctx=ctx,
+        preset=preset,
+        qset=qset,
+        pool=pool,
+        checkpoint=ckpt,
+        query_set=inputs.record,
+        device=dev,
+        val_qset=val_qset,
+        val_pool=val_pool,
     )
 
 
@@ -186,6 +218,7 @@ class _Network:
     init: Any  # the untrained network's init_source
     epoch: int | None
     checkpoint_sha256: str
+    net: Any  # the evaluated network (on the device), for the validation split's descriptors
 
 
 def _network_rankings(inp: BenchmarkInputs, timings: dict[str, float]) -> _Network:
@@ -215,6 +248,7 @@ def _network_rankings(inp: BenchmarkInputs, timings: dict[str, float]) -> _Netwo
         init=getattr(untrained, "init_source", None),
         epoch=int(state.get("epoch", -1)) if isinstance(state, dict) else None,
         checkpoint_sha256=ckpt_sha,
+        net=net,
     )
 
 
@@ -245,9 +279,53 @@ def _skyline_methods(
     t0 = time.perf_counter()
     refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
     if sky is not None:
-        refined = refine_ranking(nw.idx, nw.q_desc, nw.db_desc, *geometry, sky, db_fov, cfg, spots=spots)
+        extra = {HYBRID_WITH: rankings[HYBRID_WITH]} if HYBRID_WITH in rankings else None
+        refined = refine_ranking(
+            nw.idx, nw.q_desc, nw.db_desc, *geometry, sky, db_fov, cfg, spots=spots, extra_candidates=extra
+        )
     timings["refine_s"] = round(time.perf_counter() - t0, 2)
     return rankings, info, refined
+
+
+#: The horizon search whose top K joins the network's in the hybrid candidate set.
+HYBRID_WITH = "horizon_searched"
+
+
+def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, float]) -> dict[str, Any]:
+    """The pipeline chosen on the validation split: the network's ranking of the val queries against
+    the val views, re-ranked, hybrid and voted exactly as on the test split, scored, and picked by
+    :func:`crosslocate.pipelines.refine.choose_pipeline`. ``{"skipped": why}`` without a val split."""
+    from crosslocate.model import evaluate, search
+    from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
+    from crosslocate.pipelines.refine import choose_pipeline, load_skylines, refine_ranking
+
+    qset, pool, cfg = inp.val_qset, inp.val_pool, inp.eval
+    if qset is None or pool is None:
+        return {"skipped": "no validation queries or views"}
+    t0 = time.perf_counter()
+    desc_dir, bs = inp.ctx.run / DESCRIPTORS_DIR, int(cfg.batch_size)
+    db_desc = cached_descriptors(nw.net, pool, inp.device, desc_dir, "val-db", nw.checkpoint_sha256, batch_size=bs)
+    q_desc = cached_descriptors(
+        nw.net, qset.dataset, inp.device, desc_dir, "val-queries", nw.checkpoint_sha256, batch_size=bs
+    )
+    k, db_fov = min(int(cfg.max_n), len(pool)), float(inp.preset.render.fov_deg)
+    idx = search.ranking(db_desc, q_desc, k, cfg)
+    q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
+    geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
+    val: dict[str, Any] = {"recall": evaluate.evaluate_retrieval(idx, *geometry, cfg, chance=False)["recall"]}
+    try:
+        sky = load_skylines(qset, pool)
+        searched = horizon_rankings(qset, pool, k, db_fov, cfg, sky, methods=(HYBRID_WITH,))[HYBRID_WITH][0]
+        val["refined"] = refine_ranking(
+            idx, q_desc, db_desc, *geometry, sky, db_fov, cfg, extra_candidates={HYBRID_WITH: searched}
+        )
+    except ShardCorruptError as exc:  # a database without depth: the network alone
+        logger.warning("validation: no skylines, only the network is a candidate pipeline: %s", exc)
+    choice = choose_pipeline(val)
+    choice.update(split="val", n_queries=len(qset.dataset), n_database=len(pool))
+    timings["validation_choice_s"] = round(time.perf_counter() - t0, 2)
+    logger.info("pipeline chosen on the validation split: %s (%s)", choice["chosen"], choice["scores"])
+    return choice
 
 
 def _run_record(inp: BenchmarkInputs, nw: _Network) -> dict[str, Any]:
@@ -299,6 +377,7 @@ def benchmark_results(
     rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name.
     """
     from crosslocate.model import evaluate
+    from crosslocate.pipelines.refine import pipeline_table
 
     cfg, qset, pool = inp.eval, inp.qset, inp.pool
     nw = _network_rankings(inp, timings)
@@ -322,6 +401,10 @@ def benchmark_results(
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
         **_run_record(inp, nw),
     }
+    choice = _validation_choice(inp, nw, timings)
+    results["pipeline_selection"] = choice
+    if "chosen" in choice:
+        results["best_pipeline"] = {"name": choice["chosen"], "recall": pipeline_table(results, choice["chosen"])}
     return results, rankings
 
 
@@ -389,6 +472,22 @@ def evaluation_key(inp: BenchmarkInputs) -> dict[str, Any]:
         "query_set_id": inp.query_set["id"],
         "inputs": _digest({"views": source_identity(inp.pool), "queries": source_identity(inp.qset.dataset)}),
         "eval": config_to_dict(inp.eval),
+        "pipelines": _pipelines_identity(),
+    }
+
+
+def _pipelines_identity() -> dict[str, Any]:
+    """The reported pipelines as the key sees them: their names, what the hybrid adds, and the
+    re-ranking / voting settings. A new pipeline is a new configuration, scored once on test."""
+    from crosslocate.model.config import RerankConfig, VoteConfig
+    from crosslocate.pipelines.refine import PIPELINES, SELECTION_NS, SELECTION_THRESHOLD_M
+
+    return {
+        "names": list(PIPELINES),
+        "hybrid_with": HYBRID_WITH,
+        "selection": [SELECTION_THRESHOLD_M, list(SELECTION_NS)],
+        "rerank": RerankConfig().to_dict(),
+        "vote": VoteConfig().to_dict(),
     }
 
 
@@ -460,7 +559,13 @@ def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
 
 
 def horizon_rankings(
-    qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any, sky: Any = None
+    qset: Any,
+    pool: Any,
+    k: int,
+    db_fov_deg: float,
+    eval_cfg: Any,
+    sky: Any = None,
+    methods: tuple[str, ...] = ("horizon", "horizon_searched"),
 ) -> dict[str, tuple[npt.NDArray[np.int64], dict[str, Any]]]:
     """(Q, k) database indices ranked by the HLoc-style horizon baseline, twice, with their settings.
 
@@ -474,7 +579,7 @@ def horizon_rankings(
     Database curves come from the views' depth, query curves from the original photos, with the
     query's FOV (:func:`crosslocate.pipelines.refine.load_skylines`; ``sky`` when already loaded).
     The shift search covers ``max(EvalConfig.horizon_max_shift_deg, half the database yaw spacing)``
-    so every query can align with the nearest database yaw.
+    so every query can align with the nearest database yaw. ``methods`` says which of the two to run.
     """
     from crosslocate.model.baselines import gravity_grid, horizon_baseline
     from crosslocate.pipelines.refine import load_skylines
@@ -496,22 +601,27 @@ def horizon_rankings(
         db_roll_deg=sky.db_roll,
     )
     true_pr = np.array([[p.pitch_deg, p.roll_deg] for p in poses], np.float64).reshape(-1, 2)
-    known = horizon_baseline(**common, q_pitch_deg=true_pr[:, 0], q_roll_deg=true_pr[:, 1])
-    grid = gravity_grid(
-        eval_cfg.horizon_search_pitch_deg,
-        eval_cfg.horizon_search_roll_deg,
-        eval_cfg.horizon_search_pitch_step_deg,
-        eval_cfg.horizon_search_roll_step_deg,
-    )
-    searched = horizon_baseline(**common, gravity_search=grid, subtract_mean=eval_cfg.horizon_search_subtract_mean)
-    err = np.abs(searched.gravity_deg - true_pr) if searched.gravity_deg is not None else np.full((0, 2), np.nan)
-    ok = np.isfinite(err).all(axis=1)
-    out = {
-        "horizon": (
+    unknown = set(methods) - {"horizon", "horizon_searched"}
+    if unknown:
+        raise ConfigError(f"unknown horizon baseline(s) {sorted(unknown)}; known: horizon, horizon_searched")
+    out: dict[str, tuple[npt.NDArray[np.int64], dict[str, Any]]] = {}
+    if "horizon" in methods:
+        known = horizon_baseline(**common, q_pitch_deg=true_pr[:, 0], q_roll_deg=true_pr[:, 1])
+        out["horizon"] = (
             known.indices,
             {**known.info, "config_max_shift_deg": cfg_shift, "gravity": "query pose pitch/roll (IMU-like)"},
-        ),
-        "horizon_searched": (
+        )
+    if "horizon_searched" in methods:
+        grid = gravity_grid(
+            eval_cfg.horizon_search_pitch_deg,
+            eval_cfg.horizon_search_roll_deg,
+            eval_cfg.horizon_search_pitch_step_deg,
+            eval_cfg.horizon_search_roll_step_deg,
+        )
+        searched = horizon_baseline(**common, gravity_search=grid, subtract_mean=eval_cfg.horizon_search_subtract_mean)
+        err = np.abs(searched.gravity_deg - true_pr) if searched.gravity_deg is not None else np.full((0, 2), np.nan)
+        ok = np.isfinite(err).all(axis=1)
+        out["horizon_searched"] = (
             searched.indices,
             {
                 **searched.info,
@@ -526,8 +636,7 @@ def horizon_rankings(
                 "median_abs_pitch_error_deg": float(np.median(err[ok, 0])) if ok.any() else None,
                 "median_abs_roll_error_deg": float(np.median(err[ok, 1])) if ok.any() else None,
             },
-        ),
-    }
+        )
     for name, (_, info) in out.items():
         logger.info("%s baseline: %s", name, info)
     return out
@@ -619,6 +728,13 @@ def summary_table(results: dict[str, Any]) -> str:
         lines.append(line("ours + skyline re-ranking", refined["reranked"]["recall"]))
         for name in ("plain_views_as_places", "plain_voting", "reranked_voting"):
             lines.append(line("places: " + name.replace("_", " "), refined["place"][name]))
+    if refined.get("hybrid"):  # the network's and the horizon search's top K, re-ranked together
+        lines.append(line("hybrid candidates + re-ranking", refined["hybrid"]["reranked"]["recall"]))
+        lines.append(line("places: hybrid re-ranked voting", refined["hybrid"]["place"]["reranked_voting"]))
+    best = results.get("best_pipeline") or {}
+    if best.get("recall"):
+        lines.append(line("best pipeline, chosen on validation", best["recall"]))
+        lines.append(f"  (validation chose: {best['name']})")
     lines.append(line("chance (analytic)", results["chance"]))
     ours1, ours100 = get(results["recall"], 1), get(results["recall"], 100)
     ch1, ch100 = get(results["chance"], 1), get(results["chance"], 100)

@@ -240,16 +240,22 @@ def pipeline_table(results: Mapping[str, Any], name: str) -> dict[str, dict[str,
 def choose_pipeline(results: Mapping[str, Any]) -> dict[str, Any]:
     """Pick the pipeline with the best recall@1 within 1 km (then recall@10; then the earlier, simpler
     one in :data:`PIPELINES`) among those present in ``results`` (the validation split's, never the
-    test split's). Returns ``{"chosen", "rule", "scores": {name: {"1": r, "10": r}}}``."""
-    thr = f"{SELECTION_THRESHOLD_M:g}"
-    scores: dict[str, dict[str, float]] = {}
-    for name in PIPELINES:
-        table = pipeline_table(results, name)
-        if table is None or thr not in table:
-            continue
-        scores[name] = {str(n): float(table[thr].get(str(n), np.nan)) for n in SELECTION_NS}
-    if not scores:
+    test split's). Without a 1 km threshold in the tables, their largest; a missing N counts as
+    lowest. Returns ``{"chosen", "rule", "threshold_m", "scores": {name: {"1": r, "10": r}}}``."""
+    tables = {name: t for name in PIPELINES if (t := pipeline_table(results, name))}
+    if not tables:
         raise ConfigError("no pipeline recall table to choose from")
+    thresholds = sorted({float(k) for t in tables.values() for k in t})
+    # 1 km when the EvalConfig has it, else its largest threshold (as the summary table does)
+    thr_m = SELECTION_THRESHOLD_M if SELECTION_THRESHOLD_M in thresholds else thresholds[-1]
+    thr = f"{thr_m:g}"
+    scores: dict[str, dict[str, float]] = {
+        name: {str(n): float(t[thr].get(str(n), np.nan)) for n in SELECTION_NS}
+        for name, t in tables.items()
+        if thr in t
+    }
+    if not scores:
+        raise ConfigError(f"no pipeline recall table has the {thr} m threshold to choose by")
 
     def key(item: tuple[int, str]) -> tuple[float, ...]:
         j, name = item
@@ -257,8 +263,8 @@ def choose_pipeline(results: Mapping[str, Any]) -> dict[str, Any]:
         return (*[-(v if np.isfinite(v) else -1.0) for v in vals], j)
 
     chosen = min(enumerate(scores), key=key)[1]
-    rule = f"recall@{SELECTION_NS[0]} within {SELECTION_THRESHOLD_M / 1000:g} km, ties by recall@{SELECTION_NS[1]}"
-    return {"chosen": chosen, "rule": rule, "scores": scores}
+    rule = f"recall@{SELECTION_NS[0]} within {thr_m / 1000:g} km, ties by recall@{SELECTION_NS[1]}"
+    return {"chosen": chosen, "rule": rule, "threshold_m": thr_m, "scores": scores}
 
 
 __all__ = ["PIPELINES", "Skylines", "choose_pipeline", "load_skylines", "pipeline_table", "refine_ranking"]

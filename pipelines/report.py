@@ -35,6 +35,9 @@ REPORT_NAME = "report.html"
 HIT_THRESHOLD_M: float = 1000.0
 #: N values of the results table.
 TABLE_NS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+#: Row names of the hybrid candidate set and of the pipeline chosen on validation (also in the text summary).
+HYBRID_LABEL = "hybrid (ours ∪ horizon searched)"
+BEST_LABEL = "best pipeline, chosen on validation"
 #: Retrieved views shown per query, and the map's top-K lines.
 TOP_SHOW: int = 5
 #: Thumbnail sides, pixels.
@@ -181,6 +184,18 @@ def table_rows(
             ("places: " + name.replace("_", " "), _row(refined["place"].get(name), threshold))
             for name in ("plain_views_as_places", "plain_voting", "reranked_voting")
         ]
+        rows += [  # a baseline's own ranking read as places, the place-level reference for it
+            ("places: " + name.replace("_", " "), _row(table, threshold))
+            for name, table in refined["place"].items()
+            if name.endswith("_views_as_places") and not name.startswith(("plain_", "reranked_"))
+        ]
+    hybrid = refined.get("hybrid")
+    if hybrid:  # the network's and the horizon search's candidates re-ranked together
+        rows.append((HYBRID_LABEL + " + re-ranking", _row(hybrid["reranked"].get("recall"), threshold)))
+        rows.append(("places: hybrid re-ranked voting", _row(hybrid["place"].get("reranked_voting"), threshold)))
+    best = results.get("best_pipeline") or {}
+    if best.get("recall"):
+        rows.append((BEST_LABEL, _row(best["recall"], threshold)))
     if results.get("chance_oriented"):
         rows.append(("chance, orientation-restricted (analytic)", _row(results.get("chance_oriented"), threshold)))
     rows.append(("chance (analytic)", chance))
@@ -223,6 +238,24 @@ def markdown_table(results: dict[str, Any], threshold: float = HIT_THRESHOLD_M) 
     ratio = " | ".join(f"{ours[n] / chance[n]:.1f}×" if chance.get(n) else "—" for n in ns)
     lines.append(f"| ours / chance | {ratio} |")
     return "\n".join(lines) + "\n"
+
+
+def pipeline_note(results: dict[str, Any]) -> str:
+    """One sentence on the pipeline chosen on the validation split (``results["pipeline_selection"]``,
+    :func:`crosslocate.pipelines.refine.choose_pipeline`), or "" when the run did not choose one."""
+    sel = results.get("pipeline_selection") or {}
+    if "chosen" not in sel:
+        return ""
+    scores = ", ".join(
+        f"{name} {100 * v.get('1', float('nan')):.1f}% / {100 * v.get('10', float('nan')):.1f}%"
+        for name, v in sel.get("scores", {}).items()
+    )
+    return (
+        f"The best pipeline was chosen on the validation split ({sel.get('n_queries', '?')} photos, "
+        f"{sel.get('n_database', '?')} views) by {sel.get('rule', '?')}: {sel['chosen']}. Validation R@1 / R@10 "
+        f"within 1 km: {scores}. The hybrid re-ranks the union of the network's and the pitch/roll-searched "
+        "horizon baseline's top K."
+    )
 
 
 def shared_terrain_note(results: dict[str, Any]) -> str:
@@ -433,6 +466,7 @@ def render_report(run_dir: str | os.PathLike[str], *, max_rows: int = MAX_ROWS) 
         "<h2>Recall curves</h2>", "".join(panels),
         "<h2>Results vs chance and baselines</h2>", results_table(results),
         f"<p class='note'>{_esc(shared_terrain_note(results))}</p>",
+        f"<p class='note'>{_esc(pipeline_note(results))}</p>",
         "<h2>Map of the test spots</h2>", the_map,
         "<h2>Per query</h2>", per_query,
         "<h2>Plots of the run</h2>", _plots(results, run_dir),

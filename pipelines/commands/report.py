@@ -28,16 +28,22 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from crosslocate.errors import ConfigError
-    from crosslocate.pipelines.report import markdown_spread_table, markdown_table, shared_terrain_note, write_report
+    from crosslocate.pipelines.report import (
+        markdown_spread_table,
+        markdown_table,
+        pipeline_note,
+        shared_terrain_note,
+        write_report,
+    )
 
     if args.markdown:
         runs = []
         for p in map(Path, args.run_dir):
             runs.append(json.loads((p if p.is_file() else p / "results.json").read_text()))
         print(markdown_table(runs[0]) if len(runs) == 1 else markdown_spread_table(runs), end="")
-        note = shared_terrain_note(runs[0])
-        if note:
-            print(f"\n{note}")
+        for note in (shared_terrain_note(runs[0]), *(pipeline_note(r) for r in runs)):
+            if note:
+                print(f"\n{note}")
         return 0
     if len(args.run_dir) != 1:
         raise ConfigError("one RUN_DIR for report.html (several only with --markdown)")

@@ -25,6 +25,7 @@ from crosslocate.model.checkpoint import check_run_record
 from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines import train as flow
 from crosslocate.pipelines.cli import main
+from crosslocate.pipelines.refine import PIPELINES, pipeline_table
 
 SIZE, GRID, SPACING_M, LON0, LAT0 = 16, 4, 3000.0, 7.5, 46.5
 CRS = aeqd_crs_wkt(LON0, LAT0)
@@ -326,7 +327,23 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     assert refined["place"]["n_places"] == 4 and refined["cost_s_per_query"]["rerank"] > 0
     assert "skyline re-ranking" in out and "places: plain voting" in out
     assert "ours + skyline re-ranking" in (run / "report.html").read_text()  # and the HTML report
-    assert len(list((run / "descriptors").glob("*.npy"))) == 4
+    # the horizon search's ranking read as places: its first place is its first view's position
+    assert refined["place"]["horizon_searched_views_as_places"]["1000"]["1"] == searched["1000"]["1"]
+    hybrid = refined["hybrid"]  # the network's and the horizon search's candidates, re-ranked together
+    assert hybrid["candidates"] == ["network", "horizon_searched"] and hybrid["k_each"] == 100
+    # every query's union holds the 48 test views at most, and at least the network's 48 (K = the database)
+    assert hybrid["mean_candidates"] == 48.0
+    assert hybrid["reranked"]["recall"]["1000"]["1"] >= 0.9
+    assert hybrid["place"]["reranked_views_as_places"]["1000"]["1"] == hybrid["reranked"]["recall"]["1000"]["1"]
+    # the pipeline is chosen on the validation split (its own queries and views), then reported on test
+    choice = res["pipeline_selection"]
+    assert choice["split"] == "val" and choice["n_database"] > 0 and choice["n_queries"] > 0
+    assert set(choice["scores"]) == set(PIPELINES) and choice["chosen"] in PIPELINES
+    assert choice["scores"][choice["chosen"]]["1"] == max(v["1"] for v in choice["scores"].values())
+    assert res["best_pipeline"] == {"name": choice["chosen"], "recall": pipeline_table(res, choice["chosen"])}
+    assert "best pipeline, chosen on validation" in out
+    assert res["evaluation_key"]["pipelines"]["names"] == list(PIPELINES)  # a new pipeline is a new configuration
+    assert len(list((run / "descriptors").glob("*.npy"))) == 6  # test and val: database and queries
     for png in res["plots"]:
         assert png.endswith(".png")
     mosaic = [p for p in res["plots"] if p.endswith("retrieval_mosaic.png")]

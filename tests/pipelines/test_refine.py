@@ -37,3 +37,13 @@ def test_full_ties_keep_the_simpler_pipeline_and_missing_ones_are_skipped():
     assert pipeline_table(res, "hybrid + re-ranking") is None
     with pytest.raises(ConfigError, match="no pipeline"):
         choose_pipeline({"refined": {}})
+
+
+def test_without_1_km_the_largest_threshold_decides_and_a_missing_n_counts_lowest():
+    res = {  # an EvalConfig with thresholds (500, 4000) and max_n 7: no "1000", no "10"
+        "recall": {"500": {"1": 0.9}, "4000": {"1": 0.2}},
+        "refined": {"reranked": {"recall": {"500": {"1": 0.1}, "4000": {"1": 0.4}}}},
+    }
+    choice = choose_pipeline(res)
+    assert choice["chosen"] == "network + re-ranking" and choice["threshold_m"] == 4000.0
+    assert "within 4 km" in choice["rule"]

@@ -188,3 +188,27 @@ def test_markdown_spread_over_runs(export_data, tmp_path, capsys):
     # mean 50.0, sample sd of (33.3, 66.7) = 23.6
     assert rows["ours (depth)"].startswith("| ours (depth) | 50.0 ± 23.6% | 66.7 ± 0.0%")
     assert rows["horizon"].startswith("| horizon | 50.0 ± 0.0%")
+
+
+def test_best_pipeline_row_and_validation_note(export_data, capsys):
+    db, qcsv, tmp, _ = export_data
+    run = make_run(tmp, db, qcsv)
+    res = json.loads((run / "results.json").read_text())
+    res["pipeline_selection"] = {
+        "chosen": "network + re-ranking",
+        "rule": "recall@1 within 1 km, ties by recall@10",
+        "scores": {"network": {"1": 0.25, "10": 0.5}, "network + re-ranking": {"1": 0.5, "10": 0.75}},
+        "split": "val",
+        "n_queries": 4,
+        "n_database": 48,
+    }
+    res["best_pipeline"] = {"name": "network + re-ranking", "recall": _table(0.2, 0.4, 0.6, 0.8)}
+    (run / "results.json").write_text(json.dumps(res))
+    assert main(["report", str(run), "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines}
+    assert rows["best pipeline, chosen on validation"] == (
+        "| best pipeline, chosen on validation | 20.0% | 40.0% | 60.0% | 80.0% |"
+    )
+    assert lines[-1].startswith("The best pipeline was chosen on the validation split (4 photos, 48 views)")
+    assert "network + re-ranking 50.0% / 75.0%" in lines[-1]
