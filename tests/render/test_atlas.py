@@ -128,7 +128,7 @@ def test_full_disk_while_saving_leaves_no_temporary_folder(rough_dem, tmp_path, 
 
     from crosslocate import fileio
     from crosslocate.errors import DiskFullError
-    from crosslocate.render import atlas as atlas_mod
+    from crosslocate.render import atlas_store as atlas_mod  # the on-disk cache
 
     lon, lat = _centre(rough_dem)
     spec = plan_atlas([lon], [lat], rough_dem.resolution_m, 20_000.0, 64)[0]
