@@ -458,6 +458,10 @@ class RerankConfig:
         Fraction of the query's valid grid points a candidate curve must overlap.
     cost_floor_deg2 : float
         Added to the cost before the log (deg^2): costs far below it count as equally good.
+    weight_grid : tuple of float
+        Fusion weights the benchmark compares on each run's validation split (the geometric costs
+        are searched once and fused at each); the test split is re-ranked at the chosen one, and at
+        ``weight`` only when there is no validation split. 64 orders by the skyline alone in practice.
     """
 
     k: int = 100
@@ -470,10 +474,16 @@ class RerankConfig:
     step_deg: float = 1.0
     min_overlap: float = 0.5
     cost_floor_deg2: float = 0.25
+    weight_grid: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
 
     def __post_init__(self) -> None:
         if not _is_int(self.k) or self.k < 1:
             raise ConfigError(f"RerankConfig.k must be an int >= 1, got {self.k!r}")
+        grid = self.weight_grid
+        if not isinstance(grid, tuple) or not grid:
+            raise ConfigError(f"RerankConfig.weight_grid must be a non-empty tuple of weights, got {grid!r}")
+        for w in grid:
+            _positive("RerankConfig.weight_grid entries", w, allow_zero=True)
         for name in ("weight", "max_pitch_deg", "max_roll_deg", "max_shift_deg"):
             _positive(f"RerankConfig.{name}", getattr(self, name), allow_zero=True)
         for name in ("pitch_step_deg", "roll_step_deg", "step_deg", "cost_floor_deg2"):

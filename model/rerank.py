@@ -24,9 +24,13 @@ API
 - ``skyline_costs(q_rows, q_fov_deg, q_height_px, cand_curves, cfg, grid_deg) -> (costs (K,), best (K, 2))``:
   one query against its candidates' resampled curves; ``best`` = the (pitch, roll) of each minimum.
 - ``fuse_scores(desc_dist (K,), costs (K,), weight, floor_deg2) -> (K,)``.
+- ``candidate_costs(cand_idx (M, K), q_rows, ..., cfg) -> (M, k)``: the geometric costs alone, in
+  candidate order (they do not depend on the fusion weight).
+- ``order_by_score(cand_idx, desc_dist, costs, weight, floor) -> (indices, costs, fused)``: the fusion
+  and re-ordering at one weight, from given costs.
 - ``rerank(cand_idx (M, K), desc_dist (M, K), q_rows, q_fov_deg, q_height_px, db_rows (N, W), db_fov_deg,
-  db_height_px, cfg) -> RerankResult``: the re-ordered (M, K) indices, the costs, the fused scores and
-  the time per query.
+  db_height_px, cfg, costs=None) -> RerankResult``: both: the re-ordered (M, K) indices, the costs,
+  the fused scores and the time per query.
 - ``union_candidates(rankings, k) -> (M, L)``: each query's first ``k`` candidates of several rankings
   (e.g. the network's and the skyline search's), duplicates removed, in order of first appearance.
 """
@@ -135,6 +139,90 @@ def fuse_scores(
     return _z(d) + float(weight) * _z(g)
 
 
+def candidate_costs(
+    cand_idx: npt.ArrayLike,
+    q_rows: Sequence[npt.ArrayLike],
+    q_fov_deg: npt.ArrayLike,
+    q_height_px: npt.ArrayLike,
+    db_rows: npt.ArrayLike,
+    db_fov_deg: float,
+    db_height_px: int,
+    cfg: RerankConfig,
+    *,
+    db_pitch_deg: float | npt.ArrayLike = 0.0,
+    db_roll_deg: float | npt.ArrayLike = 0.0,
+) -> npt.NDArray[np.float64]:
+    """(M, k) float64 geometric cost (deg^2, :func:`skyline_costs`) of each query's first
+    ``k = min(cfg.k, K0)`` candidates, in candidate order; ``inf`` for padding (-1) and for candidates
+    without a usable overlap. Independent of ``cfg.weight``: compute once, fuse at any weight with
+    :func:`order_by_score`. Arguments as for :func:`rerank`."""
+    idx = np.asarray(cand_idx, np.int64)
+    if idx.ndim != 2 or len(q_rows) != len(idx):
+        raise ConfigError(f"candidate_costs needs cand_idx (M, K) and M query curves; got {idx.shape}, {len(q_rows)}")
+    m, k0 = idx.shape
+    k = min(cfg.k, k0)
+    db = np.atleast_2d(np.asarray(db_rows, np.float64))
+    fov = np.broadcast_to(np.asarray(q_fov_deg, np.float64), (m,))
+    hgt = np.broadcast_to(np.asarray(q_height_px, np.float64), (m,))
+    n = len(db)
+    pit = np.broadcast_to(np.asarray(db_pitch_deg, np.float64), (n,))
+    rol = np.broadcast_to(np.asarray(db_roll_deg, np.float64), (n,))
+    grid = horizon_grid(db_fov_deg, cfg.step_deg)
+    # every candidate view's curve once (a view is usually a candidate of many queries)
+    used = np.unique(idx[:, :k][idx[:, :k] >= 0])
+    curves = np.full((n, len(grid)), np.nan, np.float32)
+    if used.size:
+        curves[used] = resample_horizon(
+            db[used], db_fov_deg, db_height_px, grid, pitch_deg=pit[used], roll_deg=rol[used]
+        )
+    costs = np.full((m, k), np.inf)
+    for i in range(m):
+        cand = idx[i, :k]
+        valid = cand >= 0
+        cc = np.where(valid[:, None], curves[np.maximum(cand, 0)], np.nan)
+        costs[i], _ = skyline_costs(q_rows[i], float(fov[i]), int(hgt[i]), cc, cfg, grid)
+        costs[i, ~valid] = np.inf
+    return costs
+
+
+def order_by_score(
+    cand_idx: npt.ArrayLike,
+    desc_dist: npt.ArrayLike,
+    costs: npt.ArrayLike,
+    weight: float,
+    floor_deg2: float = 0.25,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Re-order each query's first k candidates (k = ``costs.shape[1]``) by :func:`fuse_scores`.
+
+    ``cand_idx`` / ``desc_dist`` (M, K0), ``costs`` (M, k) in candidate order
+    (:func:`candidate_costs`). Returns the (M, K0) int64 indices (columns beyond k keep their order)
+    and the (M, k) costs and fused scores in the new order. Padding (-1) is neither a candidate nor
+    part of the standardisation and sorts last; ties keep the descriptor order.
+    """
+    idx = np.asarray(cand_idx, np.int64)
+    dist = np.asarray(desc_dist, np.float64)
+    cost = np.asarray(costs, np.float64)
+    m, k = cost.shape
+    if dist.shape != idx.shape or len(idx) != m or idx.shape[1] < k:
+        raise ConfigError(
+            f"order_by_score needs cand_idx and desc_dist (M, K0) and costs (M, k <= K0); "
+            f"got {idx.shape}, {dist.shape}, {cost.shape}"
+        )
+    out_idx = idx.copy()
+    out_cost = np.full((m, k), np.inf)
+    fused = np.zeros((m, k))
+    for i in range(m):
+        cand = idx[i, :k]
+        valid = cand >= 0
+        score = np.full(k, np.inf)
+        if valid.any():
+            score[valid] = fuse_scores(dist[i, :k][valid], cost[i][valid], weight, floor_deg2)
+        order = np.lexsort((np.arange(k), score))  # stable: ties keep the descriptor order
+        out_idx[i, :k] = cand[order]
+        out_cost[i], fused[i] = cost[i][order], score[order]
+    return out_idx, out_cost, fused
+
+
 def rerank(
     cand_idx: npt.ArrayLike,
     desc_dist: npt.ArrayLike,
@@ -148,6 +236,7 @@ def rerank(
     *,
     db_pitch_deg: float | npt.ArrayLike = 0.0,
     db_roll_deg: float | npt.ArrayLike = 0.0,
+    costs: npt.ArrayLike | None = None,
 ) -> RerankResult:
     """Re-rank each query's first ``cfg.k`` candidates by fused descriptor + skyline score.
 
@@ -167,10 +256,14 @@ def rerank(
         Database FOV (degrees) and view height (pixels).
     db_pitch_deg, db_roll_deg : float or (N,)
         The database cameras' known gravity, degrees (0: level).
+    costs : (M, min(cfg.k, K0)) float, optional
+        The candidates' geometric costs from :func:`candidate_costs` with the same candidates and
+        search settings (to fuse at several weights without searching again); computed when None.
 
     Returns
     -------
-    RerankResult; ``info`` has ``seconds_per_query``, ``k``, ``n_poses``, ``queries_without_skyline``.
+    RerankResult; ``info`` has ``seconds_per_query`` (of the search and fusion, or of the fusion
+    alone with given ``costs``), ``k``, ``weight``, ``n_poses``, ``queries_without_skyline``.
     """
     idx = np.asarray(cand_idx, np.int64)
     dist = np.asarray(desc_dist, np.float64)
@@ -180,47 +273,35 @@ def rerank(
         )
     m, k0 = idx.shape
     k = min(cfg.k, k0)
-    db = np.atleast_2d(np.asarray(db_rows, np.float64))
-    fov = np.broadcast_to(np.asarray(q_fov_deg, np.float64), (m,))
-    hgt = np.broadcast_to(np.asarray(q_height_px, np.float64), (m,))
-    n = len(db)
-    pit = np.broadcast_to(np.asarray(db_pitch_deg, np.float64), (n,))
-    rol = np.broadcast_to(np.asarray(db_roll_deg, np.float64), (n,))
-    grid = horizon_grid(db_fov_deg, cfg.step_deg)
     t0 = time.perf_counter()
-    # every candidate view's curve once (a view is usually a candidate of many queries)
-    used = np.unique(idx[:, :k][idx[:, :k] >= 0])
-    curves = np.full((n, len(grid)), np.nan, np.float32)
-    if used.size:
-        curves[used] = resample_horizon(
-            db[used], db_fov_deg, db_height_px, grid, pitch_deg=pit[used], roll_deg=rol[used]
+    if costs is None:
+        cost = candidate_costs(
+            idx,
+            q_rows,
+            q_fov_deg,
+            q_height_px,
+            db_rows,
+            db_fov_deg,
+            db_height_px,
+            cfg,
+            db_pitch_deg=db_pitch_deg,
+            db_roll_deg=db_roll_deg,
         )
-    out_idx = idx.copy()
-    costs = np.full((m, k), np.inf)
-    fused = np.zeros((m, k))
-    no_sky = 0
-    for i in range(m):
-        cand = idx[i, :k]
-        valid = cand >= 0
-        cc = np.where(valid[:, None], curves[np.maximum(cand, 0)], np.nan)
-        cost, _ = skyline_costs(q_rows[i], float(fov[i]), int(hgt[i]), cc, cfg, grid)
-        no_sky += int(not np.isfinite(cost).any())
-        score = np.full(k, np.inf)  # padding (-1) is neither a candidate nor part of the standardisation
-        if valid.any():
-            score[valid] = fuse_scores(dist[i, :k][valid], cost[valid], cfg.weight, cfg.cost_floor_deg2)
-        order = np.lexsort((np.arange(k), score))  # stable: ties keep the descriptor order
-        out_idx[i, :k] = cand[order]
-        costs[i], fused[i] = cost[order], score[order]
+    else:
+        cost = np.asarray(costs, np.float64)
+        if cost.shape != (m, k):
+            raise ConfigError(f"rerank: given costs must be (M, k) = {(m, k)}, got {cost.shape}")
+    out_idx, out_cost, fused = order_by_score(idx, dist, cost, cfg.weight, cfg.cost_floor_deg2)
     elapsed = time.perf_counter() - t0
     info = {
         "k": k,
         "weight": cfg.weight,
         "n_poses": len(pose_grid(cfg)),
         "seconds_per_query": elapsed / max(m, 1),
-        "queries_without_skyline": no_sky,
+        "queries_without_skyline": int(np.sum(~np.isfinite(cost).any(axis=1))) if k else m,
     }
     logger.info("re-ranked top %d of %d queries in %.3f s per query", k, m, info["seconds_per_query"])
-    return RerankResult(indices=out_idx, costs=costs, fused=fused, info=info)
+    return RerankResult(indices=out_idx, costs=out_cost, fused=fused, info=info)
 
 
 def union_candidates(rankings: Sequence[npt.ArrayLike], k: int) -> npt.NDArray[np.int64]:
@@ -254,4 +335,14 @@ def union_candidates(rankings: Sequence[npt.ArrayLike], k: int) -> npt.NDArray[n
     return out
 
 
-__all__ = ["RerankConfig", "RerankResult", "fuse_scores", "pose_grid", "rerank", "skyline_costs", "union_candidates"]
+__all__ = [
+    "RerankConfig",
+    "RerankResult",
+    "candidate_costs",
+    "fuse_scores",
+    "order_by_score",
+    "pose_grid",
+    "rerank",
+    "skyline_costs",
+    "union_candidates",
+]

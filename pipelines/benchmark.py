@@ -20,8 +20,10 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
    ``refined``; the skylines are read once for both), together with the hybrid that adds the
    searched horizon baseline's top K to the candidates (``refined.hybrid``). Which of these
    pipelines is reported as the best is decided on the validation split
-   (:func:`_validation_choice`: the same steps on the val queries against the val views,
-   :func:`crosslocate.pipelines.refine.choose_pipeline`); ``pipeline_selection`` records the
+   (:func:`_validation_choice`: the same steps on the val queries against the val views, at every
+   re-ranking fusion weight of ``RerankConfig.weight_grid``,
+   :func:`crosslocate.pipelines.refine.choose_pipeline_and_weight`), before the test split is
+   re-ranked, at the chosen weight; ``pipeline_selection`` records the
    validation tables and the choice, ``best_pipeline`` the chosen pipeline's test table. Without
    val queries or views nothing is chosen (``pipeline_selection.skipped`` says why, and there is
    no ``best_pipeline``); without skylines only the network is a candidate. Returns the
@@ -258,9 +260,12 @@ def _skyline_methods(
     geometry: tuple[Any, ...],
     spots: npt.NDArray[np.int64],
     timings: dict[str, float],
+    rerank_weight: float | None = None,
 ) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, Any], dict[str, Any]]:
     """(horizon baseline rankings, their info, the ``refined`` block: the network's top K re-ranked by
-    skyline agreement and its places voted); the skylines are read once for both."""
+    skyline agreement at fusion weight ``rerank_weight`` (the validation split's choice; None: the
+    ``RerankConfig`` default) and its places voted); the skylines are read once for both."""
+    from crosslocate.model.config import RerankConfig
     from crosslocate.pipelines.refine import load_skylines, refine_ranking
 
     cfg, db_fov = inp.eval, float(inp.preset.render.fov_deg)
@@ -280,8 +285,18 @@ def _skyline_methods(
     refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
     if sky is not None:
         extra = {HYBRID_WITH: rankings[HYBRID_WITH]} if HYBRID_WITH in rankings else None
+        rcfg = RerankConfig() if rerank_weight is None else RerankConfig(weight=float(rerank_weight))
         refined = refine_ranking(
-            nw.idx, nw.q_desc, nw.db_desc, *geometry, sky, db_fov, cfg, spots=spots, extra_candidates=extra
+            nw.idx,
+            nw.q_desc,
+            nw.db_desc,
+            *geometry,
+            sky,
+            db_fov,
+            cfg,
+            spots=spots,
+            extra_candidates=extra,
+            rerank_cfg=rcfg,
         )
     timings["refine_s"] = round(time.perf_counter() - t0, 2)
     return rankings, info, refined
@@ -292,12 +307,13 @@ HYBRID_WITH = "horizon_searched"
 
 
 def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, float]) -> dict[str, Any]:
-    """The pipeline chosen on the validation split: the network's ranking of the val queries against
-    the val views, re-ranked, hybrid and voted exactly as on the test split, scored, and picked by
-    :func:`crosslocate.pipelines.refine.choose_pipeline`. ``{"skipped": why}`` without a val split."""
+    """The pipeline and re-ranking weight chosen on the validation split: the network's ranking of the
+    val queries against the val views, re-ranked at every weight of ``RerankConfig.weight_grid``,
+    hybrid and voted exactly as on the test split, scored, and picked by
+    :func:`crosslocate.pipelines.refine.choose_pipeline_and_weight`. ``{"skipped": why}`` without a val split."""
     from crosslocate.model import evaluate, search
     from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
-    from crosslocate.pipelines.refine import choose_pipeline, load_skylines, refine_ranking
+    from crosslocate.pipelines.refine import choose_pipeline_and_weight, load_skylines, weight_sweep
 
     qset, pool, cfg = inp.val_qset, inp.val_pool, inp.eval
     if qset is None or pool is None:
@@ -312,19 +328,25 @@ def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, fl
     idx = search.ranking(db_desc, q_desc, k, cfg)
     q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
-    val: dict[str, Any] = {"recall": evaluate.evaluate_retrieval(idx, *geometry, cfg, chance=False)["recall"]}
+    recall = evaluate.evaluate_retrieval(idx, *geometry, cfg, chance=False)["recall"]
+    refined_by_weight: dict[float, dict[str, Any]] = {}
     try:
         sky = load_skylines(qset, pool)
         searched = horizon_rankings(qset, pool, k, db_fov, cfg, sky, methods=(HYBRID_WITH,))[HYBRID_WITH][0]
-        val["refined"] = refine_ranking(
+        refined_by_weight = weight_sweep(
             idx, q_desc, db_desc, *geometry, sky, db_fov, cfg, extra_candidates={HYBRID_WITH: searched}
         )
     except ShardCorruptError as exc:  # a database without depth: the network alone
         logger.warning("validation: no skylines, only the network is a candidate pipeline: %s", exc)
-    choice = choose_pipeline(val)
+    choice = choose_pipeline_and_weight(recall, refined_by_weight)
     choice.update(split="val", n_queries=len(qset.dataset), n_database=len(pool))
     timings["validation_choice_s"] = round(time.perf_counter() - t0, 2)
-    logger.info("pipeline chosen on the validation split: %s (%s)", choice["chosen"], choice["scores"])
+    logger.info(
+        "chosen on the validation split: %s, re-ranking weight %s (%s)",
+        choice["chosen"],
+        choice["weight"],
+        choice["scores"],
+    )
     return choice
 
 
@@ -385,7 +407,8 @@ def benchmark_results(
     q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     ours = evaluate.evaluate_retrieval(nw.idx, *geometry, cfg, groups=spots)
-    sky_rankings, sky_info, refined = _skyline_methods(inp, nw, geometry, spots, timings)
+    choice = _validation_choice(inp, nw, timings)  # before the test split is re-ranked: it sets the weight
+    sky_rankings, sky_info, refined = _skyline_methods(inp, nw, geometry, spots, timings, choice.get("weight"))
     rankings = {NETWORK: nw.idx, "untrained": nw.untrained_idx, **sky_rankings}
     baselines = {
         name: evaluate.evaluate_retrieval(r, *geometry, cfg, chance=False)
@@ -401,7 +424,6 @@ def benchmark_results(
         "n_spots": int(spots.max()) + 1 if spots.size else 0,
         **_run_record(inp, nw),
     }
-    choice = _validation_choice(inp, nw, timings)
     results["pipeline_selection"] = choice
     if "chosen" in choice:
         results["best_pipeline"] = {"name": choice["chosen"], "recall": pipeline_table(results, choice["chosen"])}

@@ -19,6 +19,9 @@
   paths into ``results.json``, and the rule that picks one on the validation split: the highest
   R@1 within 1 km (view level unvoted, place level voted), ties broken by R@10, then by the simpler pipeline. The benchmark
   applies the rule to validation results and reports the chosen pipeline's test numbers only.
+- ``weight_sweep(...)`` / ``choose_pipeline_and_weight(network_recall, refined_by_weight)``: the
+  validation split re-ranked at every fusion weight of ``RerankConfig.weight_grid`` (skylines
+  searched once), and the (pipeline, weight) pair the rule picks; the test split is re-ranked at that weight.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def refine_ranking(
     rerank_cfg: Any = None,
     vote_cfg: Any = None,
     extra_candidates: Mapping[str, npt.NDArray[np.int64]] | None = None,
+    cost_cache: dict[str, npt.NDArray[np.float64]] | None = None,
 ) -> dict[str, Any]:
     """Re-rank ``idx`` (Q, K) by skyline agreement, vote places, and tabulate recall (module docstring).
 
@@ -109,7 +113,10 @@ def refine_ranking(
     e.g. the horizon search's) adds the ``hybrid`` block: the union of the network's and their first
     ``RerankConfig.k`` candidates (:func:`crosslocate.model.rerank.union_candidates`) re-ranked the
     same way and voted; and each one's ranking read as places (``place["<name>_views_as_places"]``),
-    the place-level reference for it.
+    the place-level reference for it. ``cost_cache`` (a dict, filled on the first call): the
+    candidates' geometric costs kept under ``"network"`` / ``"hybrid"`` so that calls that differ
+    only in ``rerank_cfg.weight`` (:func:`weight_sweep`) search the skylines once; the reported
+    cost per query is then that of the fusion alone.
     """
     from crosslocate.model import evaluate, voting
 
@@ -118,7 +125,8 @@ def refine_ranking(
     extra = dict(extra_candidates or {})
     args = (q_desc, db_desc, q_xy, q_yaw, q_fov, db_xy, db_yaw, sky, db_fov_deg, eval_cfg, spots)
     pos_id, centres = voting.position_ids(db_xy)
-    res, reranked = _rerank_and_score(idx, rcfg, *args)
+    cache = cost_cache if cost_cache is not None else {}
+    res, reranked = _rerank_and_score(idx, rcfg, *args, cache=cache, cache_key="network")
     t0 = time.perf_counter()
     place: dict[str, Any] = {"n_places": len(centres), "grid_spacing_m": voting.grid_spacing_m(centres)}
     place.update(_place_tables({"plain": idx, "reranked": res.indices}, pos_id, centres, q_xy, eval_cfg, vcfg))
@@ -138,7 +146,9 @@ def refine_ranking(
     }
     if extra:
         union = union_candidates([idx, *extra.values()], rcfg.k)
-        h_res, h_reranked = _rerank_and_score(union, replace(rcfg, k=max(union.shape[1], 1)), *args)
+        h_res, h_reranked = _rerank_and_score(
+            union, replace(rcfg, k=max(union.shape[1], 1)), *args, cache=cache, cache_key="hybrid"
+        )
         n_cand = (union >= 0).sum(axis=1)
         out["hybrid"] = {
             "candidates": ["network", *extra],
@@ -166,24 +176,27 @@ def _rerank_and_score(
     db_fov_deg: float,
     eval_cfg: Any,
     spots: npt.NDArray[np.int64] | None,
+    *,
+    cache: dict[str, npt.NDArray[np.float64]],
+    cache_key: str,
 ) -> tuple[Any, dict[str, Any]]:
-    """(RerankResult, its recall tables) of candidates ``cand`` (Q, K), -1 padded; evaluated up to ``max_n``."""
+    """(RerankResult, its recall tables) of candidates ``cand`` (Q, K), -1 padded; evaluated up to
+    ``max_n``. The geometric costs are read from ``cache[cache_key]`` when there, else searched and kept there."""
     from crosslocate.model import evaluate
+    from crosslocate.model.rerank import candidate_costs
 
     d2 = np.sum((q_desc[:, None, :] - db_desc[np.maximum(cand, 0)]) ** 2, axis=2)  # (Q, K) squared L2
-    res = rerank(
-        cand,
-        d2,
-        sky.q_rows,
-        q_fov,
-        sky.q_height,
-        sky.db_rows,
-        db_fov_deg,
-        sky.db_height,
-        rcfg,
-        db_pitch_deg=sky.db_pitch,
-        db_roll_deg=sky.db_roll,
-    )
+    skyline_args = (sky.q_rows, q_fov, sky.q_height, sky.db_rows, db_fov_deg, sky.db_height, rcfg)
+    gravity = {"db_pitch_deg": sky.db_pitch, "db_roll_deg": sky.db_roll}
+    search_s, cached = 0.0, cache_key in cache
+    if not cached:
+        t0 = time.perf_counter()
+        cache[cache_key] = candidate_costs(cand, *skyline_args, **gravity)
+        search_s = time.perf_counter() - t0
+    res = rerank(cand, d2, *skyline_args, **gravity, costs=cache[cache_key])
+    # the cost per query counts the skyline search when this call paid for it
+    res.info["seconds_per_query"] += search_s / max(len(cand), 1)
+    res.info["skyline_search_cached"] = cached
     ranked = res.indices[:, : int(eval_cfg.max_n)]
     return res, evaluate.evaluate_retrieval(
         ranked, q_xy, q_yaw, q_fov, db_xy, db_yaw, eval_cfg, groups=spots, chance=False
@@ -267,4 +280,66 @@ def choose_pipeline(results: Mapping[str, Any]) -> dict[str, Any]:
     return {"chosen": chosen, "rule": rule, "threshold_m": thr_m, "scores": scores}
 
 
-__all__ = ["PIPELINES", "Skylines", "choose_pipeline", "load_skylines", "pipeline_table", "refine_ranking"]
+def weight_sweep(
+    idx: npt.NDArray[np.int64],
+    *args: Any,
+    rerank_cfg: Any = None,
+    **kwargs: Any,
+) -> dict[float, dict[str, Any]]:
+    """``{weight: refine_ranking(idx, *args, rerank_cfg=<rerank_cfg at weight>, **kwargs)}`` for each
+    weight of ``rerank_cfg.weight_grid`` (ascending); the skylines are searched once for all."""
+    rcfg = rerank_cfg or RerankConfig()
+    cache: dict[str, npt.NDArray[np.float64]] = {}
+    return {
+        w: refine_ranking(idx, *args, rerank_cfg=replace(rcfg, weight=w), cost_cache=cache, **kwargs)
+        for w in sorted({float(w) for w in rcfg.weight_grid})
+    }
+
+
+def choose_pipeline_and_weight(
+    network_recall: Mapping[str, Any], refined_by_weight: Mapping[float, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The pipeline and the re-ranking fusion weight picked together on the validation split.
+
+    ``network_recall``: the network's recall table; ``refined_by_weight``: :func:`weight_sweep`'s
+    result (empty without skylines). Every (pipeline, weight) pair competes under
+    :func:`choose_pipeline`'s rule; ties go to the simpler pipeline, then to the smaller weight.
+    Returns :func:`choose_pipeline`'s dict (``scores`` at the chosen weight) plus ``weight``: the
+    weight of the best pipeline that re-ranks (what the test split is re-ranked with, also when the
+    network alone wins; None without skylines), and ``scores_by_weight``.
+    """
+    if not refined_by_weight:
+        return {**choose_pipeline({"recall": network_recall}), "weight": None, "scores_by_weight": {}}
+    per_weight = {
+        w: choose_pipeline({"recall": network_recall, "refined": refined_by_weight[w]})
+        for w in sorted(refined_by_weight)
+    }
+    names = list(PIPELINES)
+    ranked = []
+    for j, (w, choice) in enumerate(per_weight.items()):
+        for name, sc in choice["scores"].items():
+            vals = [sc[str(n)] for n in SELECTION_NS]
+            ranked.append(((*[-(v if np.isfinite(v) else -1.0) for v in vals], names.index(name), j), name, w))
+    _, chosen, w_chosen = min(ranked)
+    reranking = [r for r in ranked if r[1] != "network"]
+    weight = min(reranking)[2] if reranking else None
+    out = dict(per_weight[weight if weight is not None else w_chosen])  # the weight the test split gets
+    out.update(
+        chosen=chosen,
+        rule=out["rule"] + ", then the simpler pipeline and the smaller re-ranking weight",
+        weight=weight,
+        scores_by_weight={f"{w:g}": c["scores"] for w, c in per_weight.items()},
+    )
+    return out
+
+
+__all__ = [
+    "PIPELINES",
+    "Skylines",
+    "choose_pipeline",
+    "choose_pipeline_and_weight",
+    "load_skylines",
+    "pipeline_table",
+    "refine_ranking",
+    "weight_sweep",
+]

@@ -250,11 +250,18 @@ def pipeline_note(results: dict[str, Any]) -> str:
         f"{name} {100 * v.get('1', float('nan')):.1f}% / {100 * v.get('10', float('nan')):.1f}%"
         for name, v in sel.get("scores", {}).items()
     )
+    weight = sel.get("weight")
+    grid = ", ".join(sel.get("scores_by_weight", {}))
+    weight_text = (
+        f" The re-ranking's fusion weight was chosen with it, among {grid}: {weight:g} (the test split is re-ranked at it)."
+        if weight is not None and grid
+        else ""
+    )
     return (
         f"The best pipeline was chosen on the validation split ({sel.get('n_queries', '?')} photos, "
         f"{sel.get('n_database', '?')} views) by {sel.get('rule', '?')}: {sel['chosen']}. Validation R@1 / R@10 "
-        f"within 1 km: {scores}. The hybrid re-ranks the union of the network's and the pitch/roll-searched "
-        "horizon baseline's top K."
+        f"within 1 km: {scores}.{weight_text} The hybrid re-ranks the union of the network's and the "
+        "pitch/roll-searched horizon baseline's top K."
     )
 
 

@@ -7,7 +7,16 @@ import pytest
 
 from crosslocate.errors import ConfigError
 from crosslocate.model.baselines import horizon_grid, resample_horizon
-from crosslocate.model.rerank import RerankConfig, fuse_scores, pose_grid, rerank, skyline_costs, union_candidates
+from crosslocate.model.rerank import (
+    RerankConfig,
+    candidate_costs,
+    fuse_scores,
+    order_by_score,
+    pose_grid,
+    rerank,
+    skyline_costs,
+    union_candidates,
+)
 
 
 def ridge(seed: int):
@@ -105,6 +114,28 @@ def test_only_the_first_k_are_reordered(scene):
     res = rerank(cand, dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, RerankConfig(k=4))
     np.testing.assert_array_equal(res.indices[0, 4:], cand[0, 4:])
     assert sorted(res.indices[0, :4].tolist()) == sorted(cand[0, :4].tolist())
+
+
+def test_costs_computed_once_fuse_at_any_weight_as_a_full_rerank_does(scene):
+    db_rows, q_rows, cand, dist = scene
+    cfg = RerankConfig(k=12)
+    costs = candidate_costs(cand, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, cfg)
+    assert costs.shape == (1, 12) and int(np.argmin(costs[0])) == int(np.flatnonzero(cand[0] == TRUE)[0])
+    for w in (0.0, 0.5, 8.0, 64.0):
+        full = rerank(cand, dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, RerankConfig(k=12, weight=w))
+        given = rerank(
+            cand, dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, RerankConfig(k=12, weight=w), costs=costs
+        )
+        np.testing.assert_array_equal(given.indices, full.indices)
+        np.testing.assert_allclose(given.fused, full.fused)
+    # weight 0 keeps the descriptor order; a large weight orders by the cost alone
+    idx0, _, _ = order_by_score(cand, dist, costs, 0.0)
+    np.testing.assert_array_equal(idx0, cand)
+    idx_geo, cost_geo, _ = order_by_score(cand, dist, costs, 1e6)
+    np.testing.assert_array_equal(idx_geo[0], cand[0][np.argsort(costs[0], kind="stable")])
+    assert np.all(np.diff(cost_geo[0]) >= 0)
+    with pytest.raises(ConfigError, match="costs must be"):
+        rerank(cand, dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, cfg, costs=costs[:, :5])
 
 
 def test_union_candidates_by_hand():

@@ -22,7 +22,7 @@ from crosslocate.datasets.schema import SKY_DEPTH_M, SPLIT_CODES, VIEW_DTYPE
 from crosslocate.dem.geodesy import aeqd_crs_wkt, transform_xy
 from crosslocate.dem.poses import Pose
 from crosslocate.model.checkpoint import check_run_record
-from crosslocate.model.config import EvalConfig
+from crosslocate.model.config import EvalConfig, RerankConfig
 from crosslocate.pipelines import train as flow
 from crosslocate.pipelines.cli import main
 from crosslocate.pipelines.refine import PIPELINES, pipeline_table
@@ -341,6 +341,10 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     assert set(choice["scores"]) == set(PIPELINES) and choice["chosen"] in PIPELINES
     assert choice["scores"][choice["chosen"]]["1"] == max(v["1"] for v in choice["scores"].values())
     assert res["best_pipeline"] == {"name": choice["chosen"], "recall": pipeline_table(res, choice["chosen"])}
+    # the fusion weight is chosen with it on validation, and the test split is re-ranked at that weight
+    assert choice["weight"] in RerankConfig().weight_grid
+    assert set(choice["scores_by_weight"]) == {f"{w:g}" for w in RerankConfig().weight_grid}
+    assert refined["config"]["rerank"]["weight"] == choice["weight"] == refined["rerank_info"]["weight"]
     assert "best pipeline, chosen on validation" in out
     assert res["evaluation_key"]["pipelines"]["names"] == list(PIPELINES)  # a new pipeline is a new configuration
     assert len(list((run / "descriptors").glob("*.npy"))) == 6  # test and val: database and queries

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crosslocate.errors import ConfigError
-from crosslocate.pipelines.refine import PIPELINES, choose_pipeline, pipeline_table
+from crosslocate.pipelines.refine import PIPELINES, choose_pipeline, choose_pipeline_and_weight, pipeline_table
 
 
 def table(r1: float, r10: float) -> dict[str, dict[str, float]]:
@@ -47,3 +47,23 @@ def test_without_1_km_the_largest_threshold_decides_and_a_missing_n_counts_lowes
     choice = choose_pipeline(res)
     assert choice["chosen"] == "network + re-ranking" and choice["threshold_m"] == 4000.0
     assert "within 4 km" in choice["rule"]
+
+
+def test_pipeline_and_weight_are_chosen_together_and_ties_take_the_smaller_weight():
+    def refined(rr: float, hy: float) -> dict:
+        return {"reranked": {"recall": table(rr, 0.5)}, "hybrid": {"reranked": {"recall": table(hy, 0.6)}}}
+
+    net = table(0.2, 0.9)
+    # the hybrid is best at weight 16 (0.45); at 64 it ties that, so the smaller weight wins
+    by_weight = {64.0: refined(0.30, 0.45), 2.0: refined(0.35, 0.40), 16.0: refined(0.10, 0.45)}
+    choice = choose_pipeline_and_weight(net, by_weight)
+    assert (choice["chosen"], choice["weight"]) == ("hybrid + re-ranking", 16.0)
+    assert choice["scores"]["hybrid + re-ranking"] == {"1": 0.45, "10": 0.6}  # the scores at the chosen weight
+    assert list(choice["scores_by_weight"]) == ["2", "16", "64"]
+    assert "smaller re-ranking weight" in choice["rule"]
+    # the network alone wins: the test split is still re-ranked at the best re-ranking pipeline's weight
+    choice = choose_pipeline_and_weight(table(0.9, 0.9), by_weight)
+    assert (choice["chosen"], choice["weight"]) == ("network", 16.0)
+    # without skylines: only the network, no weight
+    choice = choose_pipeline_and_weight(net, {})
+    assert (choice["chosen"], choice["weight"], choice["scores_by_weight"]) == ("network", None, {})
