@@ -462,6 +462,12 @@ class RerankConfig:
         Fusion weights the benchmark compares on each run's validation split (the geometric costs
         are searched once and fused at each); the test split is re-ranked at the chosen one, and at
         ``weight`` only when there is no validation split. 64 orders by the skyline alone in practice.
+    panorama : bool
+        Compare the query skyline with the candidate's whole position (its views stitched into a
+        panorama around the candidate's yaw) rather than with the candidate view alone, so that a
+        photo whose yaw falls between two database views is compared whole (:func:`crosslocate.model.rerank.panorama_curves`).
+    panorama_grid : tuple of bool
+        The ``panorama`` settings the benchmark compares on the validation split, with ``weight_grid``.
     """
 
     k: int = 100
@@ -475,6 +481,8 @@ class RerankConfig:
     min_overlap: float = 0.5
     cost_floor_deg2: float = 0.25
     weight_grid: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+    panorama: bool = False
+    panorama_grid: tuple[bool, ...] = (False, True)
 
     def __post_init__(self) -> None:
         if not _is_int(self.k) or self.k < 1:
@@ -484,6 +492,11 @@ class RerankConfig:
             raise ConfigError(f"RerankConfig.weight_grid must be a non-empty tuple of weights, got {grid!r}")
         for w in grid:
             _positive("RerankConfig.weight_grid entries", w, allow_zero=True)
+        if not isinstance(self.panorama, bool):
+            raise ConfigError(f"RerankConfig.panorama must be True or False, got {self.panorama!r}")
+        pg = self.panorama_grid
+        if not isinstance(pg, tuple) or not pg or not all(isinstance(v, bool) for v in pg):
+            raise ConfigError(f"RerankConfig.panorama_grid must be a non-empty tuple of True/False, got {pg!r}")
         for name in ("weight", "max_pitch_deg", "max_roll_deg", "max_shift_deg"):
             _positive(f"RerankConfig.{name}", getattr(self, name), allow_zero=True)
         for name in ("pitch_step_deg", "roll_step_deg", "step_deg", "cost_floor_deg2"):

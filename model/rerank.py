@@ -139,6 +139,64 @@ def fuse_scores(
     return _z(d) + float(weight) * _z(g)
 
 
+def panorama_curves(
+    curves: npt.ArrayLike,
+    grid_deg: npt.ArrayLike,
+    pos_id: npt.ArrayLike,
+    yaw_deg: npt.ArrayLike,
+    views: npt.ArrayLike,
+    out_grid_deg: npt.ArrayLike,
+) -> npt.NDArray[np.float32]:
+    """(len(views), G') float32: each of ``views``' position panorama, centred on that view's yaw.
+
+    Parameters
+    ----------
+    curves : (N, G) float
+        Elevation curves (degrees) of database views on the azimuth offsets ``grid_deg`` (G,), degrees
+        from each view's yaw (:func:`resample_horizon` with the views' known gravity; NaN = none).
+        Rows of views not needed may be NaN.
+    pos_id : (N,) int
+        Position of every view (:func:`crosslocate.model.voting.position_ids`).
+    yaw_deg : (N,) float
+        View yaw, degrees clockwise from north.
+    views : (V,) int
+        The views whose panorama slice is wanted.
+    out_grid_deg : (G',) float
+        Azimuth offsets of the slice from each view's yaw, degrees (a multiple of the grid step; may
+        exceed the view's FOV: that is the point).
+
+    The position's views are stitched on a world-azimuth circle with the grid's step (views
+    overlapping in azimuth are averaged where both have a value); a view's slice then reaches past
+    its own edges into its neighbours' views, so a query skyline that straddles two database views
+    is compared whole. NaN where no view of the position sees that azimuth.
+    """
+    grid = np.asarray(grid_deg, np.float64)
+    step = float(grid[1] - grid[0]) if len(grid) > 1 else 1.0
+    n_bins = round(360.0 / step)
+    c = np.asarray(curves, np.float64)
+    pid = np.asarray(pos_id, np.int64)
+    yaw = np.asarray(yaw_deg, np.float64)
+    want = np.asarray(views, np.int64)
+    if not len(want):
+        return np.full((0, len(np.asarray(out_grid_deg))), np.nan, np.float32)
+    # the views of the wanted views' positions, stitched per position
+    pos, local = np.unique(pid[want], return_inverse=True)
+    members = np.flatnonzero(np.isin(pid, pos))
+    row = np.searchsorted(pos, pid[members])
+    bins = np.round((yaw[members, None] + grid[None, :]) / step).astype(np.int64) % n_bins  # (m, G)
+    vals = c[members]
+    ok = np.isfinite(vals)
+    total = np.zeros((len(pos), n_bins))
+    count = np.zeros((len(pos), n_bins))
+    flat = (row[:, None] * n_bins + bins)[ok]
+    np.add.at(total.reshape(-1), flat, vals[ok])
+    np.add.at(count.reshape(-1), flat, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pano = np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
+    out_bins = np.round((yaw[want, None] + np.asarray(out_grid_deg, np.float64)[None, :]) / step).astype(np.int64)
+    return pano[local[:, None], out_bins % n_bins].astype(np.float32)
+
+
 def candidate_costs(
     cand_idx: npt.ArrayLike,
     q_rows: Sequence[npt.ArrayLike],
@@ -151,11 +209,19 @@ def candidate_costs(
     *,
     db_pitch_deg: float | npt.ArrayLike = 0.0,
     db_roll_deg: float | npt.ArrayLike = 0.0,
+    db_pos_id: npt.ArrayLike | None = None,
+    db_yaw_deg: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float64]:
     """(M, k) float64 geometric cost (deg^2, :func:`skyline_costs`) of each query's first
     ``k = min(cfg.k, K0)`` candidates, in candidate order; ``inf`` for padding (-1) and for candidates
     without a usable overlap. Independent of ``cfg.weight``: compute once, fuse at any weight with
-    :func:`order_by_score`. Arguments as for :func:`rerank`."""
+    :func:`order_by_score`. Arguments as for :func:`rerank`.
+
+    With ``cfg.panorama`` (and the views' ``db_pos_id`` (N,) and ``db_yaw_deg`` (N,) given), each
+    candidate is its position's stitched panorama around the candidate's yaw
+    (:func:`panorama_curves`), on an azimuth grid wide enough for the widest query
+    (``+-max(db_fov, query fov) / 2``, at most ``180 - max_shift_deg``), instead of its own view alone.
+    """
     idx = np.asarray(cand_idx, np.int64)
     if idx.ndim != 2 or len(q_rows) != len(idx):
         raise ConfigError(f"candidate_costs needs cand_idx (M, K) and M query curves; got {idx.shape}, {len(q_rows)}")
@@ -170,11 +236,23 @@ def candidate_costs(
     grid = horizon_grid(db_fov_deg, cfg.step_deg)
     # every candidate view's curve once (a view is usually a candidate of many queries)
     used = np.unique(idx[:, :k][idx[:, :k] >= 0])
+    panorama = bool(cfg.panorama) and db_pos_id is not None and db_yaw_deg is not None
+    need = used
+    if panorama and used.size:
+        pid = np.asarray(db_pos_id, np.int64)
+        need = np.flatnonzero(np.isin(pid, pid[used]))  # the candidates' positions' every view
     curves = np.full((n, len(grid)), np.nan, np.float32)
-    if used.size:
-        curves[used] = resample_horizon(
-            db[used], db_fov_deg, db_height_px, grid, pitch_deg=pit[used], roll_deg=rol[used]
+    if need.size:
+        curves[need] = resample_horizon(
+            db[need], db_fov_deg, db_height_px, grid, pitch_deg=pit[need], roll_deg=rol[need]
         )
+    if panorama:
+        half = min(max(float(db_fov_deg), float(np.max(fov, initial=0.0))) / 2.0, 180.0 - cfg.max_shift_deg)
+        wide = horizon_grid(2.0 * half, cfg.step_deg)
+        wide_curves = np.full((n, len(wide)), np.nan, np.float32)
+        if used.size:
+            wide_curves[used] = panorama_curves(curves, grid, pid, np.asarray(db_yaw_deg, np.float64), used, wide)
+        curves, grid = wide_curves, wide
     costs = np.full((m, k), np.inf)
     for i in range(m):
         cand = idx[i, :k]
@@ -236,6 +314,8 @@ def rerank(
     *,
     db_pitch_deg: float | npt.ArrayLike = 0.0,
     db_roll_deg: float | npt.ArrayLike = 0.0,
+    db_pos_id: npt.ArrayLike | None = None,
+    db_yaw_deg: npt.ArrayLike | None = None,
     costs: npt.ArrayLike | None = None,
 ) -> RerankResult:
     """Re-rank each query's first ``cfg.k`` candidates by fused descriptor + skyline score.
@@ -256,6 +336,8 @@ def rerank(
         Database FOV (degrees) and view height (pixels).
     db_pitch_deg, db_roll_deg : float or (N,)
         The database cameras' known gravity, degrees (0: level).
+    db_pos_id, db_yaw_deg : (N,), optional
+        The views' positions and yaws (degrees), for ``cfg.panorama`` (:func:`candidate_costs`).
     costs : (M, min(cfg.k, K0)) float, optional
         The candidates' geometric costs from :func:`candidate_costs` with the same candidates and
         search settings (to fuse at several weights without searching again); computed when None.
@@ -286,6 +368,8 @@ def rerank(
             cfg,
             db_pitch_deg=db_pitch_deg,
             db_roll_deg=db_roll_deg,
+            db_pos_id=db_pos_id,
+            db_yaw_deg=db_yaw_deg,
         )
     else:
         cost = np.asarray(costs, np.float64)
@@ -296,6 +380,7 @@ def rerank(
     info = {
         "k": k,
         "weight": cfg.weight,
+        "panorama": bool(cfg.panorama) and db_pos_id is not None and db_yaw_deg is not None,
         "n_poses": len(pose_grid(cfg)),
         "seconds_per_query": elapsed / max(m, 1),
         "queries_without_skyline": int(np.sum(~np.isfinite(cost).any(axis=1))) if k else m,
@@ -341,6 +426,7 @@ __all__ = [
     "candidate_costs",
     "fuse_scores",
     "order_by_score",
+    "panorama_curves",
     "pose_grid",
     "rerank",
     "skyline_costs",

@@ -21,9 +21,9 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
    searched horizon baseline's top K to the candidates (``refined.hybrid``). Which of these
    pipelines is reported as the best is decided on the validation split
    (:func:`_validation_choice`: the same steps on the val queries against the val views, at every
-   re-ranking fusion weight of ``RerankConfig.weight_grid``,
-   :func:`crosslocate.pipelines.refine.choose_pipeline_and_weight`), before the test split is
-   re-ranked, at the chosen weight; ``pipeline_selection`` records the
+   re-ranking setting (view or position panorama, fusion weight) of ``RerankConfig``'s grids,
+   :func:`crosslocate.pipelines.refine.choose_pipeline_and_setting`), before the test split is
+   re-ranked, at the chosen setting; ``pipeline_selection`` records the
    validation tables and the choice, ``best_pipeline`` the chosen pipeline's test table. Without
    val queries or views nothing is chosen (``pipeline_selection.skipped`` says why, and there is
    no ``best_pipeline``); without skylines only the network is a candidate. Returns the
@@ -260,11 +260,12 @@ def _skyline_methods(
     geometry: tuple[Any, ...],
     spots: npt.NDArray[np.int64],
     timings: dict[str, float],
-    rerank_weight: float | None = None,
+    choice: dict[str, Any] | None = None,
 ) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, Any], dict[str, Any]]:
     """(horizon baseline rankings, their info, the ``refined`` block: the network's top K re-ranked by
-    skyline agreement at fusion weight ``rerank_weight`` (the validation split's choice; None: the
-    ``RerankConfig`` default) and its places voted); the skylines are read once for both."""
+    skyline agreement at the re-ranking setting (``weight``, ``panorama``) the validation split
+    chose (``choice``; missing or None: the ``RerankConfig`` defaults) and its places voted); the
+    skylines are read once for both."""
     from crosslocate.model.config import RerankConfig
     from crosslocate.pipelines.refine import load_skylines, refine_ranking
 
@@ -285,7 +286,8 @@ def _skyline_methods(
     refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
     if sky is not None:
         extra = {HYBRID_WITH: rankings[HYBRID_WITH]} if HYBRID_WITH in rankings else None
-        rcfg = RerankConfig() if rerank_weight is None else RerankConfig(weight=float(rerank_weight))
+        chosen = {k: v for k, v in (choice or {}).items() if k in ("weight", "panorama") and v is not None}
+        rcfg = RerankConfig(**chosen)
         refined = refine_ranking(
             nw.idx,
             nw.q_desc,
@@ -307,13 +309,13 @@ HYBRID_WITH = "horizon_searched"
 
 
 def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, float]) -> dict[str, Any]:
-    """The pipeline and re-ranking weight chosen on the validation split: the network's ranking of the
-    val queries against the val views, re-ranked at every weight of ``RerankConfig.weight_grid``,
-    hybrid and voted exactly as on the test split, scored, and picked by
-    :func:`crosslocate.pipelines.refine.choose_pipeline_and_weight`. ``{"skipped": why}`` without a val split."""
+    """The pipeline and re-ranking setting chosen on the validation split: the network's ranking of the
+    val queries against the val views, re-ranked at every ``RerankConfig.panorama_grid`` x
+    ``weight_grid`` setting, hybrid and voted exactly as on the test split, scored, and picked by
+    :func:`crosslocate.pipelines.refine.choose_pipeline_and_setting`. ``{"skipped": why}`` without a val split."""
     from crosslocate.model import evaluate, search
     from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
-    from crosslocate.pipelines.refine import choose_pipeline_and_weight, load_skylines, weight_sweep
+    from crosslocate.pipelines.refine import choose_pipeline_and_setting, load_skylines, settings_sweep
 
     qset, pool, cfg = inp.val_qset, inp.val_pool, inp.eval
     if qset is None or pool is None:
@@ -329,21 +331,22 @@ def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, fl
     q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     recall = evaluate.evaluate_retrieval(idx, *geometry, cfg, chance=False)["recall"]
-    refined_by_weight: dict[float, dict[str, Any]] = {}
+    refined_by_setting: dict[tuple[bool, float], dict[str, Any]] = {}
     try:
         sky = load_skylines(qset, pool)
         searched = horizon_rankings(qset, pool, k, db_fov, cfg, sky, methods=(HYBRID_WITH,))[HYBRID_WITH][0]
-        refined_by_weight = weight_sweep(
+        refined_by_setting = settings_sweep(
             idx, q_desc, db_desc, *geometry, sky, db_fov, cfg, extra_candidates={HYBRID_WITH: searched}
         )
     except ShardCorruptError as exc:  # a database without depth: the network alone
         logger.warning("validation: no skylines, only the network is a candidate pipeline: %s", exc)
-    choice = choose_pipeline_and_weight(recall, refined_by_weight)
+    choice = choose_pipeline_and_setting(recall, refined_by_setting)
     choice.update(split="val", n_queries=len(qset.dataset), n_database=len(pool))
     timings["validation_choice_s"] = round(time.perf_counter() - t0, 2)
     logger.info(
-        "chosen on the validation split: %s, re-ranking weight %s (%s)",
+        "chosen on the validation split: %s, re-ranking %s, weight %s (%s)",
         choice["chosen"],
+        "panorama" if choice["panorama"] else "view",
         choice["weight"],
         choice["scores"],
     )
@@ -407,8 +410,8 @@ def benchmark_results(
     q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     ours = evaluate.evaluate_retrieval(nw.idx, *geometry, cfg, groups=spots)
-    choice = _validation_choice(inp, nw, timings)  # before the test split is re-ranked: it sets the weight
-    sky_rankings, sky_info, refined = _skyline_methods(inp, nw, geometry, spots, timings, choice.get("weight"))
+    choice = _validation_choice(inp, nw, timings)  # before the test split is re-ranked: it sets how
+    sky_rankings, sky_info, refined = _skyline_methods(inp, nw, geometry, spots, timings, choice)
     rankings = {NETWORK: nw.idx, "untrained": nw.untrained_idx, **sky_rankings}
     baselines = {
         name: evaluate.evaluate_retrieval(r, *geometry, cfg, chance=False)

@@ -19,9 +19,10 @@
   paths into ``results.json``, and the rule that picks one on the validation split: the highest
   R@1 within 1 km (view level unvoted, place level voted), ties broken by R@10, then by the simpler pipeline. The benchmark
   applies the rule to validation results and reports the chosen pipeline's test numbers only.
-- ``weight_sweep(...)`` / ``choose_pipeline_and_weight(network_recall, refined_by_weight)``: the
-  validation split re-ranked at every fusion weight of ``RerankConfig.weight_grid`` (skylines
-  searched once), and the (pipeline, weight) pair the rule picks; the test split is re-ranked at that weight.
+- ``settings_sweep(...)`` / ``choose_pipeline_and_setting(network_recall, refined_by_setting)``: the
+  validation split re-ranked at every setting of ``RerankConfig.panorama_grid`` x ``weight_grid``
+  (view or stitched position panorama; fusion weight; skylines searched once per panorama
+  setting), and the (pipeline, setting) pair the rule picks; the test split is re-ranked at that setting.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def refine_ranking(
     same way and voted; and each one's ranking read as places (``place["<name>_views_as_places"]``),
     the place-level reference for it. ``cost_cache`` (a dict, filled on the first call): the
     candidates' geometric costs kept under ``"network"`` / ``"hybrid"`` so that calls that differ
-    only in ``rerank_cfg.weight`` (:func:`weight_sweep`) search the skylines once; the reported
+    only in ``rerank_cfg.weight`` (:func:`settings_sweep`) search the skylines once; the reported
     cost per query is then that of the fusion alone.
     """
     from crosslocate.model import evaluate, voting
@@ -182,12 +183,14 @@ def _rerank_and_score(
 ) -> tuple[Any, dict[str, Any]]:
     """(RerankResult, its recall tables) of candidates ``cand`` (Q, K), -1 padded; evaluated up to
     ``max_n``. The geometric costs are read from ``cache[cache_key]`` when there, else searched and kept there."""
-    from crosslocate.model import evaluate
+    from crosslocate.model import evaluate, voting
     from crosslocate.model.rerank import candidate_costs
 
     d2 = np.sum((q_desc[:, None, :] - db_desc[np.maximum(cand, 0)]) ** 2, axis=2)  # (Q, K) squared L2
     skyline_args = (sky.q_rows, q_fov, sky.q_height, sky.db_rows, db_fov_deg, sky.db_height, rcfg)
-    gravity = {"db_pitch_deg": sky.db_pitch, "db_roll_deg": sky.db_roll}
+    pos_id, _ = voting.position_ids(db_xy)
+    gravity = {"db_pitch_deg": sky.db_pitch, "db_roll_deg": sky.db_roll, "db_pos_id": pos_id, "db_yaw_deg": db_yaw}
+    cache_key = f"{cache_key}/{'panorama' if rcfg.panorama else 'view'}"  # the costs depend on it, not on the weight
     search_s, cached = 0.0, cache_key in cache
     if not cached:
         t0 = time.perf_counter()
@@ -280,55 +283,70 @@ def choose_pipeline(results: Mapping[str, Any]) -> dict[str, Any]:
     return {"chosen": chosen, "rule": rule, "threshold_m": thr_m, "scores": scores}
 
 
-def weight_sweep(
+def settings_sweep(
     idx: npt.NDArray[np.int64],
     *args: Any,
     rerank_cfg: Any = None,
     **kwargs: Any,
-) -> dict[float, dict[str, Any]]:
-    """``{weight: refine_ranking(idx, *args, rerank_cfg=<rerank_cfg at weight>, **kwargs)}`` for each
-    weight of ``rerank_cfg.weight_grid`` (ascending); the skylines are searched once for all."""
+) -> dict[tuple[bool, float], dict[str, Any]]:
+    """``{(panorama, weight): refine_ranking(idx, *args, rerank_cfg=<rerank_cfg with them>, **kwargs)}``
+    for every ``rerank_cfg.panorama_grid`` x ``weight_grid`` setting, in ascending order; the skylines
+    are searched once per panorama setting and fused at every weight."""
     rcfg = rerank_cfg or RerankConfig()
     cache: dict[str, npt.NDArray[np.float64]] = {}
     return {
-        w: refine_ranking(idx, *args, rerank_cfg=replace(rcfg, weight=w), cost_cache=cache, **kwargs)
+        (p, w): refine_ranking(idx, *args, rerank_cfg=replace(rcfg, panorama=p, weight=w), cost_cache=cache, **kwargs)
+        for p in sorted(set(rcfg.panorama_grid))
         for w in sorted({float(w) for w in rcfg.weight_grid})
     }
 
 
-def choose_pipeline_and_weight(
-    network_recall: Mapping[str, Any], refined_by_weight: Mapping[float, Mapping[str, Any]]
-) -> dict[str, Any]:
-    """The pipeline and the re-ranking fusion weight picked together on the validation split.
+def setting_label(panorama: bool, weight: float) -> str:
+    """``"view, weight 8"`` / ``"panorama, weight 8"``: a re-ranking setting as reports name it."""
+    return f"{'panorama' if panorama else 'view'}, weight {weight:g}"
 
-    ``network_recall``: the network's recall table; ``refined_by_weight``: :func:`weight_sweep`'s
-    result (empty without skylines). Every (pipeline, weight) pair competes under
-    :func:`choose_pipeline`'s rule; ties go to the simpler pipeline, then to the smaller weight.
-    Returns :func:`choose_pipeline`'s dict (``scores`` at the chosen weight) plus ``weight``: the
-    weight of the best pipeline that re-ranks (what the test split is re-ranked with, also when the
-    network alone wins; None without skylines), and ``scores_by_weight``.
+
+def choose_pipeline_and_setting(
+    network_recall: Mapping[str, Any], refined_by_setting: Mapping[tuple[bool, float], Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The pipeline and the re-ranking setting (panorama or view, fusion weight) picked together on
+    the validation split.
+
+    ``network_recall``: the network's recall table; ``refined_by_setting``: :func:`settings_sweep`'s
+    result (empty without skylines). Every (pipeline, setting) pair competes under
+    :func:`choose_pipeline`'s rule; ties go to the simpler pipeline, then to view before panorama,
+    then to the smaller weight. Returns :func:`choose_pipeline`'s dict (``scores`` at the chosen
+    setting) plus ``weight`` and ``panorama``: the setting of the best pipeline that re-ranks (what
+    the test split is re-ranked with, also when the network alone wins; None without skylines),
+    and ``scores_by_setting`` (keys from :func:`setting_label`).
     """
-    if not refined_by_weight:
-        return {**choose_pipeline({"recall": network_recall}), "weight": None, "scores_by_weight": {}}
-    per_weight = {
-        w: choose_pipeline({"recall": network_recall, "refined": refined_by_weight[w]})
-        for w in sorted(refined_by_weight)
+    if not refined_by_setting:
+        return {
+            **choose_pipeline({"recall": network_recall}),
+            "weight": None,
+            "panorama": None,
+            "scores_by_setting": {},
+        }
+    per_setting = {
+        st: choose_pipeline({"recall": network_recall, "refined": refined_by_setting[st]})
+        for st in sorted(refined_by_setting)
     }
     names = list(PIPELINES)
     ranked = []
-    for j, (w, choice) in enumerate(per_weight.items()):
+    for j, (st, choice) in enumerate(per_setting.items()):
         for name, sc in choice["scores"].items():
             vals = [sc[str(n)] for n in SELECTION_NS]
-            ranked.append(((*[-(v if np.isfinite(v) else -1.0) for v in vals], names.index(name), j), name, w))
-    _, chosen, w_chosen = min(ranked)
+            ranked.append(((*[-(v if np.isfinite(v) else -1.0) for v in vals], names.index(name), j), name, st))
+    _, chosen, st_chosen = min(ranked)
     reranking = [r for r in ranked if r[1] != "network"]
-    weight = min(reranking)[2] if reranking else None
-    out = dict(per_weight[weight if weight is not None else w_chosen])  # the weight the test split gets
+    best = min(reranking)[2] if reranking else st_chosen
+    out = dict(per_setting[best])  # the setting the test split gets
     out.update(
         chosen=chosen,
-        rule=out["rule"] + ", then the simpler pipeline and the smaller re-ranking weight",
-        weight=weight,
-        scores_by_weight={f"{w:g}": c["scores"] for w, c in per_weight.items()},
+        rule=out["rule"] + "; then the simpler pipeline, view before panorama, the smaller re-ranking weight",
+        panorama=bool(best[0]) if reranking else None,
+        weight=float(best[1]) if reranking else None,
+        scores_by_setting={setting_label(*st): c["scores"] for st, c in per_setting.items()},
     )
     return out
 
@@ -337,9 +355,10 @@ __all__ = [
     "PIPELINES",
     "Skylines",
     "choose_pipeline",
-    "choose_pipeline_and_weight",
+    "choose_pipeline_and_setting",
     "load_skylines",
     "pipeline_table",
     "refine_ranking",
-    "weight_sweep",
+    "setting_label",
+    "settings_sweep",
 ]

@@ -250,11 +250,12 @@ def pipeline_note(results: dict[str, Any]) -> str:
         f"{name} {100 * v.get('1', float('nan')):.1f}% / {100 * v.get('10', float('nan')):.1f}%"
         for name, v in sel.get("scores", {}).items()
     )
-    weight = sel.get("weight")
-    grid = ", ".join(sel.get("scores_by_weight", {}))
+    weight, settings = sel.get("weight"), sel.get("scores_by_setting", {})
     weight_text = (
-        f" The re-ranking's fusion weight was chosen with it, among {grid}: {weight:g} (the test split is re-ranked at it)."
-        if weight is not None and grid
+        f" The re-ranking setting was chosen with it among {len(settings)} (view or position panorama x "
+        f"fusion weight): {'panorama' if sel.get('panorama') else 'view'}, weight {weight:g}; the test split "
+        "is re-ranked with it."
+        if weight is not None and settings
         else ""
     )
     return (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from crosslocate.model.rerank import (
     candidate_costs,
     fuse_scores,
     order_by_score,
+    panorama_curves,
     pose_grid,
     rerank,
     skyline_costs,
@@ -136,6 +139,58 @@ def test_costs_computed_once_fuse_at_any_weight_as_a_full_rerank_does(scene):
     assert np.all(np.diff(cost_geo[0]) >= 0)
     with pytest.raises(ConfigError, match="costs must be"):
         rerank(cand, dist, [q_rows], [Q_FOV], [Q_H], db_rows, DB_FOV, DB_PX, cfg, costs=costs[:, :5])
+
+
+def test_panorama_stitches_a_position_and_a_straddling_photo_is_compared_whole():
+    """Two positions of 12 level views (yaw 0, 30, ..., 330) of their own ridge; the photo looks at
+    yaw 15 of position 0 with a 60 degree FOV, so it straddles the views at yaw 0 and 30."""
+    yaws = np.arange(12) * 30.0
+    ridges = [ridge(101), ridge(202)]
+    db_rows = np.stack([project(r, y, 0.0, 0.0, DB_FOV, DB_PX, DB_PX) for r in ridges for y in yaws])
+    pos_id, yaw = np.repeat([0, 1], 12), np.tile(yaws, 2)
+    cfg = RerankConfig(k=24, max_pitch_deg=0.0, max_roll_deg=0.0)
+    grid = horizon_grid(DB_FOV, cfg.step_deg)
+    curves = resample_horizon(db_rows, DB_FOV, DB_PX, grid)
+    wide = horizon_grid(120.0, cfg.step_deg)
+    pano = panorama_curves(curves, grid, pos_id, yaw, np.array([0, 13]), wide)
+    # the slice around view 0 (yaw 0) is ridge 0 from azimuth -60 to 60; around view 13 (position 1,
+    # yaw 30) ridge 1 from -30 to 90: the truth, to the curves' sampling error
+    np.testing.assert_allclose(pano[0], ridges[0](wide), atol=0.05)
+    np.testing.assert_allclose(pano[1], ridges[1](30.0 + wide), atol=0.05)
+    q_rows = project(ridges[0], 15.0, 0.0, 0.0, 60.0, Q_W, Q_W)
+    cand = np.arange(24)[None, :]
+    view = candidate_costs(cand, [q_rows], [60.0], [Q_W], db_rows, DB_FOV, DB_PX, cfg)
+    whole = candidate_costs(
+        cand,
+        [q_rows],
+        [60.0],
+        [Q_W],
+        db_rows,
+        DB_FOV,
+        DB_PX,
+        replace(cfg, panorama=True),
+        db_pos_id=pos_id,
+        db_yaw_deg=yaw,
+    )
+    # view by view the photo meets view 0 or 30 on half its width; stitched, the whole skyline fits
+    assert int(np.argmin(whole[0])) in (0, 1) and whole[0].min() < 0.05
+    assert whole[0, 12:].min() > 20 * whole[0].min()  # the other position fits far worse
+    assert np.isfinite(view[0, :2]).all() and view[0, :2].min() < 0.05  # the half overlap still fits here...
+    # ...but is judged on half the points: the panorama compares all of them (more evidence per candidate)
+    res = rerank(
+        cand,
+        np.zeros((1, 24)),
+        [q_rows],
+        [60.0],
+        [Q_W],
+        db_rows,
+        DB_FOV,
+        DB_PX,
+        replace(cfg, panorama=True),
+        db_pos_id=pos_id,
+        db_yaw_deg=yaw,
+    )
+    assert res.indices[0, 0] in (0, 1) and res.info["panorama"]
 
 
 def test_union_candidates_by_hand():

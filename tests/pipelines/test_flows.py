@@ -341,10 +341,12 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     assert set(choice["scores"]) == set(PIPELINES) and choice["chosen"] in PIPELINES
     assert choice["scores"][choice["chosen"]]["1"] == max(v["1"] for v in choice["scores"].values())
     assert res["best_pipeline"] == {"name": choice["chosen"], "recall": pipeline_table(res, choice["chosen"])}
-    # the fusion weight is chosen with it on validation, and the test split is re-ranked at that weight
-    assert choice["weight"] in RerankConfig().weight_grid
-    assert set(choice["scores_by_weight"]) == {f"{w:g}" for w in RerankConfig().weight_grid}
+    # the re-ranking setting is chosen with it on validation, and the test split is re-ranked with it
+    rc = RerankConfig()
+    assert choice["weight"] in rc.weight_grid and choice["panorama"] in rc.panorama_grid
+    assert len(choice["scores_by_setting"]) == len(rc.weight_grid) * len(rc.panorama_grid)
     assert refined["config"]["rerank"]["weight"] == choice["weight"] == refined["rerank_info"]["weight"]
+    assert refined["config"]["rerank"]["panorama"] == choice["panorama"] == refined["rerank_info"]["panorama"]
     assert "best pipeline, chosen on validation" in out
     assert res["evaluation_key"]["pipelines"]["names"] == list(PIPELINES)  # a new pipeline is a new configuration
     assert len(list((run / "descriptors").glob("*.npy"))) == 6  # test and val: database and queries

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from crosslocate.errors import ConfigError
-from crosslocate.pipelines.refine import PIPELINES, choose_pipeline, choose_pipeline_and_weight, pipeline_table
+from crosslocate.pipelines.refine import (
+    PIPELINES,
+    choose_pipeline,
+    choose_pipeline_and_setting,
+    pipeline_table,
+    setting_label,
+)
 
 
 def table(r1: float, r10: float) -> dict[str, dict[str, float]]:
@@ -49,21 +55,34 @@ def test_without_1_km_the_largest_threshold_decides_and_a_missing_n_counts_lowes
     assert "within 4 km" in choice["rule"]
 
 
-def test_pipeline_and_weight_are_chosen_together_and_ties_take_the_smaller_weight():
+def test_pipeline_and_setting_are_chosen_together_and_ties_take_the_simpler_setting():
     def refined(rr: float, hy: float) -> dict:
         return {"reranked": {"recall": table(rr, 0.5)}, "hybrid": {"reranked": {"recall": table(hy, 0.6)}}}
 
     net = table(0.2, 0.9)
-    # the hybrid is best at weight 16 (0.45); at 64 it ties that, so the smaller weight wins
-    by_weight = {64.0: refined(0.30, 0.45), 2.0: refined(0.35, 0.40), 16.0: refined(0.10, 0.45)}
-    choice = choose_pipeline_and_weight(net, by_weight)
-    assert (choice["chosen"], choice["weight"]) == ("hybrid + re-ranking", 16.0)
-    assert choice["scores"]["hybrid + re-ranking"] == {"1": 0.45, "10": 0.6}  # the scores at the chosen weight
-    assert list(choice["scores_by_weight"]) == ["2", "16", "64"]
-    assert "smaller re-ranking weight" in choice["rule"]
-    # the network alone wins: the test split is still re-ranked at the best re-ranking pipeline's weight
-    choice = choose_pipeline_and_weight(table(0.9, 0.9), by_weight)
-    assert (choice["chosen"], choice["weight"]) == ("network", 16.0)
-    # without skylines: only the network, no weight
-    choice = choose_pipeline_and_weight(net, {})
-    assert (choice["chosen"], choice["weight"], choice["scores_by_weight"]) == ("network", None, {})
+    # the hybrid is best with panoramas at weight 16 (0.45); at 64 it ties that, so the smaller weight
+    # wins; the view setting at weight 2 has the best plain re-ranking (0.35), below 0.45
+    by_setting = {
+        (True, 64.0): refined(0.30, 0.45),
+        (False, 2.0): refined(0.35, 0.40),
+        (True, 16.0): refined(0.10, 0.45),
+    }
+    choice = choose_pipeline_and_setting(net, by_setting)
+    assert (choice["chosen"], choice["panorama"], choice["weight"]) == ("hybrid + re-ranking", True, 16.0)
+    assert choice["scores"]["hybrid + re-ranking"] == {"1": 0.45, "10": 0.6}  # the scores at the chosen setting
+    assert list(choice["scores_by_setting"]) == ["view, weight 2", "panorama, weight 16", "panorama, weight 64"]
+    assert setting_label(True, 16.0) == "panorama, weight 16" and "view before panorama" in choice["rule"]
+    # a tie between view and panorama goes to the view
+    choice = choose_pipeline_and_setting(net, {(True, 8.0): refined(0.5, 0.1), (False, 8.0): refined(0.5, 0.1)})
+    assert (choice["chosen"], choice["panorama"]) == ("network + re-ranking", False)
+    # the network alone wins: the test split is still re-ranked at the best re-ranking pipeline's setting
+    choice = choose_pipeline_and_setting(table(0.9, 0.9), by_setting)
+    assert (choice["chosen"], choice["panorama"], choice["weight"]) == ("network", True, 16.0)
+    # without skylines: only the network, no setting
+    choice = choose_pipeline_and_setting(net, {})
+    assert (choice["chosen"], choice["weight"], choice["panorama"], choice["scores_by_setting"]) == (
+        "network",
+        None,
+        None,
+        {},
+    )

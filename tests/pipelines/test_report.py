@@ -202,7 +202,8 @@ def test_best_pipeline_row_and_validation_note(export_data, capsys):
         "n_queries": 4,
         "n_database": 48,
         "weight": 16.0,
-        "scores_by_weight": {"8": {}, "16": {}},
+        "panorama": True,
+        "scores_by_setting": {"view, weight 16": {}, "panorama, weight 16": {}},
     }
     res["best_pipeline"] = {"name": "network + re-ranking", "recall": _table(0.2, 0.4, 0.6, 0.8)}
     (run / "results.json").write_text(json.dumps(res))
@@ -214,4 +215,7 @@ def test_best_pipeline_row_and_validation_note(export_data, capsys):
     )
     assert lines[-1].startswith("The best pipeline was chosen on the validation split (4 photos, 48 views)")
     assert "network + re-ranking 50.0% / 75.0%" in lines[-1]
-    assert "fusion weight was chosen with it, among 8, 16: 16 (the test split is re-ranked at it)" in lines[-1]
+    assert (
+        "setting was chosen with it among 2 (view or position panorama x fusion weight): panorama, weight 16;"
+        in lines[-1]
+    )
