@@ -62,16 +62,20 @@ def plot_recall_curves(
     *,
     chance: RecallTable | None = None,
     baselines: Mapping[str, RecallTable] | None = None,
+    pipelines: Mapping[str, RecallTable] | None = None,
     title: str = "",
 ) -> Path:
-    """Recall@N vs N (log x), one panel per distance threshold, with chance and baselines.
+    """Recall@N vs N (log x), one panel per distance threshold, with chance, baselines and pipelines.
 
     Parameters
     ----------
     recall, chance : {threshold_m: {N: fraction in [0, 1]}}
         Our network and the analytic chance level.
     baselines : {name: same layout}
-        E.g. ``untrained``, ``horizon``.
+        E.g. ``untrained``, ``horizon`` (thin lines).
+    pipelines : {label: same layout}
+        End-to-end pipelines built on the network, e.g. the best one chosen on validation (thick
+        dash-dot lines).
     """
     if not recall:
         raise ValueError("plot_recall_curves: empty recall table")
@@ -80,7 +84,12 @@ def plot_recall_curves(
     axes = fig.subplots(1, len(thresholds), squeeze=False)[0]
     for ax, thr in zip(axes, thresholds, strict=True):
         n, r = _curve(recall[thr])
-        ax.plot(n, 100 * r, "-", lw=2, label="ours")
+        ax.plot(n, 100 * r, "-", lw=2, label="ours (network)")
+        for name, table in (pipelines or {}).items():
+            key = _threshold_key(table, thr)
+            if key is not None:
+                pn, pr = _curve(table[key])
+                ax.plot(pn, 100 * pr, "-.", lw=2, label=name)
         for name, table in (baselines or {}).items():
             key = _threshold_key(table, thr)
             if key is not None:
@@ -97,7 +106,7 @@ def plot_recall_curves(
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(loc="upper left", fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.03)  # above the panel titles
     return _save(fig, path)
 
 

@@ -690,6 +690,11 @@ def _plots(
             run / "recall_curves.png",
             chance=results["chance"],
             baselines=results["baselines"],
+            pipelines=(
+                {f"best: {results['best_pipeline']['name']}": results["best_pipeline"]["recall"]}
+                if results.get("best_pipeline", {}).get("recall")
+                else None
+            ),
             title=f"{results['region']} / {results['modality']}",
         ),
     ]

@@ -23,6 +23,11 @@ def test_recall_curves_png(tmp_path):
     img = _png(out)
     assert img.shape[1] > img.shape[0] > 100  # two panels side by side
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically (crosslocate.fileio)
+    # a pipeline's curve is drawn too (here at 100% for every N: a line along the top of each panel)
+    top = {k: {n: 1.0 for n in v} for k, v in recall.items()}
+    with_best = _png(plots.plot_recall_curves(recall, tmp_path / "p.png", chance=chance, pipelines={"best": top}))
+    without = _png(plots.plot_recall_curves(recall, tmp_path / "q.png", chance=chance))
+    assert with_best.shape == without.shape and not np.array_equal(with_best, without)
     with pytest.raises(ValueError):
         plots.plot_recall_curves({}, tmp_path / "x.png")
 
