@@ -15,7 +15,7 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
    photos, input settings, encoding; :mod:`crosslocate.pipelines.descriptors`), the search, and the recall tables of the network (with spot-resampled intervals and
    the analytic chance, plain and orientation-restricted) and of the baselines: the untrained
    network (same architecture and init) and the HLoc-style horizon line, once with the photos' true
-   pitch/roll and once with pitch/roll searched (:func:`horizon_rankings`); then the network's top K
+   pitch/roll and once with pitch/roll searched (:func:`crosslocate.pipelines.refine.horizon_rankings`); then the network's top K
    re-ranked by skyline agreement and its places voted (:func:`crosslocate.pipelines.refine.refine_ranking`,
    ``refined``; the skylines are read once for both), together with the hybrid that adds the
    searched horizon baseline's top K to the candidates (``refined.hybrid``). Which of these
@@ -267,7 +267,7 @@ def _skyline_methods(
     chose (``choice``; missing or None: the ``RerankConfig`` defaults) and its places voted); the
     skylines are read once for both."""
     from crosslocate.model.config import RerankConfig
-    from crosslocate.pipelines.refine import load_skylines, refine_ranking
+    from crosslocate.pipelines.refine import horizon_rankings, load_skylines, refine_ranking
 
     cfg, db_fov = inp.eval, float(inp.preset.render.fov_deg)
     rankings: dict[str, npt.NDArray[np.int64]] = {}
@@ -315,7 +315,12 @@ def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, fl
     :func:`crosslocate.pipelines.refine.choose_pipeline_and_setting`. ``{"skipped": why}`` without a val split."""
     from crosslocate.model import evaluate, search
     from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
-    from crosslocate.pipelines.refine import choose_pipeline_and_setting, load_skylines, settings_sweep
+    from crosslocate.pipelines.refine import (
+        choose_pipeline_and_setting,
+        horizon_rankings,
+        load_skylines,
+        settings_sweep,
+    )
 
     qset, pool, cfg = inp.val_qset, inp.val_pool, inp.eval
     if qset is None or pool is None:
@@ -577,96 +582,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
-    """Smallest gap between the distinct database yaws on the circle (360 for a single yaw)."""
-    u = np.unique(np.round(np.asarray(yaw_deg, np.float64) % 360.0, 3))
-    return float(np.diff(np.append(u, u[0] + 360.0)).min()) if len(u) > 1 else 360.0
-
-
-def horizon_rankings(
-    qset: Any,
-    pool: Any,
-    k: int,
-    db_fov_deg: float,
-    eval_cfg: Any,
-    sky: Any = None,
-    methods: tuple[str, ...] = ("horizon", "horizon_searched"),
-) -> dict[str, tuple[npt.NDArray[np.int64], dict[str, Any]]]:
-    """(Q, k) database indices ranked by the HLoc-style horizon baseline, twice, with their settings.
-
-    ``horizon``: the query's known gravity (pose pitch/roll, as a phone's IMU gives; yaw and
-    position stay unknown), an upper bound. ``horizon_searched``: no gravity; pitch and roll are
-    searched per (query, view) pair on :func:`crosslocate.model.baselines.gravity_grid` of
-    ``EvalConfig.horizon_search_*``, the mean elevation offset removed (what a photo without sensor
-    data gives); its info adds the median error of the chosen pitch (grid-coarse when the mean is
-    removed) and roll against the truth.
-
-    Database curves come from the views' depth, query curves from the original photos, with the
-    query's FOV (:func:`crosslocate.pipelines.refine.load_skylines`; ``sky`` when already loaded).
-    The shift search covers ``max(EvalConfig.horizon_max_shift_deg, half the database yaw spacing)``
-    so every query can align with the nearest database yaw. ``methods`` says which of the two to run.
-    """
-    from crosslocate.model.baselines import gravity_grid, horizon_baseline
-    from crosslocate.pipelines.refine import load_skylines
-
-    sky = sky if sky is not None else load_skylines(qset, pool)
-    poses = [q.pose for q in qset.dataset.queries]
-    cfg_shift = float(eval_cfg.horizon_max_shift_deg)
-    common = dict(
-        q_rows=sky.q_rows,
-        q_fov_deg=np.array([p.fov_deg for p in poses]),
-        q_height_px=sky.q_height,
-        k=k,
-        db_rows=sky.db_rows,
-        db_fov_deg=db_fov_deg,
-        db_height_px=sky.db_height,
-        step_deg=float(eval_cfg.horizon_grid_step_deg),
-        max_shift_deg=max(cfg_shift, 0.5 * _yaw_spacing_deg(pool.yaw_deg)),
-        db_pitch_deg=sky.db_pitch,
-        db_roll_deg=sky.db_roll,
-    )
-    true_pr = np.array([[p.pitch_deg, p.roll_deg] for p in poses], np.float64).reshape(-1, 2)
-    unknown = set(methods) - {"horizon", "horizon_searched"}
-    if unknown:
-        raise ConfigError(f"unknown horizon baseline(s) {sorted(unknown)}; known: horizon, horizon_searched")
-    out: dict[str, tuple[npt.NDArray[np.int64], dict[str, Any]]] = {}
-    if "horizon" in methods:
-        known = horizon_baseline(**common, q_pitch_deg=true_pr[:, 0], q_roll_deg=true_pr[:, 1])
-        out["horizon"] = (
-            known.indices,
-            {**known.info, "config_max_shift_deg": cfg_shift, "gravity": "query pose pitch/roll (IMU-like)"},
-        )
-    if "horizon_searched" in methods:
-        grid = gravity_grid(
-            eval_cfg.horizon_search_pitch_deg,
-            eval_cfg.horizon_search_roll_deg,
-            eval_cfg.horizon_search_pitch_step_deg,
-            eval_cfg.horizon_search_roll_step_deg,
-        )
-        searched = horizon_baseline(**common, gravity_search=grid, subtract_mean=eval_cfg.horizon_search_subtract_mean)
-        err = np.abs(searched.gravity_deg - true_pr) if searched.gravity_deg is not None else np.full((0, 2), np.nan)
-        ok = np.isfinite(err).all(axis=1)
-        out["horizon_searched"] = (
-            searched.indices,
-            {
-                **searched.info,
-                "config_max_shift_deg": cfg_shift,
-                "gravity": "searched on a pitch x roll grid (no sensor)",
-                "gravity_grid_deg": {
-                    "pitch_max": eval_cfg.horizon_search_pitch_deg,
-                    "roll_max": eval_cfg.horizon_search_roll_deg,
-                    "pitch_step": eval_cfg.horizon_search_pitch_step_deg,
-                    "roll_step": eval_cfg.horizon_search_roll_step_deg,
-                },
-                "median_abs_pitch_error_deg": float(np.median(err[ok, 0])) if ok.any() else None,
-                "median_abs_roll_error_deg": float(np.median(err[ok, 1])) if ok.any() else None,
-            },
-        )
-    for name, (_, info) in out.items():
-        logger.info("%s baseline: %s", name, info)
-    return out
-
-
 def _view_rgb(pool: Any, j: int) -> npt.NDArray[np.uint8]:
     """(H, W, 3) uint8 preview of pool view ``j`` in the network's modality."""
     from crosslocate.datasets.derived import view_to_rgb
@@ -807,7 +722,6 @@ __all__ = [
     "BenchmarkInputs",
     "benchmark_results",
     "checkpoint_to_evaluate",
-    "horizon_rankings",
     "prepare_benchmark",
     "run_benchmark",
     "save_rankings",
