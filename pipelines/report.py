@@ -306,6 +306,82 @@ def markdown_spread_table(runs: list[dict[str, Any]], threshold: float = HIT_THR
     return "\n".join(lines) + "\n"
 
 
+#: Config fields that differ between the seeds of one configuration (not part of its identity).
+SEED_FIELDS: tuple[str, ...] = ("net.init_seed", "train.seed")
+#: Columns of :func:`markdown_compare_table`: (header, row of :func:`table_rows`, N).
+COMPARE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("network R@1", "ours", 1), ("network R@10", "ours", 10), ("network R@100", "ours", 100),
+    ("best pipeline R@1", BEST_LABEL, 1), ("best pipeline R@10", BEST_LABEL, 10),
+)  # fmt: skip
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _data_identity(results: dict[str, Any]) -> tuple[Any, ...]:
+    qs, db = results.get("query_set") or {}, results.get("database") or {}
+    return results.get("region"), qs.get("id"), db.get("what"), db.get("n_views", results.get("n_database"))
+
+
+def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: float = HIT_THRESHOLD_M) -> str:
+    """Configurations side by side (e.g. backbones or aggregators), mean ± sd over each one's seeds, Markdown.
+
+    ``runs``: (name, results.json content) pairs. Runs whose configs (``results["config"]``, flattened)
+    agree except for :data:`SEED_FIELDS` are one configuration; a configuration is labelled by the
+    config fields that differ between configurations (``net.pooling=netvlad``). Columns: the
+    network's and the best pipeline's recall within ``threshold`` (:data:`COMPARE_COLUMNS`); a last
+    row gives the searched-pitch/roll horizon baseline, the same for every run. Raises ConfigError
+    naming the two files when the runs were not scored on the same data (region, query set, database).
+    """
+    if not runs:
+        raise ConfigError("nothing to compare: no results given")
+    first_name, first = runs[0]
+    for name, res in runs[1:]:
+        if _data_identity(res) != _data_identity(first):
+            raise ConfigError(
+                f"{name} was scored on other data than {first_name} (region, query set, database: "
+                f"{_data_identity(res)} vs {_data_identity(first)}); compare runs on the same data"
+            )
+    configs = [{k: v for k, v in _flat(res.get("config", {})).items() if k not in SEED_FIELDS} for _, res in runs]
+    groups: list[tuple[dict[str, Any], list[int]]] = []
+    for i, cfg in enumerate(configs):
+        for key, members in groups:
+            if key == cfg:
+                members.append(i)
+                break
+        else:
+            groups.append((cfg, [i]))
+    fields = sorted({k for cfg, _ in groups for k in cfg if len({json.dumps(c.get(k)) for c, _ in groups}) > 1})
+    tables = [dict(table_rows(res, threshold)[1]) for _, res in runs]
+    ours = next(iter(tables[0]))  # "ours (<modality>)"
+    lines = [
+        f"| configuration (within {threshold / 1000:g} km, mean ± sd) | runs | "
+        + " | ".join(h for h, _, _ in COMPARE_COLUMNS)
+        + " |",
+        "|---|---|" + "---|" * len(COMPARE_COLUMNS),
+    ]
+    for cfg, members in groups:
+        label = ", ".join(f"{k}={cfg.get(k)}" for k in fields) or "all runs"
+        cells = []
+        for _, row, n in COMPARE_COLUMNS:
+            row_name = ours if row == "ours" else row
+            vals = [100 * tables[i][row_name][n] for i in members if n in tables[i].get(row_name, {})]
+            sd = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
+            cells.append(f"{np.mean(vals):.1f} ± {sd:.1f}%" if vals else "—")
+        lines.append(f"| {label} | {len(members)} | " + " | ".join(cells) + " |")
+    ref = tables[0].get("horizon_searched")
+    if ref:
+        cells = [f"{100 * ref[n]:.1f}%" if n in ref else "—" for _, _, n in COMPARE_COLUMNS]
+        lines.append("| horizon_searched (baseline, all runs) | — | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _row_ci(table: dict[str, Any], threshold: float) -> dict[int, tuple[float, float]]:
     for key, row in table.items():
         if float(key) == float(threshold):

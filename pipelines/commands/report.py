@@ -1,5 +1,6 @@
-"""``crosslocate report RUN_DIR [-o FILE] [--markdown]``: a self-contained ``report.html`` of a benchmark run,
-or its results table as Markdown (RUN_DIR may also be a results.json snapshot)."""
+"""``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare]``: a self-contained ``report.html`` of a
+benchmark run, its results table as Markdown (RUN_DIR may also be a results.json snapshot), or several
+configurations side by side with their spread over seeds."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--markdown", action="store_true", help="print the results table as Markdown (the README's table) instead"
     )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="print configurations side by side as Markdown (runs grouped by config, seeds pooled: "
+        "network and best-pipeline recall, mean ± sd); the runs must share their data",
+    )
     p.set_defaults(func=run)
 
 
@@ -29,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from crosslocate.errors import ConfigError
     from crosslocate.pipelines.report import (
+        markdown_compare_table,
         markdown_spread_table,
         markdown_table,
         pipeline_note,
@@ -36,10 +44,17 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    def load(p: Path) -> dict:
+        path = p if p.is_file() else p / "results.json"
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such results file (run `crosslocate benchmark` first)")
+        return json.loads(path.read_text())
+
+    if args.compare:
+        print(markdown_compare_table([(p, load(Path(p))) for p in args.run_dir]), end="")
+        return 0
     if args.markdown:
-        runs = []
-        for p in map(Path, args.run_dir):
-            runs.append(json.loads((p if p.is_file() else p / "results.json").read_text()))
+        runs = [load(p) for p in map(Path, args.run_dir)]
         print(markdown_table(runs[0]) if len(runs) == 1 else markdown_spread_table(runs), end="")
         for note in (shared_terrain_note(runs[0]), *(pipeline_note(r) for r in runs)):
             if note:

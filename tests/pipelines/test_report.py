@@ -219,3 +219,46 @@ def test_best_pipeline_row_and_validation_note(export_data, capsys):
         "setting was chosen with it among 2 (view or position panorama x fusion weight): panorama, weight 16;"
         in lines[-1]
     )
+
+
+def _compare_run(
+    tmp: Path, name: str, pooling: str, seed: int, r1: float, best_r1: float, query_set: str = "q1"
+) -> str:
+    res = {
+        "recall": _table(r1, 0.5, 0.6, 0.9), "chance": _table(0.01, 0.05, 0.1, 0.5), "modality": "depth",
+        "baselines": {"horizon_searched": _table(0.3, 0.5, 0.7, 0.95)},
+        "best_pipeline": {"name": "hybrid", "recall": _table(best_r1, 0.6, 0.8, 0.95)},
+        "region": "demo", "query_set": {"id": query_set}, "database": {"what": "test views", "n_views": 100},
+        "config": {"net": {"pooling": pooling, "init_seed": seed, "width": 0.25}, "train": {"seed": seed, "epochs": 12}},
+    }  # fmt: skip
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(res))
+    return str(path)
+
+
+def test_compare_groups_seeds_by_config(tmp_path, capsys):
+    files = [
+        _compare_run(tmp_path, "mac0", "mac", 0, 0.10, 0.30),
+        _compare_run(tmp_path, "vlad0", "netvlad", 0, 0.20, 0.40),
+        _compare_run(tmp_path, "mac1", "mac", 1, 0.20, 0.50),
+    ]
+    assert main(["report", "--compare", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert set(rows) == {"net.pooling=mac", "net.pooling=netvlad", "horizon_searched (baseline, all runs)"}
+    # mac: R@1 (10, 20) -> 15.0 ± 7.1 (sample sd); best (30, 50) -> 40.0 ± 14.1; the seeds are not a configuration
+    assert rows["net.pooling=mac"] == (
+        "| net.pooling=mac | 2 | 15.0 ± 7.1% | 60.0 ± 0.0% | 90.0 ± 0.0% | 40.0 ± 14.1% | 80.0 ± 0.0% |"
+    )
+    assert rows["net.pooling=netvlad"].startswith("| net.pooling=netvlad | 1 | 20.0 ± 0.0% |")
+    assert rows["horizon_searched (baseline, all runs)"] == (
+        "| horizon_searched (baseline, all runs) | — | 30.0% | 70.0% | 95.0% | 30.0% | 70.0% |"
+    )
+
+
+def test_compare_refuses_runs_on_other_data(tmp_path, capsys):
+    a = _compare_run(tmp_path, "a", "mac", 0, 0.1, 0.3)
+    b = _compare_run(tmp_path, "b", "netvlad", 0, 0.2, 0.4, query_set="q2")
+    assert main(["report", "--compare", a, b]) != 0
+    err = capsys.readouterr().err
+    assert "b.json was scored on other data than" in err and "a.json" in err
