@@ -372,8 +372,10 @@ def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: fl
         for _, row, n in COMPARE_COLUMNS:
             row_name = ours if row == "ours" else row
             vals = [100 * tables[i][row_name][n] for i in members if n in tables[i].get(row_name, {})]
-            sd = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
-            cells.append(f"{np.mean(vals):.1f} ± {sd:.1f}%" if vals else "—")
+            if len(vals) > 1:
+                cells.append(f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f}%")
+            else:  # one run: no spread to give
+                cells.append(f"{vals[0]:.1f}%" if vals else "—")
         lines.append(f"| {label} | {len(members)} | " + " | ".join(cells) + " |")
     ref = tables[0].get("horizon_searched")
     if ref:
