@@ -308,8 +308,10 @@ def markdown_spread_table(runs: list[dict[str, Any]], threshold: float = HIT_THR
 
 #: Config fields that differ between the seeds of one configuration (not part of its identity).
 SEED_FIELDS: tuple[str, ...] = ("net.init_seed", "train.seed")
-#: Columns of :func:`markdown_compare_table`: (header, row of :func:`table_rows`, N).
+#: Columns of :func:`markdown_compare_table`: (header, source, N); source ``val`` is the chosen pipeline's
+#: validation score (``pipeline_selection``), the others are rows of :func:`table_rows` (test split).
 COMPARE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("val: chosen R@1", "val", 1), ("val: chosen R@10", "val", 10),
     ("network R@1", "ours", 1), ("network R@10", "ours", 10), ("network R@100", "ours", 100),
     ("best pipeline R@1", BEST_LABEL, 1), ("best pipeline R@10", BEST_LABEL, 10),
 )  # fmt: skip
@@ -335,8 +337,10 @@ def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: fl
     ``runs``: (name, results.json content) pairs. Runs whose configs (``results["config"]``, flattened)
     agree except for :data:`SEED_FIELDS` are one configuration; a configuration is labelled by the
     config fields that differ between configurations (``net.pooling=netvlad``). Columns: the
-    network's and the best pipeline's recall within ``threshold`` (:data:`COMPARE_COLUMNS`); a last
-    row gives the searched-pitch/roll horizon baseline, the same for every run. Raises ConfigError
+    validation score of the pipeline each run chose (what a choice between configurations may look
+    at), then the network's and the best pipeline's test recall within ``threshold``
+    (:data:`COMPARE_COLUMNS`); a last row gives the searched-pitch/roll horizon baseline's test
+    recall, the same for every run. Raises ConfigError
     naming the two files when the runs were not scored on the same data (region, query set, database).
     """
     if not runs:
@@ -370,8 +374,16 @@ def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: fl
         label = ", ".join(f"{k}={cfg.get(k)}" for k in fields) or "all runs"
         cells = []
         for _, row, n in COMPARE_COLUMNS:
-            row_name = ours if row == "ours" else row
-            vals = [100 * tables[i][row_name][n] for i in members if n in tables[i].get(row_name, {})]
+            if row == "val":
+                sel = [runs[i][1].get("pipeline_selection") or {} for i in members]
+                vals = [
+                    100 * s["scores"][s["chosen"]][str(n)]
+                    for s in sel
+                    if str(n) in s.get("scores", {}).get(s.get("chosen"), {})
+                ]
+            else:
+                row_name = ours if row == "ours" else row
+                vals = [100 * tables[i][row_name][n] for i in members if n in tables[i].get(row_name, {})]
             if len(vals) > 1:
                 cells.append(f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f}%")
             else:  # one run: no spread to give
@@ -379,7 +391,7 @@ def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: fl
         lines.append(f"| {label} | {len(members)} | " + " | ".join(cells) + " |")
     ref = tables[0].get("horizon_searched")
     if ref:
-        cells = [f"{100 * ref[n]:.1f}%" if n in ref else "—" for _, _, n in COMPARE_COLUMNS]
+        cells = [f"{100 * ref[n]:.1f}%" if n in ref and row != "val" else "—" for _, row, n in COMPARE_COLUMNS]
         lines.append("| horizon_searched (baseline, all runs) | — | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

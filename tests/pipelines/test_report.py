@@ -228,6 +228,7 @@ def _compare_run(
         "recall": _table(r1, 0.5, 0.6, 0.9), "chance": _table(0.01, 0.05, 0.1, 0.5), "modality": "depth",
         "baselines": {"horizon_searched": _table(0.3, 0.5, 0.7, 0.95)},
         "best_pipeline": {"name": "hybrid", "recall": _table(best_r1, 0.6, 0.8, 0.95)},
+        "pipeline_selection": {"chosen": "hybrid", "scores": {"network": {"1": 0.0, "10": 0.1}, "hybrid": {"1": best_r1 / 2, "10": 0.5}}},
         "region": "demo", "query_set": {"id": query_set}, "database": {"what": "test views", "n_views": 100},
         "config": {"net": {"pooling": pooling, "init_seed": seed, "width": 0.25}, "train": {"seed": seed, "epochs": 12}},
     }  # fmt: skip
@@ -246,13 +247,14 @@ def test_compare_groups_seeds_by_config(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
     assert set(rows) == {"net.pooling=mac", "net.pooling=netvlad", "horizon_searched (baseline, all runs)"}
-    # mac: R@1 (10, 20) -> 15.0 ± 7.1 (sample sd); best (30, 50) -> 40.0 ± 14.1; the seeds are not a configuration
+    # mac: validation R@1 of the chosen pipeline (15, 25) -> 20.0 ± 7.1; test R@1 (10, 20) -> 15.0 ± 7.1 (sample
+    # sd); best (30, 50) -> 40.0 ± 14.1; the seeds are not a configuration
     assert rows["net.pooling=mac"] == (
-        "| net.pooling=mac | 2 | 15.0 ± 7.1% | 60.0 ± 0.0% | 90.0 ± 0.0% | 40.0 ± 14.1% | 80.0 ± 0.0% |"
+        "| net.pooling=mac | 2 | 20.0 ± 7.1% | 50.0 ± 0.0% | 15.0 ± 7.1% | 60.0 ± 0.0% | 90.0 ± 0.0% | 40.0 ± 14.1% | 80.0 ± 0.0% |"
     )
-    assert rows["net.pooling=netvlad"].startswith("| net.pooling=netvlad | 1 | 20.0% | 60.0% |")
+    assert rows["net.pooling=netvlad"].startswith("| net.pooling=netvlad | 1 | 20.0% | 50.0% | 20.0% | 60.0% |")
     assert rows["horizon_searched (baseline, all runs)"] == (
-        "| horizon_searched (baseline, all runs) | — | 30.0% | 70.0% | 95.0% | 30.0% | 70.0% |"
+        "| horizon_searched (baseline, all runs) | — | — | — | 30.0% | 70.0% | 95.0% | 30.0% | 70.0% |"
     )
 
 
