@@ -173,8 +173,10 @@ def _check_table(table: npt.NDArray[np.void], record: ShardRecord) -> list[str]:
     """The per-view table against its manifest record (positions, id range, unique views); messages."""
     msgs: list[str] = []
     lo, hi = record.position_ids
-    if len(table) and (table["position_id"].min() < lo or table["position_id"].max() > hi):
-        msgs.append(f"table position_id outside the recorded range [{lo}, {hi}]")
+    # the record is the table's smallest and largest id (SCHEMA.md), so a widened range is an error too
+    span = (int(table["position_id"].min()), int(table["position_id"].max())) if len(table) else (0, -1)
+    if span != (lo, hi):
+        msgs.append(f"table position_ids span [{span[0]}, {span[1]}], the manifest records [{lo}, {hi}]")
     n_positions = len(np.unique(table["position_id"]))
     if n_positions != record.n_positions:
         msgs.append(f"{n_positions} positions in the table, {record.n_positions} in the manifest")

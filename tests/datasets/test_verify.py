@@ -74,15 +74,22 @@ def test_table_disagreeing_with_its_record_is_found_without_decoding(tmp_path):
     --no-values (a damaged record must not go unseen)."""
     from dataclasses import replace
 
-    db = build_db(tmp_path / "db", n_shards=2)
+    db = build_db(tmp_path / "db", n_shards=3)
     m = Manifest.load(db)
-    bad = (replace(m.shards[0], n_positions=2), replace(m.shards[1], position_ids=(5, 5)))
+    lo, hi = m.shards[2].position_ids
+    bad = (
+        replace(m.shards[0], n_positions=2),
+        replace(m.shards[1], position_ids=(5, 5)),  # moved away from the table's ids
+        replace(m.shards[2], position_ids=(lo, hi + 8)),  # widened: still covers the table, still wrong
+    )
     Manifest(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "shards": bad}).save(db)
     report = verify_database(db, check_values=False)
     found = {p.shard_id: (p.kind, p.message) for p in report.problems}
+    one = m.shards[1].position_ids
     assert found == {
         0: ("count", "1 positions in the table, 2 in the manifest"),
-        1: ("count", "table position_id outside the recorded range [5, 5]"),
+        1: ("count", f"table position_ids span [{one[0]}, {one[1]}], the manifest records [5, 5]"),
+        2: ("count", f"table position_ids span [{lo}, {hi}], the manifest records [{lo}, {hi + 8}]"),
     }
 
 
