@@ -1,4 +1,5 @@
-"""Figures of a benchmark: recall curves, recall vs distance, a retrieval map and a retrieval mosaic.
+"""Figures of a benchmark: recall curves, configurations side by side, recall vs distance, a retrieval map
+and a retrieval mosaic.
 
 matplotlib is imported lazily and only through its object API with the Agg canvas
 (``Figure`` + ``FigureCanvasAgg``), so no global backend or display is touched. Each function
@@ -107,6 +108,59 @@ def plot_recall_curves(
     axes[0].legend(loc="upper left", fontsize=8)
     if title:
         fig.suptitle(title, y=1.03)  # above the panel titles
+    return _save(fig, path)
+
+
+def plot_configurations(
+    labels: Sequence[str],
+    values: Sequence[Mapping[str, Sequence[float]]],
+    path: str | os.PathLike[str],
+    *,
+    reference: Mapping[str, float] | None = None,
+    reference_label: str = "baseline",
+    title: str = "",
+) -> Path:
+    """Configurations side by side: a bar (mean) with the sample sd and every run's value as a dot,
+    per configuration, grouped by metric; a reference value per metric as a black bar across its group.
+
+    Parameters
+    ----------
+    labels : (C,) str
+        One per configuration (legend).
+    values : (C,) {metric: runs' values, percent}
+        Metrics in the first configuration's order; an empty list draws nothing.
+    reference : {metric: percent}
+        E.g. the horizon baseline's recall (metrics without one get no bar).
+    """
+    if not labels or len(labels) != len(values):
+        raise ValueError(f"plot_configurations: {len(labels)} labels for {len(values)} value sets")
+    metrics = list(values[0])
+    width = 0.8 / len(labels)
+    fig = _figure(max(6.0, 1.3 * len(metrics) + 1.5), 3.8)
+    ax = fig.subplots()
+    x = np.arange(len(metrics), dtype=np.float64)
+    for c, (label, cols) in enumerate(zip(labels, values, strict=True)):
+        xs = x - 0.4 + width * (c + 0.5)
+        means = [np.mean(cols.get(m, [])) if len(cols.get(m, [])) else np.nan for m in metrics]
+        sds = [np.std(cols[m], ddof=1) if len(cols.get(m, [])) > 1 else 0.0 for m in metrics]
+        ax.bar(xs, means, width * 0.9, yerr=sds, capsize=3, label=label, alpha=0.8)
+        for xi, m in zip(xs, metrics, strict=True):
+            ax.plot(np.full(len(cols.get(m, [])), xi), cols.get(m, []), "o", ms=3, color="k", alpha=0.6)
+    labelled = False
+    for i, m in enumerate(metrics):
+        if reference and m in reference:
+            ax.hlines(
+                reference[m], x[i] - 0.45, x[i] + 0.45, colors="k", lw=2, label=None if labelled else reference_label
+            )
+            labelled = True
+    ax.set_xticks(x)
+    ax.set_xticklabels(metrics, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("recall [%]")
+    ax.set_ylim(0, 100)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))  # below the ticks: bars stay clear
+    if title:
+        ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -331,17 +332,34 @@ def _data_identity(results: dict[str, Any]) -> tuple[Any, ...]:
     return results.get("region"), qs.get("id"), db.get("what"), db.get("n_views", results.get("n_database"))
 
 
-def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: float = HIT_THRESHOLD_M) -> str:
-    """Configurations side by side (e.g. backbones or aggregators), mean ± sd over each one's seeds, Markdown.
+@dataclass(slots=True)
+class Comparison:
+    """Configurations side by side (:func:`compare_configurations`).
+
+    ``labels``: one per configuration; ``n_runs``: runs (seeds) per configuration; ``values``:
+    per configuration, per :data:`COMPARE_COLUMNS` header, the runs' values in percent (empty where a
+    run lacks it); ``reference``: the searched horizon baseline's test recall per header, percent
+    (none for validation columns, empty without the baseline); ``threshold_m``.
+    """
+
+    labels: list[str]
+    n_runs: list[int]
+    values: list[dict[str, list[float]]]
+    reference: dict[str, float]
+    threshold_m: float
+
+
+def compare_configurations(runs: list[tuple[str, dict[str, Any]]], threshold: float = HIT_THRESHOLD_M) -> Comparison:
+    """Group runs into configurations and collect the :data:`COMPARE_COLUMNS` values of each.
 
     ``runs``: (name, results.json content) pairs. Runs whose configs (``results["config"]``, flattened)
     agree except for :data:`SEED_FIELDS` are one configuration; a configuration is labelled by the
     config fields that differ between configurations (``net.pooling=netvlad``). Columns: the
     validation score of the pipeline each run chose (what a choice between configurations may look
-    at), then the network's and the best pipeline's test recall within ``threshold``
-    (:data:`COMPARE_COLUMNS`); a last row gives the searched-pitch/roll horizon baseline's test
-    recall, the same for every run. Raises ConfigError
-    naming the two files when the runs were not scored on the same data (region, query set, database).
+    at), then the network's and the best pipeline's test recall within ``threshold``; the reference
+    is the searched-pitch/roll horizon baseline's test recall, the same for every run. Raises
+    ConfigError naming the two files when the runs were not scored on the same data (region, query
+    set, database).
     """
     if not runs:
         raise ConfigError("nothing to compare: no results given")
@@ -364,34 +382,51 @@ def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: fl
     fields = sorted({k for cfg, _ in groups for k in cfg if len({json.dumps(c.get(k)) for c, _ in groups}) > 1})
     tables = [dict(table_rows(res, threshold)[1]) for _, res in runs]
     ours = next(iter(tables[0]))  # "ours (<modality>)"
-    lines = [
-        f"| configuration (within {threshold / 1000:g} km, mean ± sd) | runs | "
-        + " | ".join(h for h, _, _ in COMPARE_COLUMNS)
-        + " |",
-        "|---|---|" + "---|" * len(COMPARE_COLUMNS),
-    ]
-    for cfg, members in groups:
-        label = ", ".join(f"{k}={cfg.get(k)}" for k in fields) or "all runs"
-        cells = []
-        for _, row, n in COMPARE_COLUMNS:
+    values: list[dict[str, list[float]]] = []
+    for _, members in groups:
+        cols: dict[str, list[float]] = {}
+        for head, row, n in COMPARE_COLUMNS:
             if row == "val":
                 sel = [runs[i][1].get("pipeline_selection") or {} for i in members]
-                vals = [
+                cols[head] = [
                     100 * s["scores"][s["chosen"]][str(n)]
                     for s in sel
                     if str(n) in s.get("scores", {}).get(s.get("chosen"), {})
                 ]
             else:
-                row_name = ours if row == "ours" else row
-                vals = [100 * tables[i][row_name][n] for i in members if n in tables[i].get(row_name, {})]
+                name = ours if row == "ours" else row
+                cols[head] = [100 * tables[i][name][n] for i in members if n in tables[i].get(name, {})]
+        values.append(cols)
+    ref = tables[0].get("horizon_searched") or {}
+    return Comparison(
+        labels=[", ".join(f"{k}={cfg.get(k)}" for k in fields) or "all runs" for cfg, _ in groups],
+        n_runs=[len(members) for _, members in groups],
+        values=values,
+        reference={head: 100 * ref[n] for head, row, n in COMPARE_COLUMNS if row != "val" and n in ref},
+        threshold_m=float(threshold),
+    )
+
+
+def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: float = HIT_THRESHOLD_M) -> str:
+    """:func:`compare_configurations` as a Markdown table: a row per configuration (mean ± sd over its
+    runs; a single run's value alone), then the searched horizon baseline's row."""
+    cmp = compare_configurations(runs, threshold)
+    heads = [h for h, _, _ in COMPARE_COLUMNS]
+    lines = [
+        f"| configuration (within {threshold / 1000:g} km, mean ± sd) | runs | " + " | ".join(heads) + " |",
+        "|---|---|" + "---|" * len(heads),
+    ]
+    for label, n_runs, cols in zip(cmp.labels, cmp.n_runs, cmp.values, strict=True):
+        cells = []
+        for head in heads:
+            vals = cols[head]
             if len(vals) > 1:
                 cells.append(f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f}%")
             else:  # one run: no spread to give
                 cells.append(f"{vals[0]:.1f}%" if vals else "—")
-        lines.append(f"| {label} | {len(members)} | " + " | ".join(cells) + " |")
-    ref = tables[0].get("horizon_searched")
-    if ref:
-        cells = [f"{100 * ref[n]:.1f}%" if n in ref and row != "val" else "—" for _, row, n in COMPARE_COLUMNS]
+        lines.append(f"| {label} | {n_runs} | " + " | ".join(cells) + " |")
+    if cmp.reference:
+        cells = [f"{cmp.reference[h]:.1f}%" if h in cmp.reference else "—" for h in heads]
         lines.append("| horizon_searched (baseline, all runs) | — | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

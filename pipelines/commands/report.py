@@ -1,4 +1,4 @@
-"""``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare]``: a self-contained ``report.html`` of a
+"""``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare [--plot PNG]]``: a self-contained ``report.html`` of a
 benchmark run, its results table as Markdown (RUN_DIR may also be a results.json snapshot), or several
 configurations side by side with their spread over seeds."""
 
@@ -27,6 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="print configurations side by side as Markdown (runs grouped by config, seeds pooled: "
         "network and best-pipeline recall, mean ± sd); the runs must share their data",
     )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="with --compare: also draw the configurations as bars (mean, sd, every run) to this PNG",
+    )
     p.set_defaults(func=run)
 
 
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from crosslocate.errors import ConfigError
     from crosslocate.pipelines.report import (
+        compare_configurations,
         markdown_compare_table,
         markdown_spread_table,
         markdown_table,
@@ -50,8 +57,18 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: no such results file (run `crosslocate benchmark` first)")
         return json.loads(path.read_text())
 
+    if args.plot and not args.compare:
+        raise ConfigError("--plot goes with --compare")
     if args.compare:
-        print(markdown_compare_table([(p, load(Path(p))) for p in args.run_dir]), end="")
+        runs = [(p, load(Path(p))) for p in args.run_dir]
+        print(markdown_compare_table(runs), end="")
+        if args.plot:
+            from crosslocate.model.plots import plot_configurations
+
+            cmp = compare_configurations(runs)
+            title = f"within {cmp.threshold_m / 1000:g} km; bars: mean ± sd over runs, dots: runs"
+            plot_configurations(cmp.labels, cmp.values, args.plot, reference=cmp.reference,
+                                reference_label="horizon_searched (baseline)", title=title)  # fmt: skip
         return 0
     if args.markdown:
         runs = [load(p) for p in map(Path, args.run_dir)]

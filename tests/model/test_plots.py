@@ -32,6 +32,28 @@ def test_recall_curves_png(tmp_path):
         plots.plot_recall_curves({}, tmp_path / "x.png")
 
 
+def _bar_pixels(img):
+    """Pixels of the first configuration's bars: matplotlib's C0 (31, 119, 180) at alpha 0.8 on white."""
+    want = 0.8 * np.array([31, 119, 180]) + 0.2 * 255
+    return int((np.abs(img.astype(np.float64) - want).max(axis=2) < 6).sum())
+
+
+def test_configurations_bars_scale_with_the_values(tmp_path):
+    """One configuration, one metric, one run: the bar's area is proportional to its value (axes 0-100 %)."""
+    low = _png(plots.plot_configurations(["a"], [{"R@1": [20.0]}], tmp_path / "low.png"))
+    high = _png(plots.plot_configurations(["a"], [{"R@1": [80.0]}], tmp_path / "high.png"))
+    assert low.shape == high.shape
+    assert _bar_pixels(low) > 500 and _bar_pixels(high) / _bar_pixels(low) == pytest.approx(4.0, rel=0.05)
+    # several configurations, runs, spreads and a reference draw; mismatched inputs are refused
+    both = plots.plot_configurations(
+        ["a", "b"], [{"R@1": [10.0, 20.0], "R@10": [30.0]}, {"R@1": [15.0], "R@10": []}], tmp_path / "two.png",
+        reference={"R@1": 21.2}, title="t",
+    )  # fmt: skip
+    assert _png(both).shape[1] > 400
+    with pytest.raises(ValueError, match="2 labels for 1 value sets"):
+        plots.plot_configurations(["a", "b"], [{"R@1": [1.0]}], tmp_path / "x.png")
+
+
 def test_recall_vs_distance_and_map_and_mosaic(tmp_path):
     d = np.array([20, 100, 1000, 5000.0])
     out = plots.plot_recall_vs_distance(d, {1: [0.1, 0.2, 0.4, 0.6], 10: [0.2, 0.4, 0.7, 0.9]}, tmp_path / "d.png")

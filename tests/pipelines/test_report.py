@@ -264,3 +264,12 @@ def test_compare_refuses_runs_on_other_data(tmp_path, capsys):
     assert main(["report", "--compare", a, b]) != 0
     err = capsys.readouterr().err
     assert "b.json was scored on other data than" in err and "a.json" in err
+
+
+def test_compare_plot_goes_with_compare(tmp_path, capsys):
+    a = _compare_run(tmp_path, "a", "mac", 0, 0.1, 0.3)
+    b = _compare_run(tmp_path, "b", "netvlad", 0, 0.2, 0.4)
+    assert main(["report", "--compare", a, b, "--plot", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert main(["report", a, "--markdown", "--plot", str(tmp_path / "d.png")]) != 0
+    assert "--plot goes with --compare" in capsys.readouterr().err and not (tmp_path / "d.png").exists()
