@@ -407,10 +407,10 @@ def compare_configurations(runs: list[tuple[str, dict[str, Any]]], threshold: fl
     )
 
 
-def markdown_compare_table(runs: list[tuple[str, dict[str, Any]]], threshold: float = HIT_THRESHOLD_M) -> str:
-    """:func:`compare_configurations` as a Markdown table: a row per configuration (mean ± sd over its
-    runs; a single run's value alone), then the searched horizon baseline's row."""
-    cmp = compare_configurations(runs, threshold)
+def markdown_compare_table(cmp: Comparison) -> str:
+    """A :func:`compare_configurations` result as a Markdown table: a row per configuration (mean ± sd
+    over its runs; a single run's value alone), then the searched horizon baseline's row."""
+    threshold = cmp.threshold_m
     heads = [h for h, _, _ in COMPARE_COLUMNS]
     lines = [
         f"| configuration (within {threshold / 1000:g} km, mean ± sd) | runs | " + " | ".join(heads) + " |",
@@ -514,14 +514,23 @@ def _verdict(dist_m: npt.NDArray[np.float64]) -> str:
     return "hit@5" if np.any(dist_m[:TOP_SHOW] <= HIT_THRESHOLD_M) else "miss"
 
 
-def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no results.json; run `crosslocate benchmark` for this run first")
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's ``results.json`` content: ``path`` is the file itself or the run folder holding it.
+
+    Raises ConfigError (one line, naming the path) when it is missing or not valid JSON.
+    """
+    p = Path(path)
+    file = p if p.is_file() else p / "results.json"
+    if not file.is_file():
+        raise ConfigError(f"{p}: no results.json; run `crosslocate benchmark` for this run first")
     try:
-        results = json.loads(path.read_text())
+        return json.loads(file.read_text())
     except ValueError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); re-run `crosslocate benchmark`") from exc
+        raise ConfigError(f"{file}: not valid JSON ({exc}); re-run `crosslocate benchmark`") from exc
+
+
+def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    results = load_results(run_dir)
     rk_path = run_dir / str(results.get("rankings", "rankings.npz"))
     if not rk_path.is_file():
         return results, None

@@ -37,12 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from crosslocate.errors import ConfigError
     from crosslocate.pipelines.report import (
         compare_configurations,
+        load_results,
         markdown_compare_table,
         markdown_spread_table,
         markdown_table,
@@ -51,27 +49,20 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    def load(p: Path) -> dict:
-        path = p if p.is_file() else p / "results.json"
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such results file (run `crosslocate benchmark` first)")
-        return json.loads(path.read_text())
-
     if args.plot and not args.compare:
         raise ConfigError("--plot goes with --compare")
     if args.compare:
-        runs = [(p, load(Path(p))) for p in args.run_dir]
-        print(markdown_compare_table(runs), end="")
+        cmp = compare_configurations([(p, load_results(p)) for p in args.run_dir])
+        print(markdown_compare_table(cmp), end="")
         if args.plot:
             from crosslocate.model.plots import plot_configurations
 
-            cmp = compare_configurations(runs)
             title = f"within {cmp.threshold_m / 1000:g} km; bars: mean ± sd over runs, dots: runs"
             plot_configurations(cmp.labels, cmp.values, args.plot, reference=cmp.reference,
                                 reference_label="horizon_searched (baseline)", title=title)  # fmt: skip
         return 0
     if args.markdown:
-        runs = [load(p) for p in map(Path, args.run_dir)]
+        runs = [load_results(p) for p in args.run_dir]
         print(markdown_table(runs[0]) if len(runs) == 1 else markdown_spread_table(runs), end="")
         for note in (shared_terrain_note(runs[0]), *(pipeline_note(r) for r in runs)):
             if note:
