@@ -173,8 +173,8 @@ class ShardWriter:
         self._bio = io.BytesIO()
         self._h5 = h5py.File(self._bio, "w")
         s = self.size_px
-        for m, spec in self.specs.items():
-            ds = self._h5.create_dataset(
+        for m, spec in self.specs.items():  # the working file; commit() lays out the final one
+            self._h5.create_dataset(
                 m.value,
                 shape=(0, s, s),
                 maxshape=(None, s, s),
@@ -183,7 +183,6 @@ class ShardWriter:
                 track_times=False,
                 **blosc_filter(spec),
             )
-            ds.attrs.update(spec.to_attrs())
         self._h5.create_dataset(
             "views", shape=(0,), maxshape=(None,), chunks=(256,), dtype=VIEW_DTYPE, track_times=False
         )
@@ -229,22 +228,48 @@ class ShardWriter:
         """
         if self._h5 is None:
             raise ShardCorruptError(f"{self.path}: ShardWriter.commit outside its `with` block")
-        h5 = self._h5
-        h5.attrs["format"] = SHARD_FORMAT
-        h5.attrs["schema_version"] = SCHEMA_VERSION
-        h5.attrs["n_views"] = self.n_views
-        h5.attrs["size_px"] = self.size_px
-        h5.attrs["modalities"] = json.dumps([m.value for m in self.modalities])
-        for key, value in self.attrs.items():
-            h5.attrs[key] = value
-        h5.close()
+        self._h5.close()
         self._h5 = None
-        image = self._bio.getvalue() if self._bio is not None else b""
+        work = self._bio.getvalue() if self._bio is not None else b""
         self._bio = None
+        image = self._canonical_image(work)
         require_free_space(self.path, len(image), "this shard")
         write_bytes_atomic(self.path, image)
         _record_shard_bytes(self.path.parent, len(image))
         return hashlib.sha256(image).hexdigest(), len(image), self.n_views
+
+    def _canonical_image(self, work: bytes) -> bytes:
+        """The shard's final bytes from the working file: the same compressed chunks, laid out by one
+        fixed sequence of HDF5 calls.
+
+        The working file grows by resizes, one position at a time; where HDF5 put its metadata then
+        could differ between processes that wrote the same views (a dask worker vs the in-process
+        build: same chunks and attributes, chunks at other offsets). Here every dataset is created at
+        its final shape (the same chunking and maxshape), its chunks are copied with direct chunk I/O (no recompression, no chunk
+        cache) in index order and the attributes are set in a fixed order, so the bytes depend only on
+        the content.
+        """
+        out = io.BytesIO()
+        with h5py.File(io.BytesIO(work), "r") as src, h5py.File(out, "w") as dst:
+            for name, filt in [*((m.value, blosc_filter(self.specs[m])) for m in self.modalities), ("views", {})]:
+                s = src[name]
+                d = dst.create_dataset(
+                    name, shape=s.shape, maxshape=s.maxshape, chunks=s.chunks, dtype=s.dtype, track_times=False, **filt
+                )
+                for i in range(s.id.get_num_chunks()):
+                    offset = s.id.get_chunk_info(i).chunk_offset
+                    mask, chunk = s.id.read_direct_chunk(offset)
+                    d.id.write_direct_chunk(offset, chunk, mask)
+                if name != "views":
+                    d.attrs.update(self.specs[parse_modality(name)].to_attrs())
+            dst.attrs["format"] = SHARD_FORMAT
+            dst.attrs["schema_version"] = SCHEMA_VERSION
+            dst.attrs["n_views"] = self.n_views
+            dst.attrs["size_px"] = self.size_px
+            dst.attrs["modalities"] = json.dumps([m.value for m in self.modalities])
+            for key, value in self.attrs.items():
+                dst.attrs[key] = value
+        return out.getvalue()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
