@@ -253,6 +253,11 @@ class TrainConfig:
         sparse views stand at the photo spots, an easier task.
     device : str
         ``auto`` / ``cpu`` / ``cuda:N`` (:func:`crosslocate.model.device.resolve_device`).
+    extra_photos : int
+        Synthetic training-only photos added to the query set's training split: a second set drawn
+        with its own seed at training-split spots only, so the val and test photos (and the heldout
+        database) stay the same and runs with and without it are scored on the same data
+        (:func:`crosslocate.pipelines.train.ensure_training_photos`). 0: none.
     """
 
     epochs: int = 30
@@ -277,6 +282,7 @@ class TrainConfig:
     augment: bool = True
     val_databases: tuple[str, ...] = ("sparse", "compact")
     device: str = "auto"
+    extra_photos: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "n_negatives", "neg_pool_size", "neg_hardest", "embed_batch_size"):
@@ -309,6 +315,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.neg_hardest={self.neg_hardest} exceeds neg_pool_size={self.neg_pool_size}")
         if not _is_int(self.num_workers) or self.num_workers < 0:
             raise ConfigError(f"TrainConfig.num_workers must be an int >= 0, got {self.num_workers!r}")
+        if not _is_int(self.extra_photos) or self.extra_photos < 0:
+            raise ConfigError(f"TrainConfig.extra_photos must be an int >= 0, got {self.extra_photos!r}")
         if self.max_tuples is not None and (not _is_int(self.max_tuples) or self.max_tuples < 1):
             raise ConfigError(f"TrainConfig.max_tuples must be None or an int >= 1, got {self.max_tuples!r}")
         if self.cache_size is not None and (not _is_int(self.cache_size) or self.cache_size < 1):

@@ -101,6 +101,8 @@ class BenchmarkInputs:
         The validation split's queries and heldout views (None without validation queries): the
         pipeline (network, re-ranking, hybrid candidates, voting) is chosen on them
         (:func:`crosslocate.pipelines.refine.choose_pipeline`), never on the test split.
+    training_photos : dict or None
+        :func:`crosslocate.pipelines.train.training_photos_record` of the training-only photos, if any.
     """
 
     ctx: RunContext
@@ -112,6 +114,7 @@ class BenchmarkInputs:
     device: Any
     val_qset: Any = None
     val_pool: Any = None
+    training_photos: dict[str, Any] | None = None
 
     @property
     def eval(self) -> Any:
@@ -175,6 +178,7 @@ def prepare_benchmark(
         device=dev,
         val_qset=val_qset,
         val_pool=val_pool,
+        training_photos=inputs.extra_record,
     )
 
 
@@ -379,6 +383,7 @@ def _run_record(inp: BenchmarkInputs, nw: _Network) -> dict[str, Any]:
             ),
         },
         "query_set": inp.query_set,
+        "training_photos": inp.training_photos,
         "shared_terrain": shared_terrain(inp.ctx.region, preset.grid, float(preset.render.range_m)),
         "modality": inp.ctx.modality,
         "input_encoding": INPUT_ENCODING,

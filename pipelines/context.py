@@ -132,10 +132,24 @@ class RunContext:
     def _suffix(self) -> str:
         return "" if self.queries_csv is None else f"-{self.queries_csv.stem}"
 
+    @property
+    def extra_photos(self) -> int:
+        """Synthetic training-only photos of this run (``TrainConfig.extra_photos``; 0: none)."""
+        return int(getattr(self.preset.train, "extra_photos", 0) or 0)
+
+    @property
+    def training_photos_dir(self) -> Path:
+        """``<work>/<region>/queries-train<N>``: the training-only photos (N = :attr:`extra_photos`)."""
+        return self.region_dir / f"queries-train{self.extra_photos}"
+
     def db(self, kind: str) -> Path:
-        """``<work>/<region>/db/<kind>`` (``-<csv stem>`` appended for sparse/compact of a CSV query set:
-        they depend on the query set; the uniform database is shared)."""
-        return self.region_dir / "db" / (kind if kind == "uniform" else kind + self._suffix())
+        """``<work>/<region>/db/<kind>`` (``-<csv stem>`` appended for all but uniform with a CSV query
+        set: they depend on the query set; the uniform database is shared; ``-x<N>`` appended for
+        sparse/compact with N training-only photos, which place views too)."""
+        if kind == "uniform":
+            return self.region_dir / "db" / kind
+        extra = f"-x{self.extra_photos}" if self.extra_photos and kind in ("sparse", "compact") else ""
+        return self.region_dir / "db" / (kind + self._suffix() + extra)
 
     @property
     def run(self) -> Path:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -135,24 +135,50 @@ class NetOptions:
     wheel's file). ImageNet weights exist only at the published widths, so they set ``width=1`` and
     drop the preset's VGG16 BatchNorm (plain VGG16 weights); a backbone other than vgg16 has its own
     normalisation, so ``batch_norm`` is dropped there too.
+
+    ``seed``, ``train_photos``, ``tuples_per_epoch`` and ``epochs`` set ``TrainConfig.seed`` (and
+    ``NetConfig.init_seed``), ``extra_photos``, ``max_tuples`` and ``epochs``: training choices that keep the
+    val and test photos, so their runs are scored on the same data as the preset's.
     """
 
     backbone: str | None = None
     imagenet_weights: str | None = None
     pooling: str | None = None
     seed: int | None = None
+    train_photos: int | None = None
+    tuples_per_epoch: int | None = None
+    epochs: int | None = None
 
     @property
     def empty(self) -> bool:
-        return self.backbone is None and self.imagenet_weights is None and self.pooling is None and self.seed is None
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def _training(self) -> dict[str, int]:
+        """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch`` and ``epochs``."""
+        out = {}
+        for value, key, low in (
+            (self.seed, "seed", 0),
+            (self.train_photos, "extra_photos", 0),
+            (self.tuples_per_epoch, "max_tuples", 1),
+            (self.epochs, "epochs", 1),
+        ):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                flag = {"extra_photos": "--train-photos", "max_tuples": "--tuples-per-epoch"}.get(key, f"--{key}")
+                raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}")
+            out[key] = int(value)
+        return out
 
     def apply(self, preset: Preset) -> Preset:
         """The preset with these choices applied to its ``net`` (validated by ``NetConfig``); ``seed`` sets
         ``TrainConfig.seed`` and ``NetConfig.init_seed``."""
         if self.empty:
             return preset
-        if self.seed is not None:
-            preset = preset.with_overrides(train={"seed": int(self.seed)}, net={"init_seed": int(self.seed)})
+        training = self._training()
+        if training:
+            net = {"init_seed": training["seed"]} if "seed" in training else {}
+            preset = preset.with_overrides(train=training, net=net)
         if self.backbone is None and self.imagenet_weights is None and self.pooling is None:
             return preset
         changes: dict[str, Any] = {}
@@ -181,6 +207,12 @@ class NetOptions:
                 parts.append(v)
         if self.imagenet_weights is not None:
             parts.append("imagenet")
+        if self.train_photos:
+            parts.append(f"x{int(self.train_photos)}")
+        if self.tuples_per_epoch is not None:
+            parts.append(f"t{int(self.tuples_per_epoch)}")
+        if self.epochs is not None:
+            parts.append(f"e{int(self.epochs)}")
         if self.seed is not None:
             parts.append(f"seed{int(self.seed)}")
         return "-".join(parts)

@@ -119,6 +119,9 @@ class QuerySetConfig:
         sampling goes on until ``n_queries`` photos. None: no limit, the splits take what the
         geography gives (on the Alps with the paper's split, Switzerland would take half the photos).
         The limits bound what validation and the benchmark cost on a large region.
+    max_buffer_spots : int or None
+        The same for the buffers between splits (positions of no split). 0 with both limits above
+        at 0 makes a training-only set (:func:`crosslocate.pipelines.train.ensure_training_photos`).
     """
 
     n_queries: int = 300
@@ -143,6 +146,7 @@ class QuerySetConfig:
     photos_per_spot: int = 1
     max_val_spots: int | None = None
     max_test_spots: int | None = None
+    max_buffer_spots: int | None = None
 
     def __post_init__(self) -> None:
         ints = ("n_queries", "width_px", "height_px", "seed", "mosaic_count", "photos_per_spot", "lod_cells")
@@ -180,7 +184,7 @@ class QuerySetConfig:
             )
         if self.photos_per_spot < 1:
             raise ConfigError(f"QuerySetConfig.photos_per_spot must be >= 1, got {self.photos_per_spot}")
-        for name in ("max_val_spots", "max_test_spots"):
+        for name in ("max_val_spots", "max_test_spots", "max_buffer_spots"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0):
                 raise ConfigError(f"QuerySetConfig.{name} must be None or a non-negative integer, got {value!r}")
@@ -207,7 +211,11 @@ class QuerySetConfig:
     @property
     def split_caps(self) -> dict[int, int]:
         """``{split code: max spots}`` of the capped splits (empty: no limits)."""
-        caps = {SPLIT_CODES["val"]: self.max_val_spots, SPLIT_CODES["test"]: self.max_test_spots}
+        caps = {
+            SPLIT_CODES["val"]: self.max_val_spots,
+            SPLIT_CODES["test"]: self.max_test_spots,
+            SPLIT_CODES["none"]: self.max_buffer_spots,
+        }
         return {code: int(cap) for code, cap in caps.items() if cap is not None}
 
     @property
@@ -297,7 +305,8 @@ def fingerprint(cfg: QuerySetConfig, region: Region, dem: DEM, grid: GridConfig 
     it: they decide which spots are kept.
     """
     config = {k: v for k, v in cfg.to_dict().items() if k != "mosaic_count"}
-    for key, default in (("photos_per_spot", 1), ("lod_cells", 256), ("max_val_spots", None), ("max_test_spots", None)):
+    optional = ("max_val_spots", "max_test_spots", "max_buffer_spots")
+    for key, default in (("photos_per_spot", 1), ("lod_cells", 256), *((k, None) for k in optional)):
         if key in config and config[key] == default:
             del config[key]
     if cfg.split_caps:
@@ -399,6 +408,8 @@ def ensure_query_set(
     work: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    grid: GridConfig | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> list[Query]:
     """Render (or resume, or reuse) the synthetic query set of a region.
 
@@ -415,6 +426,10 @@ def ensure_query_set(
         Work folder; the set goes to ``work/<region>/queries``.
     overwrite : bool
         Replace an existing set made with other settings (otherwise :class:`ManifestMismatchError`).
+    grid : GridConfig or None
+        The split rule of the spot limits (None: the preset's grid).
+    out_dir : path or None
+        Folder of the set (None: ``work/<region>/queries``).
 
     Returns
     -------
@@ -424,9 +439,9 @@ def ensure_query_set(
     from crosslocate.pipelines.tasks import opened_dem
 
     cfg = resolve_query_config(preset)
-    grid = _grid_config(preset)
+    grid = grid if grid is not None else _grid_config(preset)
     reg = resolve_region(region)
-    out_dir = query_dir(work, reg)
+    out_dir = query_dir(work, reg) if out_dir is None else Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with opened_dem(dem_src, reg.name) as dem:
         _check_fingerprint(out_dir, fingerprint(cfg, reg, dem, grid), overwrite)
@@ -630,9 +645,11 @@ def sample_photo_spots(
     n_spots = tried = 0
     while len(kept) < cfg.n_queries:
         if tried >= 50 * max(cfg.n_queries, 1):
+            capped = f" outside the full splits {sorted(caps.items())} (split code: spots)" if caps else ""
             raise ConfigError(
                 f"only {len(kept)} of {tried} sampled query poses see >= {cfg.min_sky_fraction:.0%} sky and a "
-                f"skyline >= {cfg.min_horizon_m:.0f} m away; lower QuerySetConfig.min_sky_fraction/min_horizon_m"
+                f"skyline >= {cfg.min_horizon_m:.0f} m away{capped}; lower QuerySetConfig.min_sky_fraction/"
+                "min_horizon_m"
             )
         need_spots = -(-(cfg.n_queries - len(kept)) // cfg.photos_per_spot)
         batch = draw(max(2 * need_spots, 16))

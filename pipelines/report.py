@@ -327,6 +327,17 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _config_defaults() -> dict[str, Any]:
+    """Flattened defaults of the network, training and evaluation configs (``train.extra_photos``: 0)."""
+    from crosslocate.fileio import config_to_dict
+    from crosslocate.model.config import EvalConfig, NetConfig, TrainConfig
+
+    out: dict[str, Any] = {}
+    for section, cls in (("net", NetConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+        out.update(_flat(config_to_dict(cls()), f"{section}."))
+    return out
+
+
 def _data_identity(results: dict[str, Any]) -> tuple[Any, ...]:
     qs, db = results.get("query_set") or {}, results.get("database") or {}
     return results.get("region"), qs.get("id"), db.get("what"), db.get("n_views", results.get("n_database"))
@@ -371,6 +382,10 @@ def compare_configurations(runs: list[tuple[str, dict[str, Any]]], threshold: fl
                 f"{_data_identity(res)} vs {_data_identity(first)}); compare runs on the same data"
             )
     configs = [{k: v for k, v in _flat(res.get("config", {})).items() if k not in SEED_FIELDS} for _, res in runs]
+    defaults = _config_defaults()
+    for key in {k for cfg in configs for k in cfg} & set(defaults):
+        for cfg in configs:  # a run made before a field existed ran with its default
+            cfg.setdefault(key, defaults[key])
     groups: list[tuple[dict[str, Any], list[int]]] = []
     for i, cfg in enumerate(configs):
         for key, members in groups:

@@ -20,9 +20,10 @@ All distances are metres in the region's LAEA frame (:attr:`crosslocate.dem.regi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from crosslocate.dem.config import GridConfig
     from crosslocate.dem.regions import Region
     from crosslocate.pipelines.presets import Preset
+    from crosslocate.pipelines.queries import QuerySetConfig
 from crosslocate.fileio import config_to_dict, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -63,10 +65,16 @@ class FlowInputs:
     queries: list[Query]
     splits: npt.NDArray[np.uint8]
     record: dict[str, Any]
+    extra: list[Query] = field(default_factory=list)
+    extra_record: dict[str, Any] | None = None
 
     def mask(self, split: str) -> npt.NDArray[np.bool_]:
         """(Q,) bool: the queries of ``split``."""
         return self.splits == SPLIT_CODES[split]
+
+    def training(self) -> tuple[list[Query], npt.NDArray[np.bool_]]:
+        """(every photo: the query set then the training-only photos, (Q + E,) bool: the training ones)."""
+        return self.queries + self.extra, np.concatenate([self.mask("train"), np.ones(len(self.extra), bool)])
 
 
 def flow_queries(ctx: RunContext) -> list[Query]:
@@ -89,10 +97,72 @@ def flow_queries(ctx: RunContext) -> list[Query]:
 
 
 def flow_inputs(ctx: RunContext) -> FlowInputs:
-    """The query set, its splits and its record (:class:`FlowInputs`), once per command."""
+    """The query set, its splits and its record (:class:`FlowInputs`), once per command; with
+    ``TrainConfig.extra_photos`` also the training-only photos (:func:`ensure_training_photos`)."""
     queries = flow_queries(ctx)
     splits = query_splits(queries, ctx.region, ctx.preset.grid)
-    return FlowInputs(queries=queries, splits=splits, record=query_set_record(queries, splits, ctx))
+    record = query_set_record(queries, splits, ctx)
+    if not ctx.extra_photos:
+        return FlowInputs(queries=queries, splits=splits, record=record)
+    extra = ensure_training_photos(ctx)
+    return FlowInputs(
+        queries=queries, splits=splits, record=record, extra=extra, extra_record=training_photos_record(extra, ctx)
+    )
+
+
+#: Seed offset of the training-only photos from the query set's seed (their spots and looks differ).
+TRAINING_PHOTOS_SEED_OFFSET = 1_000_003
+
+
+def training_photos_config(base: QuerySetConfig, n: int) -> QuerySetConfig:
+    """The query settings of ``n`` training-only photos: the base set's photo settings and photos
+    per spot, seed ``base.seed + TRAINING_PHOTOS_SEED_OFFSET``, and no val, test or buffer spots."""
+    return dataclasses.replace(
+        base,
+        n_queries=int(n),
+        seed=int(base.seed) + TRAINING_PHOTOS_SEED_OFFSET,
+        max_val_spots=0,
+        max_test_spots=0,
+        max_buffer_spots=0,
+    )
+
+
+def ensure_training_photos(ctx: RunContext) -> list[Query]:
+    """Render (or reuse) the run's ``TrainConfig.extra_photos`` training-only photos in
+    :attr:`RunContext.training_photos_dir` (:func:`training_photos_config`): spots in the training
+    split only, so the val and test photos and the heldout database stay those of the query set.
+
+    Raises
+    ------
+    ConfigError
+        The training split has too few photo spots for the count, or a photo falls outside it.
+    """
+    from crosslocate.pipelines.queries import ensure_query_set, resolve_query_config
+
+    base = ctx.base_preset
+    cfg = training_photos_config(resolve_query_config(base), ctx.extra_photos)
+    photos = ensure_query_set(ctx.region, ctx.dem, cfg, ctx.work, grid=base.grid, out_dir=ctx.training_photos_dir)
+    codes = query_splits(photos, ctx.region, ctx.preset.grid)
+    if (codes != SPLIT_CODES["train"]).any():
+        bad = int(np.flatnonzero(codes != SPLIT_CODES["train"])[0])
+        raise ConfigError(
+            f"{ctx.training_photos_dir}: training-only photo {bad} lies outside the training split "
+            "(made with other split settings?); remove the folder to draw the set again"
+        )
+    logger.info("training-only photos: %d in %s", len(photos), ctx.training_photos_dir)
+    return photos
+
+
+def training_photos_record(photos: list[Query], ctx: RunContext) -> dict[str, Any]:
+    """What identifies the training-only photos: ``id`` (as :func:`query_set_record`), ``n_queries``, folder."""
+    from crosslocate.datasets.queries import query_set_digest
+
+    codes = np.full(len(photos), SPLIT_CODES["train"], np.uint8)
+    return {
+        "id": query_set_digest(photos, codes.tobytes()),
+        "n_queries": len(photos),
+        "dir": str(ctx.training_photos_dir),
+    }
 
 
 def query_set_record(queries: list[Query], splits: npt.NDArray[np.uint8], ctx: RunContext) -> dict[str, Any]:
@@ -135,13 +205,19 @@ def query_xy(queries: list[Query], crs_wkt: str) -> tuple[npt.NDArray[np.float64
     return np.stack([x, y], axis=1), np.array([q.pose.yaw_deg for q in queries], np.float64)
 
 
-def ensure_databases(kinds: tuple[str, ...], ctx: RunContext, queries: list[Query]) -> dict[str, Path]:
-    """Build (or resume / reuse) each database kind in ``ctx.db(kind)``; returns kind -> folder."""
+def ensure_databases(
+    kinds: tuple[str, ...], ctx: RunContext, queries: list[Query], extra: list[Query] | None = None
+) -> dict[str, Path]:
+    """Build (or resume / reuse) each database kind in ``ctx.db(kind)``; returns kind -> folder.
+
+    ``extra``: training-only photos, which place sparse and compact views too (not heldout ones).
+    """
     from crosslocate.pipelines.build import build_database
 
     out: dict[str, Path] = {}
     for kind in kinds:
         t0 = time.perf_counter()
+        placed = queries + list(extra or ()) if kind in TRAIN_DB_KINDS else queries
         out[kind] = Path(
             build_database(
                 kind,
@@ -149,7 +225,7 @@ def ensure_databases(kinds: tuple[str, ...], ctx: RunContext, queries: list[Quer
                 ctx.region,
                 ctx.dem,
                 ctx.db(kind),
-                queries=queries,
+                queries=placed,
                 clip_to_dem=ctx.clip_to_dem,
             )
         )
@@ -252,7 +328,7 @@ def run_train(
     tcfg = preset.train
     val_kinds = tuple(getattr(tcfg, "val_databases", TRAIN_DB_KINDS))
     kinds = TRAIN_DB_KINDS + tuple(k for k in val_kinds if k not in TRAIN_DB_KINDS)
-    dbs = ensure_databases(kinds, ctx, inputs.queries)
+    dbs = ensure_databases(kinds, ctx, inputs.queries, inputs.extra)
     dev = resolve_device(device or getattr(tcfg, "device", "auto"))
     seed_everything(int(tcfg.seed))
     trainq, pool, val = training_sets(ctx, inputs, dbs, val_kinds)
@@ -261,6 +337,7 @@ def run_train(
         "preset": preset.name,
         "region": reg.name,
         "query_set": inputs.record,
+        "training_photos": inputs.extra_record,
         "modality": ctx.modality,
         "net": config_to_dict(preset.net),
         "train": config_to_dict(tcfg),
@@ -299,9 +376,10 @@ def training_sets(
     preset, crs, tcfg = ctx.preset, ctx.region.crs_wkt, ctx.preset.train
     (size_px, fov_scaling), db_fov = net_input(preset), float(preset.render.fov_deg)
     augment = _augment_config(tcfg)
+    photos, trainmask = inputs.training()
     trainq = make_queryset(
-        inputs.queries,
-        inputs.mask("train"),
+        photos,
+        trainmask,
         crs,
         size_px,
         db_fov,
@@ -346,9 +424,11 @@ def _augment_config(tcfg: Any) -> Any:
 
 
 __all__ = [
+    "TRAINING_PHOTOS_SEED_OFFSET",
     "TRAIN_DB_KINDS",
     "FlowInputs",
     "ensure_databases",
+    "ensure_training_photos",
     "flow_inputs",
     "flow_queries",
     "make_pool",
@@ -359,5 +439,7 @@ __all__ = [
     "query_xy",
     "run_train",
     "split_indices",
+    "training_photos_config",
+    "training_photos_record",
     "training_sets",
 ]

@@ -53,16 +53,48 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         help="training and initialisation seed instead of the preset's (runs go to runs/<preset>...-seed<N>); "
         "the query set and databases stay the same, so seeds measure the training's spread",
     )
+    p.add_argument(
+        "--train-photos",
+        type=int,
+        default=None,
+        metavar="N",
+        help="add N synthetic training-only photos (a second set at training-split spots, in "
+        "<work>/<region>/queries-train<N>; the val and test photos stay the same); runs go to runs/<preset>...-x<N>",
+    )
+    p.add_argument(
+        "--tuples-per-epoch",
+        type=int,
+        default=None,
+        metavar="M",
+        help="train on M tuples per epoch (a new random draw of the training photos each epoch) instead of "
+        "every training photo; with --train-photos it keeps the training cost of the smaller set",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="E",
+        help="training epochs instead of the preset's (runs go to runs/<preset>...-e<E>); the checkpoint kept is "
+        "still the best epoch on validation",
+    )
 
 
 def net_options(args: argparse.Namespace) -> object | None:
     """``--backbone`` / ``--imagenet-weights`` as a :class:`~crosslocate.pipelines.presets.NetOptions` (None if unset)."""
-    seed = getattr(args, "seed", None)
-    if args.backbone is None and args.imagenet_weights is None and args.pooling is None and seed is None:
+    chosen = {
+        "backbone": args.backbone,
+        "imagenet_weights": args.imagenet_weights,
+        "pooling": args.pooling,
+        "seed": getattr(args, "seed", None),
+        "train_photos": getattr(args, "train_photos", None),
+        "tuples_per_epoch": getattr(args, "tuples_per_epoch", None),
+        "epochs": getattr(args, "epochs", None),
+    }
+    if all(v is None for v in chosen.values()):
         return None
     from crosslocate.pipelines.presets import NetOptions
 
-    return NetOptions(backbone=args.backbone, imagenet_weights=args.imagenet_weights, pooling=args.pooling, seed=seed)
+    return NetOptions(**chosen)
 
 
 def run_context(args: argparse.Namespace) -> object:

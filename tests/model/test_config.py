@@ -60,6 +60,8 @@ def test_presets_exist_and_paper_numbers():
         (TrainConfig, "neg_min_dist_m", 10.0),  # must exceed pos_radius_m (20)
         (TrainConfig, "neg_hardest", 5000),  # more than neg_pool_size (4000)
         (TrainConfig, "max_tuples", 0),
+        (TrainConfig, "extra_photos", -1),
+        (TrainConfig, "extra_photos", 2.5),
         (TrainConfig, "num_workers", -1),
         (TrainConfig, "augment", 1),
         (TrainConfig, "device", ""),

@@ -51,3 +51,18 @@ def test_imagenet_weights_flag_fails_fast_on_a_missing_file(tmp_path, capsys):
     assert not work.exists()
     args = build_parser().parse_args(["benchmark", "--backbone", "efficientnet_lite0", "--imagenet-weights", "builtin"])
     assert (args.backbone, args.imagenet_weights) == ("efficientnet_lite0", "builtin")
+
+
+def test_training_flags_reach_the_preset_and_the_run_folder(tmp_path):
+    from crosslocate.pipelines.commands.train import run_context
+
+    argv = ["benchmark", "--work", str(tmp_path), "--train-photos", "2400", "--tuples-per-epoch", "524", "--seed", "2"]
+    ctx = run_context(build_parser().parse_args([*argv, "--epochs", "36"]))
+    train = ctx.preset.train
+    assert (train.extra_photos, train.max_tuples, train.seed, train.epochs) == (2400, 524, 2, 36)
+    assert ctx.run == tmp_path / "demo" / "runs" / "cpu-x2400-t524-e36-seed2"
+    plain = run_context(build_parser().parse_args(["train", "--work", str(tmp_path)]))
+    assert plain.preset.train.extra_photos == 0 and plain.run.name == "cpu"
+    assert main(["train", "--work", str(tmp_path), "--train-photos", "-5"]) == 2  # one-line error, nothing built
+    assert main(["train", "--work", str(tmp_path), "--epochs", "0"]) == 2
+    assert not (tmp_path / "demo").exists()

@@ -21,6 +21,7 @@ from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, SPLIT_CODES, VIEW_DTYPE
 from crosslocate.dem.geodesy import aeqd_crs_wkt, transform_xy
 from crosslocate.dem.poses import Pose
+from crosslocate.errors import ConfigError
 from crosslocate.model.checkpoint import check_run_record
 from crosslocate.model.config import EvalConfig, RerankConfig
 from crosslocate.pipelines import train as flow
@@ -479,3 +480,61 @@ def test_bench_search_overlap_recall_by_hand():
     db, q = bench_search.synthetic_descriptors(100, 7, 16, np.random.default_rng(0))
     assert db.shape == (100, 16) and q.shape == (7, 16)
     assert np.allclose(np.linalg.norm(db, axis=1), 1, atol=1e-5)
+
+
+def test_training_only_photos_join_the_training_split_and_its_databases_only(tmp_path, monkeypatch):
+    """``--train-photos N``: a second synthetic set drawn with the training-only settings in its own
+    folder; it joins the training photos and places sparse/compact views, while the query set's record
+    (what val and test are scored on) and the heldout database's photos stay those of the query set."""
+    from crosslocate.pipelines import queries as qmod
+    from crosslocate.pipelines.context import RunContext
+    from crosslocate.pipelines.presets import NetOptions
+    from crosslocate.pipelines.train import TRAINING_PHOTOS_SEED_OFFSET
+
+    def photos(stem, n):
+        (tmp_path / stem).mkdir()
+        out = []
+        for i in range(n):
+            (tmp_path / stem / f"{i}.png").write_bytes(f"{stem} {i}".encode())  # the record hashes the bytes
+            out.append(Query(str(tmp_path / stem / f"{i}.png"), Pose(lon=7.9, lat=46.5, alt_m=1.0, yaw_deg=i)))
+        return out
+
+    main_set, extra_set, calls = photos("main", 6), photos("extra", 4), []
+
+    def ensure_query_set(region, dem_src, preset, work, *, overwrite=False, grid=None, out_dir=None):
+        calls.append((preset, grid, out_dir))
+        return extra_set if out_dir is not None else main_set
+
+    monkeypatch.setattr(qmod, "ensure_query_set", ensure_query_set)
+    main_codes = np.array([0, 0, 1, 2, 255, 0], np.uint8)
+    codes = {"main": main_codes, "extra": np.zeros(4, np.uint8)}
+    monkeypatch.setattr(
+        flow, "query_splits", lambda qs, reg, grid: codes[os.path.basename(os.path.dirname(qs[0].image))]
+    )
+    plain = RunContext.resolve(preset="tiny", work=tmp_path)
+    ctx = RunContext.resolve(preset="tiny", work=tmp_path, net_options=NetOptions(train_photos=4))
+    before, inputs = flow.flow_inputs(plain), flow.flow_inputs(ctx)
+    assert before.extra == [] and before.extra_record is None and inputs.record == before.record
+    cfg, grid, out_dir = calls[-1]
+    assert out_dir == tmp_path / "demo" / "queries-train4" and grid == ctx.base_preset.grid
+    assert (cfg.n_queries, cfg.seed) == (4, ctx.base_preset.queries.seed + TRAINING_PHOTOS_SEED_OFFSET)
+    assert (cfg.max_val_spots, cfg.max_test_spots, cfg.max_buffer_spots) == (0, 0, 0)
+    assert inputs.extra_record["n_queries"] == 4 and inputs.extra_record["id"] != inputs.record["id"]
+    everything, train = inputs.training()
+    assert [os.path.relpath(q.image, tmp_path) for q, t in zip(everything, train, strict=True) if t] == [
+        "main/0.png", "main/1.png", "main/5.png", "extra/0.png", "extra/1.png", "extra/2.png", "extra/3.png"
+    ]  # fmt: skip
+    placed = {}
+
+    def build_database(kind, preset, region, dem_src, out, queries=None, clip_to_dem=False):
+        placed[kind] = (out, [q.image for q in queries])
+        return out
+
+    monkeypatch.setitem(sys.modules, "crosslocate.pipelines.build", _fake("b", build_database=build_database))
+    flow.ensure_databases(("sparse", "compact", "heldout"), ctx, inputs.queries, inputs.extra)
+    assert placed["sparse"][1] == placed["compact"][1] == [q.image for q in main_set + extra_set]
+    assert placed["heldout"][1] == [q.image for q in main_set] and placed["heldout"][0] == plain.db("heldout")
+    assert placed["sparse"][0].name == "sparse-x4" and placed["compact"][0].name == "compact-x4"
+    codes["extra"] = np.array([0, 0, 1, 0], np.uint8)  # a set made with other split settings
+    with pytest.raises(ConfigError, match="queries-train4: training-only photo 2 lies outside the training split"):
+        flow.flow_inputs(ctx)

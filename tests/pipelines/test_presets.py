@@ -138,3 +138,25 @@ def test_seed_option_sets_both_seeds_and_names_its_run():
     assert opts.run_name("cpu") == "cpu-seed3"
     assert NetOptions(pooling="gem", seed=1).run_name("cpu") == "cpu-gem-seed1"
     assert NetOptions(pooling="gem", seed=1).apply(base).net.pooling == "gem"
+
+
+def test_training_photo_options_set_the_training_config_and_name_the_run():
+    from crosslocate.pipelines.context import RunContext
+    from crosslocate.pipelines.presets import NetOptions
+
+    base = get_preset("cpu")
+    opts = NetOptions(train_photos=2400, tuples_per_epoch=524, seed=1)
+    p = opts.apply(base)
+    assert (p.train.extra_photos, p.train.max_tuples, p.train.seed, p.net.init_seed) == (2400, 524, 1, 1)
+    assert p.queries == base.queries and p.grid == base.grid and p.net.backbone == base.net.backbone
+    assert opts.run_name("cpu") == "cpu-x2400-t524-seed1"
+    assert NetOptions(train_photos=0).run_name("cpu") == "cpu" and NetOptions(train_photos=0).apply(base) == base
+    for bad, flag in ((dict(train_photos=-1), "--train-photos"), (dict(tuples_per_epoch=0), "--tuples-per-epoch")):
+        with pytest.raises(ConfigError, match=flag):
+            NetOptions(**bad).apply(base)
+    # the extra photos place their own sparse/compact databases; heldout and uniform are shared
+    ctx = RunContext.resolve(preset="cpu", work="w", net_options=NetOptions(train_photos=2400))
+    plain = RunContext.resolve(preset="cpu", work="w")
+    assert ctx.db("sparse").name == "sparse-x2400" and ctx.db("compact").name == "compact-x2400"
+    assert ctx.db("heldout") == plain.db("heldout") and ctx.db("uniform") == plain.db("uniform")
+    assert ctx.training_photos_dir.name == "queries-train2400" and ctx.run.name == "cpu-x2400"

@@ -298,6 +298,41 @@ def test_split_limits_cap_val_and_test_spots():
         dataclasses.replace(base, max_test_spots=-1)
 
 
+def test_zero_limits_everywhere_but_train_make_a_training_only_set():
+    """max_val_spots = max_test_spots = max_buffer_spots = 0 (the training-only photos): every kept
+    spot lies in the training split, and a region without one is refused naming the full splits."""
+    from crosslocate.dem.sources.synthetic import analytic_dem
+    from crosslocate.pipelines.queries import sample_photo_spots
+    from crosslocate.pipelines.train import TRAINING_PHOTOS_SEED_OFFSET, training_photos_config
+
+    dem = analytic_dem("plane", size_px=64, spacing_m=30.0, height_m=500.0)
+    w, s, e, n = dem.bounds_lonlat
+    region = make_region("flat", box(w, s, e, n))
+    cut = (w + (e - w) / 4, w + (e - w) / 2, w + 3 * (e - w) / 4)
+
+    def split_of(lon, lat):  # west to east: test, val, buffer (255), train
+        lon = np.asarray(lon, np.float64)
+        return np.select([lon < cut[0], lon < cut[1], lon < cut[2]], [2, 1, 255], 0).astype(np.uint8)
+
+    base = dataclasses.replace(
+        CFG, n_queries=12, pitch_deg=0.0, roll_deg=0.0, min_sky_fraction=0.3, min_horizon_m=100.0, seed=4
+    )
+    free = sample_photo_spots(region, dem, base, workers=1)
+    assert set(np.unique(split_of([p.lon for p in free], None))) == {0, 1, 2, 255}  # all four drawn freely
+    cfg = training_photos_config(base, 10)
+    assert (cfg.n_queries, cfg.seed) == (10, 4 + TRAINING_PHOTOS_SEED_OFFSET)
+    assert (cfg.max_val_spots, cfg.max_test_spots, cfg.max_buffer_spots) == (0, 0, 0)
+    assert (cfg.width_px, cfg.photo, cfg.photos_per_spot) == (base.width_px, base.photo, base.photos_per_spot)
+    only = sample_photo_spots(region, dem, cfg, workers=1, split_of=split_of)
+    assert len(only) == 10 and (split_of([p.lon for p in only], None) == 0).all()
+    nowhere = dataclasses.replace(cfg, n_queries=2)
+    all_val = lambda lon, lat: np.ones(len(lon), np.uint8)  # noqa: E731
+    with pytest.raises(ConfigError, match=r"outside the full splits \[\(1, 0\), \(2, 0\), \(255, 0\)\]"):
+        sample_photo_spots(region, dem, nowhere, workers=1, split_of=all_val)
+    with pytest.raises(ConfigError, match="max_buffer_spots"):
+        dataclasses.replace(base, max_buffer_spots=-2)
+
+
 def test_csv_records_each_photos_split(tmp_path, cone, calls):
     """With the grid's split rule known (a pipeline preset), queries.csv has a ``split`` column equal
     to assign_splits of each photo's position; the reader ignores it."""

@@ -258,6 +258,20 @@ def test_compare_groups_seeds_by_config(tmp_path, capsys):
     )
 
 
+def test_compare_fills_fields_older_runs_lack_with_their_defaults(tmp_path, capsys):
+    """A run made before ``train.extra_photos`` existed trained with its default (0): it groups with a
+    new run at 0, and the run with training-only photos is labelled against 0, not None."""
+    old = _compare_run(tmp_path, "old", "mac", 0, 0.10, 0.30)
+    new, more = (_compare_run(tmp_path, n, "mac", s, 0.20, 0.50) for n, s in (("new", 1), ("more", 2)))
+    for path, extra in ((new, 0), (more, 2400)):
+        res = json.loads(Path(path).read_text())
+        res["config"]["train"]["extra_photos"] = extra
+        Path(path).write_text(json.dumps(res))
+    assert main(["report", "--compare", old, new, more]) == 0
+    rows = [line.split(" | ")[:2] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows[:2] == [["| train.extra_photos=0", "2"], ["| train.extra_photos=2400", "1"]]
+
+
 def test_compare_refuses_runs_on_other_data(tmp_path, capsys):
     a = _compare_run(tmp_path, "a", "mac", 0, 0.1, 0.3)
     b = _compare_run(tmp_path, "b", "netvlad", 0, 0.2, 0.4, query_set="q2")
