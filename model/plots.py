@@ -164,6 +164,46 @@ def plot_configurations(
     return _save(fig, path)
 
 
+def plot_training_curves(
+    curves: Mapping[str, Mapping[int, Sequence[float]]],
+    path: str | os.PathLike[str],
+    *,
+    ylabel: str = "validation recall [%]",
+    reference: float | None = None,
+    reference_label: str = "baseline",
+    title: str = "",
+) -> Path:
+    """Per-epoch curves of configurations: the mean over runs as a line, the runs' range as a band.
+
+    Parameters
+    ----------
+    curves : {label: {epoch: runs' values}}
+        E.g. :func:`crosslocate.pipelines.report.training_curves` (percent).
+    reference : float or None
+        A horizontal line (e.g. a baseline's score), same unit.
+    """
+    if not curves:
+        raise ValueError("plot_training_curves: no curves")
+    fig = _figure(6.5, 3.6)
+    ax = fig.subplots()
+    for label, by_epoch in curves.items():
+        epochs = np.array(sorted(by_epoch), dtype=np.int64)
+        runs = [np.asarray(by_epoch[e], np.float64) for e in epochs]
+        mean = np.array([r.mean() for r in runs])
+        (line,) = ax.plot(epochs, mean, "-o", ms=2.5, lw=1.5, label=f"{label} ({max(map(len, runs))} runs)")
+        ax.fill_between(epochs, [r.min() for r in runs], [r.max() for r in runs], color=line.get_color(), alpha=0.2)
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=1.5, ls="--", label=reference_label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 def plot_recall_vs_distance(
     distances_m: npt.ArrayLike,
     recalls: Mapping[int, npt.ArrayLike],
@@ -286,8 +326,10 @@ def plot_retrieval_mosaic(
 
 
 __all__ = [
+    "plot_configurations",
     "plot_recall_curves",
     "plot_recall_vs_distance",
     "plot_retrieval_map",
     "plot_retrieval_mosaic",
+    "plot_training_curves",
 ]

@@ -544,6 +544,47 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{file}: not valid JSON ({exc}); re-run `crosslocate benchmark`") from exc
 
 
+#: The per-epoch value ``--curves`` plots by default (validation recall@10 within 1 km).
+CURVE_KEY = "val_recall@10_1km"
+
+
+def training_curves(
+    histories: list[tuple[str, list[dict[str, Any]]]], key: str = CURVE_KEY
+) -> dict[str, dict[int, list[float]]]:
+    """Per-epoch validation curves of several runs, seeds pooled.
+
+    ``histories``: (file name, ``metrics.json`` content: one dict per epoch) pairs. Files named
+    ``X``, ``X-seed1``, ``X-seed2`` (stem without ``-seed<N>``) are the seeds of one configuration,
+    labelled ``X``. Returns ``{label: {epoch: [value of each seed, percent]}}``, epochs ascending.
+    Raises ConfigError naming the file when a history is not a list of epochs or none has ``key``.
+    """
+    import re
+
+    out: dict[str, dict[int, list[float]]] = {}
+    for name, history in histories:
+        if not isinstance(history, list) or not all(isinstance(e, dict) and "epoch" in e for e in history):
+            raise ConfigError(f"{name}: not a training history (metrics.json: a list of epochs)")
+        points = [(int(e["epoch"]), 100.0 * float(e[key])) for e in history if e.get(key) is not None]
+        if not points:
+            raise ConfigError(f"{name}: no epoch has {key!r}")
+        label = re.sub(r"-seed\d+$", "", Path(name).stem)
+        for epoch, value in points:
+            out.setdefault(label, {}).setdefault(epoch, []).append(value)
+    return {label: dict(sorted(c.items())) for label, c in out.items()}
+
+
+def load_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """A run's ``metrics.json`` (the file, or the run folder holding it); ConfigError naming the path."""
+    p = Path(path)
+    file = p if p.is_file() else p / "metrics.json"
+    if not file.is_file():
+        raise ConfigError(f"{p}: no metrics.json; train the run first")
+    try:
+        return json.loads(file.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{file}: not valid JSON ({exc})") from exc
+
+
 def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     results = load_results(run_dir)
     rk_path = run_dir / str(results.get("rankings", "rankings.npz"))

@@ -1,6 +1,7 @@
-"""``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare [--plot PNG]]``: a self-contained ``report.html`` of a
-benchmark run, its results table as Markdown (RUN_DIR may also be a results.json snapshot), or several
-configurations side by side with their spread over seeds."""
+"""``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare [--plot PNG]] [--curves --plot PNG]``: a
+self-contained ``report.html`` of a benchmark run, its results table as Markdown (RUN_DIR may also be a
+results.json snapshot), several configurations side by side with their spread over seeds, or their
+per-epoch validation curves."""
 
 from __future__ import annotations
 
@@ -31,7 +32,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--plot",
         default=None,
         metavar="PNG",
-        help="with --compare: also draw the configurations as bars (mean, sd, every run) to this PNG",
+        help="with --compare: also draw the configurations as bars (mean, sd, every run) to this PNG; "
+        "with --curves: the picture of the curves",
+    )
+    p.add_argument(
+        "--curves",
+        action="store_true",
+        help="per-epoch validation curves of runs (run folders or metrics.json files; X, X-seed1, X-seed2 are "
+        "one configuration's seeds): the best epoch of each, and with --plot PNG the mean and range per epoch",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="with --curves: the per-epoch value (default: val_recall@10_1km)",
+    )
+    p.add_argument(
+        "--reference",
+        type=float,
+        default=None,
+        metavar="PERCENT",
+        help="with --curves --plot: a horizontal reference line, e.g. a baseline's recall",
     )
     p.set_defaults(func=run)
 
@@ -49,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    if args.plot and not args.compare:
-        raise ConfigError("--plot goes with --compare")
+    if args.plot and not (args.compare or args.curves):
+        raise ConfigError("--plot goes with --compare or --curves")
+    if args.curves:
+        return _curves(args)
     if args.compare:
         cmp = compare_configurations([(p, load_results(p)) for p in args.run_dir])
         print(markdown_compare_table(cmp), end="")
@@ -71,4 +93,31 @@ def run(args: argparse.Namespace) -> int:
     if len(args.run_dir) != 1:
         raise ConfigError("one RUN_DIR for report.html (several only with --markdown)")
     print(write_report(args.run_dir[0], args.out, max_rows=args.max_rows))
+    return 0
+
+
+def _curves(args: argparse.Namespace) -> int:
+    """``--curves``: print each configuration's best mean epoch and last epoch; draw them with ``--plot``."""
+    from pathlib import Path
+
+    from crosslocate.pipelines.report import CURVE_KEY, load_history, training_curves
+
+    key = args.metric or CURVE_KEY
+    named = []
+    for p in args.run_dir:
+        path = Path(p)
+        named.append((path.name if path.suffix == ".json" else f"{path.name}.json", load_history(path)))
+    curves = training_curves(named, key)
+    print(f"| configuration | runs | best epoch (mean {key}) | mean there | last epoch | mean there |")
+    print("|---|---|---|---|---|---|")
+    for label, by_epoch in curves.items():
+        means = {e: sum(v) / len(v) for e, v in by_epoch.items()}
+        best, last = max(means, key=lambda e: (means[e], -e)), max(means)
+        n = max(len(v) for v in by_epoch.values())
+        print(f"| {label} | {n} | {best} | {means[best]:.1f}% | {last} | {means[last]:.1f}% |")
+    if args.plot:
+        from crosslocate.model.plots import plot_training_curves
+
+        plot_training_curves(curves, args.plot, ylabel=f"{key} [%]", reference=args.reference,
+                             reference_label="reference", title="mean over runs; band: their range")  # fmt: skip
     return 0

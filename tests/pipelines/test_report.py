@@ -15,6 +15,7 @@ from pyproj import Transformer
 
 from crosslocate.datasets.queries import load_query_csv
 from crosslocate.datasets.shards import open_database
+from crosslocate.errors import ConfigError
 from crosslocate.pipelines.cli import main
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
@@ -287,3 +288,33 @@ def test_compare_plot_goes_with_compare(tmp_path, capsys):
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert main(["report", a, "--markdown", "--plot", str(tmp_path / "d.png")]) != 0
     assert "--plot goes with --compare" in capsys.readouterr().err and not (tmp_path / "d.png").exists()
+
+
+def test_training_curves_pool_seeds_by_file_stem(tmp_path, capsys):
+    """X, X-seed1 are one configuration; per epoch the seeds' values in percent; the CLI prints each
+    configuration's best mean epoch (hand-computed) and draws the curves."""
+    from crosslocate.pipelines.report import training_curves
+
+    def history(values):
+        return [{"epoch": e, "val_recall@10_1km": v, "loss": 1.0} for e, v in enumerate(values)]
+
+    runs = {"a": [0.1, 0.3, 0.2], "a-seed1": [0.1, 0.1, 0.4], "b": [0.2, 0.5]}
+    curves = training_curves([(f"{k}.json", history(v)) for k, v in runs.items()])
+    assert list(curves) == ["a", "b"]
+    assert curves["a"] == {0: [10.0, 10.0], 1: [30.0, 10.0], 2: [20.0, 40.0]}
+    assert curves["b"] == {0: [20.0], 1: [50.0]}
+    files = []
+    for k, v in runs.items():
+        (tmp_path / f"{k}.json").write_text(json.dumps(history(v)))
+        files.append(str(tmp_path / f"{k}.json"))
+    assert main(["report", "--curves", *files, "--plot", str(tmp_path / "c.png")]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    # a: means 10, 20, 30 -> best epoch 2 (30.0%), last 2; b: means 20, 50 -> best 1
+    assert rows == ["| a | 2 | 2 | 30.0% | 2 | 30.0% |", "| b | 1 | 1 | 50.0% | 1 | 50.0% |"]
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="b.json: no epoch has 'val_recall@1_1km'"):
+        training_curves([("b.json", history([0.1]))], "val_recall@1_1km")
+    with pytest.raises(ConfigError, match="x.json: not a training history"):
+        training_curves([("x.json", {"epoch": 1})])
+    assert main(["report", "--curves", str(tmp_path / "missing")]) != 0
+    assert "no metrics.json" in capsys.readouterr().err
