@@ -534,14 +534,21 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises ConfigError (one line, naming the path) when it is missing or not valid JSON.
     """
+    return _run_json(
+        path, "results.json", "run `crosslocate benchmark` for this run first", "; re-run `crosslocate benchmark`"
+    )
+
+
+def _run_json(path: str | os.PathLike[str], name: str, missing: str, invalid: str = "") -> Any:
+    """The JSON file ``name`` of a run (``path``: the file or the run folder); ConfigError naming the path."""
     p = Path(path)
-    file = p if p.is_file() else p / "results.json"
+    file = p if p.is_file() else p / name
     if not file.is_file():
-        raise ConfigError(f"{p}: no results.json; run `crosslocate benchmark` for this run first")
+        raise ConfigError(f"{p}: no {name}; {missing}")
     try:
         return json.loads(file.read_text())
     except ValueError as exc:
-        raise ConfigError(f"{file}: not valid JSON ({exc}); re-run `crosslocate benchmark`") from exc
+        raise ConfigError(f"{file}: not valid JSON ({exc}){invalid}") from exc
 
 
 #: The per-epoch value ``--curves`` plots by default (validation recall@10 within 1 km).
@@ -575,14 +582,7 @@ def training_curves(
 
 def load_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """A run's ``metrics.json`` (the file, or the run folder holding it); ConfigError naming the path."""
-    p = Path(path)
-    file = p if p.is_file() else p / "metrics.json"
-    if not file.is_file():
-        raise ConfigError(f"{p}: no metrics.json; train the run first")
-    try:
-        return json.loads(file.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{file}: not valid JSON ({exc})") from exc
+    return _run_json(path, "metrics.json", "train the run first")
 
 
 def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
