@@ -169,8 +169,6 @@ def plot_training_curves(
     path: str | os.PathLike[str],
     *,
     ylabel: str = "validation recall [%]",
-    reference: float | None = None,
-    reference_label: str = "baseline",
     title: str = "",
 ) -> Path:
     """Per-epoch curves of configurations: the mean over runs as a line, the runs' range as a band.
@@ -179,8 +177,6 @@ def plot_training_curves(
     ----------
     curves : {label: {epoch: runs' values}}
         E.g. :func:`crosslocate.pipelines.report.training_curves` (percent).
-    reference : float or None
-        A horizontal line (e.g. a baseline's score), same unit.
     """
     if not curves:
         raise ValueError("plot_training_curves: no curves")
@@ -192,8 +188,6 @@ def plot_training_curves(
         mean = np.array([r.mean() for r in runs])
         (line,) = ax.plot(epochs, mean, "-o", ms=2.5, lw=1.5, label=f"{label} ({max(map(len, runs))} runs)")
         ax.fill_between(epochs, [r.min() for r in runs], [r.max() for r in runs], color=line.get_color(), alpha=0.2)
-    if reference is not None:
-        ax.axhline(reference, color="k", lw=1.5, ls="--", label=reference_label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -565,8 +566,6 @@ def training_curves(
     labelled ``X``. Returns ``{label: {epoch: [value of each seed, percent]}}``, epochs ascending.
     Raises ConfigError naming the file when a history is not a list of epochs or none has ``key``.
     """
-    import re
-
     out: dict[str, dict[int, list[float]]] = {}
     for name, history in histories:
         if not isinstance(history, list) or not all(isinstance(e, dict) and "epoch" in e for e in history):
@@ -578,6 +577,21 @@ def training_curves(
         for epoch, value in points:
             out.setdefault(label, {}).setdefault(epoch, []).append(value)
     return {label: dict(sorted(c.items())) for label, c in out.items()}
+
+
+def markdown_curves_table(curves: dict[str, dict[int, list[float]]], key: str = CURVE_KEY) -> str:
+    """:func:`training_curves` as Markdown: per configuration its runs, the epoch of the best mean
+    (the earliest on ties) and the last epoch, each with its mean."""
+    lines = [
+        f"| configuration | runs | best epoch (mean {key}) | mean there | last epoch | mean there |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, by_epoch in curves.items():
+        means = {e: float(np.mean(v)) for e, v in by_epoch.items()}
+        best, last = max(means, key=lambda e: (means[e], -e)), max(means)
+        n = max(len(v) for v in by_epoch.values())
+        lines.append(f"| {label} | {n} | {best} | {means[best]:.1f}% | {last} | {means[last]:.1f}% |")
+    return "\n".join(lines) + "\n"
 
 
 def load_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

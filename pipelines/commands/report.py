@@ -46,13 +46,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default=None,
         help="with --curves: the per-epoch value (default: val_recall@10_1km)",
     )
-    p.add_argument(
-        "--reference",
-        type=float,
-        default=None,
-        metavar="PERCENT",
-        help="with --curves --plot: a horizontal reference line, e.g. a baseline's recall",
-    )
     p.set_defaults(func=run)
 
 
@@ -100,24 +93,15 @@ def _curves(args: argparse.Namespace) -> int:
     """``--curves``: print each configuration's best mean epoch and last epoch; draw them with ``--plot``."""
     from pathlib import Path
 
-    from crosslocate.pipelines.report import CURVE_KEY, load_history, training_curves
+    from crosslocate.pipelines.report import CURVE_KEY, load_history, markdown_curves_table, training_curves
 
     key = args.metric or CURVE_KEY
-    named = []
-    for p in args.run_dir:
-        path = Path(p)
-        named.append((path.name if path.suffix == ".json" else f"{path.name}.json", load_history(path)))
+    paths = [Path(p) for p in args.run_dir]
+    named = [(p.name if p.suffix == ".json" else f"{p.name}.json", load_history(p)) for p in paths]
     curves = training_curves(named, key)
-    print(f"| configuration | runs | best epoch (mean {key}) | mean there | last epoch | mean there |")
-    print("|---|---|---|---|---|---|")
-    for label, by_epoch in curves.items():
-        means = {e: sum(v) / len(v) for e, v in by_epoch.items()}
-        best, last = max(means, key=lambda e: (means[e], -e)), max(means)
-        n = max(len(v) for v in by_epoch.values())
-        print(f"| {label} | {n} | {best} | {means[best]:.1f}% | {last} | {means[last]:.1f}% |")
+    print(markdown_curves_table(curves, key), end="")
     if args.plot:
         from crosslocate.model.plots import plot_training_curves
 
-        plot_training_curves(curves, args.plot, ylabel=f"{key} [%]", reference=args.reference,
-                             reference_label="reference", title="mean over runs; band: their range")  # fmt: skip
+        plot_training_curves(curves, args.plot, ylabel=f"{key} [%]", title="mean over runs; band: their range")
     return 0
