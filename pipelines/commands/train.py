@@ -41,6 +41,14 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "(weights shipped by a pinned package); sets width 1. Runs go to runs/<preset>[-<backbone>][-<pooling>]-imagenet",
     )
     p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="side of the square network input in pixels instead of the preset's (cpu: 96, paper: 500); "
+        "runs go to runs/<preset>...-px<PX>",
+    )
+    p.add_argument(
         "--clip-to-dem",
         action="store_true",
         help="build the uniform database over the DEM-covered part of the region only (real tiles that cover "
@@ -89,6 +97,7 @@ def net_options(args: argparse.Namespace) -> object | None:
         "train_photos": getattr(args, "train_photos", None),
         "tuples_per_epoch": getattr(args, "tuples_per_epoch", None),
         "epochs": getattr(args, "epochs", None),
+        "input_size": getattr(args, "input_size", None),
     }
     if all(v is None for v in chosen.values()):
         return None

@@ -65,4 +65,7 @@ def test_training_flags_reach_the_preset_and_the_run_folder(tmp_path):
     assert plain.preset.train.extra_photos == 0 and plain.run.name == "cpu"
     assert main(["train", "--work", str(tmp_path), "--train-photos", "-5"]) == 2  # one-line error, nothing built
     assert main(["train", "--work", str(tmp_path), "--epochs", "0"]) == 2
+    assert main(["train", "--work", str(tmp_path), "--input-size", "8"]) == 2
     assert not (tmp_path / "demo").exists()
+    sized = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--input-size", "128"]))
+    assert sized.preset.net.input_size_px == 128 and sized.run.name == "cpu-px128"

@@ -160,3 +160,26 @@ def test_training_photo_options_set_the_training_config_and_name_the_run():
     assert ctx.db("sparse").name == "sparse-x2400" and ctx.db("compact").name == "compact-x2400"
     assert ctx.db("heldout") == plain.db("heldout") and ctx.db("uniform") == plain.db("uniform")
     assert ctx.training_photos_dir.name == "queries-train2400" and ctx.run.name == "cpu-x2400"
+
+
+def test_input_size_option_sets_the_network_input_alone_and_names_the_run():
+    from crosslocate.pipelines.presets import NetOptions
+
+    base = get_preset("cpu")
+    p = NetOptions(input_size=128).apply(base)
+    assert p.net.input_size_px == 128 and base.net.input_size_px == 96
+    # nothing but the input side changes: same views, same photos, same training
+    assert (p.render, p.queries, p.train) == (base.render, base.queries, base.train)
+    assert p.net.to_dict() | {"input_size_px": 96} == base.net.to_dict()
+    both = NetOptions(backbone="efficientnet_lite0", imagenet_weights="builtin", input_size=160, epochs=24)
+    q = both.apply(base)
+    assert (q.net.backbone, q.net.imagenet_weights, q.net.input_size_px, q.train.epochs) == (
+        "efficientnet_lite0",
+        "builtin",
+        160,
+        24,
+    )
+    assert both.run_name("cpu") == "cpu-efficientnet_lite0-imagenet-px160-e24"
+    for bad in (15, 0, True, 12.5):
+        with pytest.raises(ConfigError, match="--input-size"):
+            NetOptions(input_size=bad).apply(base)
