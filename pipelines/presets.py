@@ -127,6 +127,13 @@ def _build(name: str) -> Preset:
     )
 
 
+def _int_option(value: object, flag: str, low: int) -> int:
+    """``value`` of the command-line option ``flag`` as an int >= ``low``; ConfigError naming the flag."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NetOptions:
     """Command-line choices of the network on top of a preset (``--backbone``, ``--pooling``, ``--imagenet-weights``,
@@ -167,12 +174,9 @@ class NetOptions:
             (self.tuples_per_epoch, "max_tuples", 1),
             (self.epochs, "epochs", 1),
         ):
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if value is not None:
                 flag = {"extra_photos": "--train-photos", "max_tuples": "--tuples-per-epoch"}.get(key, f"--{key}")
-                raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}")
-            out[key] = int(value)
+                out[key] = _int_option(value, flag, low)
         return out
 
     def apply(self, preset: Preset) -> Preset:
@@ -186,11 +190,7 @@ class NetOptions:
             preset = preset.with_overrides(train=training, net=net)
         changes: dict[str, Any] = {}
         if self.input_size is not None:
-            if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 16:
-                raise ConfigError(f"--input-size must be an integer >= 16 (pixels), got {self.input_size!r}")
-            changes["input_size_px"] = int(self.input_size)
-        if self.backbone is None and self.imagenet_weights is None and self.pooling is None:
-            return preset.with_overrides(net=changes) if changes else preset
+            changes["input_size_px"] = _int_option(self.input_size, "--input-size", 16)
         backbone = self.backbone or preset.net.backbone
         if self.backbone is not None:
             changes["backbone"] = self.backbone
@@ -205,7 +205,7 @@ class NetOptions:
             if spec != BUILTIN_WEIGHTS and not Path(spec).is_file():  # fail before any rendering
                 raise ConfigError(f"--imagenet-weights {spec}: no such file (a VGG16 state_dict, or 'builtin')")
             changes.update(imagenet_weights=str(self.imagenet_weights), width=1.0, batch_norm=False)
-        return preset.with_overrides(net=changes)
+        return preset.with_overrides(net=changes) if changes else preset
 
     def run_name(self, preset_name: str) -> str:
         """Run folder name: the preset, then ``-<backbone>``, ``-<pooling>``, ``-imagenet`` when chosen
