@@ -89,6 +89,44 @@ def far_candidates(q_xy: npt.ArrayLike, db_xy: npt.ArrayLike, min_dist_m: float)
     return [_far_one(tree, dxy, q, min_dist_m) for q in qxy]
 
 
+def near_candidates(
+    q_xy: npt.ArrayLike,
+    q_yaw: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    db_yaw: npt.ArrayLike,
+    min_dist_m: float,
+    max_dist_m: float,
+    max_yaw_deg: float,
+) -> IntArray:
+    """Database indices in some query's neighbourhood: its distance in [``min_dist_m``, ``max_dist_m``] and
+    yaw difference <= ``max_yaw_deg`` from that same query; ascending, unique (K,) int64.
+
+    The hard negatives a large region's random sample almost never holds: views of the query's own
+    mountains from a few km away, facing the same way.
+
+    Parameters
+    ----------
+    q_xy : (Q, 2) float, metres;  q_yaw : (Q,) float, degrees
+    db_xy : (N, 2) float, metres (same CRS);  db_yaw : (N,) float, degrees
+    """
+    from scipy.spatial import cKDTree
+
+    qxy, dxy = _xy("q_xy", q_xy), _xy("db_xy", db_xy)
+    qyaw, dyaw = np.asarray(q_yaw, np.float64).reshape(-1), np.asarray(db_yaw, np.float64).reshape(-1)
+    if len(qyaw) != len(qxy) or len(dyaw) != len(dxy):
+        raise ConfigError(f"yaw lengths ({len(qyaw)}, {len(dyaw)}) do not match xy ({len(qxy)}, {len(dxy)})")
+    if len(dxy) == 0 or len(qxy) == 0:
+        return np.zeros(0, np.int64)
+    near = cKDTree(dxy).query_ball_point(qxy, r=float(max_dist_m))
+    keep = np.zeros(len(dxy), dtype=bool)
+    for i, idx in enumerate(near):
+        idx = np.asarray(idx, dtype=np.int64)
+        d = np.linalg.norm(dxy[idx] - qxy[i], axis=1)
+        ok = (d >= min_dist_m) & (yaw_difference_deg(dyaw[idx], qyaw[i]) <= max_yaw_deg)
+        keep[idx[ok]] = True
+    return np.flatnonzero(keep).astype(np.int64)
+
+
 def sq_distances(q: FloatArray, db: FloatArray) -> npt.NDArray[np.float64]:
     """Squared L2 distances (n,) float64 between descriptor ``q`` (D,) and rows of ``db`` (n, D)."""
     diff = np.asarray(db, np.float64) - np.asarray(q, np.float64)[None, :]
@@ -245,4 +283,12 @@ def mine_tuples_cfg(
     )
 
 
-__all__ = ["far_candidates", "mine_tuple", "mine_tuples", "mine_tuples_cfg", "positive_candidates", "sq_distances"]
+__all__ = [
+    "far_candidates",
+    "mine_tuple",
+    "mine_tuples",
+    "mine_tuples_cfg",
+    "near_candidates",
+    "positive_candidates",
+    "sq_distances",
+]

@@ -242,14 +242,17 @@ def epoch_selection(
     Queries: those with a geographic positive (a view within ``pos_radius_m`` and ``pos_yaw_deg``),
     shuffled with seed ``(cfg.seed, epoch)`` and capped at ``cfg.max_tuples``. Views: every positive
     candidate of those queries plus ``cfg.cache_size`` random pool views (the negative candidates;
-    None = the whole pool, the reference code's full descriptor cache).
+    None = the whole pool, the reference code's full descriptor cache), plus up to
+    ``cfg.near_negatives`` views drawn from the queries' neighbourhoods
+    (:func:`crosslocate.model.mining.near_candidates`: ``neg_min_dist_m`` to ``near_radius_m`` away,
+    facing within ``near_yaw_deg``).
 
     Returns
     -------
     q_idx : (T,) int64 query indices;  cache : (C,) int64 ascending pool indices;
     n_without : int, queries without any geographic positive
     """
-    from crosslocate.model.mining import positive_candidates
+    from crosslocate.model.mining import near_candidates, positive_candidates
 
     rng = np.random.default_rng([int(cfg.seed), int(epoch)])
     cands = positive_candidates(queries.xy, queries.yaw_deg, pool.xy, pool.yaw_deg, cfg.pos_radius_m, cfg.pos_yaw_deg)
@@ -265,6 +268,19 @@ def epoch_selection(
         return q_idx, np.arange(n, dtype=np.int64), n_without
     sample = rng.choice(n, size=int(cache_size), replace=False)
     pos = np.concatenate([cands[i] for i in q_idx]) if q_idx.size else np.zeros(0, np.int64)
+    n_near = int(getattr(cfg, "near_negatives", 0))
+    if n_near:
+        near = near_candidates(
+            queries.xy[q_idx],
+            queries.yaw_deg[q_idx],
+            pool.xy,
+            pool.yaw_deg,
+            cfg.neg_min_dist_m,
+            cfg.near_radius_m,
+            cfg.near_yaw_deg,
+        )
+        near = near if near.size <= n_near else rng.choice(near, size=n_near, replace=False)
+        sample = np.union1d(sample, near)
     return q_idx, np.union1d(sample, pos).astype(np.int64), n_without
 
 

@@ -144,9 +144,10 @@ class NetOptions:
     drop the preset's VGG16 BatchNorm (plain VGG16 weights); a backbone other than vgg16 has its own
     normalisation, so ``batch_norm`` is dropped there too.
 
-    ``seed``, ``train_photos``, ``tuples_per_epoch`` and ``epochs`` set ``TrainConfig.seed`` (and
-    ``NetConfig.init_seed``), ``extra_photos``, ``max_tuples`` and ``epochs``: training choices that keep the
-    val and test photos, so their runs are scored on the same data as the preset's.
+    ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs`` and ``near_negatives`` set
+    ``TrainConfig.seed`` (and ``NetConfig.init_seed``), ``extra_photos``, ``max_tuples``, ``epochs`` and
+    ``near_negatives``: training choices that keep the val and test photos, so their runs are scored on
+    the same data as the preset's.
 
     ``input_size``: ``NetConfig.input_size_px``, the side of the square network input in pixels (the
     paper's 224 vs 500 ablation); queries and database views are resized to it on the data side.
@@ -160,22 +161,26 @@ class NetOptions:
     tuples_per_epoch: int | None = None
     epochs: int | None = None
     input_size: int | None = None
+    near_negatives: int | None = None
 
     @property
     def empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
 
     def _training(self) -> dict[str, int]:
-        """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch`` and ``epochs``."""
+        """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs`` and ``near_negatives``."""
         out = {}
         for value, key, low in (
             (self.seed, "seed", 0),
             (self.train_photos, "extra_photos", 0),
             (self.tuples_per_epoch, "max_tuples", 1),
             (self.epochs, "epochs", 1),
+            (self.near_negatives, "near_negatives", 0),
         ):
             if value is not None:
-                flag = {"extra_photos": "--train-photos", "max_tuples": "--tuples-per-epoch"}.get(key, f"--{key}")
+                flag = {"extra_photos": "--train-photos", "max_tuples": "--tuples-per-epoch"}.get(
+                    key, f"--{key.replace('_', '-')}"
+                )
                 out[key] = _int_option(value, flag, low)
         return out
 
@@ -222,6 +227,8 @@ class NetOptions:
             parts.append(f"x{int(self.train_photos)}")
         if self.tuples_per_epoch is not None:
             parts.append(f"t{int(self.tuples_per_epoch)}")
+        if self.near_negatives is not None:
+            parts.append(f"nn{int(self.near_negatives)}")
         if self.epochs is not None:
             parts.append(f"e{int(self.epochs)}")
         if self.seed is not None:

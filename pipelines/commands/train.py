@@ -78,6 +78,14 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "every training photo; with --train-photos it keeps the training cost of the smaller set",
     )
     p.add_argument(
+        "--near-negatives",
+        type=int,
+        default=None,
+        metavar="K",
+        help="add K neighbourhood views per epoch to the mining cache: training views 2-5 km from an epoch "
+        "photo, facing its way (the test database's confusers); runs go to runs/<preset>...-nn<K>",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -98,6 +106,7 @@ def net_options(args: argparse.Namespace) -> object | None:
         "tuples_per_epoch": getattr(args, "tuples_per_epoch", None),
         "epochs": getattr(args, "epochs", None),
         "input_size": getattr(args, "input_size", None),
+        "near_negatives": getattr(args, "near_negatives", None),
     }
     if all(v is None for v in chosen.values()):
         return None

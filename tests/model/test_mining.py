@@ -36,6 +36,36 @@ def test_far_candidates_min_distance_inclusive():
     assert got.tolist() == [1, 2, 3]  # distances 1999 (no), 2000, 2001, 5000 (yes), 0 (no)
 
 
+def test_near_candidates_ring_and_yaw_per_query_by_hand():
+    # query A at the origin facing north (0 deg), query B 10 km east facing south (180 deg)
+    q_xy, q_yaw = np.array([[0.0, 0.0], [10_000.0, 0.0]]), np.array([0.0, 180.0])
+    db_xy = np.array(
+        [[1999, 0], [2000, 0], [0, 3000], [3000, 4000], [0, 5001], [0, 4000], [10_000, 2500], [10_000, 3000]], float
+    )
+    db_yaw = np.array([0.0, 330.0, 46.0, 45.0, 0.0, 180.0, 180.0, 0.0])
+    # 0: A 1999 m                   -> out (inside the 2 km exclusion)
+    # 1: A 2000 m, 330 vs 0 = 30    -> in (ring limits inclusive)
+    # 2: A 3000 m, 46 deg           -> out (yaw)
+    # 3: A 5000 m (3-4-5), 45 deg   -> in (both limits inclusive)
+    # 4: A 5001 m                   -> out (beyond the ring)
+    # 5: A 4000 m but facing south  -> out for A; B is 10.8 km away -> out
+    # 6: B 2500 m, facing south     -> in (B's own neighbourhood and yaw)
+    # 7: B 3000 m, facing north     -> out (yaw relative to B, not A)
+    got = mining.near_candidates(q_xy, q_yaw, db_xy, db_yaw, 2000.0, 5000.0, 45.0)
+    assert got.dtype == np.int64 and got.tolist() == [1, 3, 6]
+    # the union of both queries, each view once; brute force agrees on a random layout
+    rng = np.random.default_rng(3)
+    qx, qy = rng.uniform(0, 20_000, (7, 2)), rng.uniform(0, 360, 7)
+    dx, dy = rng.uniform(0, 20_000, (3000, 2)), rng.uniform(0, 360, 3000)
+    dist = np.linalg.norm(dx[None] - qx[:, None], axis=2)
+    dyaw = np.abs((dy[None] - qy[:, None] + 180.0) % 360.0 - 180.0)
+    want = np.flatnonzero(((dist >= 2000) & (dist <= 5000) & (dyaw <= 45)).any(axis=0))
+    assert np.array_equal(mining.near_candidates(qx, qy, dx, dy, 2000.0, 5000.0, 45.0), want) and want.size > 50
+    assert mining.near_candidates(np.zeros((0, 2)), [], dx, dy, 2000.0, 5000.0, 45.0).size == 0
+    with pytest.raises(ConfigError, match="yaw lengths"):
+        mining.near_candidates(qx, qy[:3], dx, dy, 2000.0, 5000.0, 45.0)
+
+
 def test_sq_distances_by_hand():
     d = mining.sq_distances(np.array([1.0, 2.0]), np.array([[1.0, 2.0], [4.0, 6.0], [0.0, 0.0]]))
     np.testing.assert_allclose(d, [0.0, 25.0, 5.0])

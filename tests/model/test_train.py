@@ -312,6 +312,48 @@ def test_epoch_selection_caches_positives_and_a_negative_sample_and_maps_back():
     assert far.all() and np.isin(neg, cache).all()
 
 
+def test_epoch_selection_adds_the_queries_neighbourhood_views_to_the_cache():
+    from crosslocate.model.config import TrainConfig
+
+    # pool: a 100 km line every 10 m, yaw 0 on even views and 180 on odd ones; one query at 50 km, yaw 10
+    n = 10_000
+    x = np.arange(n) * 10.0
+    pool = _Pool(np.c_[x, np.zeros(n)], np.where(np.arange(n) % 2 == 0, 0.0, 180.0))
+    q = types.SimpleNamespace(xy=np.array([[50_000.0, 0.0]]), yaw_deg=np.array([10.0]))
+    base = dict(pos_radius_m=20.0, n_negatives=2, neg_pool_size=50, neg_hardest=10, cache_size=100, seed=4)
+    assert TrainConfig().near_negatives == 0
+    plain = T.epoch_selection(TrainConfig(**base), q, pool, epoch=1)[1]
+    # by hand: 2-5 km from x = 50 km (x in [45, 48] or [52, 55] km: 2 x 301 views), facing within 45 deg of 10 (even)
+    ring = np.flatnonzero((np.abs(x - 50_000.0) >= 2000) & (np.abs(x - 50_000.0) <= 5000))
+    ring = ring[ring % 2 == 0]
+    assert ring.size == 302
+    every = T.epoch_selection(TrainConfig(**base, near_negatives=1000), q, pool, epoch=1)[1]
+    # the random sample and the positives are the same draw as without near negatives; the ring is added whole
+    assert set(plain.tolist()) | set(ring.tolist()) == set(every.tolist())
+    some = T.epoch_selection(TrainConfig(**base, near_negatives=50), q, pool, epoch=1)[1]
+    extra = np.setdiff1d(some, plain)
+    assert set(plain.tolist()) <= set(some.tolist()) and 45 <= extra.size <= 50 and np.isin(extra, ring).all()
+    # no effect when the whole pool is cached
+    whole = dict(base, cache_size=None)
+    got = T.epoch_selection(TrainConfig(**whole, near_negatives=50), q, pool, epoch=1)[1]
+    assert np.array_equal(got, np.arange(n))
+
+
+def test_near_negative_settings_are_validated():
+    from crosslocate.errors import ConfigError
+    from crosslocate.model.config import TrainConfig
+
+    for bad, match in (
+        (dict(near_negatives=-1), "near_negatives"),
+        (dict(near_negatives=1.5), "near_negatives"),
+        (dict(near_radius_m=2000.0), "near_radius_m"),
+        (dict(near_yaw_deg=181.0), "near_yaw_deg"),
+        (dict(near_yaw_deg=-1.0), "near_yaw_deg"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**bad)
+
+
 def test_batch_negatives_are_the_far_views_of_the_batch():
     """2 tuples x (positive + 1 negative); query 0 at the origin, query 1 at 5 km east."""
     views_ = torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(2, 2, 3)

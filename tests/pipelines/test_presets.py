@@ -162,6 +162,26 @@ def test_training_photo_options_set_the_training_config_and_name_the_run():
     assert ctx.training_photos_dir.name == "queries-train2400" and ctx.run.name == "cpu-x2400"
 
 
+def test_near_negatives_option_sets_the_mining_alone_and_names_the_run():
+    from crosslocate.pipelines.presets import NetOptions
+
+    base = get_preset("cpu")
+    opts = NetOptions(train_photos=2400, tuples_per_epoch=524, near_negatives=1500, epochs=24, seed=2)
+    p = opts.apply(base)
+    assert p.train.near_negatives == 1500 and base.train.near_negatives == 0
+    assert p.train.to_dict() | {
+        "near_negatives": 0,
+        "extra_photos": 0,
+        "max_tuples": None,
+        "epochs": 12,
+        "seed": 0,
+    } == (base.train.to_dict())
+    assert (p.net.to_dict() | {"init_seed": 0}, p.render, p.queries) == (base.net.to_dict(), base.render, base.queries)
+    assert opts.run_name("cpu") == "cpu-x2400-t524-nn1500-e24-seed2"
+    with pytest.raises(ConfigError, match="--near-negatives"):
+        NetOptions(near_negatives=-3).apply(base)
+
+
 def test_input_size_option_sets_the_network_input_alone_and_names_the_run():
     from crosslocate.pipelines.presets import NetOptions
 
