@@ -18,6 +18,10 @@ API
   would be correct for each query.
 - ``chance_recall(q_xy, db_xy, thresholds_m, ns, ...)``: the expected recall@N of a uniformly
   random ranking, ``mean_q [1 - C(N_db - c_q, N) / C(N_db, N)]`` (log-gamma, stable for millions).
+- ``confuser_profile(dist, q_xy, db_xy, top_n=10, threshold_m=1000)``: where a ranking's wrong
+  answers lie: the distance from the photo of each wrong view among the top N, in bins (1-2, 2-4,
+  4-8, 8-20, > 20 km), beside the same bins for every wrong database view (what a ranking blind to
+  geography would return).
 - ``evaluate_retrieval(indices, q_xy, q_yaw, q_fov_deg, db_xy, db_yaw, cfg, groups=None)``: all of
   the above with the settings of an :class:`~crosslocate.model.config.EvalConfig` (thresholds, N,
   yaw limit, FOV bins), in the results-file layout (``table_to_json``: string keys); the one
@@ -294,6 +298,83 @@ def chance_recall(
 CI_NS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
 
 
+#: Upper edges (metres) of :func:`confuser_profile`'s bins after the hit threshold; the last bin is open.
+CONFUSER_EDGES_M: tuple[float, ...] = (2000.0, 4000.0, 8000.0, 20_000.0)
+
+
+def _bin_labels(threshold_m: float, edges_m: Sequence[float]) -> list[str]:
+    lows = [threshold_m, *edges_m]
+    return [f"{a / 1000:g}-{b / 1000:g} km" for a, b in zip(lows, edges_m, strict=False)] + [
+        f"> {lows[-1] / 1000:g} km"
+    ]
+
+
+def confuser_profile(
+    dist: npt.ArrayLike,
+    q_xy: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    *,
+    top_n: int = 10,
+    threshold_m: float = 1000.0,
+    edges_m: Sequence[float] = CONFUSER_EDGES_M,
+) -> dict[str, Any]:
+    """Where a ranking's wrong answers lie, beside where the database's wrong views lie.
+
+    Parameters
+    ----------
+    dist : (M, K) float
+        Metres from each query to its retrieved views, best first (:func:`retrieved_distances`;
+        ``inf`` entries are no result and are skipped).
+    q_xy : (M, 2) float;  db_xy : (N, 2) float
+        Query and database positions, metres in one projected CRS.
+    top_n : int
+        Retrieved views looked at per query (the first N).
+    threshold_m : float
+        A view within this distance of the query is a hit, not a confuser.
+    edges_m : sequence of float
+        Increasing upper bin edges beyond ``threshold_m``, metres; the last bin is open.
+
+    Returns
+    -------
+    dict
+        ``bins`` (labels), ``wrong`` (fraction of the wrong top-N views in each bin), ``database``
+        (fraction of all query-view pairs beyond ``threshold_m`` in each bin: a ranking that ignores
+        geography), ``n_wrong``, ``top_n``, ``threshold_m``. ``wrong`` well above ``database`` in the
+        first bins: the net confuses a place with its surroundings; in the last bin: with far places.
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    qxy, dxy = _xy("q_xy", q_xy), _xy("db_xy", db_xy)
+    if d.ndim != 2 or len(d) != len(qxy):
+        raise ConfigError(f"dist must be (M, K) with M = {len(qxy)} queries, got shape {d.shape}")
+    if not _is_int(top_n) or top_n < 1:
+        raise ConfigError(f"top_n must be an int >= 1, got {top_n!r}")
+    edges = [float(e) for e in edges_m]
+    if not edges or any(b <= a for a, b in zip([float(threshold_m), *edges], edges, strict=False)):
+        raise ConfigError(f"edges_m must increase from threshold_m={threshold_m}, got {list(edges_m)}")
+    upper, nbins = np.asarray(edges), len(edges) + 1
+
+    def counts(r: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:  # bins (lo, hi]: like hits, d <= t
+        return np.bincount(np.searchsorted(upper, r[r > threshold_m], side="left"), minlength=nbins)
+
+    top = d[:, :top_n]
+    n_wrong = counts(top[np.isfinite(top)])
+    n_db = np.zeros(nbins, np.int64)
+    for q in qxy:  # one query at a time: (N,) at most in memory for million-view databases
+        n_db += counts(np.linalg.norm(dxy - q, axis=1))
+    return {
+        "top_n": int(top_n),
+        "threshold_m": float(threshold_m),
+        "bins": _bin_labels(float(threshold_m), edges),
+        "wrong": (n_wrong / max(int(n_wrong.sum()), 1)).tolist(),
+        "database": (n_db / max(int(n_db.sum()), 1)).tolist(),
+        "n_wrong": int(n_wrong.sum()),
+    }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def table_to_json(table: RecallTable) -> dict[str, dict[str, float]]:
     """The results-file layout of a table: ``{"<threshold_m>": {"<N>": fraction}}`` (thresholds as %g)."""
     return {f"{float(t):g}": {str(int(n)): float(v) for n, v in row.items()} for t, row in table.items()}
@@ -370,9 +451,11 @@ def evaluate_retrieval(
 
 __all__ = [
     "CI_NS",
+    "CONFUSER_EDGES_M",
     "RecallTable",
     "chance_recall",
     "chance_recall_from_counts",
+    "confuser_profile",
     "correct_counts",
     "evaluate_retrieval",
     "oriented_recall",

@@ -351,6 +351,8 @@ def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, fl
         logger.warning("validation: no skylines, only the network is a candidate pipeline: %s", exc)
     choice = choose_pipeline_and_setting(recall, refined_by_setting)
     choice.update(split="val", n_queries=len(qset.dataset), n_database=len(pool))
+    dist = evaluate.retrieved_distances(idx, qset.xy, pool.xy)
+    choice["network_confusers"] = evaluate.confuser_profile(dist, qset.xy, pool.xy)
     timings["validation_choice_s"] = round(time.perf_counter() - t0, 2)
     logger.info(
         "chosen on the validation split: %s, re-ranking %s, weight %s (%s)",
@@ -438,6 +440,13 @@ def benchmark_results(
         **_run_record(inp, nw),
     }
     results["pipeline_selection"] = choice
+    results["confusers"] = {
+        name: evaluate.confuser_profile(
+            evaluate.retrieved_distances(rankings[name], qset.xy, pool.xy), qset.xy, pool.xy
+        )
+        for name in (NETWORK, HYBRID_WITH)
+        if name in rankings
+    }
     if "chosen" in choice:
         results["best_pipeline"] = {"name": choice["chosen"], "recall": pipeline_table(results, choice["chosen"])}
     return results, rankings

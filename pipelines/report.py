@@ -594,6 +594,44 @@ def markdown_curves_table(curves: dict[str, dict[int, list[float]]], key: str = 
     return "\n".join(lines) + "\n"
 
 
+def run_confusers(path: str | os.PathLike[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Where a run's wrong top-10 views lie (:func:`crosslocate.model.evaluate.confuser_profile`), as
+    (split, ranking, profile) rows: the validation split's network ranking when the benchmark recorded
+    it, and the test split's from ``results.json`` or, for runs from before it, from ``rankings.npz``
+    (the network's ranking; nothing is searched or scored again)."""
+    from crosslocate.model.evaluate import confuser_profile
+
+    p = Path(path)
+    results = load_results(p)
+    rows = []
+    val = results.get("pipeline_selection", {}).get("network_confusers")
+    if val:
+        rows.append(("val", "network", val))
+    test = results.get("confusers")
+    if test:
+        rows.extend(("test", name, prof) for name, prof in test.items())
+    elif p.is_dir() and (rk := _load(p)[1]) is not None:
+        rows.append(("test", "network", confuser_profile(rk["distance_m"], rk["query_xy"], rk["db_xy"])))
+    if not rows:
+        raise ConfigError(f"{p}: no confuser profile and no rankings.npz; re-run `crosslocate benchmark`")
+    return rows
+
+
+def markdown_confusers_table(runs: list[tuple[str, list[tuple[str, str, dict[str, Any]]]]]) -> str:
+    """:func:`run_confusers` of several runs as Markdown: per bin, the share of the wrong top-N views
+    and, in brackets, of all wrong database views (a ranking blind to geography)."""
+    bins = next(prof["bins"] for _, rows in runs for _, _, prof in rows)
+    head = " | ".join(bins)
+    lines = [f"| run | split | ranking | wrong views | {head} |", "|---|---|---|---|" + "---|" * len(bins)]
+    for name, rows in runs:
+        for split, ranking, prof in rows:
+            cells = " | ".join(
+                f"{100 * w:.1f}% ({100 * d:.1f}%)" for w, d in zip(prof["wrong"], prof["database"], strict=True)
+            )
+            lines.append(f"| {name} | {split} | {ranking} top {prof['top_n']} | {prof['n_wrong']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def load_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """A run's ``metrics.json`` (the file, or the run folder holding it); ConfigError naming the path."""
     return _run_json(path, "metrics.json", "train the run first")
@@ -702,4 +740,14 @@ def write_report(
     return path
 
 
-__all__ = ["REPORT_NAME", "map_svg", "query_rows", "recall_svg", "render_report", "results_table", "write_report"]
+__all__ = [
+    "REPORT_NAME",
+    "map_svg",
+    "markdown_confusers_table",
+    "query_rows",
+    "recall_svg",
+    "render_report",
+    "results_table",
+    "run_confusers",
+    "write_report",
+]

@@ -1,7 +1,7 @@
-"""``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare [--plot PNG]] [--curves --plot PNG]``: a
-self-contained ``report.html`` of a benchmark run, its results table as Markdown (RUN_DIR may also be a
-results.json snapshot), several configurations side by side with their spread over seeds, or their
-per-epoch validation curves."""
+"""``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare [--plot PNG]] [--curves --plot PNG]
+[--confusers]``: a self-contained ``report.html`` of a benchmark run, its results table as Markdown (RUN_DIR
+may also be a results.json snapshot), several configurations side by side with their spread over seeds,
+their per-epoch validation curves, or where their wrong answers lie."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "one configuration's seeds): the best epoch of each, and with --plot PNG the mean and range per epoch",
     )
     p.add_argument(
+        "--confusers",
+        action="store_true",
+        help="where each run's wrong top-10 views lie, by distance from the photo (1-2 km ... > 20 km), beside "
+        "where all wrong database views lie: are places confused with their surroundings or with far places",
+    )
+    p.add_argument(
         "--metric",
         default=None,
         help="with --curves: the per-epoch value (default: val_recall@10_1km)",
@@ -66,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--plot goes with --compare or --curves")
     if args.curves:
         return _curves(args)
+    if args.confusers:
+        from pathlib import Path
+
+        from crosslocate.pipelines.report import markdown_confusers_table, run_confusers
+
+        print(markdown_confusers_table([(Path(p).name, run_confusers(p)) for p in args.run_dir]), end="")
+        return 0
     if args.compare:
         cmp = compare_configurations([(p, load_results(p)) for p in args.run_dir])
         print(markdown_compare_table(cmp), end="")

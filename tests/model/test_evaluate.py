@@ -224,3 +224,28 @@ def test_chance_recall_is_exactly_zero_without_a_correct_view():
     got = evaluate.chance_recall(q_xy, db_xy, (20.0,), range(1, 37))[20.0]
     assert got == {n: pytest.approx((0.0 + n / 36) / 2, abs=1e-12) for n in range(1, 37)}
     assert evaluate.chance_recall(q_xy[:1], db_xy, (20.0,), range(1, 37))[20.0] == dict.fromkeys(range(1, 37), 0.0)
+
+
+def test_confuser_profile_bins_the_wrong_top_n_by_hand():
+    # one query at the origin; database views on the x axis at these distances (metres)
+    db_x = np.array([500.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 30_000.0, 40_000.0])
+    db_xy = np.c_[db_x, np.zeros(8)]
+    q_xy = np.zeros((1, 2))
+    # ranking: 30 km, 500 m (hit), 2 km, 1 km (hit: limit inclusive), 40 km, then no result (-1 -> inf)
+    idx = np.array([[6, 0, 3, 1, 7, -1]])
+    dist = evaluate.retrieved_distances(idx, q_xy, db_xy)
+    got = evaluate.confuser_profile(dist, q_xy, db_xy, top_n=5)
+    assert got["bins"] == ["1-2 km", "2-4 km", "4-8 km", "8-20 km", "> 20 km"]
+    # wrong among the top 5: 30 km, 2 km (bin 1-2 km: upper edge inclusive), 40 km
+    assert got["n_wrong"] == 3 and got["wrong"] == pytest.approx([1 / 3, 0, 0, 0, 2 / 3])
+    # database beyond 1 km: 1.5 and 2 km (1-2), 3 km (2-4), 5 km (4-8), 30 and 40 km (> 20): 6 views
+    assert got["database"] == pytest.approx([2 / 6, 1 / 6, 1 / 6, 0, 2 / 6])
+    # top 1 sees only the 30 km view; a second query pools its views with the first
+    assert evaluate.confuser_profile(dist, q_xy, db_xy, top_n=1)["wrong"] == [0, 0, 0, 0, 1.0]
+    two = evaluate.confuser_profile(np.array([[30_000.0], [1500.0]]), np.zeros((2, 2)), db_xy, top_n=1)
+    assert two["wrong"] == [0.5, 0, 0, 0, 0.5] and two["database"] == pytest.approx([2 / 6, 1 / 6, 1 / 6, 0, 2 / 6])
+    # a perfect ranking has no confusers; bad settings are refused
+    assert evaluate.confuser_profile(np.array([[0.0, 900.0]]), q_xy, db_xy)["wrong"] == [0, 0, 0, 0, 0]
+    for bad in (dict(top_n=0), dict(edges_m=(500.0,)), dict(edges_m=(4000.0, 2000.0))):
+        with pytest.raises(ConfigError):
+            evaluate.confuser_profile(dist, q_xy, db_xy, **bad)

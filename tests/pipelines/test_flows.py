@@ -318,6 +318,13 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     with np.load(run / res["rankings"]) as rk:  # per-query rankings for the report, consistent with the recall
         assert rk["ranking"].shape == (12, 48) and rk["db_index"].shape == (48,)
         assert (rk["distance_m"][:, 0] <= 1000).mean() == pytest.approx(res["recall"]["1000"]["1"])
+        top10 = rk["distance_m"][:, :10]
+    # where the wrong top-10 answers lie: as many as the ranking's misses, shares summing to one
+    conf = res["confusers"]
+    assert set(conf) == {"network", "horizon_searched"} and conf["network"]["n_wrong"] == int((top10 > 1000).sum())
+    assert sum(conf["network"]["wrong"]) == pytest.approx(1.0) and sum(conf["network"]["database"]) == pytest.approx(
+        1.0
+    )
     refined = res["refined"]  # skyline re-ranking of the top K and place voting
     assert set(refined["reranked"]["recall"]) == set(res["recall"])
     # the fake photos show the depth views' skyline: re-ranking keeps (nearly) every right position first
@@ -339,6 +346,7 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     # the pipeline is chosen on the validation split (its own queries and views), then reported on test
     choice = res["pipeline_selection"]
     assert choice["split"] == "val" and choice["n_database"] > 0 and choice["n_queries"] > 0
+    assert choice["network_confusers"]["top_n"] == 10 and len(choice["network_confusers"]["wrong"]) == 5
     assert set(choice["scores"]) == set(PIPELINES) and choice["chosen"] in PIPELINES
     assert choice["scores"][choice["chosen"]]["1"] == max(v["1"] for v in choice["scores"].values())
     assert res["best_pipeline"] == {"name": choice["chosen"], "recall": pipeline_table(res, choice["chosen"])}

@@ -318,3 +318,43 @@ def test_training_curves_pool_seeds_by_file_stem(tmp_path, capsys):
         training_curves([("x.json", {"epoch": 1})])
     assert main(["report", "--curves", str(tmp_path / "missing")]) != 0
     assert "no metrics.json" in capsys.readouterr().err
+
+
+def test_confusers_from_results_or_from_the_rankings_of_older_runs(export_data, tmp_path, capsys):
+    db, qcsv, _, _ = export_data
+    run = make_run(tmp_path, db, qcsv)
+    # an older run: no profile in results.json, so the test split's comes from rankings.npz
+    assert main(["report", "--confusers", str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| run | split | ranking | wrong views | 1-2 km | 2-4 km | 4-8 km | 8-20 km | > 20 km |"
+    with np.load(run / "rankings.npz") as z:
+        d, q_xy, db_xy = z["distance_m"][:, :10], z["query_xy"], z["db_xy"]
+    wrong = d[d > 1000.0]
+    far = np.linalg.norm(db_xy[None] - q_xy[:, None], axis=2)
+    far = far[far > 1000.0]
+    share = lambda x, lo, hi: 100 * np.mean((x > lo) & (x <= hi))  # noqa: E731
+    want = " | ".join(f"{share(wrong, lo, hi):.1f}% ({share(far, lo, hi):.1f}%)" for lo, hi in
+                      ((1e3, 2e3), (2e3, 4e3), (4e3, 8e3), (8e3, 2e4), (2e4, np.inf)))  # fmt: skip
+    assert out[2] == f"| run | test | network top 10 | {wrong.size} | {want} |"
+    # query 2's first two answers are the farthest views: at least those two are wrong
+    assert wrong.size >= 2
+    # a newer run records both splits and both rankings; those are printed as recorded
+    prof = {"top_n": 10, "threshold_m": 1000.0, "bins": ["1-2 km", "> 2 km"], "wrong": [0.25, 0.75],
+            "database": [0.5, 0.5], "n_wrong": 4}  # fmt: skip
+    res = json.loads((run / "results.json").read_text())
+    res["pipeline_selection"] = {"network_confusers": prof}
+    res["confusers"] = {"network": prof, "horizon_searched": dict(prof, wrong=[1.0, 0.0], n_wrong=2)}
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps(res))
+    assert main(["report", "--confusers", str(snap)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2:] == [
+        "| snap.json | val | network top 10 | 4 | 25.0% (50.0%) | 75.0% (50.0%) |",
+        "| snap.json | test | network top 10 | 4 | 25.0% (50.0%) | 75.0% (50.0%) |",
+        "| snap.json | test | horizon_searched top 10 | 2 | 100.0% (50.0%) | 0.0% (50.0%) |",
+    ]
+    # a results snapshot without profiles has nothing to show: one clear line
+    bare = tmp_path / "bare.json"
+    bare.write_text((run / "results.json").read_text())
+    assert main(["report", "--confusers", str(bare)]) == 2
+    assert "no confuser profile" in capsys.readouterr().err
