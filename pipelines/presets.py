@@ -144,9 +144,9 @@ class NetOptions:
     drop the preset's VGG16 BatchNorm (plain VGG16 weights); a backbone other than vgg16 has its own
     normalisation, so ``batch_norm`` is dropped there too.
 
-    ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs`` and ``near_negatives`` set
-    ``TrainConfig.seed`` (and ``NetConfig.init_seed``), ``extra_photos``, ``max_tuples``, ``epochs`` and
-    ``near_negatives``: training choices that keep the val and test photos, so their runs are scored on
+    ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives`` and ``cache_size`` set
+    ``TrainConfig.seed`` (and ``NetConfig.init_seed``), ``extra_photos``, ``max_tuples``, ``epochs``,
+    ``near_negatives`` and ``cache_size``: training choices that keep the val and test photos, so their runs are scored on
     the same data as the preset's.
 
     ``input_size``: ``NetConfig.input_size_px``, the side of the square network input in pixels (the
@@ -162,13 +162,15 @@ class NetOptions:
     epochs: int | None = None
     input_size: int | None = None
     near_negatives: int | None = None
+    cache_size: int | None = None
 
     @property
     def empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
 
     def _training(self) -> dict[str, int]:
-        """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs`` and ``near_negatives``."""
+        """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives``
+        and ``cache_size``."""
         out = {}
         for value, key, low in (
             (self.seed, "seed", 0),
@@ -176,6 +178,7 @@ class NetOptions:
             (self.tuples_per_epoch, "max_tuples", 1),
             (self.epochs, "epochs", 1),
             (self.near_negatives, "near_negatives", 0),
+            (self.cache_size, "cache_size", 1),
         ):
             if value is not None:
                 flag = {"extra_photos": "--train-photos", "max_tuples": "--tuples-per-epoch"}.get(
@@ -229,6 +232,8 @@ class NetOptions:
             parts.append(f"t{int(self.tuples_per_epoch)}")
         if self.near_negatives is not None:
             parts.append(f"nn{int(self.near_negatives)}")
+        if self.cache_size is not None:
+            parts.append(f"c{int(self.cache_size)}")
         if self.epochs is not None:
             parts.append(f"e{int(self.epochs)}")
         if self.seed is not None:

@@ -86,6 +86,14 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "photo, facing its way (the test database's confusers); runs go to runs/<preset>...-nn<K>",
     )
     p.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        metavar="C",
+        help="random training views embedded per epoch as negative candidates instead of the preset's (cpu: "
+        "600); more finds harder far look-alikes at more embedding cost; runs go to runs/<preset>...-c<C>",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -107,6 +115,7 @@ def net_options(args: argparse.Namespace) -> object | None:
         "epochs": getattr(args, "epochs", None),
         "input_size": getattr(args, "input_size", None),
         "near_negatives": getattr(args, "near_negatives", None),
+        "cache_size": getattr(args, "cache_size", None),
     }
     if all(v is None for v in chosen.values()):
         return None

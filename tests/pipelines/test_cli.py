@@ -70,5 +70,8 @@ def test_training_flags_reach_the_preset_and_the_run_folder(tmp_path):
     assert main(["train", "--work", str(tmp_path), "--near-negatives", "-1"]) == 2
     near = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--near-negatives", "1500"]))
     assert near.preset.train.near_negatives == 1500 and near.run.name == "cpu-nn1500"
+    cached = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--cache-size", "3000"]))
+    assert cached.preset.train.cache_size == 3000 and cached.run.name == "cpu-c3000"
+    assert main(["train", "--work", str(tmp_path), "--cache-size", "0"]) == 2
     sized = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--input-size", "128"]))
     assert sized.preset.net.input_size_px == 128 and sized.run.name == "cpu-px128"

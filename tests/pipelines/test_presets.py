@@ -180,6 +180,12 @@ def test_near_negatives_option_sets_the_mining_alone_and_names_the_run():
     assert opts.run_name("cpu") == "cpu-x2400-t524-nn1500-e24-seed2"
     with pytest.raises(ConfigError, match="--near-negatives"):
         NetOptions(near_negatives=-3).apply(base)
+    cached = NetOptions(cache_size=3000, near_negatives=0)
+    assert cached.apply(base).train.cache_size == 3000 and base.train.cache_size == 600
+    assert cached.apply(base).train.to_dict() | {"cache_size": 600} == base.train.to_dict()
+    assert cached.run_name("cpu") == "cpu-nn0-c3000"
+    with pytest.raises(ConfigError, match="--cache-size"):
+        NetOptions(cache_size=0).apply(base)
 
 
 def test_input_size_option_sets_the_network_input_alone_and_names_the_run():
