@@ -53,6 +53,19 @@ def positive_candidates(
     q_xy : (Q, 2) float, metres;  q_yaw : (Q,) float, degrees
     db_xy : (N, 2) float, metres (same CRS);  db_yaw : (N,) float, degrees
     """
+    return _in_reach(q_xy, q_yaw, db_xy, db_yaw, 0.0, radius_m, max_yaw_deg)
+
+
+def _in_reach(
+    q_xy: npt.ArrayLike,
+    q_yaw: npt.ArrayLike,
+    db_xy: npt.ArrayLike,
+    db_yaw: npt.ArrayLike,
+    min_dist_m: float,
+    max_dist_m: float,
+    max_yaw_deg: float,
+) -> list[IntArray]:
+    """Per query, the ascending database indices at distance in [min, max] metres and yaw difference <= max."""
     from scipy.spatial import cKDTree
 
     qxy, dxy = _xy("q_xy", q_xy), _xy("db_xy", db_xy)
@@ -61,11 +74,12 @@ def positive_candidates(
         raise ConfigError(f"yaw lengths ({len(qyaw)}, {len(dyaw)}) do not match xy ({len(qxy)}, {len(dxy)})")
     if len(dxy) == 0:
         return [np.zeros(0, np.int64) for _ in range(len(qxy))]
-    near = cKDTree(dxy).query_ball_point(qxy, r=float(radius_m))
     out = []
-    for i, idx in enumerate(near):
+    for i, idx in enumerate(cKDTree(dxy).query_ball_point(qxy, r=float(max_dist_m))):
         idx = np.asarray(sorted(idx), dtype=np.int64)
         keep = yaw_difference_deg(dyaw[idx], qyaw[i]) <= max_yaw_deg
+        if min_dist_m > 0:
+            keep &= np.linalg.norm(dxy[idx] - qxy[i], axis=1) >= min_dist_m
         out.append(idx[keep])
     return out
 
@@ -109,22 +123,8 @@ def near_candidates(
     q_xy : (Q, 2) float, metres;  q_yaw : (Q,) float, degrees
     db_xy : (N, 2) float, metres (same CRS);  db_yaw : (N,) float, degrees
     """
-    from scipy.spatial import cKDTree
-
-    qxy, dxy = _xy("q_xy", q_xy), _xy("db_xy", db_xy)
-    qyaw, dyaw = np.asarray(q_yaw, np.float64).reshape(-1), np.asarray(db_yaw, np.float64).reshape(-1)
-    if len(qyaw) != len(qxy) or len(dyaw) != len(dxy):
-        raise ConfigError(f"yaw lengths ({len(qyaw)}, {len(dyaw)}) do not match xy ({len(qxy)}, {len(dxy)})")
-    if len(dxy) == 0 or len(qxy) == 0:
-        return np.zeros(0, np.int64)
-    near = cKDTree(dxy).query_ball_point(qxy, r=float(max_dist_m))
-    keep = np.zeros(len(dxy), dtype=bool)
-    for i, idx in enumerate(near):
-        idx = np.asarray(idx, dtype=np.int64)
-        d = np.linalg.norm(dxy[idx] - qxy[i], axis=1)
-        ok = (d >= min_dist_m) & (yaw_difference_deg(dyaw[idx], qyaw[i]) <= max_yaw_deg)
-        keep[idx[ok]] = True
-    return np.flatnonzero(keep).astype(np.int64)
+    per_query = _in_reach(q_xy, q_yaw, db_xy, db_yaw, min_dist_m, max_dist_m, max_yaw_deg)
+    return np.unique(np.concatenate(per_query)) if per_query else np.zeros(0, np.int64)
 
 
 def sq_distances(q: FloatArray, db: FloatArray) -> npt.NDArray[np.float64]:
