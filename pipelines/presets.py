@@ -146,7 +146,8 @@ class NetOptions:
 
     ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives`` and ``cache_size`` set
     ``TrainConfig.seed`` (and ``NetConfig.init_seed``), ``extra_photos``, ``max_tuples``, ``epochs``,
-    ``near_negatives`` and ``cache_size``: training choices that keep the val and test photos, so their runs are scored on
+    ``near_negatives`` and ``cache_size`` (raising ``neg_pool_size`` to it, so that the mining ranks every
+    cached view): training choices that keep the val and test photos, so their runs are scored on
     the same data as the preset's.
 
     ``input_size``: ``NetConfig.input_size_px``, the side of the square network input in pixels (the
@@ -193,6 +194,8 @@ class NetOptions:
         if self.empty:
             return preset
         training = self._training()
+        if "cache_size" in training:  # every cached view a candidate: the mining then ranks them all
+            training["neg_pool_size"] = max(preset.train.neg_pool_size, training["cache_size"])
         if training:
             net = {"init_seed": training["seed"]} if "seed" in training else {}
             preset = preset.with_overrides(train=training, net=net)

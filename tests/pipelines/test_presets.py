@@ -182,7 +182,10 @@ def test_near_negatives_option_sets_the_mining_alone_and_names_the_run():
         NetOptions(near_negatives=-3).apply(base)
     cached = NetOptions(cache_size=3000, near_negatives=0)
     assert cached.apply(base).train.cache_size == 3000 and base.train.cache_size == 600
-    assert cached.apply(base).train.to_dict() | {"cache_size": 600} == base.train.to_dict()
+    # the mining ranks every cached view: its candidate pool grows with the cache, never shrinks
+    assert (cached.apply(base).train.neg_pool_size, base.train.neg_pool_size) == (3000, 1000)
+    assert cached.apply(base).train.to_dict() | {"cache_size": 600, "neg_pool_size": 1000} == base.train.to_dict()
+    assert NetOptions(cache_size=300).apply(base).train.neg_pool_size == 1000
     assert cached.run_name("cpu") == "cpu-nn0-c3000"
     with pytest.raises(ConfigError, match="--cache-size"):
         NetOptions(cache_size=0).apply(base)
