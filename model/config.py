@@ -236,9 +236,10 @@ class TrainConfig:
         Neighbourhood views added to each epoch's cache on top of the random ``cache_size`` (0: none):
         drawn among the training views that lie between ``neg_min_dist_m`` and ``near_radius_m`` of
         one of the epoch's queries and face within ``near_yaw_deg`` of it. A random cache over a
-        large region holds almost no view of a photo's own valley, yet the test database's
-        confusers are exactly those (every grid view within a few km); these give the mining a
-        chance to find them. No effect when ``cache_size`` is None (the whole database is cached).
+        large region holds almost no view of a photo's own valley; these give the mining a chance
+        to find them (on the Alps they did not help: most of the network's wrong answers lie
+        > 20 km away, ``crosslocate report --confusers``). No effect when ``cache_size`` is None
+        (the whole database is cached).
     near_radius_m, near_yaw_deg : float
         The neighbourhood of ``near_negatives``: metres from the query (5 km: the ``cpu`` test
         database reaches 4 km around a photo) and yaw difference, degrees (45).

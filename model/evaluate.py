@@ -346,7 +346,7 @@ def confuser_profile(
     qxy, dxy = _xy("q_xy", q_xy), _xy("db_xy", db_xy)
     if d.ndim != 2 or len(d) != len(qxy):
         raise ConfigError(f"dist must be (M, K) with M = {len(qxy)} queries, got shape {d.shape}")
-    if not _is_int(top_n) or top_n < 1:
+    if isinstance(top_n, bool) or not isinstance(top_n, int | np.integer) or top_n < 1:
         raise ConfigError(f"top_n must be an int >= 1, got {top_n!r}")
     edges = [float(e) for e in edges_m]
     if not edges or any(b <= a for a, b in zip([float(threshold_m), *edges], edges, strict=False)):
@@ -369,10 +369,6 @@ def confuser_profile(
         "database": (n_db / max(int(n_db.sum()), 1)).tolist(),
         "n_wrong": int(n_wrong.sum()),
     }
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def table_to_json(table: RecallTable) -> dict[str, dict[str, float]]:

@@ -610,7 +610,7 @@ def run_confusers(path: str | os.PathLike[str]) -> list[tuple[str, str, dict[str
     test = results.get("confusers")
     if test:
         rows.extend(("test", name, prof) for name, prof in test.items())
-    elif p.is_dir() and (rk := _load(p)[1]) is not None:
+    elif p.is_dir() and (rk := _load_rankings(p, results)) is not None:
         rows.append(("test", "network", confuser_profile(rk["distance_m"], rk["query_xy"], rk["db_xy"])))
     if not rows:
         raise ConfigError(f"{p}: no confuser profile and no rankings.npz; re-run `crosslocate benchmark`")
@@ -639,9 +639,14 @@ def load_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     results = load_results(run_dir)
+    return results, _load_rankings(run_dir, results)
+
+
+def _load_rankings(run_dir: Path, results: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's ``rankings.npz`` (named in ``results``) as arrays; None when absent, ConfigError when broken."""
     rk_path = run_dir / str(results.get("rankings", "rankings.npz"))
     if not rk_path.is_file():
-        return results, None
+        return None
     try:
         with np.load(rk_path, allow_pickle=False) as z:
             rk = {k: z[k] for k in z.files}
@@ -650,7 +655,7 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     missing = sorted(set(RANKINGS_KEYS) - set(rk))
     if missing:
         raise ConfigError(f"{rk_path}: missing {', '.join(missing)}; re-run `crosslocate benchmark`")
-    return results, rk
+    return rk
 
 
 def _plots(results: dict[str, Any], run_dir: Path) -> str:

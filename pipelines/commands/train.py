@@ -83,7 +83,7 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K",
         help="add K neighbourhood views per epoch to the mining cache: training views 2-5 km from an epoch "
-        "photo, facing its way (the test database's confusers); runs go to runs/<preset>...-nn<K>",
+        "photo, facing its way (a photo's own surroundings); runs go to runs/<preset>...-nn<K>",
     )
     p.add_argument(
         "--cache-size",
