@@ -613,7 +613,9 @@ def run_confusers(path: str | os.PathLike[str]) -> list[tuple[str, str, dict[str
     elif p.is_dir() and (rk := _load_rankings(p, results)) is not None:
         rows.append(("test", "network", confuser_profile(rk["distance_m"], rk["query_xy"], rk["db_xy"])))
     if not rows:
-        raise ConfigError(f"{p}: no confuser profile and no rankings.npz; re-run `crosslocate benchmark`")
+        raise ConfigError(
+            f"{p}: no confuser profile (results from before it) and no rankings.npz beside it; pass the run folder"
+        )
     return rows
 
 
