@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,14 @@ def _int_option(value: object, flag: str, low: int) -> int:
     return int(value)
 
 
+def _float_option(value: object, flag: str, low: float, high: float) -> float:
+    """``value`` of the command-line option ``flag`` as a float in (``low``, ``high``]; ConfigError naming the flag."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not low < value <= high:
+        raise ConfigError(f"{flag} must be a number in ({low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NetOptions:
     """Command-line choices of the network on top of a preset (``--backbone``, ``--pooling``, ``--imagenet-weights``,
@@ -152,6 +161,9 @@ class NetOptions:
 
     ``input_size``: ``NetConfig.input_size_px``, the side of the square network input in pixels (the
     paper's 224 vs 500 ablation); queries and database views are resized to it on the data side.
+
+    ``lr`` and ``lr_decay``: ``TrainConfig.lr`` (Adam's learning rate; the ``cpu`` preset's 1e-3 was
+    tuned for random init) and ``TrainConfig.lr_decay`` (per-epoch factor, in (0, 1]).
     """
 
     backbone: str | None = None
@@ -164,15 +176,17 @@ class NetOptions:
     input_size: int | None = None
     near_negatives: int | None = None
     cache_size: int | None = None
+    lr: float | None = None
+    lr_decay: float | None = None
 
     @property
     def empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
 
-    def _training(self) -> dict[str, int]:
-        """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives``
-        and ``cache_size``."""
-        out = {}
+    def _training(self) -> dict[str, int | float]:
+        """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives``,
+        ``cache_size``, ``lr`` and ``lr_decay``."""
+        out: dict[str, int | float] = {}
         for value, key, low in (
             (self.seed, "seed", 0),
             (self.train_photos, "extra_photos", 0),
@@ -186,6 +200,10 @@ class NetOptions:
                     key, f"--{key.replace('_', '-')}"
                 )
                 out[key] = _int_option(value, flag, low)
+        if self.lr is not None:
+            out["lr"] = _float_option(self.lr, "--lr", 0.0, 1.0)
+        if self.lr_decay is not None:
+            out["lr_decay"] = _float_option(self.lr_decay, "--lr-decay", 0.0, 1.0)
         return out
 
     def apply(self, preset: Preset) -> Preset:
@@ -237,6 +255,10 @@ class NetOptions:
             parts.append(f"nn{int(self.near_negatives)}")
         if self.cache_size is not None:
             parts.append(f"c{int(self.cache_size)}")
+        if self.lr is not None:
+            parts.append(f"lr{float(self.lr):g}")
+        if self.lr_decay is not None:
+            parts.append(f"ld{float(self.lr_decay):g}")
         if self.epochs is not None:
             parts.append(f"e{int(self.epochs)}")
         if self.seed is not None:

@@ -94,6 +94,22 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "600); more finds harder far look-alikes at more embedding cost; runs go to runs/<preset>...-c<C>",
     )
     p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        metavar="LR",
+        help="Adam learning rate instead of the preset's (cpu: 1e-3, tuned for random init; an ImageNet "
+        "backbone may want less); runs go to runs/<preset>...-lr<LR>",
+    )
+    p.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        metavar="F",
+        help="multiply the learning rate by F after each epoch (0 < F <= 1; preset: 1, constant); runs go to "
+        "runs/<preset>...-ld<F>",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -116,6 +132,8 @@ def net_options(args: argparse.Namespace) -> object | None:
         "input_size": getattr(args, "input_size", None),
         "near_negatives": getattr(args, "near_negatives", None),
         "cache_size": getattr(args, "cache_size", None),
+        "lr": getattr(args, "lr", None),
+        "lr_decay": getattr(args, "lr_decay", None),
     }
     if all(v is None for v in chosen.values()):
         return None

@@ -73,5 +73,12 @@ def test_training_flags_reach_the_preset_and_the_run_folder(tmp_path):
     cached = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--cache-size", "3000"]))
     assert cached.preset.train.cache_size == 3000 and cached.run.name == "cpu-c3000"
     assert main(["train", "--work", str(tmp_path), "--cache-size", "0"]) == 2
+    tuned = run_context(
+        build_parser().parse_args(["benchmark", "--work", str(tmp_path), "--lr", "3e-4", "--lr-decay", "0.95"])
+    )
+    assert (tuned.preset.train.lr, tuned.preset.train.lr_decay) == (3e-4, 0.95)
+    assert tuned.run.name == "cpu-lr0.0003-ld0.95"
+    assert main(["train", "--work", str(tmp_path), "--lr", "0"]) == 2
+    assert main(["train", "--work", str(tmp_path), "--lr-decay", "1.5"]) == 2
     sized = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--input-size", "128"]))
     assert sized.preset.net.input_size_px == 128 and sized.run.name == "cpu-px128"

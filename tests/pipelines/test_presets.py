@@ -191,6 +191,26 @@ def test_near_negatives_option_sets_the_mining_alone_and_names_the_run():
         NetOptions(cache_size=0).apply(base)
 
 
+def test_lr_options_set_the_optimiser_alone_and_name_the_run():
+    from crosslocate.pipelines.presets import NetOptions
+
+    base = get_preset("cpu")
+    opts = NetOptions(backbone="efficientnet_lite0", imagenet_weights="builtin", lr=1e-4, lr_decay=0.9, epochs=24)
+    p = opts.apply(base)
+    assert (p.train.lr, p.train.lr_decay) == (1e-4, 0.9) and (base.train.lr, base.train.lr_decay) == (1e-3, 1.0)
+    # nothing else of the training moves: the run is the preset's but for the optimiser's schedule
+    assert p.train.to_dict() | {"lr": 1e-3, "lr_decay": 1.0, "epochs": 12} == base.train.to_dict()
+    assert opts.run_name("cpu") == "cpu-efficientnet_lite0-imagenet-lr0.0001-ld0.9-e24"
+    assert NetOptions(lr=3e-4).run_name("cpu") == "cpu-lr0.0003"
+    assert NetOptions(lr_decay=1).apply(base).train.lr_decay == 1.0
+    for bad in ({"lr": 0.0}, {"lr": -1e-4}, {"lr": float("nan")}, {"lr": 2.0}, {"lr": True}, {"lr": "1e-4"}):
+        with pytest.raises(ConfigError, match="--lr "):
+            NetOptions(**bad).apply(base)
+    for bad in (0.0, 1.5, float("inf")):
+        with pytest.raises(ConfigError, match="--lr-decay"):
+            NetOptions(lr_decay=bad).apply(base)
+
+
 def test_input_size_option_sets_the_network_input_alone_and_names_the_run():
     from crosslocate.pipelines.presets import NetOptions
 
