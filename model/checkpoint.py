@@ -2,9 +2,11 @@
 
 API
 ---
-- ``save_checkpoint(path, net, *, optimizer=None, epoch=0, meta=None) -> Path``: writes
+- ``save_checkpoint(path, net, *, optimizer=None, epoch=0, meta=None, train_net=None) -> Path``: writes
   ``{"magic", "format_version", "input_encoding", "model_state", "optimizer_state", "epoch",
-  "net_config", "meta"}``
+  "net_config", "meta"}`` and, with ``train_net``, ``"train_state"``: the weights the optimiser
+  trains when ``net`` is their moving average (``TrainConfig.ema_decay``; ``model_state`` is then
+  the average, the network every reader scores)
   atomically (:func:`crosslocate.fileio.atomic_write`: a crash never leaves a partial file under
   ``path``). ``net_config`` (JSON) is ``net.config.to_dict()`` when the net has one;
   ``meta`` is any JSON-able dict (resolved configs, init, metrics), stored as JSON text.
@@ -13,9 +15,9 @@ API
   missing, corrupt (random bytes, truncated) or foreign files (no magic, e.g. a plain state_dict)
   for a newer format version, and for weights trained on another input encoding
   (:data:`crosslocate.datasets.transforms.INPUT_ENCODING`; files without the key are version 1).
-- ``load_checkpoint(path, net=None, *, optimizer=None, map_location="cpu") -> dict``: as
-  ``read_checkpoint`` and loads the weights (strictly) and the optimizer state; a wrong
-  architecture raises CheckpointError. Returns ``{"epoch", "meta", "net_config", "format_version"}``.
+- ``load_checkpoint(path, net=None, *, optimizer=None, map_location="cpu", train_net=None) -> dict``: as
+  ``read_checkpoint`` and loads the weights (strictly), the optimizer state and, into ``train_net``,
+  ``train_state`` (refused when the file has none); a wrong architecture raises CheckpointError. Returns ``{"epoch", "meta", "net_config", "format_version"}``.
 - ``load_network(path, map_location="cpu") -> (RetrievalNet, meta)``: rebuilds the network from
   the stored ``net_config`` alone (cirtorch's ``meta`` idea) and loads its weights.
 - ``check_run_record(path, meta, *, query_set_id, finished=True, run_id=None)``: refuses (with
@@ -56,8 +58,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     epoch: int = 0,
     meta: dict[str, Any] | None = None,
+    train_net: nn.Module | None = None,
 ) -> Path:
-    """Atomically write a checkpoint of ``net`` (and ``optimizer``) after ``epoch`` completed epochs."""
+    """Atomically write a checkpoint of ``net`` (and ``optimizer``) after ``epoch`` completed epochs;
+    ``train_net``: the optimised weights when ``net`` is their moving average (stored as ``train_state``)."""
     out = Path(path)
     cfg = getattr(net, "config", None)
     to_dict = getattr(cfg, "to_dict", None)
@@ -73,6 +77,8 @@ def save_checkpoint(
         "net_config": json.dumps(to_dict()) if callable(to_dict) else None,
         "meta": json.dumps(meta or {}, default=str),
     }
+    if train_net is not None:
+        state["train_state"] = {k: v.detach().cpu() for k, v in train_net.state_dict().items()}
     with atomic_write(out) as fh:
         torch.save(state, fh)
     logger.info("saved checkpoint %s (epoch %d)", out, epoch)
@@ -140,16 +146,25 @@ def load_checkpoint(
     *,
     optimizer: torch.optim.Optimizer | None = None,
     map_location: Any = "cpu",
+    train_net: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Load weights into ``net`` and state into ``optimizer`` (each when given); see the module docstring."""
+    """Load weights into ``net``, state into ``optimizer`` and the optimised weights of a moving-average
+    checkpoint into ``train_net`` (each when given); see the module docstring."""
     p = Path(path)
     obj = read_checkpoint(p, map_location=map_location)
-    if net is not None:
-        diff = _arch_mismatch(obj["net_config"], net)
+    for target, key in ((net, "model_state"), (train_net, "train_state")):
+        if target is None:
+            continue
+        if key not in obj:
+            raise CheckpointError(
+                f"{p}: checkpoint has no {key} (it was trained without a weight average, TrainConfig.ema_decay = 0); "
+                "resume it with the settings it was trained with"
+            )
+        diff = _arch_mismatch(obj["net_config"], target)
         if diff:
             raise CheckpointError(f"{p}: checkpoint is for another architecture ({'; '.join(diff)})")
         try:
-            net.load_state_dict(obj["model_state"], strict=True)
+            target.load_state_dict(obj[key], strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{p}: weights do not fit this network ({exc})") from exc
     if optimizer is not None:

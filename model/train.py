@@ -11,7 +11,9 @@ descriptors, :mod:`crosslocate.model.mining`):
    (2 km) away;
 3. optimise the triplet loss (margin ``TrainConfig.margin``, 0.1) with Adam, on augmented inputs,
    at the epoch's learning rate (``lr * lr_decay ** (epoch - 1)``); with ``batch_negatives`` every
-   other database view of the batch that lies ``neg_min_dist_m`` away is a negative too;
+   other database view of the batch that lies ``neg_min_dist_m`` away is a negative too; with
+   ``ema_decay`` > 0 a moving average of the weights follows every step (:func:`update_average`)
+   and is the network validated and checkpointed (the raw weights ride along for ``--resume``);
 4. validate (recall@1..10 within 1 km of val queries against the val database; the epoch with
    the best mean of recall@1..10, ``val_score``, is kept as ``best.pt``) when a val set is given,
    write a checkpoint (weights, optimizer state, configs, epoch) and append the epoch's metrics
@@ -24,6 +26,7 @@ the tuple order, the augmentation draws (per item from ``(seed, epoch, index)``)
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -428,19 +431,31 @@ def validation_recall(
 # Checkpoints (F1's checkpoint module)
 
 
-def _save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, epoch: int, meta: dict[str, Any]) -> None:
+def _save_checkpoint(
+    path: Path,
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    meta: dict[str, Any],
+    train_net: nn.Module | None = None,
+) -> None:
     from crosslocate.model import checkpoint
 
-    checkpoint.save_checkpoint(path, net, optimizer=opt, epoch=epoch, meta=meta)
+    checkpoint.save_checkpoint(path, net, optimizer=opt, epoch=epoch, meta=meta, train_net=train_net)
 
 
 def _load_checkpoint(
-    path: Path, net: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+    path: Path,
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    train_net: nn.Module | None = None,
 ) -> tuple[int, str | None]:
-    """Load weights and optimizer state; return (completed epochs, the run's id if recorded)."""
+    """Load weights (and the optimised weights of an averaged run into ``train_net``) and optimizer
+    state; return (completed epochs, the run's id if recorded)."""
     from crosslocate.model import checkpoint
 
-    state = checkpoint.load_checkpoint(path, net, optimizer=opt, map_location=device)
+    state = checkpoint.load_checkpoint(path, net, optimizer=opt, map_location=device, train_net=train_net)
     meta = state.get("meta")
     run_id = meta.get("run_id") if isinstance(meta, dict) else None
     return int(state["epoch"]), run_id if isinstance(run_id, str) else None
@@ -502,12 +517,16 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT_NAME
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=getattr(cfg, "weight_decay", 0.0))
+    ema_decay = float(getattr(cfg, "ema_decay", 0.0))
+    # the network validation scores and the checkpoints hold: the weights' moving average when on
+    avg = averaged_copy(net) if ema_decay > 0 else None
+    scored = avg if avg is not None else net
     history: list[dict[str, Any]] = []
     start, run_id = 0, None
     if ckpt.exists():
         if not resume:
             raise FileOverwriteError(f"{ckpt} exists; pass --resume to continue it or choose another --work folder")
-        start, run_id = _load_checkpoint(ckpt, net, opt, device)
+        start, run_id = _load_checkpoint(ckpt, scored, opt, device, train_net=net if avg is not None else None)
         if (out / METRICS_JSON).exists():
             history = [h for h in json.loads((out / METRICS_JSON).read_text()) if h["epoch"] <= start]
         logger.info("resuming %s after epoch %d", ckpt, start)
@@ -517,24 +536,25 @@ def train(
     best_path = out / BEST_NAME
     best = _best_score(history)
     if val is not None and start == 0:
-        row0 = {"epoch": 0, **_validate(net, val, cfg, device)}
+        row0 = {"epoch": 0, **_validate(scored, val, cfg, device)}
         logger.info("epoch 0 (initial weights): %s", row0)
         history.append(row0)
         best = _score(row0)
-        _save_checkpoint(best_path, net, opt, 0, _run_meta(meta, run_id, cfg, 0, row0))
+        _save_checkpoint(best_path, scored, opt, 0, _run_meta(meta, run_id, cfg, 0, row0))
     for epoch in range(start + 1, cfg.epochs + 1):
         lr = epoch_lr(cfg, epoch)
         for group in opt.param_groups:
             group["lr"] = lr
-        row = _run_epoch(net, opt, queries, pool, cfg, device, epoch)
+        row = _run_epoch(net, opt, queries, pool, cfg, device, epoch, avg=avg)
         row["lr"] = lr
         if val is not None:
-            row.update(_validate(net, val, cfg, device))
+            row.update(_validate(scored, val, cfg, device))
             if _score(row) > best:
                 best = _score(row)
-                _save_checkpoint(best_path, net, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row))
+                _save_checkpoint(best_path, scored, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row))
                 logger.info("epoch %d is the best on validation so far: %s", epoch, best_path)
-        _save_checkpoint(ckpt, net, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row))
+        train_net = net if avg is not None else None
+        _save_checkpoint(ckpt, scored, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row), train_net)
         history.append(row)
         write_metrics(out, history)
         logger.info(
@@ -550,6 +570,28 @@ def train(
     return TrainResult(out_dir=out, checkpoint=ckpt, history=history)
 
 
+def averaged_copy(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` to hold its weights' moving average (:func:`update_average`); no gradients,
+    eval mode (its BatchNorm statistics are averaged, never updated by a forward pass)."""
+    avg = copy.deepcopy(net)
+    for p in avg.parameters():
+        p.requires_grad_(False)
+    return avg.eval()
+
+
+@torch.no_grad()
+def update_average(avg: nn.Module, net: nn.Module, decay: float) -> None:
+    """``avg <- decay * avg + (1 - decay) * net`` for every float parameter and buffer (in place);
+    integer buffers (BatchNorm's batch counter) are copied. Both nets have the same architecture."""
+    src = net.state_dict()
+    for key, a in avg.state_dict().items():
+        w = src[key].detach()
+        if a.dtype.is_floating_point:
+            a.mul_(decay).add_(w.to(a.dtype), alpha=1.0 - decay)
+        else:
+            a.copy_(w)
+
+
 def epoch_lr(cfg: Any, epoch: int) -> float:
     """Learning rate of ``epoch`` (1-based): ``cfg.lr * cfg.lr_decay ** (epoch - 1)``."""
     return float(cfg.lr) * float(getattr(cfg, "lr_decay", 1.0)) ** (int(epoch) - 1)
@@ -563,8 +605,11 @@ def _run_epoch(
     cfg: Any,
     device: torch.device,
     epoch: int,
+    *,
+    avg: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Refresh the cache, mine, optimise one pass over the tuples; return the epoch's metrics."""
+    """Refresh the cache, mine, optimise one pass over the tuples (updating the weights' moving
+    average ``avg`` after every step, when given); return the epoch's metrics."""
     from crosslocate.model.functional import triplet_loss
 
     t0 = time.perf_counter()
@@ -612,6 +657,8 @@ def _run_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if avg is not None:
+            update_average(avg, net, float(cfg.ema_decay))
         losses.append(float(loss.detach()))
     return {
         "epoch": epoch,
@@ -668,12 +715,14 @@ __all__ = [
     "QuerySet",
     "TrainResult",
     "ViewPool",
+    "averaged_copy",
     "batch_negative_mask",
     "embed_tuples",
     "epoch_lr",
     "extract_descriptors",
     "forward_branch",
     "train",
+    "update_average",
     "validation_recall",
     "write_metrics",
 ]

@@ -135,11 +135,17 @@ def _int_option(value: object, flag: str, low: int) -> int:
     return int(value)
 
 
-def _float_option(value: object, flag: str, low: float, high: float) -> float:
-    """``value`` of the command-line option ``flag`` as a float in (``low``, ``high``]; ConfigError naming the flag."""
+def _float_option(
+    value: object, flag: str, low: float, high: float, *, low_closed: bool = False, high_closed: bool = True
+) -> float:
+    """``value`` of the command-line option ``flag`` as a float in the interval from ``low`` to ``high``
+    (open or closed at each end; default (low, high]); ConfigError naming the flag and the interval."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not low < value <= high:
-        raise ConfigError(f"{flag} must be a number in ({low:g}, {high:g}], got {value!r}")
+    if ok:
+        ok = (value >= low if low_closed else value > low) and (value <= high if high_closed else value < high)
+    if not ok:
+        interval = f"{'[' if low_closed else '('}{low:g}, {high:g}{']' if high_closed else ')'}"
+        raise ConfigError(f"{flag} must be a number in {interval}, got {value!r}")
     return float(value)
 
 
@@ -163,7 +169,9 @@ class NetOptions:
     paper's 224 vs 500 ablation); queries and database views are resized to it on the data side.
 
     ``lr`` and ``lr_decay``: ``TrainConfig.lr`` (Adam's learning rate; the ``cpu`` preset's 1e-3 was
-    tuned for random init) and ``TrainConfig.lr_decay`` (per-epoch factor, in (0, 1]).
+    tuned for random init) and ``TrainConfig.lr_decay`` (per-epoch factor, in (0, 1]). ``ema``:
+    ``TrainConfig.ema_decay``, the per-step decay of the weights' moving average that validation scores
+    and the checkpoints hold (in [0, 1); 0: off).
     """
 
     backbone: str | None = None
@@ -178,6 +186,7 @@ class NetOptions:
     cache_size: int | None = None
     lr: float | None = None
     lr_decay: float | None = None
+    ema: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -185,7 +194,7 @@ class NetOptions:
 
     def _training(self) -> dict[str, int | float]:
         """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives``,
-        ``cache_size``, ``lr`` and ``lr_decay``."""
+        ``cache_size``, ``lr``, ``lr_decay`` and ``ema`` (``ema_decay``)."""
         out: dict[str, int | float] = {}
         for value, key, low in (
             (self.seed, "seed", 0),
@@ -204,6 +213,8 @@ class NetOptions:
             out["lr"] = _float_option(self.lr, "--lr", 0.0, 1.0)
         if self.lr_decay is not None:
             out["lr_decay"] = _float_option(self.lr_decay, "--lr-decay", 0.0, 1.0)
+        if self.ema is not None:  # [0, 1): 1 would freeze the average at the initial weights
+            out["ema_decay"] = _float_option(self.ema, "--ema", 0.0, 1.0, low_closed=True, high_closed=False)
         return out
 
     def apply(self, preset: Preset) -> Preset:
@@ -259,6 +270,8 @@ class NetOptions:
             parts.append(f"lr{float(self.lr):g}")
         if self.lr_decay is not None:
             parts.append(f"ld{float(self.lr_decay):g}")
+        if self.ema is not None:
+            parts.append(f"ema{float(self.ema):g}")
         if self.epochs is not None:
             parts.append(f"e{int(self.epochs)}")
         if self.seed is not None:

@@ -110,6 +110,14 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "runs/<preset>...-ld<F>",
     )
     p.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="D",
+        help="validate and keep a moving average of the weights, avg = D avg + (1 - D) weights after every "
+        "optimiser step (0 <= D < 1; 0.99 spans about 100 steps); runs go to runs/<preset>...-ema<D>",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -134,6 +142,7 @@ def net_options(args: argparse.Namespace) -> object | None:
         "cache_size": getattr(args, "cache_size", None),
         "lr": getattr(args, "lr", None),
         "lr_decay": getattr(args, "lr_decay", None),
+        "ema": getattr(args, "ema", None),
     }
     if all(v is None for v in chosen.values()):
         return None

@@ -22,7 +22,7 @@ from crosslocate.datasets import views
 from crosslocate.datasets.queries import Query
 from crosslocate.datasets.schema import SKY_DEPTH_M, VIEW_DTYPE
 from crosslocate.dem.poses import Pose
-from crosslocate.errors import FileOverwriteError
+from crosslocate.errors import CheckpointError, FileOverwriteError
 from crosslocate.model import checkpoint
 from crosslocate.model import train as T
 
@@ -263,6 +263,129 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
     assert math.isclose(res.history[1]["loss"], ref.history[1]["loss"], rel_tol=1e-4)
     for k, v in full.state_dict().items():
         assert torch.allclose(v, again.state_dict()[k], atol=1e-5), k
+
+
+class _TinyBNNet(_TinyNet):
+    """_TinyNet with a BatchNorm layer: running statistics and a batch counter among its buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.f.insert(3, nn.BatchNorm2d(32))
+
+
+def test_update_average_by_hand():
+    torch.manual_seed(0)
+    avg, net = _TinyBNNet(), _TinyBNNet()
+    net.f[3].running_mean.fill_(2.0)
+    net.f[3].num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in avg.state_dict().items()}
+    T.update_average(avg, net, 0.75)
+    for k, a in avg.state_dict().items():
+        w = net.state_dict()[k]
+        want = w if k.endswith("num_batches_tracked") else 0.75 * before[k] + 0.25 * w
+        assert torch.allclose(a, want, atol=1e-7), k
+    assert float(avg.f[3].running_mean[0]) == pytest.approx(0.75 * 0.0 + 0.25 * 2.0)
+    assert int(avg.f[3].num_batches_tracked) == 7
+    copy_ = T.averaged_copy(net)
+    assert not copy_.training and not any(p.requires_grad for p in copy_.parameters())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in copy_.state_dict().items())
+    assert all(p.requires_grad for p in net.parameters())  # the trained net is left alone
+
+
+def _one_step_run(world, tmp_path, name, epochs, **kw):
+    """A run of ``epochs`` epochs of exactly one optimiser step each (8 tuples, batch 8); returns the net,
+    the result and the net's weights after every epoch (epoch 0: the initial ones)."""
+    trainq = _queryset(world, np.arange(len(world.queries)) < 16)
+    pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
+    torch.manual_seed(3)
+    net = _TinyBNNet()
+    snaps = [{k: v.clone() for k, v in net.state_dict().items()}]
+    cfg = _cfg(epochs=epochs, max_tuples=8, batch_size=8, neg_min_dist_m=500.0, **kw)
+    res = T.train(
+        net,
+        trainq,
+        pool,
+        cfg,
+        tmp_path / name,
+        torch.device("cpu"),
+        on_epoch=lambda row: snaps.append({k: v.clone() for k, v in net.state_dict().items()}),
+    )
+    return net, res, snaps
+
+
+def test_weight_average_follows_the_raw_trajectory_and_is_what_the_run_keeps(world, tmp_path):
+    d = 0.6
+    _, plain, raw = _one_step_run(world, tmp_path, "plain", 3)
+    net, res, snaps = _one_step_run(world, tmp_path, "ema", 3, ema_decay=d)
+    assert all(0 < h["n_tuples"] <= 8 for h in res.history)  # one step (batch 8) per epoch
+    # the average never feeds back into training: the raw weights follow the plain run's path
+    for k, v in raw[-1].items():
+        assert torch.allclose(v, snaps[-1][k], atol=1e-6), k
+    # by hand over the 3 one-step epochs: d^3 w0 + d^2 (1-d) w1 + d (1-d) w2 + (1-d) w3
+    coef = [d**3, d**2 * (1 - d), d * (1 - d), 1 - d]
+    state = checkpoint.read_checkpoint(tmp_path / "ema" / T.CHECKPOINT_NAME)
+    for k, avg in state["model_state"].items():
+        if k.endswith("num_batches_tracked"):
+            assert int(avg) == int(snaps[-1][k])
+            continue
+        want = sum(c * s[k] for c, s in zip(coef, snaps, strict=True))
+        assert torch.allclose(avg, want, atol=1e-6), k
+        assert torch.allclose(state["train_state"][k], snaps[-1][k], atol=1e-7), k  # the raw weights ride along
+    assert "train_state" not in checkpoint.read_checkpoint(tmp_path / "plain" / T.CHECKPOINT_NAME)
+    # what every reader scores (load_network, the benchmark) is the average, not the raw weights
+    scored = _TinyBNNet()
+    checkpoint.load_checkpoint(tmp_path / "ema" / T.CHECKPOINT_NAME, scored)
+    assert not torch.allclose(scored.f[0].weight, net.f[0].weight)
+    assert plain.history[-1]["loss"] == pytest.approx(res.history[-1]["loss"], rel=1e-5)
+
+
+def test_weight_average_resumes_exactly_and_refuses_a_checkpoint_without_one(world, tmp_path):
+    _one_step_run(world, tmp_path, "full", 3, ema_decay=0.6)
+    _one_step_run(world, tmp_path, "part", 2, ema_decay=0.6)
+    trainq = _queryset(world, np.arange(len(world.queries)) < 16)
+    pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
+    cfg = _cfg(epochs=3, max_tuples=8, batch_size=8, neg_min_dist_m=500.0, ema_decay=0.6)
+    again = _TinyBNNet()  # fresh weights: the raw and the averaged ones must both come from the file
+    T.train(again, trainq, pool, cfg, tmp_path / "part", torch.device("cpu"), resume=True)
+    done = {n: checkpoint.read_checkpoint(tmp_path / n / T.CHECKPOINT_NAME) for n in ("full", "part")}
+    for key in ("model_state", "train_state"):
+        for k, v in done["full"][key].items():
+            assert torch.allclose(v.float(), done["part"][key][k].float(), atol=1e-5), (key, k)
+    _one_step_run(world, tmp_path, "plain", 1)
+    with pytest.raises(CheckpointError, match="no train_state"):
+        T.train(_TinyBNNet(), trainq, pool, cfg, tmp_path / "plain", torch.device("cpu"), resume=True)
+
+
+def test_validation_scores_the_weight_average(world, tmp_path):
+    trainq, heldq = _queryset(world, ~world.held), _queryset(world, world.held)
+    pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth")])
+    torch.manual_seed(0)
+    cfg = _cfg(epochs=2, ema_decay=0.9)
+    T.train(_TinyBNNet(), trainq, pool, cfg, tmp_path / "run", torch.device("cpu"), val=(heldq, pool))
+    last = json.loads((tmp_path / "run" / T.METRICS_JSON).read_text())[-1]
+    for key, want in ((None, last), ("train_state", None)):
+        net = _TinyBNNet().eval()
+        state = checkpoint.read_checkpoint(tmp_path / "run" / T.CHECKPOINT_NAME)
+        net.load_state_dict(state[key or "model_state"])
+        dev = torch.device("cpu")
+        qd = T.extract_descriptors(net, heldq.dataset, dev, batch_size=64)
+        dd = T.extract_descriptors(net, pool, dev, batch_size=64)
+        rec = T.validation_recall(qd, dd, heldq.xy, pool.xy, ns=range(1, 11), threshold_m=1000.0)
+        score = float(np.mean([rec[n] for n in range(1, 11)]))
+        if want is not None:  # the logged validation is the averaged network's, recomputed here
+            assert score == pytest.approx(want["val_score"]) and rec[1] == pytest.approx(want["val_recall@1_1km"])
+        else:
+            raw_score = score
+    assert raw_score != pytest.approx(last["val_score"]) or rec[1] != pytest.approx(last["val_recall@1_1km"])
+
+
+def test_weight_average_decay_is_validated():
+    from crosslocate.errors import ConfigError
+
+    for bad in (1.0, -0.1, float("nan"), "0.9"):
+        with pytest.raises(ConfigError, match="ema_decay"):
+            _cfg(ema_decay=bad)
+    assert _cfg(ema_decay=0.0).ema_decay == 0.0
 
 
 def test_validation_recall_by_hand():

@@ -80,5 +80,8 @@ def test_training_flags_reach_the_preset_and_the_run_folder(tmp_path):
     assert tuned.run.name == "cpu-lr0.0003-ld0.95"
     assert main(["train", "--work", str(tmp_path), "--lr", "0"]) == 2
     assert main(["train", "--work", str(tmp_path), "--lr-decay", "1.5"]) == 2
+    averaged = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--ema", "0.99"]))
+    assert averaged.preset.train.ema_decay == 0.99 and averaged.run.name == "cpu-ema0.99"
+    assert main(["train", "--work", str(tmp_path), "--ema", "1"]) == 2
     sized = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--input-size", "128"]))
     assert sized.preset.net.input_size_px == 128 and sized.run.name == "cpu-px128"

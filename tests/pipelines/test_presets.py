@@ -209,6 +209,13 @@ def test_lr_options_set_the_optimiser_alone_and_name_the_run():
     for bad in (0.0, 1.5, float("inf")):
         with pytest.raises(ConfigError, match="--lr-decay"):
             NetOptions(lr_decay=bad).apply(base)
+    averaged = NetOptions(ema=0.99, epochs=24)
+    assert averaged.apply(base).train.ema_decay == 0.99 and base.train.ema_decay == 0.0
+    assert averaged.apply(base).train.to_dict() | {"ema_decay": 0.0, "epochs": 12} == base.train.to_dict()
+    assert averaged.run_name("cpu") == "cpu-ema0.99-e24" and NetOptions(ema=0).apply(base).train.ema_decay == 0.0
+    for bad in (1.0, -0.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"--ema must be a number in \[0, 1\)"):
+            NetOptions(ema=bad).apply(base)
 
 
 def test_input_size_option_sets_the_network_input_alone_and_names_the_run():
