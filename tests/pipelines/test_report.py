@@ -298,9 +298,9 @@ def test_training_curves_pool_seeds_by_file_stem(tmp_path, capsys):
     def history(values):
         return [{"epoch": e, "val_recall@10_1km": v, "loss": 1.0} for e, v in enumerate(values)]
 
-    runs = {"a": [0.1, 0.3, 0.2], "a-seed1": [0.1, 0.1, 0.4], "b": [0.2, 0.5]}
+    runs = {"a": [0.1, 0.3, 0.2], "a-seed1": [0.1, 0.1, 0.4], "b": [0.2, 0.5], "c": [0.0, 0.6, 0.2, 0.3, 0.5]}
     curves = training_curves([(f"{k}.json", history(v)) for k, v in runs.items()])
-    assert list(curves) == ["a", "b"]
+    assert list(curves) == ["a", "b", "c"]
     assert curves["a"] == {0: [10.0, 10.0], 1: [30.0, 10.0], 2: [20.0, 40.0]}
     assert curves["b"] == {0: [20.0], 1: [50.0]}
     files = []
@@ -309,8 +309,13 @@ def test_training_curves_pool_seeds_by_file_stem(tmp_path, capsys):
         files.append(str(tmp_path / f"{k}.json"))
     assert main(["report", "--curves", *files, "--plot", str(tmp_path / "c.png")]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
-    # a: means 10, 20, 30 -> best epoch 2 (30.0%), last 2; b: means 20, 50 -> best 1
-    assert rows == ["| a | 2 | 2 | 30.0% | 2 | 30.0% |", "| b | 1 | 1 | 50.0% | 1 | 50.0% |"]
+    # a: means 10, 20, 30 -> best epoch 2 (30.0%), last 2, second half: epoch 2; b: means 20, 50 -> best 1;
+    # c: best epoch 1 (60%), last 4 (50%), second half = epochs 3 and 4: (30 + 50) / 2 = 40%
+    assert rows == [
+        "| a | 2 | 2 | 30.0% | 2 | 30.0% | 30.0% |",
+        "| b | 1 | 1 | 50.0% | 1 | 50.0% | 50.0% |",
+        "| c | 1 | 1 | 60.0% | 4 | 50.0% | 40.0% |",
+    ]
     assert (tmp_path / "c.png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="b.json: no epoch has 'val_recall@1_1km'"):
         training_curves([("b.json", history([0.1]))], "val_recall@1_1km")
