@@ -171,7 +171,8 @@ class NetOptions:
     ``lr`` and ``lr_decay``: ``TrainConfig.lr`` (Adam's learning rate; the ``cpu`` preset's 1e-3 was
     tuned for random init) and ``TrainConfig.lr_decay`` (per-epoch factor, in (0, 1]). ``ema``:
     ``TrainConfig.ema_decay``, the per-step decay of the weights' moving average that validation scores
-    and the checkpoints hold (in [0, 1); 0: off).
+    and the checkpoints hold (in [0, 1); 0: off). ``two_branch``: ``NetConfig.two_branch``, separate
+    weights for the photos and the rendered views (both from the same init, ImageNet included).
     """
 
     backbone: str | None = None
@@ -187,6 +188,7 @@ class NetOptions:
     lr: float | None = None
     lr_decay: float | None = None
     ema: float | None = None
+    two_branch: bool | None = None
 
     @property
     def empty(self) -> bool:
@@ -238,6 +240,10 @@ class NetOptions:
             changes["batch_norm"] = False
         if self.pooling is not None:
             changes["pooling"] = self.pooling
+        if self.two_branch is not None:
+            if not isinstance(self.two_branch, bool):
+                raise ConfigError(f"--two-branch is a switch (True/False), got {self.two_branch!r}")
+            changes["two_branch"] = self.two_branch
         if self.imagenet_weights is not None:
             from crosslocate.model.config import BUILTIN_WEIGHTS
 
@@ -256,6 +262,8 @@ class NetOptions:
                 parts.append(v)
         if self.imagenet_weights is not None:
             parts.append("imagenet")
+        if self.two_branch:
+            parts.append("2branch")
         if self.input_size is not None:
             parts.append(f"px{int(self.input_size)}")
         if self.train_photos:

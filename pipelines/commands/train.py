@@ -110,6 +110,13 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "runs/<preset>...-ld<F>",
     )
     p.add_argument(
+        "--two-branch",
+        action="store_true",
+        default=None,
+        help="separate weights for the photos and the rendered views (both from the same init); runs go to "
+        "runs/<preset>-...-2branch...",
+    )
+    p.add_argument(
         "--ema",
         type=float,
         default=None,
@@ -143,6 +150,7 @@ def net_options(args: argparse.Namespace) -> object | None:
         "lr": getattr(args, "lr", None),
         "lr_decay": getattr(args, "lr_decay", None),
         "ema": getattr(args, "ema", None),
+        "two_branch": getattr(args, "two_branch", None),
     }
     if all(v is None for v in chosen.values()):
         return None

@@ -92,6 +92,24 @@ def test_paper_head_on_lite0_equals_head_applied_to_reference_features(reference
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
+def test_two_branch_lite0_starts_both_branches_from_imagenet(reference):
+    """--two-branch with the builtin weights: the photo and the view branch both begin as the reference
+    network (the paper head on its features), so the branches differ only by what training does."""
+    cfg = NetConfig(
+        backbone="efficientnet_lite0", imagenet_weights="builtin", final_relu=True, input_size_px=96, two_branch=True
+    )
+    net = build_net(cfg).eval()
+    assert net.meta["init"]["n_tensors"] == 2 * len(torch.load(builtin_weights_path(), weights_only=True)) - 4
+    x = _input(96, seed=2)
+    with torch.no_grad():
+        f = reference(96).extract_features(_to_lite_scaling(x))
+        f = f / (f.norm(dim=1, keepdim=True) + 1e-6)
+        d = f.amax(dim=(2, 3))
+        want = d / (d.norm(dim=1, keepdim=True) + 1e-6)
+        for branch in ("query", "database"):
+            torch.testing.assert_close(net(x, branch=branch), want, atol=1e-5, rtol=1e-4)
+
+
 def test_key_map_covers_every_tensor_once():
     b = efficientnet_lite0()
     mapping = reference_key_map(b)

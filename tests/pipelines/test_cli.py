@@ -83,5 +83,8 @@ def test_training_flags_reach_the_preset_and_the_run_folder(tmp_path):
     averaged = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--ema", "0.99"]))
     assert averaged.preset.train.ema_decay == 0.99 and averaged.run.name == "cpu-ema0.99"
     assert main(["train", "--work", str(tmp_path), "--ema", "1"]) == 2
+    paired = run_context(build_parser().parse_args(["benchmark", "--work", str(tmp_path), "--two-branch"]))
+    assert paired.preset.net.two_branch is True and paired.run.name == "cpu-2branch"
+    assert run_context(build_parser().parse_args(["train", "--work", str(tmp_path)])).preset.net.two_branch is False
     sized = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--input-size", "128"]))
     assert sized.preset.net.input_size_px == 128 and sized.run.name == "cpu-px128"

@@ -216,6 +216,12 @@ def test_lr_options_set_the_optimiser_alone_and_name_the_run():
     for bad in (1.0, -0.5, float("nan")):
         with pytest.raises(ConfigError, match=r"--ema must be a number in \[0, 1\)"):
             NetOptions(ema=bad).apply(base)
+    paired = NetOptions(backbone="efficientnet_lite0", imagenet_weights="builtin", two_branch=True)
+    assert paired.apply(base).net.two_branch is True and base.net.two_branch is False
+    assert paired.apply(base).train == base.train
+    assert paired.run_name("cpu") == "cpu-efficientnet_lite0-imagenet-2branch"
+    with pytest.raises(ConfigError, match="--two-branch"):
+        NetOptions(two_branch="yes").apply(base)
 
 
 def test_input_size_option_sets_the_network_input_alone_and_names_the_run():
