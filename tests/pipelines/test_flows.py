@@ -99,10 +99,11 @@ def _fake(name, **attrs):
     return m
 
 
-def _save(path, net, *, optimizer, epoch, meta):
+def _save(path, net, *, optimizer, epoch, meta, train_net=None):
     torch.save(
         {
             "state": net.state_dict(),
+            "train_state": train_net.state_dict() if train_net is not None else None,
             "opt": optimizer.state_dict() if optimizer else None,
             "epoch": epoch,
             "meta": json.dumps(meta, default=str),
@@ -116,9 +117,11 @@ def _read(path, map_location="cpu"):
     return {**s, "meta": json.loads(s["meta"])}
 
 
-def _load(path, net, *, optimizer, map_location):
+def _load(path, net, *, optimizer, map_location, train_net=None):
     s = _read(path, map_location)
     net.load_state_dict(s["state"])
+    if train_net is not None:
+        train_net.load_state_dict(s["train_state"])
     if optimizer is not None:
         optimizer.load_state_dict(s["opt"])
     return s
