@@ -264,26 +264,21 @@ class NetOptions:
             parts.append("imagenet")
         if self.two_branch:
             parts.append("2branch")
-        if self.input_size is not None:
-            parts.append(f"px{int(self.input_size)}")
-        if self.train_photos:
-            parts.append(f"x{int(self.train_photos)}")
-        if self.tuples_per_epoch is not None:
-            parts.append(f"t{int(self.tuples_per_epoch)}")
-        if self.near_negatives is not None:
-            parts.append(f"nn{int(self.near_negatives)}")
-        if self.cache_size is not None:
-            parts.append(f"c{int(self.cache_size)}")
-        if self.lr is not None:
-            parts.append(f"lr{float(self.lr):g}")
-        if self.lr_decay is not None:
-            parts.append(f"ld{float(self.lr_decay):g}")
-        if self.ema is not None:
-            parts.append(f"ema{float(self.ema):g}")
-        if self.epochs is not None:
-            parts.append(f"e{int(self.epochs)}")
-        if self.seed is not None:
-            parts.append(f"seed{int(self.seed)}")
+        numbered: tuple[tuple[str, int | float | None, type], ...] = (
+            ("px", self.input_size, int),
+            ("x", self.train_photos or None, int),  # 0 extra photos: the preset's run
+            ("t", self.tuples_per_epoch, int),
+            ("nn", self.near_negatives, int),
+            ("c", self.cache_size, int),
+            ("lr", self.lr, float),
+            ("ld", self.lr_decay, float),
+            ("ema", self.ema, float),
+            ("e", self.epochs, int),
+            ("seed", self.seed, int),
+        )
+        parts.extend(
+            f"{tag}{int(v)}" if kind is int else f"{tag}{float(v):g}" for tag, v, kind in numbered if v is not None
+        )
         return "-".join(parts)
 
 

