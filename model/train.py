@@ -521,12 +521,13 @@ def train(
     # the network validation scores and the checkpoints hold: the weights' moving average when on
     avg = averaged_copy(net) if ema_decay > 0 else None
     scored = avg if avg is not None else net
+    raw = net if avg is not None else None  # stored beside the average for --resume
     history: list[dict[str, Any]] = []
     start, run_id = 0, None
     if ckpt.exists():
         if not resume:
             raise FileOverwriteError(f"{ckpt} exists; pass --resume to continue it or choose another --work folder")
-        start, run_id = _load_checkpoint(ckpt, scored, opt, device, train_net=net if avg is not None else None)
+        start, run_id = _load_checkpoint(ckpt, scored, opt, device, train_net=raw)
         if (out / METRICS_JSON).exists():
             history = [h for h in json.loads((out / METRICS_JSON).read_text()) if h["epoch"] <= start]
         logger.info("resuming %s after epoch %d", ckpt, start)
@@ -553,8 +554,7 @@ def train(
                 best = _score(row)
                 _save_checkpoint(best_path, scored, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row))
                 logger.info("epoch %d is the best on validation so far: %s", epoch, best_path)
-        train_net = net if avg is not None else None
-        _save_checkpoint(ckpt, scored, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row), train_net)
+        _save_checkpoint(ckpt, scored, opt, epoch, _run_meta(meta, run_id, cfg, epoch, row), raw)
         history.append(row)
         write_metrics(out, history)
         logger.info(
