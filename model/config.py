@@ -38,6 +38,10 @@ BUILTIN_WEIGHTS = "builtin"
 #: (:data:`crosslocate.model.layers.POOLING` resolves it); ``NetConfig.pooling`` / ``--pooling`` accept the names.
 POOLING_CLASSES: dict[str, str] = {"mac": "MAC", "spoc": "SPoC", "gem": "GeM", "netvlad": "NetVLAD", "mixvpr": "MixVPR"}
 POOLING_NAMES: tuple[str, ...] = tuple(POOLING_CLASSES)
+
+#: Training losses (``TrainConfig.loss``): the paper's ``triplet`` hinge, or ``infonce`` (softmax over the
+#: positive and the negatives, :func:`crosslocate.model.functional.infonce_loss`).
+LOSS_NAMES: tuple[str, ...] = ("triplet", "infonce")
 #: faiss index kinds of :mod:`crosslocate.model.search`.
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 #: Descriptor distances of the search: squared L2 or inner product (equal ranking on unit vectors).
@@ -222,8 +226,16 @@ class TrainConfig:
         ``checkpoint.pt`` for ``--resume``. It spans about ``1 / (1 - ema_decay)`` steps (0.99: 100
         steps, three epochs of the ``cpu`` preset's 524 tuples in batches of 16), smoothing the
         epoch-to-epoch swing of a small training set.
+    loss : str
+        ``triplet`` (the paper's hinge, ``margin``) or ``infonce`` (softmax cross-entropy of the
+        positive among the positive and the tuple's negatives, ``temperature``), see :data:`LOSS_NAMES`.
+        Mining and the negatives (mined and, with ``batch_negatives``, the batch's far views) are the
+        same for both.
     margin : float
-        Triplet margin on squared descriptor distances (paper: 0.1).
+        Triplet margin on squared descriptor distances (paper: 0.1). Also the threshold of the
+        logged ``n_hard`` count, whichever the loss.
+    temperature : float
+        Softmax temperature of the ``infonce`` loss, on similarities ``-d^2 / 2`` (0.1).
     pos_radius_m, pos_yaw_deg : float
         Positive candidates: database views within this distance (metres) and yaw difference (degrees).
     neg_min_dist_m : float
@@ -285,7 +297,9 @@ class TrainConfig:
     lr_decay: float = 1.0
     ema_decay: float = 0.0
     weight_decay: float = 1e-6
+    loss: str = "triplet"
     margin: float = 0.1
+    temperature: float = 0.1
     pos_radius_m: float = 20.0
     pos_yaw_deg: float = 15.0
     neg_min_dist_m: float = 2000.0
@@ -312,7 +326,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
                 raise ConfigError(f"TrainConfig.{name} must be an int >= 1, got {v!r}")
-        for name in ("lr", "margin", "pos_radius_m", "neg_min_dist_m"):
+        if self.loss not in LOSS_NAMES:
+            raise ConfigError(f"TrainConfig.loss={self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
+        for name in ("lr", "margin", "temperature", "pos_radius_m", "neg_min_dist_m"):
             _positive(f"TrainConfig.{name}", getattr(self, name))
         for name in ("weight_decay", "pos_yaw_deg", "neg_slack"):
             _positive(f"TrainConfig.{name}", getattr(self, name), allow_zero=True)
@@ -633,6 +649,7 @@ __all__ = [
     "EVAL_PRESETS",
     "IMAGENET_BACKBONES",
     "INDEX_KINDS",
+    "LOSS_NAMES",
     "METRICS",
     "NET_PRESETS",
     "POOLING_NAMES",

@@ -9,6 +9,9 @@ API
 - ``triplet_loss(q, p, n, margin=0.1, reduction="mean", mask=None)``: per tuple
   ``sum_k max(d^2(q, p) + margin - d^2(q, n_k), 0)`` (over the negatives ``mask`` keeps), then
   mean (or sum / none) over the batch.
+- ``infonce_loss(q, p, n, temperature=0.1, reduction="mean", mask=None)``: per tuple the softmax
+  cross-entropy of picking the positive among the positive and the (kept) negatives, with
+  similarity ``-d^2 / 2`` (the cosine minus 1 for unit descriptors) over ``temperature``.
 
 Tensors follow their inputs' device and dtype; nothing here holds state.
 """
@@ -21,6 +24,8 @@ from crosslocate.errors import ConfigError
 
 #: Triplet margin of the paper (on squared L2 distances of unit descriptors).
 DEFAULT_MARGIN: float = 0.1
+#: Softmax temperature of :func:`infonce_loss` (on similarities ``-d^2 / 2`` in [-2, 0] for unit descriptors).
+DEFAULT_TEMPERATURE: float = 0.1
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -116,21 +121,73 @@ def triplet_loss(
     -------
     scalar tensor, or (B,) with ``reduction="none"``.
     """
-    if q.ndim != 2 or p.shape != q.shape or n.ndim != 3 or n.shape[0] != q.shape[0] or n.shape[2] != q.shape[1]:
-        raise ConfigError(
-            f"triplet_loss expects q (B, D), p (B, D), n (B, K, D); got {tuple(q.shape)}, {tuple(p.shape)}, "
-            f"{tuple(n.shape)}"
-        )
-    if reduction not in _REDUCTIONS:
-        raise ConfigError(f"triplet_loss reduction={reduction!r}; choose one of {', '.join(_REDUCTIONS)}")
-    if mask is not None and tuple(mask.shape) != tuple(n.shape[:2]):
-        raise ConfigError(f"triplet_loss mask must be (B, K) = {tuple(n.shape[:2])}, got {tuple(mask.shape)}")
+    _check_tuples("triplet_loss", q, p, n, reduction, mask)
     d_pos = (q - p).pow(2).sum(dim=1)  # (B,)
     d_neg = (q.unsqueeze(1) - n).pow(2).sum(dim=2)  # (B, K)
     hinge = torch.clamp(d_pos.unsqueeze(1) + margin - d_neg, min=0.0)
     if mask is not None:
         hinge = hinge * mask.to(hinge.dtype)
-    per_tuple = hinge.sum(dim=1)
+    return _reduce(hinge.sum(dim=1), reduction)
+
+
+def infonce_loss(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor,
+    temperature: float = DEFAULT_TEMPERATURE,
+    reduction: str = "mean",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """InfoNCE (softmax cross-entropy over one positive and K negatives per tuple).
+
+    ``loss_b = -log( exp(s(q_b, p_b) / T) / (exp(s(q_b, p_b) / T) + sum_k exp(s(q_b, n_bk) / T)) )`` with
+    ``s(a, b) = -||a - b||^2 / 2`` (``cos(a, b) - 1`` for unit descriptors, so the ranking of the
+    triplet loss's squared distances), over the k with ``mask[b, k]`` when a mask is given. Unlike the
+    triplet hinge, every negative contributes, weighted by its softmax share: the hardest dominate,
+    but none is dropped once it falls below a margin.
+
+    Parameters
+    ----------
+    q, p : (B, D) float tensor
+        Query descriptors and one positive per query.
+    n : (B, K, D) float tensor
+        K negatives per query.
+    temperature : float
+        Softmax temperature T > 0 (smaller: harder weighting of the closest negatives).
+    reduction : str
+        ``mean`` over the B tuples (default), ``sum``, or ``none`` (returns (B,)).
+    mask : (B, K) bool tensor or None
+        Which negatives count; None = all. A tuple with no negative kept has loss 0.
+
+    Returns
+    -------
+    scalar tensor, or (B,) with ``reduction="none"``.
+    """
+    _check_tuples("infonce_loss", q, p, n, reduction, mask)
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ConfigError(f"infonce_loss temperature must be > 0, got {temperature!r}")
+    s_pos = -0.5 * (q - p).pow(2).sum(dim=1, keepdim=True)  # (B, 1)
+    s_neg = -0.5 * (q.unsqueeze(1) - n).pow(2).sum(dim=2)  # (B, K)
+    if mask is not None:
+        s_neg = s_neg.masked_fill(~mask.to(torch.bool), float("-inf"))
+    logits = torch.cat([s_pos, s_neg], dim=1) / temperature
+    return _reduce(torch.logsumexp(logits, dim=1) - logits[:, 0], reduction)
+
+
+def _check_tuples(
+    name: str, q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, reduction: str, mask: torch.Tensor | None
+) -> None:
+    if q.ndim != 2 or p.shape != q.shape or n.ndim != 3 or n.shape[0] != q.shape[0] or n.shape[2] != q.shape[1]:
+        raise ConfigError(
+            f"{name} expects q (B, D), p (B, D), n (B, K, D); got {tuple(q.shape)}, {tuple(p.shape)}, {tuple(n.shape)}"
+        )
+    if reduction not in _REDUCTIONS:
+        raise ConfigError(f"{name} reduction={reduction!r}; choose one of {', '.join(_REDUCTIONS)}")
+    if mask is not None and tuple(mask.shape) != tuple(n.shape[:2]):
+        raise ConfigError(f"{name} mask must be (B, K) = {tuple(n.shape[:2])}, got {tuple(mask.shape)}")
+
+
+def _reduce(per_tuple: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return per_tuple.mean()
     if reduction == "sum":
@@ -138,4 +195,14 @@ def triplet_loss(
     return per_tuple
 
 
-__all__ = ["DEFAULT_MARGIN", "gem", "l2n", "mac", "netvlad", "spoc", "triplet_loss"]
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_TEMPERATURE",
+    "gem",
+    "infonce_loss",
+    "l2n",
+    "mac",
+    "netvlad",
+    "spoc",
+    "triplet_loss",
+]

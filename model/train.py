@@ -9,7 +9,8 @@ descriptors, :mod:`crosslocate.model.mining`):
    ``TrainConfig.pos_radius_m`` (20 m) and ``pos_yaw_deg`` (15 deg) that is closest in descriptor
    space, the negatives are the ``n_negatives`` (10) hardest views at least ``neg_min_dist_m``
    (2 km) away;
-3. optimise the triplet loss (margin ``TrainConfig.margin``, 0.1) with Adam, on augmented inputs,
+3. optimise the triplet loss (margin ``TrainConfig.margin``, 0.1; or InfoNCE with ``loss="infonce"``,
+   :func:`tuple_loss`) with Adam, on augmented inputs,
    at the epoch's learning rate (``lr * lr_decay ** (epoch - 1)``); with ``batch_negatives`` every
    other database view of the batch that lies ``neg_min_dist_m`` away is a negative too; with
    ``ema_decay`` > 0 a moving average of the weights follows every step (:func:`update_average`)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
 import json
 import logging
@@ -597,6 +599,16 @@ def epoch_lr(cfg: Any, epoch: int) -> float:
     return float(cfg.lr) * float(getattr(cfg, "lr_decay", 1.0)) ** (int(epoch) - 1)
 
 
+def tuple_loss(cfg: Any) -> Callable[..., torch.Tensor]:
+    """``loss(q, p, n, mask=None)`` of ``cfg.loss``: the triplet hinge at ``cfg.margin`` or InfoNCE at
+    ``cfg.temperature`` (:mod:`crosslocate.model.functional`), mean over the batch."""
+    from crosslocate.model.functional import infonce_loss, triplet_loss
+
+    if str(getattr(cfg, "loss", "triplet")) == "infonce":
+        return functools.partial(infonce_loss, temperature=float(cfg.temperature))
+    return functools.partial(triplet_loss, margin=float(cfg.margin))
+
+
 def _run_epoch(
     net: nn.Module,
     opt: torch.optim.Optimizer,
@@ -610,8 +622,7 @@ def _run_epoch(
 ) -> dict[str, Any]:
     """Refresh the cache, mine, optimise one pass over the tuples (updating the weights' moving
     average ``avg`` after every step, when given); return the epoch's metrics."""
-    from crosslocate.model.functional import triplet_loss
-
+    loss_fn = tuple_loss(cfg)
     t0 = time.perf_counter()
     workers = int(getattr(cfg, "num_workers", 0))
     bs_embed = int(getattr(cfg, "embed_batch_size", cfg.batch_size * 4))
@@ -650,9 +661,9 @@ def _run_epoch(
         if batch_negatives:
             sl = slice(start, start + b)
             neg, mask = batch_negative_mask(desc[:, 1:], queries.xy[q_idx[sl]], view_xy[sl], cfg.neg_min_dist_m)
-            loss = triplet_loss(desc[:, 0], desc[:, 1], neg, margin=cfg.margin, mask=mask.to(device))
+            loss = loss_fn(desc[:, 0], desc[:, 1], neg, mask=mask.to(device))
         else:
-            loss = triplet_loss(desc[:, 0], desc[:, 1], desc[:, 2:], margin=cfg.margin)
+            loss = loss_fn(desc[:, 0], desc[:, 1], desc[:, 2:])
         start += b
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -722,6 +733,7 @@ __all__ = [
     "extract_descriptors",
     "forward_branch",
     "train",
+    "tuple_loss",
     "update_average",
     "validation_recall",
     "write_metrics",

@@ -171,7 +171,9 @@ class NetOptions:
     ``lr`` and ``lr_decay``: ``TrainConfig.lr`` (Adam's learning rate; the ``cpu`` preset's 1e-3 was
     tuned for random init) and ``TrainConfig.lr_decay`` (per-epoch factor, in (0, 1]). ``ema``:
     ``TrainConfig.ema_decay``, the per-step decay of the weights' moving average that validation scores
-    and the checkpoints hold (in [0, 1); 0: off). ``two_branch``: ``NetConfig.two_branch``, separate
+    and the checkpoints hold (in [0, 1); 0: off). ``loss`` and ``temperature``: ``TrainConfig.loss``
+    (``triplet`` or ``infonce``) and ``TrainConfig.temperature`` (InfoNCE's softmax temperature, > 0;
+    only with ``infonce``). ``two_branch``: ``NetConfig.two_branch``, separate
     weights for the photos and the rendered views (both from the same init, ImageNet included).
     """
 
@@ -188,6 +190,8 @@ class NetOptions:
     lr: float | None = None
     lr_decay: float | None = None
     ema: float | None = None
+    loss: str | None = None
+    temperature: float | None = None
     two_branch: bool | None = None
 
     @property
@@ -196,8 +200,8 @@ class NetOptions:
 
     def _training(self) -> dict[str, int | float]:
         """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives``,
-        ``cache_size``, ``lr``, ``lr_decay`` and ``ema`` (``ema_decay``)."""
-        out: dict[str, int | float] = {}
+        ``cache_size``, ``lr``, ``lr_decay``, ``ema`` (``ema_decay``), ``loss`` and ``temperature``."""
+        out: dict[str, int | float | str] = {}
         for value, key, low in (
             (self.seed, "seed", 0),
             (self.train_photos, "extra_photos", 0),
@@ -217,6 +221,16 @@ class NetOptions:
             out["lr_decay"] = _float_option(self.lr_decay, "--lr-decay", 0.0, 1.0)
         if self.ema is not None:  # [0, 1): 1 would freeze the average at the initial weights
             out["ema_decay"] = _float_option(self.ema, "--ema", 0.0, 1.0, low_closed=True, high_closed=False)
+        if self.loss is not None:
+            from crosslocate.model.config import LOSS_NAMES
+
+            if self.loss not in LOSS_NAMES:
+                raise ConfigError(f"--loss {self.loss!r}: choose one of {', '.join(LOSS_NAMES)}")
+            out["loss"] = self.loss
+        if self.temperature is not None:
+            if (self.loss or "triplet") != "infonce":
+                raise ConfigError("--temperature is InfoNCE's; it needs --loss infonce")
+            out["temperature"] = _float_option(self.temperature, "--temperature", 0.0, math.inf, high_closed=False)
         return out
 
     def apply(self, preset: Preset) -> Preset:
@@ -264,6 +278,8 @@ class NetOptions:
             parts.append("imagenet")
         if self.two_branch:
             parts.append("2branch")
+        if self.loss is not None and self.loss != "triplet":
+            parts.append(self.loss)
         numbered: tuple[tuple[str, int | float | None, type], ...] = (
             ("px", self.input_size, int),
             ("x", self.train_photos or None, int),  # 0 extra photos: the preset's run
@@ -273,6 +289,7 @@ class NetOptions:
             ("lr", self.lr, float),
             ("ld", self.lr_decay, float),
             ("ema", self.ema, float),
+            ("tau", self.temperature, float),
             ("e", self.epochs, int),
             ("seed", self.seed, int),
         )

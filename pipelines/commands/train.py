@@ -6,7 +6,7 @@ import argparse
 import json
 
 from crosslocate.datasets.schema import modality_names
-from crosslocate.model.config import BACKBONE_NAMES, POOLING_NAMES
+from crosslocate.model.config import BACKBONE_NAMES, LOSS_NAMES, POOLING_NAMES
 from crosslocate.pipelines.commands import add_dem_argument
 from crosslocate.pipelines.presets import PRESET_NAMES
 
@@ -125,6 +125,22 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
         "optimiser step (0 <= D < 1; 0.99 spans about 100 steps); runs go to runs/<preset>...-ema<D>",
     )
     p.add_argument(
+        "--loss",
+        default=None,
+        choices=LOSS_NAMES,
+        help="training loss instead of the preset's triplet hinge: infonce, a softmax over the positive and the "
+        "same negatives (every negative weighted by its share, none dropped below a margin); runs go to "
+        "runs/<preset>-...-infonce...",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="softmax temperature of --loss infonce (default 0.1, on similarities cos - 1 of the unit "
+        "descriptors); runs go to runs/<preset>...-tau<T>",
+    )
+    p.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -150,6 +166,8 @@ def net_options(args: argparse.Namespace) -> object | None:
         "lr": getattr(args, "lr", None),
         "lr_decay": getattr(args, "lr_decay", None),
         "ema": getattr(args, "ema", None),
+        "loss": getattr(args, "loss", None),
+        "temperature": getattr(args, "temperature", None),
         "two_branch": getattr(args, "two_branch", None),
     }
     if all(v is None for v in chosen.values()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -41,6 +43,43 @@ def test_triplet_loss_mask_drops_negatives():
 def test_triplet_loss_shapes_checked():
     with pytest.raises(ConfigError):
         F.triplet_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+def test_infonce_loss_hand_computed():
+    q = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    n = torch.tensor([[[0.0, 1.0], [-1.0, 0.0]], [[1.0, 0.0], [0.0, -1.0]]])
+    # similarities -d^2/2 = cos - 1. Tuple 0: positive 0, negatives -1 and -2; at T = 0.5 the logits are
+    # 0, -2, -4 -> log(1 + e^-2 + e^-4). Tuple 1: positive -1, negatives 0 and -1 -> logits -2, 0, -2
+    # -> log(e^-2 + 1 + e^-2) + 2.
+    want = torch.tensor([math.log(1 + math.exp(-2) + math.exp(-4)), math.log(2 * math.exp(-2) + 1) + 2])
+    torch.testing.assert_close(F.infonce_loss(q, p, n, temperature=0.5, reduction="none"), want)
+    torch.testing.assert_close(F.infonce_loss(q, p, n, temperature=0.5), want.mean())
+    torch.testing.assert_close(F.infonce_loss(q, p, n, temperature=0.5, reduction="sum"), want.sum())
+    # masked negatives leave the softmax; a tuple with none left costs nothing
+    mask = torch.tensor([[False, True], [False, False]])
+    torch.testing.assert_close(
+        F.infonce_loss(q, p, n, temperature=0.5, reduction="none", mask=mask),
+        torch.tensor([math.log(1 + math.exp(-4)), 0.0]),
+    )
+    # a colder softmax: tuple 0's loss -> 0 (its positive is the nearest), tuple 1's -> the gap / T
+    cold = F.infonce_loss(q, p, n, temperature=0.01, reduction="none")
+    assert float(cold[0]) < 1e-30 and float(cold[1]) == pytest.approx(100.0, rel=1e-6)
+    for bad in (0.0, -0.1):
+        with pytest.raises(ConfigError, match="temperature"):
+            F.infonce_loss(q, p, n, temperature=bad)
+    with pytest.raises(ConfigError, match="infonce_loss expects"):
+        F.infonce_loss(q, p, n[:, 0])
+
+
+def test_infonce_loss_is_cross_entropy_on_the_similarity_logits():
+    """Against torch's own cross-entropy on unit descriptors (similarity = cosine, up to the constant 1)."""
+    g = torch.Generator().manual_seed(0)
+    q, p = F.l2n(torch.randn(5, 8, generator=g)), F.l2n(torch.randn(5, 8, generator=g))
+    n = F.l2n(torch.randn(5, 6, 8, generator=g), dim=2)
+    logits = torch.cat([(q * p).sum(1, keepdim=True), torch.einsum("bd,bkd->bk", q, n)], dim=1) / 0.07
+    want = torch.nn.functional.cross_entropy(logits, torch.zeros(5, dtype=torch.long))
+    torch.testing.assert_close(F.infonce_loss(q, p, n, temperature=0.07), want, atol=1e-5, rtol=1e-5)
 
 
 def test_pooling_and_l2n_by_hand():

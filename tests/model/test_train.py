@@ -388,6 +388,37 @@ def test_weight_average_decay_is_validated():
     assert _cfg(ema_decay=0.0).ema_decay == 0.0
 
 
+def test_tuple_loss_follows_the_config():
+    from crosslocate.errors import ConfigError
+    from crosslocate.model import functional as F
+
+    g = torch.Generator().manual_seed(1)
+    q, p = F.l2n(torch.randn(4, 6, generator=g)), F.l2n(torch.randn(4, 6, generator=g))
+    n = F.l2n(torch.randn(4, 3, 6, generator=g), dim=2)
+    mask = torch.tensor([[True, False, True]] * 4)
+    infonce = T.tuple_loss(_cfg(loss="infonce", temperature=0.2))
+    torch.testing.assert_close(infonce(q, p, n, mask=mask), F.infonce_loss(q, p, n, temperature=0.2, mask=mask))
+    triplet = T.tuple_loss(_cfg(margin=0.3))
+    torch.testing.assert_close(triplet(q, p, n), F.triplet_loss(q, p, n, margin=0.3))
+    assert float(infonce(q, p, n)) != pytest.approx(float(triplet(q, p, n)))
+    with pytest.raises(ConfigError, match=r"TrainConfig.loss='hinge'; choose one of triplet, infonce"):
+        _cfg(loss="hinge")
+    with pytest.raises(ConfigError, match="temperature"):
+        _cfg(loss="infonce", temperature=0.0)
+
+
+def test_infonce_run_trains_on_the_same_tuples(world, tmp_path):
+    """Same mining, other loss: the first epoch's tuples are the triplet run's, the weights move, and the
+    logged loss is InfoNCE's (about log(1 + K) at the start, far above the triplet hinge)."""
+    _, plain, w_plain = _one_step_run(world, tmp_path, "triplet", 1)
+    _, res, w = _one_step_run(world, tmp_path, "infonce", 1, loss="infonce", temperature=0.1)
+    (h0,), (h1,) = plain.history[-1:], res.history[-1:]
+    assert (h1["n_tuples"], h1["n_hard"], h1["n_cached"]) == (h0["n_tuples"], h0["n_hard"], h0["n_cached"])
+    assert np.isfinite(h1["loss"]) and h1["loss"] > h0["loss"]
+    moved = [k for k in w[0] if w[0][k].is_floating_point() and not torch.equal(w[0][k], w[-1][k])]
+    assert moved and any(not torch.allclose(w[-1][k], w_plain[-1][k]) for k in moved)
+
+
 def test_validation_recall_by_hand():
     q = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
     d = np.array([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]], np.float32)

@@ -83,6 +83,12 @@ def test_training_flags_reach_the_preset_and_the_run_folder(tmp_path):
     averaged = run_context(build_parser().parse_args(["train", "--work", str(tmp_path), "--ema", "0.99"]))
     assert averaged.preset.train.ema_decay == 0.99 and averaged.run.name == "cpu-ema0.99"
     assert main(["train", "--work", str(tmp_path), "--ema", "1"]) == 2
+    softmax = run_context(
+        build_parser().parse_args(["benchmark", "--work", str(tmp_path), "--loss", "infonce", "--temperature", "0.05"])
+    )
+    assert (softmax.preset.train.loss, softmax.preset.train.temperature) == ("infonce", 0.05)
+    assert softmax.run.name == "cpu-infonce-tau0.05"
+    assert main(["train", "--work", str(tmp_path), "--temperature", "0.05"]) == 2  # without --loss infonce
     paired = run_context(build_parser().parse_args(["benchmark", "--work", str(tmp_path), "--two-branch"]))
     assert paired.preset.net.two_branch is True and paired.run.name == "cpu-2branch"
     assert run_context(build_parser().parse_args(["train", "--work", str(tmp_path)])).preset.net.two_branch is False

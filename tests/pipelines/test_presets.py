@@ -216,6 +216,23 @@ def test_lr_options_set_the_optimiser_alone_and_name_the_run():
     for bad in (1.0, -0.5, float("nan")):
         with pytest.raises(ConfigError, match=r"--ema must be a number in \[0, 1\)"):
             NetOptions(ema=bad).apply(base)
+    softmax = NetOptions(loss="infonce", temperature=0.05, ema=0.99)
+    assert (softmax.apply(base).train.loss, softmax.apply(base).train.temperature) == ("infonce", 0.05)
+    assert softmax.apply(base).train.to_dict() | {"loss": "triplet", "temperature": 0.1, "ema_decay": 0.0} == (
+        base.train.to_dict()
+    )
+    assert softmax.run_name("cpu") == "cpu-infonce-ema0.99-tau0.05"
+    assert (
+        NetOptions(loss="infonce").run_name("cpu") == "cpu-infonce"
+        and NetOptions(loss="triplet").run_name("cpu") == "cpu"
+    )
+    with pytest.raises(ConfigError, match="--loss 'hinge': choose one of triplet, infonce"):
+        NetOptions(loss="hinge").apply(base)
+    with pytest.raises(ConfigError, match="--temperature is InfoNCE's; it needs --loss infonce"):
+        NetOptions(temperature=0.1).apply(base)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match=r"--temperature must be a number in \(0, inf\)"):
+            NetOptions(loss="infonce", temperature=bad).apply(base)
     paired = NetOptions(backbone="efficientnet_lite0", imagenet_weights="builtin", two_branch=True)
     assert paired.apply(base).net.two_branch is True and base.net.two_branch is False
     assert paired.apply(base).train == base.train
