@@ -198,7 +198,7 @@ class NetOptions:
     def empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
 
-    def _training(self) -> dict[str, int | float]:
+    def _training(self) -> dict[str, int | float | str]:
         """``TrainConfig`` overrides of ``seed``, ``train_photos``, ``tuples_per_epoch``, ``epochs``, ``near_negatives``,
         ``cache_size``, ``lr``, ``lr_decay``, ``ema`` (``ema_decay``), ``loss`` and ``temperature``."""
         out: dict[str, int | float | str] = {}
