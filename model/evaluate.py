@@ -12,6 +12,10 @@ API
 - ``oriented_recall(...)``: correct only if also within ``max_yaw_deg`` (30) of yaw.
 - ``recall_interval(dist, groups, threshold_m, ns)``: bootstrap interval of recall@N resampling
   whole groups of queries (the photos of one spot), ``{N: (low, high)}``.
+- ``paired_difference(dist_a, dist_b, groups, threshold_m, ns)``: recall@N of ranking A minus
+  ranking B photo by photo on the same queries (runs of one side, e.g. seeds, averaged per photo),
+  with a group-bootstrap interval and the photos only one side finds; ``group_bootstrap`` is the
+  resampling both intervals use.
 - ``per_fov_recall(indices, q_xy, db_xy, q_fov_deg, edges_deg, thresholds_m, ns)``:
   ``{"lo-hi": {"n": count, "recall": table}}`` for queries with ``lo <= fov < hi``.
 - ``correct_counts(q_xy, db_xy, threshold_m, ...) -> (M,) int64``: c_q, the database views that
@@ -117,25 +121,117 @@ def recall_interval(
     g = np.asarray(groups)
     if d.ndim != 2 or g.shape != (d.shape[0],):
         raise ConfigError(f"recall_interval needs dist (M, K) and groups (M,), got {d.shape} and {g.shape}")
-    if not 0.0 < level < 1.0 or n_boot < 1:
-        raise ConfigError(f"recall_interval needs 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
     if d.shape[0] == 0 or d.shape[1] == 0:
+        _check_bootstrap(level, n_boot)
         return {int(n): (float("nan"), float("nan")) for n in ns}
-    best = np.minimum.accumulate(d, axis=1)
-    cols = [min(int(n), d.shape[1]) - 1 for n in ns]
-    hits = (best[:, cols] <= float(threshold_m)).astype(np.float64)  # (M, len(ns))
+    lo, hi = group_bootstrap(_hits(d, threshold_m, ns), g, level=level, n_boot=n_boot, seed=seed)
+    return {int(n): (float(lo[k]), float(hi[k])) for k, n in enumerate(ns)}
+
+
+def _hits(dist: npt.NDArray[np.float64], threshold_m: float, ns: Sequence[int]) -> npt.NDArray[np.float64]:
+    """(..., M, len(ns)) float64 1.0 where a query is found at N within ``threshold_m`` (dist (..., M, K))."""
+    best = np.minimum.accumulate(dist, axis=-1)
+    cols = [min(int(n), dist.shape[-1]) - 1 for n in ns]
+    return (best[..., cols] <= float(threshold_m)).astype(np.float64)
+
+
+def _check_bootstrap(level: float, n_boot: int) -> None:
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ConfigError(f"a bootstrap needs 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
+
+
+def group_bootstrap(
+    values: npt.ArrayLike, groups: npt.ArrayLike, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Percentile interval of the per-query mean of ``values`` (M, C) that resamples whole groups.
+
+    The groups (M,) are drawn with replacement ``n_boot`` times; each draw's statistic is the pooled
+    mean of its queries' rows (a group drawn twice counts twice). Returns (low, high), each (C,)
+    float64, the central ``level`` interval.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    g = np.asarray(groups)
+    if v.ndim != 2 or g.shape != (v.shape[0],) or v.shape[0] == 0:
+        raise ConfigError(
+            f"group_bootstrap needs values (M, C) and groups (M,) with M > 0, got {v.shape} and {g.shape}"
+        )
+    _check_bootstrap(level, n_boot)
     _, gid = np.unique(g, return_inverse=True)
     n_groups = int(gid.max()) + 1
-    sums = np.zeros((n_groups, len(cols)))
-    np.add.at(sums, gid, hits)
+    sums = np.zeros((n_groups, v.shape[1]))
+    np.add.at(sums, gid, v)
     counts = np.bincount(gid, minlength=n_groups).astype(np.float64)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
     weights = np.zeros((n_boot, n_groups))
     np.add.at(weights, (np.repeat(np.arange(n_boot), n_groups), draws.ravel()), 1.0)
-    boot = (weights @ sums) / (weights @ counts)[:, None]  # (n_boot, len(ns))
+    boot = (weights @ sums) / (weights @ counts)[:, None]  # (n_boot, C)
     lo, hi = np.quantile(boot, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
-    return {int(n): (float(lo[k]), float(hi[k])) for k, n in enumerate(ns)}
+    return lo, hi
+
+
+def paired_difference(
+    dist_a: npt.ArrayLike,
+    dist_b: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    threshold_m: float,
+    ns: Sequence[int],
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[int, dict[str, Any]]:
+    """Recall@N of ranking A minus ranking B on the same queries, with a group-bootstrap interval.
+
+    Both are scored on the same photos, so the difference is taken photo by photo (a paired test):
+    what the spread of either recall shares, the difficulty of each photo, cancels. Several runs of
+    one side (e.g. seeds) are averaged per photo first, so the interval covers the choice of photos
+    for the mean over runs (the seed spread itself is reported beside it by the caller).
+
+    Parameters
+    ----------
+    dist_a, dist_b : (M, K) or (S, M, K) float
+        Metres from each query to its retrieved views, best first (:func:`retrieved_distances`), for
+        S runs of A (or B) on the same M queries in the same order.
+    groups : (M,) array
+        Group label of each query (one per camera spot), resampled whole as in :func:`recall_interval`.
+
+    Returns
+    -------
+    ``{N: {"a", "b", "diff", "low", "high", "only_a", "only_b", "n"}}``: recall of A and of B (mean
+    over runs), A - B, the ``level`` interval of A - B, the photos A finds and B misses (and the
+    converse; means over runs, so not always whole numbers: with one run each, the discordant pairs
+    of McNemar's test), and the number of photos M.
+    """
+    a = np.asarray(dist_a, dtype=np.float64)
+    b = np.asarray(dist_b, dtype=np.float64)
+    a = a[None] if a.ndim == 2 else a
+    b = b[None] if b.ndim == 2 else b
+    g = np.asarray(groups)
+    if a.ndim != 3 or b.ndim != 3 or a.shape[1] != b.shape[1] or g.shape != (a.shape[1],) or a.shape[1] == 0:
+        raise ConfigError(
+            f"paired_difference needs dist (M, K) or (S, M, K) for both sides on the same M > 0 queries and "
+            f"groups (M,), got {a.shape}, {b.shape} and {g.shape}"
+        )
+    ha = _hits(a, threshold_m, ns)  # (S_a, M, C)
+    hb = _hits(b, threshold_m, ns)
+    only_a = (ha[:, None] * (1.0 - hb[None])).sum(axis=2).mean(axis=(0, 1))  # (C,) over run pairs
+    only_b = ((1.0 - ha[:, None]) * hb[None]).sum(axis=2).mean(axis=(0, 1))
+    diff = ha.mean(axis=0) - hb.mean(axis=0)  # (M, C)
+    lo, hi = group_bootstrap(diff, g, level=level, n_boot=n_boot, seed=seed)
+    return {
+        int(n): {
+            "a": float(ha[:, :, k].mean()),
+            "b": float(hb[:, :, k].mean()),
+            "diff": float(diff[:, k].mean()),
+            "low": float(lo[k]),
+            "high": float(hi[k]),
+            "only_a": float(only_a[k]),
+            "only_b": float(only_b[k]),
+            "n": int(a.shape[1]),
+        }
+        for k, n in enumerate(ns)
+    }
 
 
 def _oriented(
@@ -454,7 +550,9 @@ __all__ = [
     "confuser_profile",
     "correct_counts",
     "evaluate_retrieval",
+    "group_bootstrap",
     "oriented_recall",
+    "paired_difference",
     "per_fov_recall",
     "recall_at_n",
     "recall_from_indices",

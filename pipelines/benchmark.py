@@ -29,7 +29,8 @@ FOV bins; the search index of :func:`crosslocate.model.search.search_with_config
    no ``best_pipeline``); without skylines only the network is a candidate. Returns the
    ``results.json`` content.
 3. :func:`run_benchmark`: plots (recall curves, recall vs distance, retrieval map, query-vs-retrieved
-   mosaic), the network's per-query ranking (``rankings.npz``, :func:`save_rankings`),
+   mosaic), the network's and the horizon baselines' per-query rankings (``rankings.npz``,
+   :func:`crosslocate.pipelines.rankings.save_rankings`),
    ``<run>/results.json`` (``baselines`` / ``baselines_oriented`` hold one table per baseline,
    laid out like ``recall``), the HTML report (``crosslocate report``) and a summary table vs the paper.
    When the test split was already scored under the same key, ``results.json`` is kept and only the
@@ -55,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.errors import ConfigError, ShardCorruptError
-from crosslocate.fileio import config_to_dict, file_sha256, write_json_atomic, write_npz_atomic, write_text_atomic
+from crosslocate.fileio import config_to_dict, file_sha256, write_json_atomic, write_text_atomic
 from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines.benchinfo import environment_info
 from crosslocate.pipelines.context import RunContext
@@ -469,13 +470,20 @@ def run_benchmark(ctx: RunContext, *, device: str | None = None) -> dict[str, An
             out,
             run / TEST_LOG_NAME,
         )
+        from crosslocate.pipelines.rankings import RANKINGS_NAME, backfill_baseline_rankings
+
+        backfill_baseline_rankings(inp, run / str(previous.get("rankings", RANKINGS_NAME)), previous)
         return {"results": str(out), "table": summary_table(previous), "report": str(_kept_report(run, out))}
     results, rankings = benchmark_results(inp, timings)
     results["evaluation_key"] = key
     results["test_evaluations"] = _log_test_evaluation(run, key, results)
     spots = spot_ids(inp.qset.dataset.queries)
     results["plots"] = _plots(results, inp.qset, inp.pool, rankings[NETWORK], run, spots)
-    results["rankings"] = save_rankings(run / RANKINGS_NAME, inp.qset, inp.pool, rankings[NETWORK], spots).name
+    from crosslocate.pipelines.rankings import RANKINGS_NAME, baseline_rankings, save_rankings
+
+    results["rankings"] = save_rankings(
+        run / RANKINGS_NAME, inp.qset, inp.pool, rankings[NETWORK], spots, baselines=baseline_rankings(rankings)
+    ).name
     results["environment"] = environment_info()
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
@@ -555,41 +563,6 @@ def _log_test_evaluation(run: Path, key: dict[str, Any], results: dict[str, Any]
     write_text_atomic(path, "\n".join(lines) + "\n")
     keys = {json.dumps(json.loads(line)["key"], sort_keys=True, default=str) for line in lines if line.strip()}
     return len(keys)
-
-
-#: Per-query rankings of a benchmark run, for ``crosslocate report`` (see :func:`save_rankings`).
-RANKINGS_NAME = "rankings.npz"
-
-
-def save_rankings(path: Path, qset: Any, pool: Any, idx: npt.NDArray[np.int64], spots: npt.NDArray[np.int64]) -> Path:
-    """Write the network's ranking with what is needed to show it (``np.savez``, no pickle; atomic).
-
-    Arrays: ``ranking`` (Q, K) int64 pool indices, best first; ``distance_m`` (Q, K) float64 metres
-    to the query; ``query_image`` (Q,) str; ``query_xy`` (Q, 2) and ``db_xy`` (N, 2) metres in
-    the region's CRS; ``query_yaw_deg`` (Q,), ``query_fov_deg`` (Q,), ``spot`` (Q,) int64;
-    ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
-    ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str.
-    """
-    parts = np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(pool.datasets)])
-    write_npz_atomic(
-        path,
-        dict(
-            ranking=idx.astype(np.int64),
-            distance_m=np.linalg.norm(pool.xy[idx] - qset.xy[:, None, :], axis=2),
-            query_image=np.array([q.image for q in qset.dataset.queries], dtype=str),
-            query_xy=qset.xy,
-            query_yaw_deg=qset.yaw_deg,
-            query_fov_deg=np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64),
-            spot=spots,
-            db_xy=pool.xy,
-            db_yaw_deg=pool.yaw_deg,
-            db_dirs=np.array([str(Path(d.db_dir).resolve()) for d in pool.datasets], dtype=str),
-            db_part=parts,
-            db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
-            modality=np.array(pool.datasets[0].modality.value),
-        ),
-    )
-    return path
 
 
 def _digest(obj: Any) -> str:
@@ -738,7 +711,6 @@ __all__ = [
     "checkpoint_to_evaluate",
     "prepare_benchmark",
     "run_benchmark",
-    "save_rankings",
     "spot_ids",
     "summary_table",
 ]

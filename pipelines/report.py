@@ -2,7 +2,7 @@
 
 Built from the files ``crosslocate benchmark`` writes into the run folder: ``results.json``
 (recall tables, intervals, chance, baselines, configs, environment, plots), ``rankings.npz``
-(per-query rankings, :func:`crosslocate.pipelines.benchmark.save_rankings`) and the PNG plots.
+(per-query rankings, :func:`crosslocate.pipelines.rankings.save_rankings`) and the PNG plots.
 The page needs no network and no script: charts are inline SVG drawn here, pictures are
 ``data:`` URIs (query photos as JPEG thumbnails, retrieved views as PNG previews read from the
 databases named in ``rankings.npz``). Sections: the recall curves, the results table against
@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crosslocate.errors import ConfigError
+from crosslocate.pipelines.rankings import load_rankings
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ TOP_SHOW: int = 5
 PHOTO_PX, VIEW_PX = 200, 110
 #: Largest number of per-query rows (one photo per spot first, then the rest).
 MAX_ROWS: int = 250
-#: Arrays the report reads from ``rankings.npz`` (:func:`crosslocate.pipelines.benchmark.save_rankings`).
-RANKINGS_KEYS: tuple[str, ...] = ("ranking", "distance_m", "query_image", "query_xy", "query_yaw_deg", "query_fov_deg",
-                                  "spot", "db_xy", "db_yaw_deg", "db_dirs", "db_part", "db_index", "modality")  # fmt: skip
 _COLOURS = ("#1f6fb4", "#d9480f", "#2b8a3e", "#862e9c", "#5c940d", "#e8590c")
 
 _CSS = """
@@ -614,7 +612,7 @@ def run_confusers(path: str | os.PathLike[str]) -> list[tuple[str, str, dict[str
     test = results.get("confusers")
     if test:
         rows.extend(("test", name, prof) for name, prof in test.items())
-    elif p.is_dir() and (rk := _load_rankings(p, results)) is not None:
+    elif p.is_dir() and (rk := load_rankings(p, results)) is not None:
         rows.append(("test", "network", confuser_profile(rk["distance_m"], rk["query_xy"], rk["db_xy"])))
     if not rows:
         raise ConfigError(
@@ -645,23 +643,7 @@ def load_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     results = load_results(run_dir)
-    return results, _load_rankings(run_dir, results)
-
-
-def _load_rankings(run_dir: Path, results: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's ``rankings.npz`` (named in ``results``) as arrays; None when absent, ConfigError when broken."""
-    rk_path = run_dir / str(results.get("rankings", "rankings.npz"))
-    if not rk_path.is_file():
-        return None
-    try:
-        with np.load(rk_path, allow_pickle=False) as z:
-            rk = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{rk_path}: unreadable ({exc}); re-run `crosslocate benchmark`") from exc
-    missing = sorted(set(RANKINGS_KEYS) - set(rk))
-    if missing:
-        raise ConfigError(f"{rk_path}: missing {', '.join(missing)}; re-run `crosslocate benchmark`")
-    return rk
+    return results, load_rankings(run_dir, results)
 
 
 def _plots(results: dict[str, Any], run_dir: Path) -> str:

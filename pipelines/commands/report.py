@@ -1,7 +1,9 @@
 """``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare [--plot PNG]] [--curves --plot PNG]
-[--confusers]``: a self-contained ``report.html`` of a benchmark run, its results table as Markdown (RUN_DIR
-may also be a results.json snapshot), several configurations side by side with their spread over seeds,
-their per-epoch validation curves, or where their wrong answers lie."""
+[--confusers] [--paired [--against NAME | --versus RUN...] [--json FILE]]``: a self-contained
+``report.html`` of a benchmark run, its results table as Markdown (RUN_DIR may also be a results.json
+snapshot), several configurations side by side with their spread over seeds, their per-epoch
+validation curves, where their wrong answers lie, or one configuration against a baseline (or another
+configuration) photo by photo on the same test photos."""
 
 from __future__ import annotations
 
@@ -48,6 +50,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "where all wrong database views lie: are places confused with their surroundings or with far places",
     )
     p.add_argument(
+        "--paired",
+        action="store_true",
+        help="recall of the networks of RUN_DIR (one configuration's seeds, averaged per photo) minus a baseline's "
+        "(--against) or other runs' (--versus), photo by photo on the same test photos, with a 95%% bootstrap "
+        "interval over spots and the photos only one side finds",
+    )
+    p.add_argument(
+        "--against",
+        default="horizon_searched",
+        help="with --paired: the baseline (horizon, horizon_searched; default: horizon_searched)",
+    )
+    p.add_argument(
+        "--versus", nargs="+", default=None, metavar="RUN", help="with --paired: compare with these runs' networks"
+    )
+    p.add_argument("--json", default=None, metavar="FILE", help="with --paired: also write the comparison as JSON")
+    p.add_argument(
         "--metric",
         default=None,
         help="with --curves: the per-epoch value (default: val_recall@10_1km)",
@@ -70,8 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot and not (args.compare or args.curves):
         raise ConfigError("--plot goes with --compare or --curves")
+    if (args.versus or args.json) and not args.paired:
+        raise ConfigError("--versus and --json go with --paired")
     if args.curves:
         return _curves(args)
+    if args.paired:
+        return _paired(args)
     if args.confusers:
         from pathlib import Path
 
@@ -99,6 +121,19 @@ def run(args: argparse.Namespace) -> int:
     if len(args.run_dir) != 1:
         raise ConfigError("one RUN_DIR for report.html (several only with --markdown)")
     print(write_report(args.run_dir[0], args.out, max_rows=args.max_rows))
+    return 0
+
+
+def _paired(args: argparse.Namespace) -> int:
+    """``--paired``: print the comparison as Markdown; with ``--json FILE`` also write it."""
+    from crosslocate.pipelines.rankings import markdown_paired_table, paired_comparison
+
+    cmp = paired_comparison(args.run_dir, against=args.against, versus=args.versus)
+    print(markdown_paired_table(cmp), end="")
+    if args.json:
+        from crosslocate.fileio import write_json_atomic
+
+        write_json_atomic(args.json, cmp.to_dict())
     return 0
 
 

@@ -217,6 +217,54 @@ def test_recall_interval_matches_the_binomial_and_widens_with_groups():
         recall_interval(dist, np.arange(3), 1000.0, [1])
 
 
+def test_paired_difference_counts_the_photos_each_side_alone_finds():
+    """Hand-counted: A finds photos 0, 1, 4 at N=1, B finds 0, 2 (and 3 at N=2): A - B = 0.6 - 0.4
+    at N=1 with 2 photos only A finds and 1 only B finds; at N=2 B also finds photo 3."""
+    from crosslocate.model.evaluate import paired_difference
+
+    far, near = 5000.0, 10.0
+    a = np.array([[near, far], [near, far], [far, far], [far, far], [near, far]])
+    b = np.array([[near, far], [far, far], [near, far], [far, near], [far, far]])
+    got = paired_difference(a, b, np.arange(5), 1000.0, [1, 2])
+    one = got[1]
+    assert (one["a"], one["b"], one["only_a"], one["only_b"], one["n"]) == (0.6, 0.4, 2.0, 1.0, 5)
+    assert one["diff"] == pytest.approx(0.2) and one["low"] <= 0.2 <= one["high"]
+    assert got[2]["b"] == 0.6 and got[2]["diff"] == pytest.approx(0.0) and got[2]["only_b"] == 2.0
+    # the same ranking on both sides: exactly no difference, and no interval around it
+    same = paired_difference(a, a, np.arange(5) // 2, 1000.0, [1])[1]
+    assert (same["diff"], same["low"], same["high"], same["only_a"]) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_paired_difference_averages_runs_per_photo():
+    """Two runs of A (hits 1,1,0,0 and 1,0,1,0) against B (0,0,0,1): A's recall 0.5, B's 0.25; only A:
+    run 1 finds 2 photos B misses, run 2 also 2, mean 2; only B: photo 3 in both runs, 1."""
+    from crosslocate.model.evaluate import paired_difference
+
+    hit = lambda h: np.where(np.array(h, bool), 10.0, 5000.0)[:, None]  # noqa: E731
+    a = np.stack([hit([1, 1, 0, 0]), hit([1, 0, 1, 0])])
+    got = paired_difference(a, hit([0, 0, 0, 1]), np.arange(4), 1000.0, [1])[1]
+    assert (got["a"], got["b"], got["only_a"], got["only_b"]) == (0.5, 0.25, 2.0, 1.0)
+    assert got["diff"] == pytest.approx(0.25)
+    with pytest.raises(ConfigError, match="same M"):
+        paired_difference(a, hit([0, 0, 1]), np.arange(4), 1000.0, [1])
+
+
+def test_paired_difference_is_narrower_than_two_separate_intervals():
+    """400 photos, B finds the even ones, A finds those and 20 more: A - B = 0.05. Separately the two
+    recalls' intervals (half-width ~0.049 each) overlap; paired, only the 20 discordant photos vary,
+    so the interval is ~1.96 sqrt(0.05 * 0.95 / 400) = 0.021 wide each side and excludes 0."""
+    from crosslocate.model.evaluate import paired_difference, recall_interval
+
+    idx = np.arange(400)
+    b = np.where(idx % 2 == 0, 10.0, 5000.0)[:, None]
+    a = np.where((idx % 2 == 0) | (idx < 40), 10.0, 5000.0)[:, None]  # 20 odd photos below 40 added
+    got = paired_difference(a, b, idx, 1000.0, [1], n_boot=4000)[1]
+    assert got["diff"] == pytest.approx(0.05) and (got["only_a"], got["only_b"]) == (20.0, 0.0)
+    assert (got["high"] - got["low"]) / 2 == pytest.approx(0.021, rel=0.2) and got["low"] > 0.0
+    sep_a, sep_b = recall_interval(a, idx, 1000.0, [1])[1], recall_interval(b, idx, 1000.0, [1])[1]
+    assert sep_a[0] < sep_b[1]  # the separate intervals overlap: they could not tell A from B
+
+
 def test_chance_recall_is_exactly_zero_without_a_correct_view():
     """No view within the threshold: chance is 0 at every N, not +-1e-15 from log-gamma rounding."""
     db_xy = np.stack([5000.0 + 100.0 * np.arange(36), np.zeros(36)], axis=1)

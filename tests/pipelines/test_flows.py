@@ -338,6 +338,48 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     assert refined["place"]["n_places"] == 4 and refined["cost_s_per_query"]["rerank"] > 0
     assert "skyline re-ranking" in out and "places: plain voting" in out
     assert "ours + skyline re-ranking" in (run / "report.html").read_text()  # and the HTML report
+
+    # rankings.npz also keeps the horizon baselines' rankings (they do not depend on the network): scored
+    # again from the file, each gives the reported table; a kept run from before them gets them added
+    # by searching the baselines again, without scoring the network or logging a test evaluation
+    from crosslocate.model.evaluate import recall_at_n, retrieved_distances
+
+    def saved_tables():
+        with np.load(run / res["rankings"]) as rk:
+            arrays = {k: rk[k] for k in rk.files}
+        tables = {
+            name: recall_at_n(retrieved_distances(arrays[f"ranking_{name}"], arrays["query_xy"], arrays["db_xy"]),
+                              (1000.0,), (1, 5, 10))[1000.0]
+            for name in ("horizon", "horizon_searched") if f"ranking_{name}" in arrays
+        }  # fmt: skip
+        return arrays, tables
+
+    arrays, tables = saved_tables()
+    for name, table in tables.items():
+        assert table == {n: pytest.approx(res["baselines"][name]["1000"][str(n)], abs=1e-12) for n in (1, 5, 10)}
+    assert set(tables) == {"horizon", "horizon_searched"}
+    np.savez(run / res["rankings"], **{k: v for k, v in arrays.items() if not k.startswith("ranking_")})
+    with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="crosslocate.pipelines.rankings"):
+        m.setattr(bench_flow, "benchmark_results", lambda *a, **k: pytest.fail("the test split was scored again"))
+        assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
+    assert "predates the baselines' rankings" in caplog.text
+    again, _ = saved_tables()
+    for name in ("horizon", "horizon_searched"):
+        assert np.array_equal(again[f"ranking_{name}"], arrays[f"ranking_{name}"])
+    assert (run / "results.json").read_bytes() == before
+    assert len((run / "test_evaluations.jsonl").read_text().splitlines()) == 1
+    # a table the search no longer reproduces (here: results.json edited) leaves the file without it
+    np.savez(run / res["rankings"], **{k: v for k, v in arrays.items() if k != "ranking_horizon"})
+    edited = json.loads(before)
+    edited["baselines"]["horizon"]["1000"]["1"] += 0.5
+    (run / "results.json").write_text(json.dumps(edited))
+    caplog.clear()
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="crosslocate.pipelines.rankings"):
+        m.setattr(bench_flow, "benchmark_results", lambda *a, **k: pytest.fail("the test split was scored again"))
+        assert main(["benchmark", "--region", "demo", "--preset", "tiny", "--work", work]) == 0
+    assert "the horizon ranking searched again does not reproduce" in caplog.text
+    with np.load(run / res["rankings"]) as rk:
+        assert "ranking_horizon" not in rk.files and "ranking_horizon_searched" in rk.files
     # the horizon search's ranking read as places: its first place is its first view's position
     assert refined["place"]["horizon_searched_views_as_places"]["1000"]["1"] == searched["1000"]["1"]
     hybrid = refined["hybrid"]  # the network's and the horizon search's candidates, re-ranked together
