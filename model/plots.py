@@ -164,6 +164,41 @@ def plot_configurations(
     return _save(fig, path)
 
 
+def plot_paired_differences(
+    series: Mapping[str, Mapping[int, Sequence[float]]],
+    path: str | os.PathLike[str],
+    *,
+    ylabel: str = "recall difference [points]",
+    title: str = "",
+) -> Path:
+    """Paired recall differences over N: per series a line (the difference) in a band (its interval),
+    against the zero line; N on a log axis.
+
+    Parameters
+    ----------
+    series : {label: {N: (difference, low, high)}}
+        Percent points, e.g. :func:`crosslocate.pipelines.rankings.paired_comparison`'s stats x 100.
+    """
+    if not series:
+        raise ValueError("plot_paired_differences: no series")
+    fig = _figure(6.0, 3.6)
+    ax = fig.subplots()
+    for label, by_n in series.items():
+        ns = np.array(sorted(by_n), dtype=np.int64)
+        d, lo, hi = (np.array([by_n[n][i] for n in ns], dtype=np.float64) for i in range(3))
+        (line,) = ax.plot(ns, d, "o-", ms=3, label=label)
+        ax.fill_between(ns, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    ax.axhline(0.0, color="k", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("N")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 def plot_training_curves(
     curves: Mapping[str, Mapping[int, Sequence[float]]],
     path: str | os.PathLike[str],

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default=None,
         metavar="PNG",
         help="with --compare: also draw the configurations as bars (mean, sd, every run) to this PNG; "
-        "with --curves: the picture of the curves",
+        "with --curves: the picture of the curves; with --paired: the difference over N in its interval",
     )
     p.add_argument(
         "--curves",
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    if args.plot and not (args.compare or args.curves):
-        raise ConfigError("--plot goes with --compare or --curves")
+    if args.plot and not (args.compare or args.curves or args.paired):
+        raise ConfigError("--plot goes with --compare, --curves or --paired")
     if (args.versus or args.json) and not args.paired:
         raise ConfigError("--versus and --json go with --paired")
     if args.curves:
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _paired(args: argparse.Namespace) -> int:
-    """``--paired``: print the comparison as Markdown; with ``--json FILE`` also write it."""
+    """``--paired``: print the comparison as Markdown; with ``--json FILE`` also write it, with
+    ``--plot PNG`` draw it."""
     from crosslocate.pipelines.rankings import markdown_paired_table, paired_comparison
 
     cmp = paired_comparison(args.run_dir, against=args.against, versus=args.versus)
@@ -134,6 +135,15 @@ def _paired(args: argparse.Namespace) -> int:
         from crosslocate.fileio import write_json_atomic
 
         write_json_atomic(args.json, cmp.to_dict())
+    if args.plot:
+        from crosslocate.model.plots import plot_paired_differences
+
+        diffs = {n: tuple(100 * s[k] for k in ("diff", "low", "high")) for n, s in cmp.stats.items()}
+        title = (
+            f"within {cmp.threshold_m / 1000:g} km, {len(cmp.runs_a)} run(s) averaged per photo; "
+            f"band: {100 * cmp.level:g}% interval over {cmp.n_spots} spots"
+        )
+        plot_paired_differences({f"{cmp.label_a} − {cmp.label_b}": diffs}, args.plot, title=title)
     return 0
 
 

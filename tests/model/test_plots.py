@@ -54,6 +54,22 @@ def test_configurations_bars_scale_with_the_values(tmp_path):
         plots.plot_configurations(["a", "b"], [{"R@1": [1.0]}], tmp_path / "x.png")
 
 
+def test_paired_differences_band_is_the_interval(tmp_path):
+    """Two series over the same N, one with an interval twice as wide (8 points against 4), apart on
+    the y axis: the wider band covers about twice the pixels (C0 and C1 at alpha 0.2 on white)."""
+    ns = (1, 10, 100)
+    series = {"a": {n: (10.0, 8.0, 12.0) for n in ns}, "b": {n: (-10.0, -14.0, -6.0) for n in ns}}
+    img = _png(plots.plot_paired_differences(series, tmp_path / "p.png", title="t")).astype(np.float64)
+
+    def band(rgb):
+        return int((np.abs(img - (0.2 * np.array(rgb) + 0.8 * 255)).max(axis=2) < 6).sum())
+
+    narrow, wide = band((31, 119, 180)), band((255, 127, 14))
+    assert narrow > 500 and wide / narrow == pytest.approx(2.0, rel=0.15)
+    with pytest.raises(ValueError, match="no series"):
+        plots.plot_paired_differences({}, tmp_path / "x.png")
+
+
 def test_recall_vs_distance_and_map_and_mosaic(tmp_path):
     d = np.array([20, 100, 1000, 5000.0])
     out = plots.plot_recall_vs_distance(d, {1: [0.1, 0.2, 0.4, 0.6], 10: [0.2, 0.4, 0.7, 0.9]}, tmp_path / "d.png")

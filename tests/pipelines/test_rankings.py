@@ -55,8 +55,9 @@ def test_paired_comparison_of_two_seeds_against_the_baseline(tmp_path, capsys):
     table = markdown_paired_table(cmp)
     assert "| 1 | 37.5 ± 17.7% | 50.0% | -12.5 |" in table and "| 1 | 1.5 |" in table
 
-    out = tmp_path / "paired.json"
-    assert main(["report", "--paired", str(a0), str(a1), "--json", str(out)]) == 0
+    out, png = tmp_path / "paired.json", tmp_path / "paired.png"
+    assert main(["report", "--paired", str(a0), str(a1), "--json", str(out), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 5 | 62.5 ± 17.7% | 75.0% | -12.5 |" in capsys.readouterr().out  # N = 5 > K = 3: all 3
     saved = json.loads(out.read_text())
     assert saved["stats"]["10"]["a"] == 0.625 and saved["runs_a"] == [str(a0), str(a1)]
