@@ -17,7 +17,6 @@ API
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +105,9 @@ def backfill_baseline_rankings(inp: Any, path: Path, results: dict[str, Any]) ->
     names = tuple(n for n in SAVED_BASELINES if n in reported)
     if not path.is_file() or not names:
         return False
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    names = tuple(n for n in names if BASELINE_RANKING_PREFIX + n not in arrays)
+    with np.load(path, allow_pickle=False) as z:  # the key list alone unless something is missing
+        names = tuple(n for n in names if BASELINE_RANKING_PREFIX + n not in z.files)
+        arrays = {k: z[k] for k in z.files} if names else {}
     if not names:
         return False
     logger.info("%s predates the baselines' rankings: searching %s again (the network is not run)", path, names)
@@ -192,7 +191,9 @@ class PairedComparison:
 
 
 def _config_label(paths: list[Path]) -> str:
-    names = sorted({re.sub(r"-seed\d+$", "", p.name) for p in paths})
+    from crosslocate.pipelines.report import seed_stem
+
+    names = sorted({seed_stem(p.name) for p in paths})
     return names[0] if len(names) == 1 else " + ".join(names)
 
 

@@ -554,6 +554,11 @@ def _run_json(path: str | os.PathLike[str], name: str, missing: str, invalid: st
 CURVE_KEY = "val_recall@10_1km"
 
 
+def seed_stem(name: str) -> str:
+    """A run's configuration name: ``X`` for ``X``, ``X-seed1``, ``X-seed2`` (its seeds)."""
+    return re.sub(r"-seed\d+$", "", name)
+
+
 def training_curves(
     histories: list[tuple[str, list[dict[str, Any]]]], key: str = CURVE_KEY
 ) -> dict[str, dict[int, list[float]]]:
@@ -571,7 +576,7 @@ def training_curves(
         points = [(int(e["epoch"]), 100.0 * float(e[key])) for e in history if e.get(key) is not None]
         if not points:
             raise ConfigError(f"{name}: no epoch has {key!r}")
-        label = re.sub(r"-seed\d+$", "", Path(name).stem)
+        label = seed_stem(Path(name).stem)
         for epoch, value in points:
             out.setdefault(label, {}).setdefault(epoch, []).append(value)
     return {label: dict(sorted(c.items())) for label, c in out.items()}
@@ -742,5 +747,6 @@ __all__ = [
     "render_report",
     "results_table",
     "run_confusers",
+    "seed_stem",
     "write_report",
 ]
