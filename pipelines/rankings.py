@@ -200,7 +200,11 @@ def _config_label(paths: list[Path]) -> str:
 def _run_rankings(path: Path) -> dict[str, Any]:
     from crosslocate.pipelines.report import load_results
 
-    rk = load_rankings(path, load_results(path)) if path.is_dir() else None
+    if not path.is_dir():
+        raise ConfigError(
+            f"{path}: not a run folder (--paired reads a run's rankings.npz); run `crosslocate benchmark`"
+        )
+    rk = load_rankings(path, load_results(path))
     if rk is None:
         raise ConfigError(f"{path}: no rankings.npz in this run folder; run `crosslocate benchmark` for it")
     return rk

@@ -78,5 +78,7 @@ def test_paired_comparison_refuses_what_cannot_be_paired(tmp_path, capsys):
     other = make_run(tmp_path, "other", SEED1, SEED0)  # a baseline ranking that disagrees with a0's
     with pytest.raises(ConfigError, match=r"other: its horizon_searched ranking differs"):
         paired_comparison([a0, other])
+    with pytest.raises(ConfigError, match=r"nowhere: not a run folder"):
+        paired_comparison([tmp_path / "nowhere"])
     assert main(["report", str(a0), "--versus", str(bare)]) == 2
     assert "--versus and --json go with --paired" in capsys.readouterr().err
