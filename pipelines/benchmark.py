@@ -104,6 +104,8 @@ class BenchmarkInputs:
         (:func:`crosslocate.pipelines.refine.choose_pipeline`), never on the test split.
     training_photos : dict or None
         :func:`crosslocate.pipelines.train.training_photos_record` of the training-only photos, if any.
+    workers : int
+        DataLoader worker processes of descriptor extraction (0: the main process reads).
     """
 
     ctx: RunContext
@@ -116,6 +118,7 @@ class BenchmarkInputs:
     val_qset: Any = None
     val_pool: Any = None
     training_photos: dict[str, Any] | None = None
+    workers: int = 0
 
     @property
     def eval(self) -> Any:
@@ -129,12 +132,17 @@ class BenchmarkInputs:
 
 
 def prepare_benchmark(
-    ctx: RunContext, *, device: str | None = None, timings: dict[str, float] | None = None
+    ctx: RunContext,
+    *,
+    device: str | None = None,
+    timings: dict[str, float] | None = None,
+    workers: int | None = None,
 ) -> BenchmarkInputs:
     """Train when the run has no checkpoint, ensure the heldout database, and choose the checkpoint
     to evaluate; a checkpoint of an unfinished run, of another query set or of another run is
     refused (:func:`crosslocate.model.checkpoint.check_run_record`). The query set is resolved once
-    and shared with training (:func:`crosslocate.pipelines.train.flow_inputs`)."""
+    and shared with training (:func:`crosslocate.pipelines.train.flow_inputs`). ``workers``: DataLoader
+    worker processes of training and descriptor extraction (None: ``TrainConfig.num_workers``)."""
     from crosslocate.model.device import resolve_device
     from crosslocate.model.train import CHECKPOINT_NAME
     from crosslocate.pipelines import train as flow
@@ -149,7 +157,7 @@ def prepare_benchmark(
     ckpt = ctx.run / CHECKPOINT_NAME
     if not ckpt.exists():
         logger.info("no checkpoint at %s: training first", ckpt)
-        flow.run_train(ctx, device=device, inputs=inputs)
+        flow.run_train(ctx, device=device, inputs=inputs, workers=workers)
         if timings is not None:
             timings["train_s"] = round(time.perf_counter() - t0, 2)
     ckpt = checkpoint_to_evaluate(ctx.run, inputs.record["id"])
@@ -180,6 +188,7 @@ def prepare_benchmark(
         val_qset=val_qset,
         val_pool=val_pool,
         training_photos=inputs.extra_record,
+        workers=int(preset.train.num_workers if workers is None else workers),
     )
 
 
@@ -210,8 +219,9 @@ def _descriptors(
     from crosslocate.pipelines.descriptors import DESCRIPTORS_DIR, cached_descriptors
 
     desc_dir, bs = inp.ctx.run / DESCRIPTORS_DIR, int(inp.eval.batch_size)
-    db = cached_descriptors(net, inp.pool, inp.device, desc_dir, "db", network, batch_size=bs)
-    return db, cached_descriptors(net, inp.qset.dataset, inp.device, desc_dir, "queries", network, batch_size=bs)
+    kw = {"batch_size": bs, "num_workers": inp.workers}
+    db = cached_descriptors(net, inp.pool, inp.device, desc_dir, "db", network, **kw)
+    return db, cached_descriptors(net, inp.qset.dataset, inp.device, desc_dir, "queries", network, **kw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,10 +342,9 @@ def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, fl
         return {"skipped": "no validation queries or views"}
     t0 = time.perf_counter()
     desc_dir, bs = inp.ctx.run / DESCRIPTORS_DIR, int(cfg.batch_size)
-    db_desc = cached_descriptors(nw.net, pool, inp.device, desc_dir, "val-db", nw.checkpoint_sha256, batch_size=bs)
-    q_desc = cached_descriptors(
-        nw.net, qset.dataset, inp.device, desc_dir, "val-queries", nw.checkpoint_sha256, batch_size=bs
-    )
+    kw = {"batch_size": bs, "num_workers": inp.workers}
+    db_desc = cached_descriptors(nw.net, pool, inp.device, desc_dir, "val-db", nw.checkpoint_sha256, **kw)
+    q_desc = cached_descriptors(nw.net, qset.dataset, inp.device, desc_dir, "val-queries", nw.checkpoint_sha256, **kw)
     k, db_fov = min(int(cfg.max_n), len(pool)), float(inp.preset.render.fov_deg)
     idx = search.ranking(db_desc, q_desc, k, cfg)
     q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
@@ -453,12 +462,12 @@ def benchmark_results(
     return results, rankings
 
 
-def run_benchmark(ctx: RunContext, *, device: str | None = None) -> dict[str, Any]:
+def run_benchmark(ctx: RunContext, *, device: str | None = None, workers: int | None = None) -> dict[str, Any]:
     """Run the benchmark end to end; returns the summary (``results`` path included). See the module
-    docstring."""
+    docstring. ``workers``: DataLoader worker processes (None: the preset's ``TrainConfig.num_workers``)."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    inp = prepare_benchmark(ctx, device=device, timings=timings)
+    inp = prepare_benchmark(ctx, device=device, timings=timings, workers=workers)
     run = inp.ctx.run
     key = evaluation_key(inp)
     out = run / "results.json"

@@ -303,7 +303,12 @@ def make_queryset(
 
 
 def run_train(
-    ctx: RunContext, *, resume: bool = False, device: str | None = None, inputs: FlowInputs | None = None
+    ctx: RunContext,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    inputs: FlowInputs | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Ensure queries and databases, then train; returns a summary with the checkpoint path.
 
@@ -318,6 +323,9 @@ def run_train(
         ``auto`` / ``cpu`` / ``cuda:N`` (None: the preset's).
     inputs : FlowInputs or None
         The query set when the caller already has it (:func:`flow_inputs`).
+    workers : int or None
+        DataLoader worker processes instead of ``TrainConfig.num_workers`` (None: the preset's).
+        Where the views are read and prepared, not what is learned, so the run folder is the same.
     """
     from crosslocate.model.device import resolve_device, seed_everything
     from crosslocate.model.net import build_net
@@ -325,7 +333,7 @@ def run_train(
 
     preset, reg = ctx.preset, ctx.region
     inputs = inputs if inputs is not None else flow_inputs(ctx)
-    tcfg = preset.train
+    tcfg = preset.train if workers is None else dataclasses.replace(preset.train, num_workers=int(workers))
     val_kinds = tuple(getattr(tcfg, "val_databases", TRAIN_DB_KINDS))
     kinds = TRAIN_DB_KINDS + tuple(k for k in val_kinds if k not in TRAIN_DB_KINDS)
     dbs = ensure_databases(kinds, ctx, inputs.queries, inputs.extra)

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.benchmark import run_benchmark
 
-    out = run_benchmark(run_context(args), device=args.device)
+    out = run_benchmark(run_context(args), device=args.device, workers=args.workers)
     print(out["table"])
     print(out["results"])
     print(out["report"])

@@ -20,6 +20,15 @@ def add_flow_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", default="depth", choices=modality_names(), help="database modality")
     p.add_argument("--device", default=None, help="auto, cpu or cuda:N (default: the preset's)")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DataLoader worker processes that read and prepare views and photos for the network "
+        "(default: the preset's, 0 = in the main process); a GPU starves without them. A resource "
+        "setting: the run folder stays the same",
+    )
+    p.add_argument(
         "--queries",
         default=None,
         metavar="CSV",
@@ -203,7 +212,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from crosslocate.pipelines.train import run_train
 
-    summary = run_train(run_context(args), resume=args.resume, device=args.device)
+    summary = run_train(run_context(args), resume=args.resume, device=args.device, workers=args.workers)
     print(json.dumps(summary.get("last_epoch"), default=str))
     print(summary["checkpoint"])
     return 0

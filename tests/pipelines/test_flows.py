@@ -524,6 +524,33 @@ def test_benchmark_evaluates_with_the_presets_eval_config(world, monkeypatch, ca
     assert "R@1 4km" in capsys.readouterr().out  # no 1 km threshold: the table uses the largest
 
 
+def test_workers_reach_every_loader_of_training_and_the_benchmark(world, monkeypatch):
+    """``--workers N`` sets the DataLoader workers of training (mining cache, tuples, validation) and of
+    the benchmark's descriptors, and keeps the run folder: it is where views are read, not what is learned."""
+    import dataclasses
+
+    import crosslocate.model.train as model_train
+
+    fields = {k: v for k, v in vars(world.preset.train).items() if k != "to_dict"}
+    world.preset.train = dataclasses.make_dataclass("TC", list(fields), frozen=True)(**fields)
+    seen = []
+    real = model_train.DataLoader
+
+    def loader(*args, num_workers=0, **kwargs):
+        seen.append(num_workers)
+        return real(*args, num_workers=0, **kwargs)  # the fake database is not meant to cross a fork
+
+    monkeypatch.setattr(model_train, "DataLoader", loader)
+    args = ["--region", "demo", "--preset", "tiny", "--work", str(world.work)]
+    assert main(["train", *args, "--workers", "3"]) == 0
+    run = world.work / "demo" / "runs" / "tiny"
+    assert seen and set(seen) == {3}
+    assert json.loads((run / "train.json").read_text())["train"]["num_workers"] == 3
+    seen.clear()
+    assert main(["benchmark", *args, "--workers", "2"]) == 0  # the same run folder: no training again
+    assert seen and set(seen) == {2} and (run / "results.json").is_file()
+
+
 def test_bench_search_overlap_recall_by_hand():
     from crosslocate.pipelines import bench_search
 
