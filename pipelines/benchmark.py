@@ -276,11 +276,12 @@ def _skyline_methods(
     spots: npt.NDArray[np.int64],
     timings: dict[str, float],
     choice: dict[str, Any] | None = None,
-) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, Any], dict[str, Any], dict[str, npt.NDArray[np.float64]]]:
     """(horizon baseline rankings, their info, the ``refined`` block: the network's top K re-ranked by
     skyline agreement at the re-ranking setting (``weight``, ``panorama``) the validation split
-    chose (``choice``; missing or None: the ``RerankConfig`` defaults) and its places voted); the
-    skylines are read once for both."""
+    chose (``choice``; missing or None: the ``RerankConfig`` defaults) and its places voted, and
+    each refined pipeline's (Q, K) metres to what it ranks, :func:`crosslocate.pipelines.refine.refine_ranking`'s
+    ``distances_out``); the skylines are read once for both."""
     from crosslocate.model.config import RerankConfig
     from crosslocate.pipelines.refine import horizon_rankings, load_skylines, refine_ranking
 
@@ -299,6 +300,7 @@ def _skyline_methods(
     timings["horizon_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     refined: dict[str, Any] = {"skipped": "no skylines (database without depth)"}
+    distances: dict[str, npt.NDArray[np.float64]] = {}
     if sky is not None:
         extra = {HYBRID_WITH: rankings[HYBRID_WITH]} if HYBRID_WITH in rankings else None
         chosen = {k: v for k, v in (choice or {}).items() if k in ("weight", "panorama") and v is not None}
@@ -314,9 +316,10 @@ def _skyline_methods(
             spots=spots,
             extra_candidates=extra,
             rerank_cfg=rcfg,
+            distances_out=distances,
         )
     timings["refine_s"] = round(time.perf_counter() - t0, 2)
-    return rankings, info, refined
+    return rankings, info, refined, distances
 
 
 #: The horizon search whose top K joins the network's in the hybrid candidate set.
@@ -416,12 +419,14 @@ def _run_record(inp: BenchmarkInputs, nw: _Network) -> dict[str, Any]:
 
 def benchmark_results(
     inp: BenchmarkInputs, timings: dict[str, float]
-) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.int64]]]:
+) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.int64]], dict[str, npt.NDArray[np.float64]]]:
     """Descriptors, search and every recall table of the network and the baselines, all through
     :func:`crosslocate.model.evaluate.evaluate_retrieval` with the preset's EvalConfig.
 
-    Returns the ``results.json`` content (plots and total time not yet added) and the (Q, k)
-    rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name.
+    Returns the ``results.json`` content (plots and total time not yet added), the (Q, k)
+    rankings of pool rows, best first, per method: :data:`NETWORK` and each baseline's name, and
+    the refined pipelines' (Q, K) metres to what they rank (by ``refine.PIPELINES`` name; empty
+    without skylines).
     """
     from crosslocate.model import evaluate
     from crosslocate.pipelines.refine import pipeline_table
@@ -433,7 +438,7 @@ def benchmark_results(
     geometry = (qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg)
     ours = evaluate.evaluate_retrieval(nw.idx, *geometry, cfg, groups=spots)
     choice = _validation_choice(inp, nw, timings)  # before the test split is re-ranked: it sets how
-    sky_rankings, sky_info, refined = _skyline_methods(inp, nw, geometry, spots, timings, choice)
+    sky_rankings, sky_info, refined, pipeline_dist = _skyline_methods(inp, nw, geometry, spots, timings, choice)
     rankings = {NETWORK: nw.idx, "untrained": nw.untrained_idx, **sky_rankings}
     baselines = {
         name: evaluate.evaluate_retrieval(r, *geometry, cfg, chance=False)
@@ -459,7 +464,7 @@ def benchmark_results(
     }
     if "chosen" in choice:
         results["best_pipeline"] = {"name": choice["chosen"], "recall": pipeline_table(results, choice["chosen"])}
-    return results, rankings
+    return results, rankings, pipeline_dist
 
 
 def run_benchmark(ctx: RunContext, *, device: str | None = None, workers: int | None = None) -> dict[str, Any]:
@@ -483,7 +488,7 @@ def run_benchmark(ctx: RunContext, *, device: str | None = None, workers: int | 
 
         backfill_baseline_rankings(inp, run / str(previous.get("rankings", RANKINGS_NAME)), previous)
         return {"results": str(out), "table": summary_table(previous), "report": str(_kept_report(run, out))}
-    results, rankings = benchmark_results(inp, timings)
+    results, rankings, pipeline_dist = benchmark_results(inp, timings)
     results["evaluation_key"] = key
     results["test_evaluations"] = _log_test_evaluation(run, key, results)
     spots = spot_ids(inp.qset.dataset.queries)
@@ -491,7 +496,13 @@ def run_benchmark(ctx: RunContext, *, device: str | None = None, workers: int | 
     from crosslocate.pipelines.rankings import RANKINGS_NAME, baseline_rankings, save_rankings
 
     results["rankings"] = save_rankings(
-        run / RANKINGS_NAME, inp.qset, inp.pool, rankings[NETWORK], spots, baselines=baseline_rankings(rankings)
+        run / RANKINGS_NAME,
+        inp.qset,
+        inp.pool,
+        rankings[NETWORK],
+        spots,
+        baselines=baseline_rankings(rankings),
+        pipelines=pipeline_dist,
     ).name
     results["environment"] = environment_info()
     timings["total_s"] = round(time.perf_counter() - t_start, 2)

@@ -8,10 +8,14 @@ API
 - ``backfill_baseline_rankings(inp, path, results)``: add the baselines' rankings to a kept run's
   file written before they were saved, searched again and checked against ``results.json``.
 - ``load_rankings(run_dir, results)``: the arrays, or None when the run has no file.
-- ``paired_comparison(runs, against=..., versus=...)`` and ``markdown_paired_table``: recall of one
-  configuration's runs (e.g. seeds) minus a baseline's (or another configuration's) photo by photo
-  on the same test photos, with a spot-bootstrap interval (:func:`crosslocate.model.evaluate.paired_difference`):
-  ``crosslocate report --paired``.
+- ``pipeline_key(name)``: the key of a refined pipeline's (Q, K) distances in the file
+  (``distance_pipeline_<name>``), saved by runs from 2026-12-04 on.
+- ``paired_comparison(runs, against=..., versus=..., pipeline=...)`` and ``markdown_paired_table``:
+  recall of one configuration's runs (e.g. seeds) minus a baseline's (or another configuration's)
+  photo by photo on the same test photos, with a spot-bootstrap interval
+  (:func:`crosslocate.model.evaluate.paired_difference`): ``crosslocate report --paired``. With
+  ``pipeline`` the runs are scored through that pipeline (``best``: each run's own choice on
+  validation) instead of the network alone.
 """
 
 from __future__ import annotations
@@ -37,10 +41,21 @@ RANKINGS_KEYS: tuple[str, ...] = ("ranking", "distance_m", "query_image", "query
 
 #: Prefix of a baseline's ranking in ``rankings.npz`` (``ranking_horizon_searched``, ...).
 BASELINE_RANKING_PREFIX = "ranking_"
+#: Prefix of a refined pipeline's (Q, K) metres to what it ranks in ``rankings.npz`` (:func:`pipeline_key`).
+PIPELINE_DISTANCE_PREFIX = "distance_pipeline_"
+#: ``--pipeline`` value that takes each run's pipeline chosen on validation (``results["best_pipeline"]``).
+BEST_PIPELINE = "best"
 #: The baselines whose rankings ``rankings.npz`` keeps: those that do not depend on the network, so
 #: that every run of one region and query set holds the same ones (paired comparisons,
 #: ``crosslocate report --paired``).
 SAVED_BASELINES: tuple[str, ...] = ("horizon", "horizon_searched")
+
+
+def pipeline_key(name: str) -> str:
+    """The ``rankings.npz`` key of pipeline ``name`` (a ``refine.PIPELINES`` name): ``network + re-ranking
+    + voting`` -> ``distance_pipeline_network_re_ranking_voting``."""
+    words = [w for w in name.replace("+", " ").replace("-", "_").split() if w]
+    return PIPELINE_DISTANCE_PREFIX + "_".join(words)
 
 
 def baseline_rankings(rankings: dict[str, npt.NDArray[np.int64]]) -> dict[str, npt.NDArray[np.int64]]:
@@ -55,6 +70,7 @@ def save_rankings(
     idx: npt.NDArray[np.int64],
     spots: npt.NDArray[np.int64],
     baselines: dict[str, npt.NDArray[np.int64]] | None = None,
+    pipelines: dict[str, npt.NDArray[np.float64]] | None = None,
 ) -> Path:
     """Write the network's ranking with what is needed to show it (``np.savez``, no pickle; atomic).
 
@@ -63,7 +79,9 @@ def save_rankings(
     the region's CRS; ``query_yaw_deg`` (Q,), ``query_fov_deg`` (Q,), ``spot`` (Q,) int64;
     ``db_yaw_deg`` (N,); ``db_dirs`` (D,) str database folders (absolute); ``db_part`` (N,) int64 index into
     ``db_dirs``; ``db_index`` (N,) int64 view index in that database; ``modality`` () str; and per
-    entry of ``baselines`` (name: (Q, K') int64 pool indices) ``ranking_<name>``.
+    entry of ``baselines`` (name: (Q, K') int64 pool indices) ``ranking_<name>``; per entry of
+    ``pipelines`` (a refined pipeline's name: (Q, K'') float64 metres from each query to the views, or
+    voted place centres, it ranks first to last; ``inf`` past the end) :func:`pipeline_key` of it.
     """
     parts = np.concatenate([np.full(len(d), k, np.int64) for k, d in enumerate(pool.datasets)])
     write_npz_atomic(
@@ -83,6 +101,7 @@ def save_rankings(
             db_index=np.concatenate([np.asarray(d.indices, np.int64) for d in pool.datasets]),
             modality=np.array(pool.datasets[0].modality.value),
             **{BASELINE_RANKING_PREFIX + name: r.astype(np.int64) for name, r in (baselines or {}).items()},
+            **{pipeline_key(name): np.asarray(d, np.float64) for name, d in (pipelines or {}).items()},
         ),
     )
     return path
@@ -197,17 +216,56 @@ def _config_label(paths: list[Path]) -> str:
     return names[0] if len(names) == 1 else " + ".join(names)
 
 
-def _run_rankings(path: Path) -> dict[str, Any]:
+def _run_rankings(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the run's ``rankings.npz`` arrays, its ``results.json``)."""
     from crosslocate.pipelines.report import load_results
 
     if not path.is_dir():
         raise ConfigError(
             f"{path}: not a run folder (--paired reads a run's rankings.npz); run `crosslocate benchmark`"
         )
-    rk = load_rankings(path, load_results(path))
+    results = load_results(path)
+    rk = load_rankings(path, results)
     if rk is None:
         raise ConfigError(f"{path}: no rankings.npz in this run folder; run `crosslocate benchmark` for it")
-    return rk
+    return rk, results
+
+
+def pipeline_distances(
+    path: Path, rk: dict[str, Any], results: dict[str, Any], pipeline: str | None, threshold_m: float
+) -> tuple[npt.NDArray[np.float64], str]:
+    """(M, K) metres from each test photo to what the run ranks through ``pipeline`` (None or
+    ``network``: the network alone; ``best``: the run's choice on validation; else a ``refine.PIPELINES``
+    name), and that pipeline's name. A refined pipeline's distances must reproduce its recall table
+    in ``results.json`` at ``threshold_m`` (to 1e-12), so a comparison never pairs numbers the run
+    did not report."""
+    from crosslocate.model.evaluate import recall_at_n, retrieved_distances
+    from crosslocate.pipelines.refine import PIPELINES, pipeline_table
+
+    name = "network" if pipeline is None else pipeline
+    if name == BEST_PIPELINE:
+        name = str((results.get("best_pipeline") or {}).get("name", ""))
+        if not name:
+            raise ConfigError(f"{path}: results.json has no best_pipeline (no validation split or no skylines)")
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {name!r}; choose {BEST_PIPELINE!r} or one of: {', '.join(PIPELINES)}")
+    if name == "network":
+        return retrieved_distances(rk["ranking"], rk["query_xy"], rk["db_xy"]), name
+    key = pipeline_key(name)
+    if key not in rk:
+        raise ConfigError(
+            f"{path}: rankings.npz holds no {name!r} ranking (runs before 2026-12-04 saved the network's and the "
+            "baselines' only); score a run of this configuration again to compare its pipelines photo by photo"
+        )
+    dist = np.asarray(rk[key], np.float64)
+    table = pipeline_table(results, name) or {}
+    row = table.get(f"{threshold_m:g}")
+    if row is None:
+        raise ConfigError(f"{path}: results.json has no {name!r} table within {threshold_m:g} m")
+    got = recall_at_n(dist, (threshold_m,), tuple(int(n) for n in row))[float(threshold_m)]
+    if any(abs(got[int(n)] - float(r)) > 1e-12 for n, r in row.items()):
+        raise ConfigError(f"{path}: the saved {name!r} ranking does not reproduce results.json's table")
+    return dist, name
 
 
 def _check_same_photos(first: tuple[Path, dict[str, Any]], other: tuple[Path, dict[str, Any]]) -> None:
@@ -228,6 +286,7 @@ def paired_comparison(
     threshold_m: float = 1000.0,
     ns: tuple[int, ...] = (1, 5, 10, 20, 50, 100),
     level: float = 0.95,
+    pipeline: str | None = None,
 ) -> PairedComparison:
     """Recall of the networks of ``runs`` (one configuration's seeds, pooled per photo) minus that of
     the baseline ``against`` or, with ``versus``, of those runs' networks, photo by photo.
@@ -236,7 +295,8 @@ def paired_comparison(
     baseline's ranking is read from the runs' ``rankings.npz`` (every run of one query set holds the
     same; they must agree); runs from before it was saved get it from ``crosslocate benchmark``
     with their settings, which adds it without running the network. Spots (``spot``) are the
-    bootstrap's groups.
+    bootstrap's groups. ``pipeline`` (:func:`pipeline_distances`) scores the runs of both sides
+    through that pipeline instead of the network alone (``best``: each run's own choice).
     """
     from crosslocate.model.evaluate import paired_difference, retrieved_distances
 
@@ -244,18 +304,27 @@ def paired_comparison(
         raise ConfigError("--paired needs at least one run folder")
     paths_a = [Path(p) for p in runs]
     paths_b = [Path(p) for p in versus or []]
-    loaded = [(p, _run_rankings(p)) for p in paths_a + paths_b]
+    opened = [(p, *_run_rankings(p)) for p in paths_a + paths_b]
+    loaded = [(p, rk) for p, rk, _ in opened]
     for item in loaded[1:]:
         _check_same_photos(loaded[0], item)
     rk0 = loaded[0][1]
+    scored = [pipeline_distances(p, rk, res, pipeline, threshold_m) for p, rk, res in opened]
 
-    def network(rk: dict[str, Any]) -> npt.NDArray[np.float64]:
-        return retrieved_distances(rk["ranking"], rk["query_xy"], rk["db_xy"])
+    def stack(part: list[tuple[npt.NDArray[np.float64], str]]) -> npt.NDArray[np.float64]:
+        width = max(d.shape[1] for d, _ in part)  # place rankings may be shorter than view rankings
+        return np.stack([np.pad(d, ((0, 0), (0, width - d.shape[1])), constant_values=np.inf) for d, _ in part])
 
-    dist_a = np.stack([network(rk) for _, rk in loaded[: len(paths_a)]])
+    def through(part: list[tuple[npt.NDArray[np.float64], str]]) -> str:
+        if pipeline is None:
+            return ""
+        names = sorted({n for _, n in part})
+        return f" ({names[0]})" if len(names) == 1 else f" (each run's best: {', '.join(names)})"
+
+    dist_a = stack(scored[: len(paths_a)])
     if paths_b:
-        dist_b = np.stack([network(rk) for _, rk in loaded[len(paths_a) :]])
-        label_b = _config_label(paths_b)
+        dist_b = stack(scored[len(paths_a) :])
+        label_b = _config_label(paths_b) + through(scored[len(paths_a) :])
     else:
         key = BASELINE_RANKING_PREFIX + against
         held = [(p, rk[key]) for p, rk in loaded if key in rk]
@@ -274,7 +343,7 @@ def paired_comparison(
         label_b = against
     stats = paired_difference(dist_a, dist_b, rk0["spot"], threshold_m, ns, level=level)
     b_runs = dist_b if dist_b.ndim == 3 else dist_b[None]
-    label_a = _config_label(paths_a)
+    label_a = _config_label(paths_a) + through(scored[: len(paths_a)])
     if label_b == label_a:  # seeds of one configuration against each other: name the folders
         label_a, label_b = ", ".join(p.name for p in paths_a), ", ".join(p.name for p in paths_b)
     return PairedComparison(
@@ -332,6 +401,8 @@ def markdown_paired_table(cmp: PairedComparison) -> str:
 
 __all__ = [
     "BASELINE_RANKING_PREFIX",
+    "BEST_PIPELINE",
+    "PIPELINE_DISTANCE_PREFIX",
     "RANKINGS_KEYS",
     "RANKINGS_NAME",
     "SAVED_BASELINES",
@@ -341,5 +412,7 @@ __all__ = [
     "load_rankings",
     "markdown_paired_table",
     "paired_comparison",
+    "pipeline_distances",
+    "pipeline_key",
     "save_rankings",
 ]

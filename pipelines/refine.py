@@ -17,6 +17,9 @@
   block: the union of the network's and the extra ranking's first K per query
   (:func:`crosslocate.model.rerank.union_candidates`), re-ranked and voted the same way. The hybrid
   borrows the other method's candidates, and its label in the report says so.
+  With ``distances_out`` (a dict) it also fills in, per pipeline of ``PIPELINES`` it computed
+  (all but ``network``), the (M, K) metres from each query to the views (or, voted, the place
+  centres) that pipeline ranks first to last, for paired comparisons (``rankings.npz``).
 - ``PIPELINES`` / ``pipeline_table(results, name)`` / ``choose_pipeline(results)``: the candidate
   end-to-end pipelines (network; + re-ranking; + voting; hybrid + re-ranking; + voting) as key
   paths into ``results.json``, and the rule that picks one on the validation split: the highest
@@ -107,6 +110,7 @@ def refine_ranking(
     vote_cfg: Any = None,
     extra_candidates: Mapping[str, npt.NDArray[np.int64]] | None = None,
     cost_cache: dict[str, npt.NDArray[np.float64]] | None = None,
+    distances_out: dict[str, npt.NDArray[np.float64]] | None = None,
 ) -> dict[str, Any]:
     """Re-rank ``idx`` (Q, K) by skyline agreement, vote places, and tabulate recall (module docstring).
 
@@ -120,7 +124,8 @@ def refine_ranking(
     the place-level reference for it. ``cost_cache`` (a dict, filled on the first call): the
     candidates' geometric costs kept under ``"network"`` / ``"hybrid"`` so that calls that differ
     only in ``rerank_cfg.weight`` (:func:`settings_sweep`) search the skylines once; the reported
-    cost per query is then that of the fusion alone.
+    cost per query is then that of the fusion alone. ``distances_out`` (a dict): filled with each
+    computed pipeline's (Q, K) metres to what it ranks (module docstring), keyed by its ``PIPELINES`` name.
     """
     from crosslocate.model import evaluate, voting
 
@@ -133,7 +138,10 @@ def refine_ranking(
     res, reranked = _rerank_and_score(idx, rcfg, *args, cache=cache, cache_key="network")
     t0 = time.perf_counter()
     place: dict[str, Any] = {"n_places": len(centres), "grid_spacing_m": voting.grid_spacing_m(centres)}
-    place.update(_place_tables({"plain": idx, "reranked": res.indices}, pos_id, centres, q_xy, eval_cfg, vcfg))
+    voted: dict[str, npt.NDArray[np.int64]] = {}
+    place.update(
+        _place_tables({"plain": idx, "reranked": res.indices}, pos_id, centres, q_xy, eval_cfg, vcfg, places_out=voted)
+    )
     vote_s = (time.perf_counter() - t0) / max(len(idx), 1) / 2.0
     for name, ranking in extra.items():
         first = voting.first_occurrence_places(ranking, pos_id)
@@ -148,6 +156,8 @@ def refine_ranking(
         "rerank_info": res.info,
         "cost_s_per_query": {"rerank": res.info["seconds_per_query"], "vote": vote_s},
     }
+    h_res: Any = None
+    h_voted: dict[str, npt.NDArray[np.int64]] = {}
     if extra:
         union = union_candidates([idx, *extra.values()], rcfg.k)
         h_res, h_reranked = _rerank_and_score(
@@ -159,10 +169,22 @@ def refine_ranking(
             "k_each": rcfg.k,
             "mean_candidates": float(n_cand.mean()) if n_cand.size else 0.0,
             "reranked": h_reranked,
-            "place": _place_tables({"reranked": h_res.indices}, pos_id, centres, q_xy, eval_cfg, vcfg),
+            "place": _place_tables(
+                {"reranked": h_res.indices}, pos_id, centres, q_xy, eval_cfg, vcfg, places_out=h_voted
+            ),
             "rerank_info": h_res.info,
             "cost_s_per_query": {"rerank": h_res.info["seconds_per_query"]},
         }
+    if distances_out is not None:
+        views = {"network + re-ranking": res.indices}
+        places = {"network + re-ranking + voting": voted["reranked_voting"]}
+        if h_res is not None:
+            views["hybrid + re-ranking"] = h_res.indices
+            places["hybrid + re-ranking + voting"] = h_voted["reranked_voting"]
+        for name, ranked in views.items():
+            distances_out[name] = evaluate.retrieved_distances(ranked, q_xy, db_xy)
+        for name, ranked in places.items():
+            distances_out[name] = evaluate.retrieved_distances(ranked, q_xy, centres)
     return out
 
 
@@ -216,8 +238,11 @@ def _place_tables(
     q_xy: npt.NDArray[np.float64],
     eval_cfg: Any,
     vcfg: Any,
+    *,
+    places_out: dict[str, npt.NDArray[np.int64]] | None = None,
 ) -> dict[str, Any]:
-    """``{"<name>_views_as_places", "<name>_voting"}`` place-level recall tables of each view ranking."""
+    """``{"<name>_views_as_places", "<name>_voting"}`` place-level recall tables of each view ranking;
+    ``places_out`` (a dict) receives the (Q, P) place rankings under the same keys."""
     from crosslocate.model import evaluate, voting
 
     thresholds = tuple(float(t) for t in eval_cfg.thresholds_m)
@@ -228,6 +253,8 @@ def _place_tables(
         for suffix, places in (("views_as_places", first), ("voting", voted)):
             ns = evaluate.report_ns(eval_cfg, max(places.shape[1], 1))
             out[f"{name}_{suffix}"] = evaluate.table_to_json(voting.place_recall(places, q_xy, centres, thresholds, ns))
+            if places_out is not None:
+                places_out[f"{name}_{suffix}"] = places
     return out
 
 

@@ -1,5 +1,5 @@
 """``crosslocate report RUN_DIR [-o FILE] [--markdown] [--compare [--plot PNG]] [--curves --plot PNG]
-[--confusers] [--paired [--against NAME | --versus RUN...] [--json FILE]]``: a self-contained
+[--confusers] [--paired [--against NAME | --versus RUN...] [--pipeline NAME] [--json FILE]]``: a self-contained
 ``report.html`` of a benchmark run, its results table as Markdown (RUN_DIR may also be a results.json
 snapshot), several configurations side by side with their spread over seeds, their per-epoch
 validation curves, where their wrong answers lie, or one configuration against a baseline (or another
@@ -64,6 +64,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--versus", nargs="+", default=None, metavar="RUN", help="with --paired: compare with these runs' networks"
     )
+    p.add_argument(
+        "--pipeline",
+        default=None,
+        metavar="NAME",
+        help="with --paired: score the runs through this pipeline instead of the network alone: 'best' (each "
+        "run's choice on validation) or a name of the results' pipeline table, e.g. 'network + re-ranking + voting'",
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="with --paired: also write the comparison as JSON")
     p.add_argument(
         "--metric",
@@ -88,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot and not (args.compare or args.curves or args.paired):
         raise ConfigError("--plot goes with --compare, --curves or --paired")
-    if (args.versus or args.json) and not args.paired:
-        raise ConfigError("--versus and --json go with --paired")
+    if (args.versus or args.json or args.pipeline) and not args.paired:
+        raise ConfigError("--versus, --pipeline and --json go with --paired")
     if args.curves:
         return _curves(args)
     if args.paired:
@@ -129,7 +136,7 @@ def _paired(args: argparse.Namespace) -> int:
     ``--plot PNG`` draw it."""
     from crosslocate.pipelines.rankings import markdown_paired_table, paired_comparison
 
-    cmp = paired_comparison(args.run_dir, against=args.against, versus=args.versus)
+    cmp = paired_comparison(args.run_dir, against=args.against, versus=args.versus, pipeline=args.pipeline)
     print(markdown_paired_table(cmp), end="")
     if args.json:
         from crosslocate.fileio import write_json_atomic

@@ -358,6 +358,21 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
     for name, table in tables.items():
         assert table == {n: pytest.approx(res["baselines"][name]["1000"][str(n)], abs=1e-12) for n in (1, 5, 10)}
     assert set(tables) == {"horizon", "horizon_searched"}
+    # and every refined pipeline's distances to what it ranks (views, or voted place centres), each
+    # giving its reported table; the best pipeline is then paired with the baseline photo by photo
+    from crosslocate.pipelines.rankings import pipeline_key
+
+    refined_names = [name for name in PIPELINES if name != "network"]
+    for name in refined_names:
+        want = pipeline_table(res, name)["1000"]  # voted: up to 4 places, so N <= 4
+        got = recall_at_n(arrays[pipeline_key(name)], (1000.0,), tuple(int(n) for n in want))[1000.0]
+        assert len(want) >= 2 and got == {int(n): pytest.approx(r, abs=1e-12) for n, r in want.items()}, name
+    assert main(["report", "--paired", str(run), "--pipeline", "best", "--json", str(tmp_path / "p.json")]) == 0
+    paired = json.loads((tmp_path / "p.json").read_text())
+    assert paired["a"] == f"tiny ({res['best_pipeline']['name']})" and paired["b"] == "horizon_searched"
+    best = pipeline_table(res, res["best_pipeline"]["name"])["1000"]
+    assert paired["stats"]["1"]["a"] == pytest.approx(best["1"], abs=1e-12)
+    assert paired["stats"]["1"]["b"] == pytest.approx(res["baselines"]["horizon_searched"]["1000"]["1"], abs=1e-12)
     np.savez(run / res["rankings"], **{k: v for k, v in arrays.items() if not k.startswith("ranking_")})
     with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="crosslocate.pipelines.rankings"):
         m.setattr(bench_flow, "benchmark_results", lambda *a, **k: pytest.fail("the test split was scored again"))

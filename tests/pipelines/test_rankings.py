@@ -81,4 +81,69 @@ def test_paired_comparison_refuses_what_cannot_be_paired(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"nowhere: not a run folder"):
         paired_comparison([tmp_path / "nowhere"])
     assert main(["report", str(a0), "--versus", str(bare)]) == 2
-    assert "--versus and --json go with --paired" in capsys.readouterr().err
+    assert "--versus, --pipeline and --json go with --paired" in capsys.readouterr().err
+
+
+def test_pipeline_key_names_every_pipeline_apart():
+    from crosslocate.pipelines.rankings import pipeline_key
+    from crosslocate.pipelines.refine import PIPELINES
+
+    keys = [pipeline_key(name) for name in PIPELINES]
+    assert len(set(keys)) == len(keys)
+    assert pipeline_key("network + re-ranking + voting") == "distance_pipeline_network_re_ranking_voting"
+
+
+def with_pipeline(run: Path, dist, table, best="network + re-ranking + voting") -> Path:
+    """Add a voted pipeline's distances to a fabricated run and its recall table to results.json."""
+    with np.load(run / "rankings.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["distance_pipeline_network_re_ranking_voting"] = np.array(dist, np.float64)
+    np.savez(run / "rankings.npz", **arrays)
+    results = {"rankings": "rankings.npz", "best_pipeline": {"name": best},
+               "refined": {"place": {"reranked_voting": {"1000": table}}}}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+# voted places, metres to each photo: seed 0 finds photos 0, 1 at N = 1 and photo 2 too at N = 2;
+# seed 1 finds photo 3 at N = 1 only (its second place is farther than 1 km)
+VOTED0 = [[100.0, 5000.0], [900.0, np.inf], [4000.0, 200.0], [3000.0, 6000.0]]
+VOTED1 = [[5000.0, 4000.0], [1500.0, 8000.0], [2000.0, np.inf], [50.0, 7000.0]]
+
+
+def test_paired_comparison_through_each_runs_best_pipeline(tmp_path, capsys):
+    r0 = with_pipeline(make_run(tmp_path, "cfg", SEED0, BASE), VOTED0, {"1": 0.5, "2": 0.75})
+    r1 = with_pipeline(make_run(tmp_path, "cfg-seed1", SEED1), VOTED1, {"1": 0.25, "2": 0.25})
+    cmp = paired_comparison([r0, r1], pipeline="best", ns=(1, 2, 3))
+    assert (cmp.label_a, cmp.label_b) == ("cfg (network + re-ranking + voting)", "horizon_searched")
+    # N = 1: A (0.5 + 0.25) / 2; B finds photos 1, 2; only A: seed 0 photo 0, seed 1 photo 3 -> 1;
+    # only B: seed 0 photo 2, seed 1 photos 1, 2 -> 1.5
+    one, two = cmp.stats[1], cmp.stats[2]
+    assert (one["a"], one["b"], one["only_a"], one["only_b"]) == (0.375, 0.5, 1.0, 1.5)
+    # N = 2: A (0.75 + 0.25) / 2, B photos 1, 2 (BASE's second columns add none)
+    assert (two["a"], two["b"]) == (0.5, 0.5) and cmp.recall_a[2] == [0.75, 0.25]
+    # N = 3 > the 2 places ranked: as at N = 2
+    assert cmp.stats[3]["a"] == 0.5
+    assert main(["report", "--paired", str(r0), str(r1), "--pipeline", "best"]) == 0
+    assert "A = cfg (network + re-ranking + voting)" in capsys.readouterr().out
+    # the network alone of the same runs, named, is the default comparison
+    assert paired_comparison([r0, r1], pipeline="network", ns=(1,)).stats[1]["a"] == 0.375
+
+
+def test_a_pipeline_ranking_must_exist_and_reproduce_the_reported_table(tmp_path):
+    wrong = with_pipeline(make_run(tmp_path, "wrong", SEED0, BASE), VOTED0, {"1": 0.25, "2": 0.75})
+    with pytest.raises(
+        ConfigError, match=r"wrong: the saved 'network \+ re-ranking \+ voting' ranking does not reproduce"
+    ):
+        paired_comparison([wrong], pipeline="best")
+    old = make_run(tmp_path, "old", SEED0, BASE)
+    (old / "results.json").write_text(
+        json.dumps({"rankings": "rankings.npz", "best_pipeline": {"name": "hybrid + re-ranking"}})
+    )
+    with pytest.raises(ConfigError, match=r"old: rankings.npz holds no 'hybrid \+ re-ranking' ranking"):
+        paired_comparison([old], pipeline="best")
+    with pytest.raises(ConfigError, match=r"unknown pipeline 'voting'"):
+        paired_comparison([old], pipeline="voting")
+    bare = make_run(tmp_path, "bare", SEED0, BASE)
+    with pytest.raises(ConfigError, match=r"bare: results.json has no best_pipeline"):
+        paired_comparison([bare], pipeline="best")
