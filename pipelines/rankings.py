@@ -263,7 +263,7 @@ def pipeline_distances(
     if row is None:
         raise ConfigError(f"{path}: results.json has no {name!r} table within {threshold_m:g} m")
     got = recall_at_n(dist, (threshold_m,), tuple(int(n) for n in row))[float(threshold_m)]
-    if any(abs(got[int(n)] - float(r)) > 1e-12 for n, r in row.items()):
+    if not _same_table({"t": {str(n): r for n, r in got.items()}}, {"t": row}):
         raise ConfigError(f"{path}: the saved {name!r} ranking does not reproduce results.json's table")
     return dist, name
 
