@@ -309,6 +309,7 @@ def _bench_backend(
         "warmup_s": warmup_s,
         "peak_rss_mb": _rss_mb(),
         "tracemalloc_peak_mb": traced_peak / 2**20,
+        "gl_renderer": getattr(backend, "gl_renderer", None),  # which device drew (OpenGL backends)
     }
     logger.info(
         "%s: %s views/s on %d threads (%.1f per thread, all modalities)",

@@ -355,6 +355,7 @@ def pyrender_shared(
             }
     return {
         "positions": len(chosen),
+        "gl_renderer": backend.gl_renderer,
         "neighbours_m": [list(n) for n in NEIGHBOURS_M],
         "agreement": overall,
         "agreement_by_depth": by_depth,

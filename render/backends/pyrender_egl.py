@@ -172,11 +172,17 @@ def loaded_gl_platform() -> str | None:
 def select_gl_platform(platform: str) -> None:
     """Set ``PYOPENGL_PLATFORM`` before OpenGL loads; refuse to switch once it is loaded.
 
+    With ``"egl"`` it also sets ``PYGLET_HEADLESS=true`` unless the user set it: ``import pyrender``
+    loads pyglet's window module for its viewer, which without the option needs X11 libraries
+    (libXrender) that a headless GPU server lacks, and offscreen EGL never opens a window.
+
     Raises
     ------
     BackendUnavailableError
         When PyOpenGL is already bound to another platform in this process.
     """
+    if platform == "egl" and "pyglet" not in sys.modules:
+        os.environ.setdefault("PYGLET_HEADLESS", "true")
     loaded = loaded_gl_platform()
     if loaded is not None:
         if loaded != platform:
@@ -256,6 +262,8 @@ class PyrenderBackend(RenderBackend):
         self._near: dict[str, Any] = {a: None for a in _SLOT_ATTRS}
         self._near["_buffers"] = []
         self._near_pass: tuple[float, list[FrameCamera]] | None = None
+        #: ``GL_RENDERER (OpenGL GL_VERSION)`` of the context: which device draws (a GPU or llvmpipe).
+        self.gl_renderer: str | None = None
         self._create_context()
 
     # ------------------------------------------------------------------------------------- context
@@ -285,13 +293,9 @@ class PyrenderBackend(RenderBackend):
                 "or use backend='cpu'"
             ) from exc
         self._gl = GL
-        logger.info(
-            "pyrender %s on %s: %s, OpenGL %s",
-            pyrender.__version__,
-            platform,
-            GL.glGetString(GL.GL_RENDERER).decode(),
-            GL.glGetString(GL.GL_VERSION).decode(),
-        )
+        renderer, version = GL.glGetString(GL.GL_RENDERER).decode(), GL.glGetString(GL.GL_VERSION).decode()
+        self.gl_renderer = f"{renderer} (OpenGL {version})"
+        logger.info("pyrender %s on %s: %s", pyrender.__version__, platform, self.gl_renderer)
         if not bool(GL.glClipControl):
             self.close()
             raise BackendUnavailableError(

@@ -99,6 +99,9 @@ def test_bench_render_end_to_end(srtm_dir, tmp_path, capsys):
         b = rec["backends"][name]
         assert b["views_per_s"] > 0 and b["threads"] >= 1
         assert set(b["views_per_s_by_modality"]) == {"depth", "silhouette", "semantic", "all"}
+    assert rec["backends"]["cpu"]["gl_renderer"] is None  # no OpenGL context: nothing to name
+    renderer = rec["backends"]["pyrender"]["gl_renderer"]  # the device that drew, e.g. llvmpipe or a GPU
+    assert isinstance(renderer, str) and " (OpenGL " in renderer and not renderer.startswith(" (")
     assert rec["speedup"] == pytest.approx(
         rec["backends"]["cpu"]["views_per_s"] / rec["backends"]["pyrender"]["views_per_s"]
     )

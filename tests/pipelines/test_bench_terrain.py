@@ -19,6 +19,7 @@ def test_pyrender_neighbours_from_a_shared_pyramid_meet_the_atlas_bounds(srtm_di
     if "skipped" in out:
         pytest.skip(out["skipped"])
     assert out["positions"] == 1 and out["agreement"]["views"] == len(NEIGHBOURS_M) * 12
+    assert " (OpenGL " in out["gl_renderer"]  # the record names the device that drew
     assert all(out["bounds_met"].values()), (out["agreement"], BOUNDS)
     assert out["agreement_by_depth"]["0-200 m"]["median_rel_depth"] == 0.0  # the near patch is the own level 0
     cost = out["terrain_s_per_position"]

@@ -226,3 +226,29 @@ def test_agrees_with_cpu_backend_on_real_srtm(srtm_dir):
         assert med < 0.01, (name, report)
         assert sky > 0.99, (name, report)
     assert same_cls / n_both > 0.99
+
+
+@pytest.mark.egl
+@pytest.mark.parametrize(("user", "expected"), [(None, True), ("false", False)])
+def test_egl_imports_pyrender_with_headless_pyglet_unless_the_user_chose(user, expected):
+    """pyrender's viewer import needs X11 libraries unless pyglet is headless; a GPU server has none.
+
+    A fresh process (pyglet reads the option at import), with and without the user's own setting.
+    """
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("pyrender")
+    code = (
+        "from crosslocate.render.backends.pyrender_egl import select_gl_platform\n"
+        "select_gl_platform('egl')\n"
+        "import pyrender, pyglet\n"
+        "print(pyglet.options['headless'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYGLET_HEADLESS", "PYOPENGL_PLATFORM")}
+    if user is not None:
+        env["PYGLET_HEADLESS"] = user
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str(expected)
