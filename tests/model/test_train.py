@@ -265,6 +265,41 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
         assert torch.allclose(v, again.state_dict()[k], atol=1e-5), k
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_run_trained_on_the_gpu_resumes_on_the_cpu(world, tmp_path):
+    """Train epoch 1 on CUDA, epoch 2 on the CPU from its checkpoint: the CPU-only run's losses and
+    weights (fp32 on both sides: TF32 off), so a GPU run can be finished or evaluated without a GPU."""
+    trainq = _queryset(world, np.arange(len(world.queries)) < 16)
+    pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        torch.manual_seed(1)
+        full = _TinyNet()
+        init = {k: v.clone() for k, v in full.state_dict().items()}
+        ref = T.train(full, trainq, pool, _cfg(epochs=2, neg_min_dist_m=500.0), tmp_path / "cpu", torch.device("cpu"))
+        gpu = _TinyNet()
+        gpu.load_state_dict(init)
+        gpu.to("cuda")  # train() runs the net where it is; the flow moves it to the resolved device
+        T.train(gpu, trainq, pool, _cfg(epochs=1, neg_min_dist_m=500.0), tmp_path / "b", torch.device("cuda"))
+        assert next(gpu.parameters()).device.type == "cuda"
+        cpu = _TinyNet()
+        res = T.train(
+            cpu, trainq, pool, _cfg(epochs=2, neg_min_dist_m=500.0), tmp_path / "b", torch.device("cpu"), resume=True
+        )
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert [h["epoch"] for h in res.history] == [1, 2]
+    assert math.isclose(res.history[0]["loss"], ref.history[0]["loss"], rel_tol=1e-4)  # epoch 1, on the GPU
+    assert math.isclose(res.history[1]["loss"], ref.history[1]["loss"], rel_tol=1e-3)  # epoch 2, resumed on the CPU
+    # Adam's steps on near-zero gradients amplify rounding, so the weights are compared against how
+    # far the two epochs moved them rather than elementwise
+    for k, v in full.state_dict().items():
+        moved, apart = (v - init[k]).norm(), (v - cpu.state_dict()[k]).norm()
+        assert apart <= 0.05 * moved, (k, float(apart), float(moved))
+
+
 class _TinyBNNet(_TinyNet):
     """_TinyNet with a BatchNorm layer: running statistics and a batch counter among its buffers."""
 
