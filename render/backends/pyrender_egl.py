@@ -21,11 +21,15 @@ zero-to-one, near -> 1, far -> 0), whose float spacing keeps the relative resolu
 at every distance (about 7 mm at 60 km), so distant ridges occlude correctly.
 
 **Depth error bound** (analytic plane seen from 300 m up to 55 km, 96 views, measured against the
-ray/plane intersection; ``tests/render/test_pyrender_backend.py`` asserts it): relative error
-median 1e-7, 99.9th percentile < 1e-5, worst single pixel about 1.5e-3 (grazing incidence just below
-the horizon, where the depth changes by tens of percent across one pixel: the error there is the
-depth change over < 0.002 px of image position, the rasteriser's fixed-point sub-pixel precision).
-Sources: float32 vertex coordinates (terrain-frame metres, ~4 mm at 60 km) and fp32 rasterisation. For comparison, stock pyrender
+ray/plane intersection; ``tests/render/test_pyrender_backend.py`` asserts it): the rasteriser snaps
+vertices to ``2**-GL_SUBPIXEL_BITS`` px (:attr:`PyrenderBackend.subpixel_bits`; 8 on llvmpipe and on
+NVIDIA's driver), so a pixel may show the surface up to half a step (1/512 px) from its centre, and
+its depth is off by at most the depth change over that distance (plus fp32 rounding). llvmpipe stays
+far inside it: relative error median 1e-7, 99.9th percentile < 1e-5, worst pixel 1.3e-3 px of image
+position. An NVIDIA H200 (driver 580) uses all of it: median 2.4e-5 relative (6e-4 px), worst pixel
+1.94e-3 px, at every distance alike; at grazing incidence just below a horizon the depth changes by
+tens of percent across one pixel, so there the relative error reaches 1e-3 on either.
+Other sources: float32 vertex coordinates (terrain-frame metres, ~4 mm at 60 km) and fp32 rasterisation. For comparison, stock pyrender
 (``OffscreenRenderer.render`` depth, znear 5 m, zfar 60 km) on the same scene is off by a median
 0.6 % below 5 km, 5 % at 5-20 km, 16 % at 20-40 km and 26 % at 40-60 km, far beyond the 24-bit
 steps; most likely its 4x MSAA depth comes from a sample off the pixel centre, which matters at
@@ -181,8 +185,6 @@ def select_gl_platform(platform: str) -> None:
     BackendUnavailableError
         When PyOpenGL is already bound to another platform in this process.
     """
-    if platform == "egl" and "pyglet" not in sys.modules:
-        os.environ.setdefault("PYGLET_HEADLESS", "true")
     loaded = loaded_gl_platform()
     if loaded is not None:
         if loaded != platform:
@@ -190,19 +192,35 @@ def select_gl_platform(platform: str) -> None:
                 f"OpenGL is already loaded with platform {loaded!r} in this process; cannot switch to "
                 f"gl_platform={platform!r}. Use gl_platform={loaded!r}, or run in a fresh process."
             )
+        _headless_pyglet(platform)
         return
     current = os.environ.get("PYOPENGL_PLATFORM")
     if current and current != platform:
         logger.warning("PYOPENGL_PLATFORM=%s is overridden by RenderConfig.gl_platform=%r", current, platform)
     os.environ["PYOPENGL_PLATFORM"] = platform
+    _headless_pyglet(platform)
+
+
+def _headless_pyglet(platform: str) -> None:
+    """``PYGLET_HEADLESS=true`` for EGL unless the user set it or pyglet already read its options."""
+    if platform == "egl" and "pyglet" not in sys.modules:
+        os.environ.setdefault("PYGLET_HEADLESS", "true")
 
 
 def _import_pyrender(platform: str) -> Any:
     select_gl_platform(platform)
     try:
         import pyrender
-    except ImportError as exc:
-        raise missing_dependency("pyrender", "render") from exc
+    except Exception as exc:
+        if isinstance(exc, ImportError) and exc.name == "pyrender":
+            raise missing_dependency("pyrender", "render") from exc
+        # pyrender is there but what it loads fails: pyglet's X11 window code on a server without X11
+        # libraries raises AttributeError or ImportError (osmesa, PYGLET_HEADLESS=false, or pyglet
+        # imported before), or one of its modules is missing
+        raise BackendUnavailableError(
+            f"import pyrender failed: {type(exc).__name__}: {exc}; on a server without X11 libraries use "
+            "gl_platform='egl' in a fresh process (crosslocate then sets PYGLET_HEADLESS=true), or backend='cpu'"
+        ) from exc
     return pyrender
 
 
@@ -264,6 +282,8 @@ class PyrenderBackend(RenderBackend):
         self._near_pass: tuple[float, list[FrameCamera]] | None = None
         #: ``GL_RENDERER (OpenGL GL_VERSION)`` of the context: which device draws (a GPU or llvmpipe).
         self.gl_renderer: str | None = None
+        #: ``GL_SUBPIXEL_BITS``: the rasteriser snaps vertices to ``2**-bits`` px (8 on llvmpipe and NVIDIA).
+        self.subpixel_bits: int | None = None
         self._create_context()
 
     # ------------------------------------------------------------------------------------- context
@@ -295,6 +315,7 @@ class PyrenderBackend(RenderBackend):
         self._gl = GL
         renderer, version = GL.glGetString(GL.GL_RENDERER).decode(), GL.glGetString(GL.GL_VERSION).decode()
         self.gl_renderer = f"{renderer} (OpenGL {version})"
+        self.subpixel_bits = int(np.asarray(GL.glGetIntegerv(GL.GL_SUBPIXEL_BITS)).ravel()[0])
         logger.info("pyrender %s on %s: %s", pyrender.__version__, platform, self.gl_renderer)
         if not bool(GL.glClipControl):
             self.close()

@@ -370,7 +370,9 @@ def test_cpu_and_pyrender_render_the_same_surface():
     assert (ta == tb).mean() > 0.99
     assert (ta == tb)[~band].mean() > 0.9999
     rel = np.abs(a[both] - b[both]) / a[both]
-    assert np.median(rel) < 1e-5
+    # llvmpipe agrees to ~1e-6; a GPU's sub-pixel snapping (1/512 px, see test_pyrender_backend) adds
+    # 3.3e-5 at this 64 px size on an NVIDIA H200
+    assert np.median(rel) < 1e-4
     # elsewhere only cells split at tile borders and grazing pixels differ a little
     assert np.quantile(rel[~band[both]], 0.99) < 1e-3
     sa, sb = out["cpu"][Modality.SEMANTIC], out["pyrender"][Modality.SEMANTIC]
@@ -475,4 +477,6 @@ def test_pyrender_shares_a_terrain_between_neighbours_with_the_lift_from_each_ca
     # (0.1 m at 5 km): grazing rays then land tens of metres away
     east_lifted = np.abs(shared[1] - own[1])[~sky[1]] / own[1][~sky[1]]
     east_unlifted = np.abs(unlifted[1] - own[1])[~sky[1]] / own[1][~sky[1]]
-    assert np.quantile(east_unlifted, 0.99) > 100 * max(np.quantile(east_lifted, 0.99), 1e-7)
+    # (lifted, the 99th percentile is the rasteriser's sub-pixel noise: 1.9e-4 on an NVIDIA H200, far
+    # less on llvmpipe; unlifted, 3.2e-3 on the H200)
+    assert np.quantile(east_unlifted, 0.99) > 10 * max(np.quantile(east_lifted, 0.99), 1e-7)

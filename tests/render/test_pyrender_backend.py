@@ -9,7 +9,7 @@ import pytest
 
 from crosslocate.datasets.schema import SKY_CLASS, SKY_DEPTH_M, Modality
 from crosslocate.dem.landcover import LandCover
-from crosslocate.errors import BackendUnavailableError, RenderError
+from crosslocate.errors import BackendUnavailableError, DependencyError, RenderError
 from crosslocate.render.backends.base import FrameCamera
 from crosslocate.render.camera import pixel_rays_cam, rotation_cam_to_enu
 from crosslocate.render.config import RenderConfig
@@ -94,7 +94,7 @@ def test_plane_depth_matches_ray_intersection(backend):
             np.abs(_plane_truth(cam, 1e9, (e, 0.0))[0] - _plane_truth(cam, 1e9, (-e, 0.0))[0]),
             np.abs(_plane_truth(cam, 1e9, (0.0, e))[0] - _plane_truth(cam, 1e9, (0.0, -e))[0]),
         ) / (2.0 * e)
-        px_all.append(np.maximum(np.abs(d[both] - t[both]) - 1e-5 * t[both], 0.0) / grad[both])
+        px_all.append(np.maximum(np.abs(d[both] - t[both]) - 1e-6 * t[both], 0.0) / grad[both])
         assert (d[~terrain] == SKY_DEPTH_M).all()
         np.testing.assert_array_equal(s[terrain], int(LandCover.GRASSLAND))
         assert (s[~terrain] == SKY_CLASS).all()
@@ -103,12 +103,14 @@ def test_plane_depth_matches_ray_intersection(backend):
     assert rel.size > 0.3 * len(cams) * SIZE * SIZE
     assert t.max() > 40_000.0
     assert mismatch <= 2 * len(cams)
-    # error bound documented in pyrender_egl: ~1e-7 typical, < 1e-5 for 99.9 % of pixels; beyond 1e-5
-    # relative, every pixel is within the depth change over 1/100 px of image position (the grazing
-    # pixels just below a horizon, where the rasteriser's fixed-point sub-pixel snapping dominates)
-    assert np.median(rel) < 1e-6
-    assert np.quantile(rel, 0.999) < 2e-5
-    assert np.concatenate(px_all).max() < 0.01
+    # error bound documented in pyrender_egl: the rasteriser snaps vertices to 2**-bits px, so beyond
+    # fp32 rounding (1e-6 of the depth) every pixel is within the depth change over half a step of
+    # image position (1/512 px at 8 bits). llvmpipe keeps far inside it (max 1.3e-3 px, median 1e-7
+    # relative); an NVIDIA H200 uses all of it (max 1.94e-3 px, median 2.4e-5 relative)
+    bits = backend.subpixel_bits
+    assert isinstance(bits, int) and bits >= 4  # GL's minimum
+    assert np.concatenate(px_all).max() < 1.05 * 2.0 ** -(bits + 1)
+    assert np.median(rel) < 1e-4
 
 
 def test_semantic_ids_per_region(backend):
@@ -141,7 +143,9 @@ def test_far_camera_triggers_remesh_and_stays_exact(backend):
     for c, di in zip(cam, d, strict=True):
         t, inside = _plane_truth(c, backend.config.range_m)
         both = inside & (di > 0)
-        assert np.median(np.abs(di[both] - t[both]) / t[both]) < 1e-6
+        # a mesh left centred on the old position misses by percents; sub-pixel snapping costs 1e-7
+        # (llvmpipe) to 3e-5 (NVIDIA) of the depth (see test_plane_depth_matches_ray_intersection)
+        assert np.median(np.abs(di[both] - t[both]) / t[both]) < 1e-4
 
 
 def test_render_requires_prepare_and_refuses_after_close():
@@ -228,9 +232,8 @@ def test_agrees_with_cpu_backend_on_real_srtm(srtm_dir):
     assert same_cls / n_both > 0.99
 
 
-@pytest.mark.egl
 @pytest.mark.parametrize(("user", "expected"), [(None, True), ("false", False)])
-def test_egl_imports_pyrender_with_headless_pyglet_unless_the_user_chose(user, expected):
+def test_egl_makes_pyglet_headless_unless_the_user_chose(user, expected):
     """pyrender's viewer import needs X11 libraries unless pyglet is headless; a GPU server has none.
 
     A fresh process (pyglet reads the option at import), with and without the user's own setting.
@@ -239,11 +242,11 @@ def test_egl_imports_pyrender_with_headless_pyglet_unless_the_user_chose(user, e
     import subprocess
     import sys
 
-    pytest.importorskip("pyrender")
+    pytest.importorskip("pyglet")
     code = (
         "from crosslocate.render.backends.pyrender_egl import select_gl_platform\n"
         "select_gl_platform('egl')\n"
-        "import pyrender, pyglet\n"
+        "import pyglet\n"
         "print(pyglet.options['headless'])\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYGLET_HEADLESS", "PYOPENGL_PLATFORM")}
@@ -252,3 +255,35 @@ def test_egl_imports_pyrender_with_headless_pyglet_unless_the_user_chose(user, e
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(expected)
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "match"),
+    [
+        # what pyglet raised on an H200 server without libXrender
+        (
+            "raise AttributeError(\"'NoneType' object has no attribute 'XRenderFindVisualFormat'\")",
+            BackendUnavailableError,
+            "XRenderFindVisualFormat.*PYGLET_HEADLESS",
+        ),
+        ("import a_module_that_is_not_there", BackendUnavailableError, "a_module_that_is_not_there"),
+        (None, DependencyError, "'pyrender' is not installed"),
+    ],
+    ids=["x11-missing", "inner-module-missing", "not-installed"],
+)
+def test_a_pyrender_that_does_not_import_is_named_for_what_failed(tmp_path, monkeypatch, body, error, match):
+    """Only a missing pyrender is a missing dependency; a pyrender whose own imports fail says what failed."""
+    import sys
+
+    from crosslocate.render.backends.pyrender_egl import _import_pyrender
+
+    if body is None:
+        monkeypatch.setitem(sys.modules, "pyrender", None)  # import pyrender -> ImportError(name="pyrender")
+    else:
+        (tmp_path / "pyrender").mkdir()
+        (tmp_path / "pyrender" / "__init__.py").write_text(body + "\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "pyrender", raising=False)
+    monkeypatch.setattr("crosslocate.render.backends.pyrender_egl.select_gl_platform", lambda platform: None)
+    with pytest.raises(error, match=match):
+        _import_pyrender("egl")
