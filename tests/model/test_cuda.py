@@ -1,8 +1,9 @@
-"""CUDA paths (marker ``gpu``; skipped without a CUDA device): every network variant embeds on the
-GPU as on the CPU. ``make test`` leaves them out; on a GPU machine: ``pytest -m gpu tests``.
+"""CUDA paths (marker ``gpu``; skipped without a CUDA device): every backbone, every pooling, batch
+norm, a projection and two branches embed on the GPU as on the CPU. ``make test`` leaves them out; on
+a GPU machine: ``pytest -m gpu tests``.
 
-TF32 is switched off for the comparison: both sides then compute in fp32, so a variant that kept a
-tensor on the wrong device, or computed something else on the GPU, differs by more than rounding.
+TF32 is switched off for the comparison: both sides then compute in fp32, so a variant that computes
+something else on the GPU differs by more than rounding (one that leaves a tensor on the CPU raises).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 import pytest
 import torch
 
-from crosslocate.model.config import NET_PRESETS, NetConfig
+from crosslocate.model.config import BACKBONE_NAMES, NET_PRESETS, POOLING_NAMES, NetConfig
 from crosslocate.model.net import build_net
 
 pytestmark = [
@@ -31,20 +32,20 @@ def fp32_cuda():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        TINY,
-        dataclasses.replace(TINY, backbone="alexnet", width=0.125),
-        dataclasses.replace(TINY, backbone="resnet18", width=0.0625),
-        dataclasses.replace(TINY, pooling="gem"),
-        NetConfig(width=1 / 64, pooling="netvlad", input_size_px=64),
-        NetConfig(width=1 / 64, pooling="mixvpr", input_size_px=64),
-        NetConfig(backbone="efficientnet_lite0", input_size_px=64),
-        dataclasses.replace(TINY, two_branch=True),
-    ],
-    ids=["vgg16", "alexnet", "resnet18", "gem", "netvlad", "mixvpr", "efficientnet_lite0", "two_branch"],
-)
+#: Backbones at small widths (64 px input), poolings on the tiny VGG16, and the variants beside them.
+VARIANTS: dict[str, NetConfig] = {
+    **{
+        f"backbone-{b}": NetConfig(backbone=b, width=1.0 if b == "efficientnet_lite0" else 0.0625, input_size_px=64)
+        for b in BACKBONE_NAMES
+    },
+    **{f"pooling-{p}": NetConfig(width=1 / 64, pooling=p, input_size_px=64) for p in POOLING_NAMES},
+    "batch_norm": dataclasses.replace(TINY, batch_norm=True),
+    "out_dim": dataclasses.replace(TINY, out_dim=24),
+    "two_branch": dataclasses.replace(TINY, two_branch=True),
+}
+
+
+@pytest.mark.parametrize("cfg", list(VARIANTS.values()), ids=list(VARIANTS))
 def test_every_net_embeds_on_the_gpu_as_on_the_cpu(cfg, fp32_cuda):
     net = build_net(cfg).eval()
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -267,9 +267,11 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_a_run_trained_on_the_gpu_resumes_on_the_cpu(world, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.99], ids=["raw", "weight-average"])
+def test_a_run_trained_on_the_gpu_resumes_on_the_cpu(world, tmp_path, ema_decay):
     """Train epoch 1 on CUDA, epoch 2 on the CPU from its checkpoint: the CPU-only run's losses and
-    weights (fp32 on both sides: TF32 off), so a GPU run can be finished or evaluated without a GPU."""
+    weights (fp32 on both sides: TF32 off), so a GPU run can be finished or evaluated without a GPU;
+    with the weight average too, whose copy moves with the checkpoint."""
     trainq = _queryset(world, np.arange(len(world.queries)) < 16)
     pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -278,15 +280,35 @@ def test_a_run_trained_on_the_gpu_resumes_on_the_cpu(world, tmp_path):
         torch.manual_seed(1)
         full = _TinyNet()
         init = {k: v.clone() for k, v in full.state_dict().items()}
-        ref = T.train(full, trainq, pool, _cfg(epochs=2, neg_min_dist_m=500.0), tmp_path / "cpu", torch.device("cpu"))
+        ref = T.train(
+            full,
+            trainq,
+            pool,
+            _cfg(epochs=2, neg_min_dist_m=500.0, ema_decay=ema_decay),
+            tmp_path / "cpu",
+            torch.device("cpu"),
+        )
         gpu = _TinyNet()
         gpu.load_state_dict(init)
         gpu.to("cuda")  # train() runs the net where it is; the flow moves it to the resolved device
-        T.train(gpu, trainq, pool, _cfg(epochs=1, neg_min_dist_m=500.0), tmp_path / "b", torch.device("cuda"))
+        T.train(
+            gpu,
+            trainq,
+            pool,
+            _cfg(epochs=1, neg_min_dist_m=500.0, ema_decay=ema_decay),
+            tmp_path / "b",
+            torch.device("cuda"),
+        )
         assert next(gpu.parameters()).device.type == "cuda"
         cpu = _TinyNet()
         res = T.train(
-            cpu, trainq, pool, _cfg(epochs=2, neg_min_dist_m=500.0), tmp_path / "b", torch.device("cpu"), resume=True
+            cpu,
+            trainq,
+            pool,
+            _cfg(epochs=2, neg_min_dist_m=500.0, ema_decay=ema_decay),
+            tmp_path / "b",
+            torch.device("cpu"),
+            resume=True,
         )
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
