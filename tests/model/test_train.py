@@ -276,40 +276,23 @@ def test_a_run_trained_on_the_gpu_resumes_on_the_cpu(world, tmp_path, ema_decay)
     pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+    def run(net, epochs, folder, device, **kw):
+        cfg = _cfg(epochs=epochs, neg_min_dist_m=500.0, ema_decay=ema_decay)
+        return T.train(net, trainq, pool, cfg, tmp_path / folder, torch.device(device), **kw)
+
     try:
         torch.manual_seed(1)
         full = _TinyNet()
         init = {k: v.clone() for k, v in full.state_dict().items()}
-        ref = T.train(
-            full,
-            trainq,
-            pool,
-            _cfg(epochs=2, neg_min_dist_m=500.0, ema_decay=ema_decay),
-            tmp_path / "cpu",
-            torch.device("cpu"),
-        )
+        ref = run(full, 2, "cpu", "cpu")
         gpu = _TinyNet()
         gpu.load_state_dict(init)
         gpu.to("cuda")  # train() runs the net where it is; the flow moves it to the resolved device
-        T.train(
-            gpu,
-            trainq,
-            pool,
-            _cfg(epochs=1, neg_min_dist_m=500.0, ema_decay=ema_decay),
-            tmp_path / "b",
-            torch.device("cuda"),
-        )
+        run(gpu, 1, "b", "cuda")
         assert next(gpu.parameters()).device.type == "cuda"
         cpu = _TinyNet()
-        res = T.train(
-            cpu,
-            trainq,
-            pool,
-            _cfg(epochs=2, neg_min_dist_m=500.0, ema_decay=ema_decay),
-            tmp_path / "b",
-            torch.device("cpu"),
-            resume=True,
-        )
+        res = run(cpu, 2, "b", "cpu", resume=True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert [h["epoch"] for h in res.history] == [1, 2]
