@@ -137,15 +137,29 @@ def test_semantic_ids_per_region(backend):
 
 
 def test_far_camera_triggers_remesh_and_stays_exact(backend):
+    """A camera 17 km from the prepared focus (250 m above the plane there) is drawn from a remeshed
+    terrain: every direction shows exactly the plane's pixels, at the plane's depth."""
     backend.prepare(_plane_terrain())
-    cam = _cams(pos=(15_000.0, -9_000.0, 250.0))[:2]
-    d = backend.render(cam, (Modality.DEPTH,)).arrays[Modality.DEPTH]
-    for c, di in zip(cam, d, strict=True):
-        t, inside = _plane_truth(c, backend.config.range_m)
-        both = inside & (di > 0)
+    a, b, c = PLANE
+    x, y = 15_000.0, -9_000.0
+    cams = _cams(pos=(x, y, a * x + b * y + c + 250.0))
+
+    def in_focus():  # the meshed focus box, (2, 2) min/max, holds the camera
+        return bool(((backend._focus[0] <= (x, y)) & ((x, y) <= backend._focus[1])).all())
+
+    assert not in_focus()
+    d = backend.render(cams, (Modality.DEPTH,)).arrays[Modality.DEPTH]
+    assert in_focus()  # remeshed around the new camera
+    mismatch = 0
+    for cam, di in zip(cams, d, strict=True):
+        t, inside = _plane_truth(cam, backend.config.range_m)
+        terrain = di != SKY_DEPTH_M
+        mismatch += int((terrain != inside).sum())  # only pixels straddling the range circle may differ
+        both = inside & terrain
         # a mesh left centred on the old position misses by percents; sub-pixel snapping costs 1e-7
         # (llvmpipe) to 3e-5 (NVIDIA) of the depth (see test_plane_depth_matches_ray_intersection)
         assert np.median(np.abs(di[both] - t[both]) / t[both]) < 1e-4
+    assert mismatch <= 2 * len(cams)
 
 
 def test_render_requires_prepare_and_refuses_after_close():
