@@ -186,25 +186,19 @@ def select_gl_platform(platform: str) -> None:
         When PyOpenGL is already bound to another platform in this process.
     """
     loaded = loaded_gl_platform()
+    if loaded is not None and loaded != platform:
+        raise BackendUnavailableError(
+            f"OpenGL is already loaded with platform {loaded!r} in this process; cannot switch to "
+            f"gl_platform={platform!r}. Use gl_platform={loaded!r}, or run in a fresh process."
+        )
+    if platform == "egl" and "pyglet" not in sys.modules:  # pyglet reads its options once, at import
+        os.environ.setdefault("PYGLET_HEADLESS", "true")
     if loaded is not None:
-        if loaded != platform:
-            raise BackendUnavailableError(
-                f"OpenGL is already loaded with platform {loaded!r} in this process; cannot switch to "
-                f"gl_platform={platform!r}. Use gl_platform={loaded!r}, or run in a fresh process."
-            )
-        _headless_pyglet(platform)
         return
     current = os.environ.get("PYOPENGL_PLATFORM")
     if current and current != platform:
         logger.warning("PYOPENGL_PLATFORM=%s is overridden by RenderConfig.gl_platform=%r", current, platform)
     os.environ["PYOPENGL_PLATFORM"] = platform
-    _headless_pyglet(platform)
-
-
-def _headless_pyglet(platform: str) -> None:
-    """``PYGLET_HEADLESS=true`` for EGL unless the user set it or pyglet already read its options."""
-    if platform == "egl" and "pyglet" not in sys.modules:
-        os.environ.setdefault("PYGLET_HEADLESS", "true")
 
 
 def _import_pyrender(platform: str) -> Any:

@@ -24,14 +24,6 @@ pytestmark = [
 TINY = NET_PRESETS["tiny"]
 
 
-@pytest.fixture
-def fp32_cuda():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield torch.device("cuda")
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 #: Backbones at small widths (64 px input), poolings on the tiny VGG16, and the variants beside them.
 VARIANTS: dict[str, NetConfig] = {
     **{

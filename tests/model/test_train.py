@@ -268,33 +268,28 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("ema_decay", [0.0, 0.99], ids=["raw", "weight-average"])
-def test_a_run_trained_on_the_gpu_resumes_on_the_cpu(world, tmp_path, ema_decay):
+def test_a_run_trained_on_the_gpu_resumes_on_the_cpu(world, tmp_path, ema_decay, fp32_cuda):
     """Train epoch 1 on CUDA, epoch 2 on the CPU from its checkpoint: the CPU-only run's losses and
     weights (fp32 on both sides: TF32 off), so a GPU run can be finished or evaluated without a GPU;
     with the weight average too, whose copy moves with the checkpoint."""
     trainq = _queryset(world, np.arange(len(world.queries)) < 16)
     pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
     def run(net, epochs, folder, device, **kw):
         cfg = _cfg(epochs=epochs, neg_min_dist_m=500.0, ema_decay=ema_decay)
         return T.train(net, trainq, pool, cfg, tmp_path / folder, torch.device(device), **kw)
 
-    try:
-        torch.manual_seed(1)
-        full = _TinyNet()
-        init = {k: v.clone() for k, v in full.state_dict().items()}
-        ref = run(full, 2, "cpu", "cpu")
-        gpu = _TinyNet()
-        gpu.load_state_dict(init)
-        gpu.to("cuda")  # train() runs the net where it is; the flow moves it to the resolved device
-        run(gpu, 1, "b", "cuda")
-        assert next(gpu.parameters()).device.type == "cuda"
-        cpu = _TinyNet()
-        res = run(cpu, 2, "b", "cpu", resume=True)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    torch.manual_seed(1)
+    full = _TinyNet()
+    init = {k: v.clone() for k, v in full.state_dict().items()}
+    ref = run(full, 2, "cpu", "cpu")
+    gpu = _TinyNet()
+    gpu.load_state_dict(init)
+    gpu.to(fp32_cuda)  # train() runs the net where it is; the flow moves it to the resolved device
+    run(gpu, 1, "b", "cuda")
+    assert next(gpu.parameters()).device.type == "cuda"
+    cpu = _TinyNet()
+    res = run(cpu, 2, "b", "cpu", resume=True)
     assert [h["epoch"] for h in res.history] == [1, 2]
     assert math.isclose(res.history[0]["loss"], ref.history[0]["loss"], rel_tol=1e-4)  # epoch 1, on the GPU
     assert math.isclose(res.history[1]["loss"], ref.history[1]["loss"], rel_tol=1e-3)  # epoch 2, resumed on the CPU
