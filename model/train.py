@@ -22,7 +22,9 @@ descriptors, :mod:`crosslocate.model.mining`):
 
 The device is passed in (never chosen here). Randomness comes from ``TrainConfig.seed`` only:
 the tuple order, the augmentation draws (per item from ``(seed, epoch, index)``) and torch's RNG
-(seeded per epoch), so a resumed run continues exactly as an uninterrupted one would.
+(seeded per epoch), so a resumed run continues exactly as an uninterrupted one would, given the same
+number of CPU threads (each epoch's row records ``threads``: another count sums in another order, and
+over epochs that is another path; measured on the Alps, 2026-12-04).
 """
 
 from __future__ import annotations
@@ -680,6 +682,7 @@ def _run_epoch(
         "n_cached": int(cache.size),
         "cache_s": round(t_cache, 3),
         "time_s": round(time.perf_counter() - t0, 3),
+        "threads": torch.get_num_threads(),  # the CPU kernels' summation order, hence the path, depends on it
     }
 
 

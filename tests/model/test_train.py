@@ -247,7 +247,12 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
 
     part = _TinyNet()
     part.load_state_dict(init)
-    T.train(part, trainq, pool, _cfg(epochs=1, **kw), tmp_path / "b", dev)
+    threads = torch.get_num_threads()
+    try:  # each epoch's row says how many CPU threads it ran on
+        torch.set_num_threads(1)
+        T.train(part, trainq, pool, _cfg(epochs=1, **kw), tmp_path / "b", dev)
+    finally:
+        torch.set_num_threads(threads)
     stopped = checkpoint.read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)["meta"]
     assert stopped["finished"] is True and stopped["epochs_planned"] == 1  # a finished 1-epoch run
     with pytest.raises(FileOverwriteError, match="--resume"):
@@ -255,6 +260,7 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
     again = _TinyNet()  # fresh weights: everything must come from the checkpoint
     res = T.train(again, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev, resume=True)
     assert [h["epoch"] for h in res.history] == [1, 2]
+    assert [h["threads"] for h in res.history] == [1, threads] and ref.history[-1]["threads"] == threads
     # the run keeps its id across the resume; a fresh run gets another one
     meta = checkpoint.read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)["meta"]
     assert meta["run_id"] == stopped["run_id"] and meta["finished"] and meta["epochs_planned"] == 2
