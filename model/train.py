@@ -535,6 +535,16 @@ def train(
         if (out / METRICS_JSON).exists():
             history = [h for h in json.loads((out / METRICS_JSON).read_text()) if h["epoch"] <= start]
         logger.info("resuming %s after epoch %d", ckpt, start)
+        ran_on = history[-1].get("threads") if history else None
+        if ran_on is not None and ran_on != torch.get_num_threads():
+            logger.warning(
+                "epoch %d ran on %d CPU threads, this resume on %d: the run goes on along another path "
+                "than an uninterrupted one would (set OMP_NUM_THREADS=%d to match)",
+                start,
+                ran_on,
+                torch.get_num_threads(),
+                ran_on,
+            )
     elif resume:
         logger.info("--resume: no checkpoint at %s yet, starting from epoch 0", ckpt)
     run_id = run_id or uuid.uuid4().hex  # ties best.pt to the run of checkpoint.pt

@@ -9,6 +9,7 @@ below. Retrieval is learnable only by matching horizon shapes across the two mod
 from __future__ import annotations
 
 import json
+import logging
 import math
 import types
 from typing import ClassVar
@@ -233,7 +234,7 @@ def test_training_lowers_loss_and_beats_untrained(world, tmp_path):
     assert saved["epoch"] == best["epoch"] and best["epoch"] > 0
 
 
-def test_resume_continues_from_saved_epoch(world, tmp_path):
+def test_resume_continues_from_saved_epoch(world, tmp_path, caplog):
     mask = np.arange(len(world.queries)) < 16
     trainq = _queryset(world, mask)
     pool = T.ViewPool.of([views.ViewDataset(world.db_dir, "depth", indices=np.arange(0, 432, 3))])
@@ -248,19 +249,26 @@ def test_resume_continues_from_saved_epoch(world, tmp_path):
     part = _TinyNet()
     part.load_state_dict(init)
     threads = torch.get_num_threads()
-    try:  # each epoch's row says how many CPU threads it ran on
+    try:  # each epoch's row says how many CPU threads it ran on; a resume on another count warns
         torch.set_num_threads(1)
         T.train(part, trainq, pool, _cfg(epochs=1, **kw), tmp_path / "b", dev)
+        stopped = checkpoint.read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)["meta"]
+        assert stopped["finished"] is True and stopped["epochs_planned"] == 1  # a finished 1-epoch run
+        with pytest.raises(FileOverwriteError, match="--resume"):
+            T.train(part, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev)
+        again = _TinyNet()  # fresh weights: everything must come from the checkpoint
+        torch.set_num_threads(2)
+        with caplog.at_level(logging.WARNING, logger="crosslocate.model.train"):
+            res = T.train(again, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev, resume=True)
     finally:
         torch.set_num_threads(threads)
-    stopped = checkpoint.read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)["meta"]
-    assert stopped["finished"] is True and stopped["epochs_planned"] == 1  # a finished 1-epoch run
-    with pytest.raises(FileOverwriteError, match="--resume"):
-        T.train(part, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev)
-    again = _TinyNet()  # fresh weights: everything must come from the checkpoint
-    res = T.train(again, trainq, pool, _cfg(epochs=2, **kw), tmp_path / "b", dev, resume=True)
     assert [h["epoch"] for h in res.history] == [1, 2]
-    assert [h["threads"] for h in res.history] == [1, threads] and ref.history[-1]["threads"] == threads
+    assert [h["threads"] for h in res.history] == [1, 2] and ref.history[-1]["threads"] == threads
+    warned = [r.getMessage() for r in caplog.records if "CPU threads" in r.getMessage()]
+    assert warned == [
+        "epoch 1 ran on 1 CPU threads, this resume on 2: the run goes on along another path "
+        "than an uninterrupted one would (set OMP_NUM_THREADS=1 to match)"
+    ]
     # the run keeps its id across the resume; a fresh run gets another one
     meta = checkpoint.read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)["meta"]
     assert meta["run_id"] == stopped["run_id"] and meta["finished"] and meta["epochs_planned"] == 2
