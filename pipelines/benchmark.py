@@ -504,7 +504,10 @@ def run_benchmark(ctx: RunContext, *, device: str | None = None, workers: int | 
         baselines=baseline_rankings(rankings),
         pipelines=pipeline_dist,
     ).name
-    results["environment"] = environment_info()
+    import torch
+
+    # the CPU threads the descriptors were computed with: the timings' scale
+    results["environment"] = {**environment_info(), "torch_threads": torch.get_num_threads()}
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
     write_json_atomic(out, results, default=str, allow_nan=True)

@@ -285,6 +285,7 @@ def test_train_then_benchmark_then_localize(world, capsys, caplog, tmp_path, mon
         assert key in res, key
     assert res["n_queries"] == 3 * 4 and res["n_database"] == 4 * 12  # test column: 4 positions x 12 yaws
     assert res["n_spots"] == 4  # the 3 photos of a position share a spot
+    assert res["environment"]["torch_threads"] == torch.get_num_threads() and res["environment"]["cpu_count"] >= 1
     for t, row in res["recall_ci95"].items():  # spot-bootstrap intervals hold the point estimate
         for n, (lo, hi) in row.items():
             assert lo <= res["recall"][t][n] <= hi, (t, n)
