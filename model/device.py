@@ -9,6 +9,8 @@ API
 - ``seed_everything(seed, deterministic=True) -> None``: seeds ``random``, numpy's legacy global
   RNG and torch (CPU and CUDA); with ``deterministic`` it turns off cuDNN autotuning and asks for
   deterministic cuDNN kernels (cheap). Call it once at an entry point, never at import.
+- ``cpu_threads() -> int``: the threads torch's CPU kernels use now (``OMP_NUM_THREADS`` or
+  ``torch.set_num_threads``): a record's timings scale with it, and a training path depends on it.
 """
 
 from __future__ import annotations
@@ -64,4 +66,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-__all__ = ["resolve_device", "seed_everything"]
+def cpu_threads() -> int:
+    """The number of threads torch's CPU kernels use now (see the module docstring)."""
+    return int(torch.get_num_threads())
+
+
+__all__ = ["cpu_threads", "resolve_device", "seed_everything"]

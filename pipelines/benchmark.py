@@ -292,7 +292,9 @@ def _skyline_methods(
     sky = None
     try:
         sky = load_skylines(inp.qset, inp.pool)
-        for name, (h_idx, h_info) in horizon_rankings(inp.qset, inp.pool, inp.k, db_fov, cfg, sky).items():
+        for name, (h_idx, h_info) in horizon_rankings(
+            inp.qset, inp.pool, inp.k, db_fov, cfg, sky, cache_dir=inp.ctx.baselines_dir
+        ).items():
             rankings[name], info[name] = h_idx, h_info
     except ShardCorruptError as exc:  # e.g. a database rendered without the depth modality
         logger.warning("horizon baselines skipped: %s", exc)
@@ -356,7 +358,9 @@ def _validation_choice(inp: BenchmarkInputs, nw: _Network, timings: dict[str, fl
     refined_by_setting: dict[tuple[bool, float], dict[str, Any]] = {}
     try:
         sky = load_skylines(qset, pool)
-        searched = horizon_rankings(qset, pool, k, db_fov, cfg, sky, methods=(HYBRID_WITH,))[HYBRID_WITH][0]
+        searched = horizon_rankings(
+            qset, pool, k, db_fov, cfg, sky, methods=(HYBRID_WITH,), cache_dir=inp.ctx.baselines_dir
+        )[HYBRID_WITH][0]
         refined_by_setting = settings_sweep(
             idx, q_desc, db_desc, *geometry, sky, db_fov, cfg, extra_candidates={HYBRID_WITH: searched}
         )
@@ -504,10 +508,10 @@ def run_benchmark(ctx: RunContext, *, device: str | None = None, workers: int | 
         baselines=baseline_rankings(rankings),
         pipelines=pipeline_dist,
     ).name
-    import torch
+    from crosslocate.model.device import cpu_threads
 
     # the CPU threads the descriptors were computed with: the timings' scale
-    results["environment"] = {**environment_info(), "torch_threads": torch.get_num_threads()}
+    results["environment"] = {**environment_info(), "torch_threads": cpu_threads()}
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     results["timings"] = timings
     write_json_atomic(out, results, default=str, allow_nan=True)

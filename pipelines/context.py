@@ -138,6 +138,12 @@ class RunContext:
         return int(getattr(self.preset.train, "extra_photos", 0) or 0)
 
     @property
+    def baselines_dir(self) -> Path:
+        """``<work>/<region>/baselines``: the horizon baselines' rankings, kept by content for every run
+        (:func:`crosslocate.pipelines.refine.horizon_rankings`' ``cache_dir``)."""
+        return self.region_dir / "baselines"
+
+    @property
     def training_photos_dir(self) -> Path:
         """``<work>/<region>/queries-train<N>``: the training-only photos (N = :attr:`extra_photos`)."""
         return self.region_dir / f"queries-train{self.extra_photos}"

@@ -133,7 +133,7 @@ def backfill_baseline_rankings(inp: Any, path: Path, results: dict[str, Any]) ->
     qset, pool = inp.qset, inp.pool
     q_fov = np.array([q.pose.fov_deg for q in qset.dataset.queries], np.float64)
     got = horizon_rankings(qset, pool, int(arrays["ranking"].shape[1]), float(inp.preset.render.fov_deg), inp.eval,
-                           methods=names)  # fmt: skip
+                           methods=names, cache_dir=inp.ctx.baselines_dir)  # fmt: skip
     added = {}
     for name, (idx, _) in got.items():
         table = evaluate.evaluate_retrieval(idx, qset.xy, qset.yaw_deg, q_fov, pool.xy, pool.yaw_deg, inp.eval,

@@ -6,7 +6,8 @@
   network uses), with the views' known gravity. Shared by the horizon baseline and the re-ranking.
 - ``horizon_rankings(qset, pool, k, db_fov_deg, eval_cfg, sky) -> {name: (indices, info)}``: the
   HLoc-style horizon baselines' view rankings, with the query's true pitch/roll (``horizon``) and
-  with pitch/roll searched (``horizon_searched``, also the hybrid's extra candidates).
+  with pitch/roll searched (``horizon_searched``, also the hybrid's extra candidates); with ``cache_dir``
+  kept by content (:func:`horizon_cache_key`), so a configuration's other seeds do not search again.
 - ``refine_ranking(idx, q_desc, db_desc, q_xy, q_yaw, q_fov, db_xy, db_yaw, sky, db_fov_deg, eval_cfg, ...) -> dict``:
   the ``refined`` block of ``results.json``: the recall tables of the re-ranked view ranking
   (:func:`crosslocate.model.evaluate.evaluate_retrieval`, laid out like the top level), place-level
@@ -34,9 +35,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -387,6 +390,100 @@ def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
     return float(np.diff(np.append(u, u[0] + 360.0)).min()) if len(u) > 1 else 360.0
 
 
+#: Bump when the horizon baselines' ranking changes for the same inputs: cached rankings of an older
+#: version are then searched again.
+HORIZON_CACHE_VERSION = 1
+
+
+def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any, method: str) -> dict[str, Any]:
+    """Everything a horizon baseline's ranking depends on, as a JSON-able key: the method, the query
+    photos' bytes (sha256) with their FOV and the pitch/roll the known-gravity baseline reads, the
+    databases (manifest fingerprint and shard checksums, :func:`crosslocate.pipelines.descriptors.database_digest`)
+    and the selected views, ``k``, the database FOV, every ``horizon_*`` field of ``eval_cfg`` and
+    :data:`HORIZON_CACHE_VERSION`. Not the network: the baselines never see it."""
+    import hashlib
+    import json
+    from dataclasses import fields
+
+    from crosslocate.fileio import file_sha256
+    from crosslocate.pipelines.descriptors import database_digest
+
+    def sha(obj: Any) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+    photos = [
+        [file_sha256(q.image), float(q.pose.fov_deg), float(q.pose.pitch_deg), float(q.pose.roll_deg)]
+        for q in qset.dataset.queries
+    ]
+    views = [
+        {
+            "database": database_digest(ds.manifest),
+            "indices": hashlib.sha256(np.ascontiguousarray(ds.indices, np.int64).tobytes()).hexdigest(),
+        }
+        for ds in pool.datasets
+    ]
+    horizon_cfg = {f.name: getattr(eval_cfg, f.name) for f in fields(eval_cfg) if f.name.startswith("horizon_")}
+    return {
+        "method": method,
+        "version": HORIZON_CACHE_VERSION,
+        "queries": sha(photos),
+        "n_queries": len(photos),
+        "views": views,
+        "k": int(k),
+        "db_fov_deg": float(db_fov_deg),
+        "eval": horizon_cfg,
+    }
+
+
+def horizon_cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path]:
+    """(``.npy`` ranking, ``.json`` key and info) of a horizon cache entry."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+    stem = f"{key['method']}-{digest[:16]}"
+    return folder / f"{stem}.npy", folder / f"{stem}.json"
+
+
+def _read_cached(folder: Path, key: dict[str, Any]) -> tuple[npt.NDArray[np.int64], dict[str, Any]] | None:
+    """The cached (Q, k) ranking and info under ``key``, or None (absent, unreadable or made for other inputs)."""
+    import json
+
+    npy, meta = horizon_cache_paths(folder, key)
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))
+        idx = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable horizon cache %s (%s)", npy, exc)
+        return None
+    if not isinstance(stored, dict) or stored.get("key") != key or idx.shape != (key["n_queries"], key["k"]):
+        logger.warning("ignoring horizon cache %s: made for other inputs", npy)
+        return None
+    logger.info("%s baseline from cache %s", key["method"], npy)
+    return idx.astype(np.int64), stored["info"]
+
+
+def _write_cached(
+    folder: Path, key: dict[str, Any], idx: npt.NDArray[np.int64], info: dict[str, Any]
+) -> dict[str, Any]:
+    """Store a ranking under ``key`` (atomically, ranking before key); returns ``info`` as stored (plain
+    JSON values, so a cached and a fresh call answer alike). A cache that cannot be written only warns."""
+    import json
+
+    from crosslocate.fileio import save_npy_atomic, write_json_atomic
+
+    plain = json.loads(json.dumps(info, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    npy, meta = horizon_cache_paths(folder, key)
+    try:
+        save_npy_atomic(npy, np.ascontiguousarray(idx, np.int64))
+        write_json_atomic(meta, {"key": key, "info": plain})
+    except OSError as exc:
+        logger.warning("cannot cache the %s baseline in %s (%s); it will be searched again", key["method"], folder, exc)
+    return plain
+
+
 def horizon_rankings(
     qset: Any,
     pool: Any,
@@ -395,6 +492,7 @@ def horizon_rankings(
     eval_cfg: Any,
     sky: Any = None,
     methods: tuple[str, ...] = ("horizon", "horizon_searched"),
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, tuple[npt.NDArray[np.int64], dict[str, Any]]]:
     """(Q, k) database indices ranked by the HLoc-style horizon baseline, twice, with their settings.
 
@@ -409,9 +507,27 @@ def horizon_rankings(
     query's FOV (:func:`crosslocate.pipelines.refine.load_skylines`; ``sky`` when already loaded).
     The shift search covers ``max(EvalConfig.horizon_max_shift_deg, half the database yaw spacing)``
     so every query can align with the nearest database yaw. ``methods`` says which of the two to run.
+
+    With ``cache_dir``, each method's ranking and info are kept there under
+    :func:`horizon_cache_key` and read back by any later call with the same inputs (the seeds of a
+    configuration, a benchmark asked again): the search is the evaluation's largest cost after the
+    descriptors, and it does not depend on the network. The skylines are then loaded only for what
+    is not cached.
     """
     from crosslocate.model.baselines import gravity_grid, horizon_baseline
 
+    unknown = set(methods) - {"horizon", "horizon_searched"}
+    if unknown:
+        raise ConfigError(f"unknown horizon baseline(s) {sorted(unknown)}; known: horizon, horizon_searched")
+    if cache_dir is not None:
+        folder = Path(cache_dir)
+        keys = {m: horizon_cache_key(qset, pool, k, db_fov_deg, eval_cfg, m) for m in methods}
+        hits = {m: got for m in methods if (got := _read_cached(folder, keys[m])) is not None}
+        todo = tuple(m for m in methods if m not in hits)
+        fresh = horizon_rankings(qset, pool, k, db_fov_deg, eval_cfg, sky, todo) if todo else {}
+        for m, (idx, info) in fresh.items():
+            fresh[m] = (idx, _write_cached(folder, keys[m], idx, info))
+        return {m: hits[m] if m in hits else fresh[m] for m in methods}
     sky = sky if sky is not None else load_skylines(qset, pool)
     poses = [q.pose for q in qset.dataset.queries]
     cfg_shift = float(eval_cfg.horizon_max_shift_deg)
@@ -429,9 +545,6 @@ def horizon_rankings(
         db_roll_deg=sky.db_roll,
     )
     true_pr = np.array([[p.pitch_deg, p.roll_deg] for p in poses], np.float64).reshape(-1, 2)
-    unknown = set(methods) - {"horizon", "horizon_searched"}
-    if unknown:
-        raise ConfigError(f"unknown horizon baseline(s) {sorted(unknown)}; known: horizon, horizon_searched")
     out: dict[str, tuple[npt.NDArray[np.int64], dict[str, Any]]] = {}
     if "horizon" in methods:
         known = horizon_baseline(**common, q_pitch_deg=true_pr[:, 0], q_roll_deg=true_pr[:, 1])

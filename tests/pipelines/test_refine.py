@@ -1,17 +1,29 @@
-"""Choosing the pipeline on the validation split, from recall tables written by hand."""
+"""Choosing the pipeline on the validation split, from recall tables written by hand; the horizon
+baselines' rankings kept by content."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from crosslocate.errors import ConfigError
+from crosslocate.model.config import EvalConfig
 from crosslocate.pipelines.refine import (
     PIPELINES,
     choose_pipeline,
     choose_pipeline_and_setting,
+    horizon_cache_key,
+    horizon_cache_paths,
+    horizon_rankings,
     pipeline_table,
     setting_label,
 )
+
+from .conftest import build_db, build_queries
 
 
 def table(r1: float, r10: float) -> dict[str, dict[str, float]]:
@@ -86,3 +98,61 @@ def test_pipeline_and_setting_are_chosen_together_and_ties_take_the_simpler_sett
         None,
         {},
     )
+
+
+def _horizon_inputs(tmp_path, indices=None):
+    """The 64-view hand-written database (``pipelines/conftest.py``) and 6 query photos with their poses."""
+    from types import SimpleNamespace
+
+    from crosslocate.datasets.queries import load_query_csv
+    from crosslocate.datasets.views import ViewDataset
+    from crosslocate.model.train import ViewPool
+
+    db = tmp_path / "db" if (tmp_path / "db").exists() else build_db(tmp_path)
+    csv = tmp_path / "queries.csv" if (tmp_path / "queries.csv").exists() else build_queries(tmp_path, n=6)
+    queries = load_query_csv(csv)
+    return SimpleNamespace(dataset=SimpleNamespace(queries=queries)), ViewPool.of([ViewDataset(db, "depth", indices)])
+
+
+def test_horizon_rankings_are_kept_by_content_and_searched_again_when_an_input_changes(tmp_path, monkeypatch, caplog):
+    import crosslocate.model.baselines as B
+
+    qset, pool = _horizon_inputs(tmp_path)
+    calls = []
+    real = B.horizon_baseline
+    monkeypatch.setattr(B, "horizon_baseline", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg, cache, both = EvalConfig(), tmp_path / "baselines", ("horizon", "horizon_searched")
+
+    def run(q=qset, p=pool, k=5, c=cfg, methods=both):
+        n = len(calls)
+        got = horizon_rankings(q, p, k, 60.0, c, methods=methods, cache_dir=cache)
+        return got, len(calls) - n  # the searches it ran
+
+    plain = horizon_rankings(qset, pool, 5, 60.0, cfg)  # no cache folder: nothing kept
+    assert len(calls) == 2 and not cache.exists()
+    first, searched = run()
+    assert searched == 2 and len(list(cache.glob("*.npy"))) == 2
+    again, searched = run()
+    assert searched == 0
+    for m in both:  # the kept rankings and infos are what a search answers
+        assert again[m][0].shape == (6, 5) and np.array_equal(again[m][0], plain[m][0])
+        assert np.array_equal(first[m][0], plain[m][0]) and again[m][1] == first[m][1]
+        assert again[m][1]["gravity"] == plain[m][1]["gravity"]
+    assert run(methods=("horizon_searched",))[1] == 0  # one method alone reads its own entry
+    # everything the ranking depends on is in the key: each change searches both methods again
+    assert run(k=4)[1] == 2
+    assert run(c=replace(cfg, horizon_search_roll_deg=3.0))[1] == 2
+    assert run(p=_horizon_inputs(tmp_path, indices=np.arange(0, 64, 2))[1])[1] == 2
+    tilted = list(qset.dataset.queries)
+    tilted[0] = replace(tilted[0], pose=replace(tilted[0].pose, pitch_deg=tilted[0].pose.pitch_deg + 1.0))
+    assert run(q=type(qset)(dataset=type(qset.dataset)(queries=tilted)))[1] == 2
+    # a damaged entry is ignored (a warning), searched again and rewritten
+    npy = horizon_cache_paths(cache, horizon_cache_key(qset, pool, 5, 60.0, cfg, "horizon_searched"))[0]
+    npy.write_bytes(b"not a ranking")
+    with caplog.at_level(logging.WARNING, logger="crosslocate.pipelines.refine"):
+        assert run()[1] == 1
+    assert any("ignoring unreadable horizon cache" in r.getMessage() for r in caplog.records)
+    assert run()[1] == 0
+    # other photo bytes at the same path are other photos
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(qset.dataset.queries[0].image)
+    assert run()[1] == 2
