@@ -395,6 +395,14 @@ def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
 HORIZON_CACHE_VERSION = 1
 
 
+def _sha256_json(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any, method: str) -> dict[str, Any]:
     """Everything a horizon baseline's ranking depends on, as a JSON-able key: the method, the query
     photos' bytes (sha256) with their FOV and the pitch/roll the known-gravity baseline reads, the
@@ -402,14 +410,10 @@ def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg:
     and the selected views, ``k``, the database FOV, every ``horizon_*`` field of ``eval_cfg`` and
     :data:`HORIZON_CACHE_VERSION`. Not the network: the baselines never see it."""
     import hashlib
-    import json
     from dataclasses import fields
 
     from crosslocate.fileio import file_sha256
     from crosslocate.pipelines.descriptors import database_digest
-
-    def sha(obj: Any) -> str:
-        return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
     photos = [
         [file_sha256(q.image), float(q.pose.fov_deg), float(q.pose.pitch_deg), float(q.pose.roll_deg)]
@@ -426,7 +430,7 @@ def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg:
     return {
         "method": method,
         "version": HORIZON_CACHE_VERSION,
-        "queries": sha(photos),
+        "queries": _sha256_json(photos),
         "n_queries": len(photos),
         "views": views,
         "k": int(k),
@@ -437,11 +441,7 @@ def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg:
 
 def horizon_cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path]:
     """(``.npy`` ranking, ``.json`` key and info) of a horizon cache entry."""
-    import hashlib
-    import json
-
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
-    stem = f"{key['method']}-{digest[:16]}"
+    stem = f"{key['method']}-{_sha256_json(key)[:16]}"
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
