@@ -36,14 +36,15 @@ logger = logging.getLogger(__name__)
 DESCRIPTORS_DIR = "descriptors"
 
 
-def _sha256_json(obj: Any) -> str:
+def sha256_json(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces): the digest of every cache key."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def database_digest(manifest: Any) -> str:
     """sha256 over a database's configuration fingerprint and every shard's checksum."""
     shards = [[s.shard_id, s.sha256] for s in manifest.shards]
-    return _sha256_json({"fingerprint": manifest.fingerprint(), "shards": shards})
+    return sha256_json({"fingerprint": manifest.fingerprint(), "shards": shards})
 
 
 def source_identity(source: Any) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def source_identity(source: Any) -> dict[str, Any]:
     if isinstance(source, QueryDataset):
         photos = [[file_sha256(q.image), float(q.pose.fov_deg)] for q in source.queries]
         return {
-            "queries": _sha256_json(photos),
+            "queries": sha256_json(photos),
             "size_px": source.size_px,
             "fov_scaling": source.fov_scaling,
             "db_fov_deg": source.db_fov_deg,
@@ -63,15 +64,17 @@ def source_identity(source: Any) -> dict[str, Any]:
     for ds in datasets:
         if ds.transform is not None:
             raise ValueError("descriptor caches need the default view encoding (transform=None)")
-        views.append(
-            {
-                "database": database_digest(ds.manifest),
-                "modality": ds.modality.value,
-                "size_px": ds.size_px,
-                "indices": hashlib.sha256(np.ascontiguousarray(ds.indices, np.int64).tobytes()).hexdigest(),
-            }
-        )
+        views.append({**views_identity(ds), "modality": ds.modality.value, "size_px": ds.size_px})
     return {"views": views}
+
+
+def views_identity(ds: Any) -> dict[str, str]:
+    """Which views of which database a ViewDataset selects, whatever it reads of them: the database's
+    :func:`database_digest` and the sha256 of the selected indices (int64)."""
+    return {
+        "database": database_digest(ds.manifest),
+        "indices": hashlib.sha256(np.ascontiguousarray(ds.indices, np.int64).tobytes()).hexdigest(),
+    }
 
 
 def descriptor_key(network: str, source: Any) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def descriptor_key(network: str, source: Any) -> dict[str, Any]:
 
 def cache_files(folder: Path, kind: str, key: dict[str, Any]) -> tuple[Path, Path]:
     """(``.npy``, ``.json``) paths of a cache entry."""
-    stem = f"{kind}-{_sha256_json(key)[:16]}"
+    stem = f"{kind}-{sha256_json(key)[:16]}"
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
@@ -143,5 +146,7 @@ __all__ = [
     "cached_descriptors",
     "database_digest",
     "descriptor_key",
+    "sha256_json",
     "source_identity",
+    "views_identity",
 ]

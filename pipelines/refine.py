@@ -395,44 +395,25 @@ def _yaw_spacing_deg(yaw_deg: npt.NDArray[np.float64]) -> float:
 HORIZON_CACHE_VERSION = 1
 
 
-def _sha256_json(obj: Any) -> str:
-    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces)."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
-
-
 def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg: Any, method: str) -> dict[str, Any]:
     """Everything a horizon baseline's ranking depends on, as a JSON-able key: the method, the query
-    photos' bytes (sha256) with their FOV and the pitch/roll the known-gravity baseline reads, the
-    databases (manifest fingerprint and shard checksums, :func:`crosslocate.pipelines.descriptors.database_digest`)
-    and the selected views, ``k``, the database FOV, every ``horizon_*`` field of ``eval_cfg`` and
-    :data:`HORIZON_CACHE_VERSION`. Not the network: the baselines never see it."""
-    import hashlib
+    set (:func:`crosslocate.datasets.queries.query_set_digest`: every pose, FOV and pitch/roll with
+    them, and the photos' bytes), the databases and selected views
+    (:func:`crosslocate.pipelines.descriptors.views_identity`), ``k``, the database FOV, every
+    ``horizon_*`` field of ``eval_cfg`` and :data:`HORIZON_CACHE_VERSION`. Not the network: the
+    baselines never see it."""
     from dataclasses import fields
 
-    from crosslocate.fileio import file_sha256
-    from crosslocate.pipelines.descriptors import database_digest
+    from crosslocate.datasets.queries import query_set_digest
+    from crosslocate.pipelines.descriptors import views_identity
 
-    photos = [
-        [file_sha256(q.image), float(q.pose.fov_deg), float(q.pose.pitch_deg), float(q.pose.roll_deg)]
-        for q in qset.dataset.queries
-    ]
-    views = [
-        {
-            "database": database_digest(ds.manifest),
-            "indices": hashlib.sha256(np.ascontiguousarray(ds.indices, np.int64).tobytes()).hexdigest(),
-        }
-        for ds in pool.datasets
-    ]
     horizon_cfg = {f.name: getattr(eval_cfg, f.name) for f in fields(eval_cfg) if f.name.startswith("horizon_")}
     return {
         "method": method,
         "version": HORIZON_CACHE_VERSION,
-        "queries": _sha256_json(photos),
-        "n_queries": len(photos),
-        "views": views,
+        "queries": query_set_digest(qset.dataset.queries),
+        "n_queries": len(qset.dataset.queries),
+        "views": [views_identity(ds) for ds in pool.datasets],
         "k": int(k),
         "db_fov_deg": float(db_fov_deg),
         "eval": horizon_cfg,
@@ -441,7 +422,9 @@ def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg:
 
 def horizon_cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path]:
     """(``.npy`` ranking, ``.json`` key and info) of a horizon cache entry."""
-    stem = f"{key['method']}-{_sha256_json(key)[:16]}"
+    from crosslocate.pipelines.descriptors import sha256_json
+
+    stem = f"{key['method']}-{sha256_json(key)[:16]}"
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
@@ -521,7 +504,8 @@ def horizon_rankings(
         raise ConfigError(f"unknown horizon baseline(s) {sorted(unknown)}; known: horizon, horizon_searched")
     if cache_dir is not None:
         folder = Path(cache_dir)
-        keys = {m: horizon_cache_key(qset, pool, k, db_fov_deg, eval_cfg, m) for m in methods}
+        shared = horizon_cache_key(qset, pool, k, db_fov_deg, eval_cfg, "")  # photos and views hashed once
+        keys = {m: {**shared, "method": m} for m in methods}
         hits = {m: got for m in methods if (got := _read_cached(folder, keys[m])) is not None}
         todo = tuple(m for m in methods if m not in hits)
         fresh = horizon_rankings(qset, pool, k, db_fov_deg, eval_cfg, sky, todo) if todo else {}
