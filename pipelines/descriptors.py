@@ -13,7 +13,9 @@ A cache entry is ``<folder>/<kind>-<key sha256[:16]>.npy`` ((N, D) float32 descr
 An entry is used only when its JSON key equals the requested key and the row count matches, so a
 different checkpoint, database, modality, view subset, input setting or encoding can never reuse
 it. ``localize`` keeps database descriptors in ``<db_dir>/descriptors/`` (found by every later
-call with any output folder); ``benchmark`` keeps them under ``<run>/descriptors/``.
+call with any output folder); ``benchmark`` keeps them under ``<run>/descriptors/``. The entry
+files (:func:`cache_files`, :func:`read_cache_entry`, :func:`write_cache_entry`) also hold the horizon
+baselines' rankings (:func:`crosslocate.pipelines.refine.horizon_rankings`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,32 @@ def cache_files(folder: Path, kind: str, key: dict[str, Any]) -> tuple[Path, Pat
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
+def read_cache_entry(npy: Path, meta: Path, what: str) -> tuple[npt.NDArray[Any], Any] | None:
+    """(array, JSON) of the cache entry ``npy`` + ``meta``, or None when either is missing or unreadable
+    (a warning naming the ``what`` cache). The caller checks that the entry is the one it asked for."""
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))
+        arr = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable %s cache %s (%s)", what, npy, exc)
+        return None
+    return arr, stored
+
+
+def write_cache_entry(npy: Path, meta: Path, arr: npt.NDArray[Any], stored: Any, what: str) -> None:
+    """Write a cache entry atomically, the array before its JSON (what a reader checks last); a cache
+    that cannot be written only warns, since the entry is then computed again next time."""
+    try:
+        save_npy_atomic(npy, arr)
+        write_json_atomic(meta, stored)
+    except OSError as exc:
+        logger.warning(
+            "cannot write the %s cache in %s (%s); it will be computed again next time", what, npy.parent, exc
+        )
+
+
 def cached_descriptors(
     net: Any,
     source: Any,
@@ -120,23 +148,14 @@ def cached_descriptors(
 
     key = descriptor_key(network, source)
     npy, meta = cache_files(Path(folder), kind, key)
-    if npy.is_file() and meta.is_file():
-        try:
-            stored_key = json.loads(meta.read_text(encoding="utf-8"))
-            arr = np.load(npy, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable descriptor cache %s (%s)", npy, exc)
-        else:
-            if stored_key == key and arr.ndim == 2 and len(arr) == len(source):
-                logger.info("descriptors from cache %s", npy)
-                return np.ascontiguousarray(arr, dtype=np.float32)
-            logger.warning("ignoring descriptor cache %s: made for other inputs", npy)
+    if (got := read_cache_entry(npy, meta, "descriptor")) is not None:
+        arr, stored_key = got
+        if stored_key == key and arr.ndim == 2 and len(arr) == len(source):
+            logger.info("descriptors from cache %s", npy)
+            return np.ascontiguousarray(arr, dtype=np.float32)
+        logger.warning("ignoring descriptor cache %s: made for other inputs", npy)
     arr = extract_descriptors(net, source, device, batch_size=batch_size, num_workers=num_workers, desc=kind)
-    try:
-        save_npy_atomic(npy, arr)
-        write_json_atomic(meta, key)
-    except OSError as exc:
-        logger.warning("cannot cache descriptors in %s (%s); they will be computed again next time", npy.parent, exc)
+    write_cache_entry(npy, meta, arr, key, "descriptor")
     return arr
 
 
@@ -146,7 +165,9 @@ __all__ = [
     "cached_descriptors",
     "database_digest",
     "descriptor_key",
+    "read_cache_entry",
     "sha256_json",
     "source_identity",
     "views_identity",
+    "write_cache_entry",
 ]

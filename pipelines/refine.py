@@ -421,26 +421,21 @@ def horizon_cache_key(qset: Any, pool: Any, k: int, db_fov_deg: float, eval_cfg:
 
 
 def horizon_cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path]:
-    """(``.npy`` ranking, ``.json`` key and info) of a horizon cache entry."""
-    from crosslocate.pipelines.descriptors import sha256_json
+    """(``.npy`` ranking, ``.json`` key and info) of a horizon cache entry
+    (:func:`crosslocate.pipelines.descriptors.cache_files`, named after the method)."""
+    from crosslocate.pipelines.descriptors import cache_files
 
-    stem = f"{key['method']}-{sha256_json(key)[:16]}"
-    return folder / f"{stem}.npy", folder / f"{stem}.json"
+    return cache_files(folder, key["method"], key)
 
 
 def _read_cached(folder: Path, key: dict[str, Any]) -> tuple[npt.NDArray[np.int64], dict[str, Any]] | None:
     """The cached (Q, k) ranking and info under ``key``, or None (absent, unreadable or made for other inputs)."""
-    import json
+    from crosslocate.pipelines.descriptors import read_cache_entry
 
     npy, meta = horizon_cache_paths(folder, key)
-    if not (npy.is_file() and meta.is_file()):
+    if (got := read_cache_entry(npy, meta, "horizon")) is None:
         return None
-    try:
-        stored = json.loads(meta.read_text(encoding="utf-8"))
-        idx = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable horizon cache %s (%s)", npy, exc)
-        return None
+    idx, stored = got
     if not isinstance(stored, dict) or stored.get("key") != key or idx.shape != (key["n_queries"], key["k"]):
         logger.warning("ignoring horizon cache %s: made for other inputs", npy)
         return None
@@ -451,19 +446,15 @@ def _read_cached(folder: Path, key: dict[str, Any]) -> tuple[npt.NDArray[np.int6
 def _write_cached(
     folder: Path, key: dict[str, Any], idx: npt.NDArray[np.int64], info: dict[str, Any]
 ) -> dict[str, Any]:
-    """Store a ranking under ``key`` (atomically, ranking before key); returns ``info`` as stored (plain
-    JSON values, so a cached and a fresh call answer alike). A cache that cannot be written only warns."""
+    """Store a ranking under ``key`` (:func:`crosslocate.pipelines.descriptors.write_cache_entry`);
+    returns ``info`` as stored (plain JSON values, so a cached and a fresh call answer alike)."""
     import json
 
-    from crosslocate.fileio import save_npy_atomic, write_json_atomic
+    from crosslocate.pipelines.descriptors import write_cache_entry
 
     plain = json.loads(json.dumps(info, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
     npy, meta = horizon_cache_paths(folder, key)
-    try:
-        save_npy_atomic(npy, np.ascontiguousarray(idx, np.int64))
-        write_json_atomic(meta, {"key": key, "info": plain})
-    except OSError as exc:
-        logger.warning("cannot cache the %s baseline in %s (%s); it will be searched again", key["method"], folder, exc)
+    write_cache_entry(npy, meta, np.ascontiguousarray(idx, np.int64), {"key": key, "info": plain}, "horizon")
     return plain
 
 
